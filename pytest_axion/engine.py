@@ -1,0 +1,436 @@
+"""Measure llama.cpp prompt processing and generation speed through llama-cpp-python's low-level API.
+
+This module imports only ``llama_cpp`` and the standard library, so it can also run as a worker under
+another Python that has nothing but llama-cpp-python installed. It returns raw timings; turning them
+into tokens/s and verdicts happens elsewhere.
+
+The workloads mirror llama.cpp's own tools, so that the figures can be compared with them:
+- ``run_prompt(n)`` is llama-bench's ``pp n``: one prompt of n random tokens (BOS first), decoded in
+  chunks of ``n_batch``, logits for the last token only, context of exactly n tokens;
+- ``run_generation(n)`` is llama-bench's ``tg n``: n single-token decodes from an empty cache;
+- ``run_batched(pp, tg, b)`` is ``llama-batched-bench -npp pp -ntg tg -npl b -c b*(pp+tg)``: b
+  sequences, each with its own random prompt, decoded together, then tg steps of one token per
+  sequence.
+Every repetition starts from a cleared KV cache; each run starts with an untimed warm-up.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp
+
+DEFAULT_N_BATCH = 2048  # llama-bench's -b default
+DEFAULT_N_UBATCH = 512  # llama-bench's -ub default
+_MAX_CACHED_CONTEXTS = 4
+_TOKEN_SIZE_BYTES = ctypes.sizeof(llama_cpp.llama_token)
+_POS_SIZE_BYTES = ctypes.sizeof(llama_cpp.llama_pos)
+
+ProgressCallback = Callable[[str], None]
+
+
+class EngineError(Exception):
+    """llama.cpp refused a model, a context or a batch; the message is one line."""
+
+
+@dataclass(frozen=True)
+class PromptRun:
+    """Wall-clock seconds of each repetition of a prompt of ``n_prompt`` tokens."""
+
+    n_prompt: int
+    seconds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GenerationRun:
+    """Wall-clock seconds of each repetition of ``n_gen`` single-token decodes."""
+
+    n_gen: int
+    seconds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BatchedRun:
+    """Per repetition: prompt phase seconds, generation phase seconds, and each generation step."""
+
+    n_prompt: int
+    n_gen: int
+    batch_size: int
+    prompt_seconds: tuple[float, ...]
+    gen_seconds: tuple[float, ...]
+    step_seconds: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What llama.cpp itself reports about the loaded model and build."""
+
+    description: str
+    n_params: int
+    size_bytes: int
+    n_vocab: int
+    n_ctx_train: int
+    model_buffers: tuple[str, ...]  # e.g. ("CPU_Mapped", "CPU_REPACK", "CPU_KLEIDIAI")
+    system_info: str
+    llama_cpp_python_version: str
+
+
+class _LlamaLog:
+    """Captures llama.cpp's log lines instead of letting them flood the terminal.
+
+    llama.cpp has a single, process-wide log callback, so this object is a process-wide singleton.
+    """
+
+    def __init__(self) -> None:
+        self._lines: collections.deque[str] = collections.deque(maxlen=2000)
+        self._lock = threading.Lock()
+        self._callback = llama_cpp.llama_log_callback(self._on_log)
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _on_log(self, level: int, text: bytes, user_data: Any) -> None:
+        with self._lock:
+            self._lines.append(text.decode("utf-8", errors="replace"))
+
+    def take(self) -> str:
+        with self._lock:
+            text = "".join(self._lines)
+            self._lines.clear()
+        return text
+
+
+_log: _LlamaLog | None = None
+_init_lock = threading.Lock()
+
+
+def _ensure_backend() -> _LlamaLog:
+    global _log
+    with _init_lock:
+        if _log is None:
+            _log = _LlamaLog()
+            llama_cpp.llama_backend_init()
+        return _log
+
+
+def system_info() -> str:
+    """llama.cpp's build flags as ``llama_print_system_info()`` prints them."""
+    _ensure_backend()
+    return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", errors="replace").strip()
+
+
+def _model_buffers(load_log: str) -> tuple[str, ...]:
+    # llama.cpp logs "CPU_REPACK model buffer size = ..." for each weight buffer type it used;
+    # CPU_KLEIDIAI there is the proof that Arm's KleidiAI kernels are in use.
+    names = []
+    for line in load_log.splitlines():
+        marker = " model buffer size"
+        if marker in line:
+            head = line.split(marker, 1)[0].split(":")[-1].strip()
+            if head and head not in names:
+                names.append(head)
+    return tuple(names)
+
+
+class _Context:
+    """One llama_context and its reusable batch, sized for one workload shape."""
+
+    def __init__(self, model: Any, *, n_ctx: int, n_seq: int, threads: int, n_batch: int,
+                 n_ubatch: int) -> None:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_ubatch
+        params.n_seq_max = n_seq
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise EngineError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {n_seq} sequence(s): "
+                "reduce the prompt/generation sizes or the batch size"
+            )
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_batch = n_batch
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.memory, False)
+
+    def decode(self, batch: Any) -> None:
+        status = llama_cpp.llama_decode(self.ctx, batch)
+        if status != 0:
+            raise EngineError(f"llama_decode failed with status {status} (1 = no KV slot: the context is too small)")
+
+    def free(self) -> None:
+        if self.ctx:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+
+
+class _Batch:
+    """A llama_batch filled once, before timing; decoded in views of at most n_batch tokens."""
+
+    def __init__(self, tokens: list[int], positions: list[int], seq_ids: list[int], logits: list[bool]) -> None:
+        n = len(tokens)
+        self.n_tokens = n
+        self.batch = llama_cpp.llama_batch_init(n, 0, 1)
+        b = self.batch
+        for i in range(n):
+            b.token[i] = tokens[i]
+            b.pos[i] = positions[i]
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq_ids[i]
+            b.logits[i] = logits[i]
+        b.n_tokens = n
+
+    def views(self, n_batch: int) -> list[Any]:
+        """Sub-batches of at most n_batch tokens, pointing into this batch's arrays (no copies)."""
+        if self.n_tokens <= n_batch:
+            return [self.batch]
+        out = []
+        b = self.batch
+        for start in range(0, self.n_tokens, n_batch):
+            view = llama_cpp.llama_batch()
+            view.n_tokens = min(n_batch, self.n_tokens - start)
+            view.token = _offset(b.token, start)
+            view.pos = _offset(b.pos, start)
+            view.n_seq_id = _offset(b.n_seq_id, start)
+            view.seq_id = _offset(b.seq_id, start)
+            view.logits = _offset(b.logits, start)
+            out.append(view)
+        return out
+
+    def free(self) -> None:
+        llama_cpp.llama_batch_free(self.batch)
+
+
+def _offset(pointer: Any, items: int) -> Any:
+    address = ctypes.cast(pointer, ctypes.c_void_p).value or 0
+    return ctypes.cast(address + items * ctypes.sizeof(pointer._type_), type(pointer))
+
+
+class LlamaEngine:
+    """A loaded model that answers pp / tg / batched measurement requests."""
+
+    def __init__(self, model_path: str, *, threads: int, n_batch: int = DEFAULT_N_BATCH,
+                 n_ubatch: int = DEFAULT_N_UBATCH, seed: int = 1234) -> None:
+        log = _ensure_backend()
+        log.take()
+        params = llama_cpp.llama_model_default_params()
+        self.model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
+        load_log = log.take()
+        if not self.model:
+            last = [line.strip() for line in load_log.splitlines() if line.strip()][-1:] or ["no detail"]
+            raise EngineError(f"llama.cpp could not load {model_path}: {last[0]}")
+        self.model_path = model_path
+        self.threads = threads
+        self.n_batch = n_batch
+        self.n_ubatch = n_ubatch
+        self._rng = random.Random(seed)
+        self._vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._contexts: dict[tuple[int, int], _Context] = {}
+        desc = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self.model, desc, len(desc))
+        self.facts = ModelFacts(
+            description=desc.value.decode("utf-8", errors="replace"),
+            n_params=int(llama_cpp.llama_model_n_params(self.model)),
+            size_bytes=int(llama_cpp.llama_model_size(self.model)),
+            n_vocab=self.n_vocab,
+            n_ctx_train=int(llama_cpp.llama_model_n_ctx_train(self.model)),
+            model_buffers=_model_buffers(load_log),
+            system_info=system_info(),
+            llama_cpp_python_version=str(getattr(llama_cpp, "__version__", "unknown")),
+        )
+
+    # -- workloads -------------------------------------------------------------------------------
+
+    def run_prompt(self, n_prompt: int, *, repetitions: int, warmup: bool = True,
+                   progress: ProgressCallback | None = None) -> PromptRun:
+        """llama-bench ``pp n_prompt``: seconds to decode an n_prompt-token prompt, per repetition."""
+        _check_positive(n_prompt=n_prompt, repetitions=repetitions)
+        self._check_fits(n_prompt, 1)
+        ctx = self._context(n_ctx=n_prompt, n_seq=1)
+        batch = self._prompt_batch(n_prompt, seq_id=0)
+        views = batch.views(ctx.n_batch)
+        try:
+            if warmup:  # llama-bench warms up with one full prompt
+                ctx.clear()
+                self._timed_prompt(ctx, views)
+            seconds = []
+            for _ in range(repetitions):
+                ctx.clear()
+                seconds.append(self._timed_prompt(ctx, views))
+                _report(progress, f"pp{n_prompt}", len(seconds), repetitions)
+        finally:
+            batch.free()
+            ctx.clear()
+        return PromptRun(n_prompt=n_prompt, seconds=tuple(seconds))
+
+    def run_generation(self, n_gen: int, *, repetitions: int, warmup: bool = True,
+                       progress: ProgressCallback | None = None) -> GenerationRun:
+        """llama-bench ``tg n_gen``: seconds for n_gen single-token decodes, per repetition."""
+        _check_positive(n_gen=n_gen, repetitions=repetitions)
+        self._check_fits(n_gen, 1)
+        ctx = self._context(n_ctx=n_gen, n_seq=1)
+        steps = [_Batch([tok], [pos], [0], [True]) for pos, tok in enumerate(self._first_and_random(n_gen))]
+        try:
+            if warmup:  # llama-bench warms generation up with a single token
+                ctx.clear()
+                ctx.decode(steps[0].batch)
+                llama_cpp.llama_synchronize(ctx.ctx)
+            seconds = []
+            for _ in range(repetitions):
+                ctx.clear()
+                seconds.append(self._timed_steps(ctx, steps, step_seconds=None))
+                _report(progress, f"tg{n_gen}", len(seconds), repetitions)
+        finally:
+            for step in steps:
+                step.free()
+            ctx.clear()
+        return GenerationRun(n_gen=n_gen, seconds=tuple(seconds))
+
+    def run_batched(self, n_prompt: int, n_gen: int, batch_size: int, *, repetitions: int,
+                    warmup: bool = True, progress: ProgressCallback | None = None) -> BatchedRun:
+        """llama-batched-bench cell (pp, tg, b): prompt phase, then tg steps of b tokens each."""
+        _check_positive(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, repetitions=repetitions)
+        self._check_fits(n_prompt + n_gen, batch_size)
+        ctx = self._context(n_ctx=batch_size * (n_prompt + n_gen), n_seq=batch_size)
+        prompt = self._batched_prompt(n_prompt, batch_size)
+        steps = [
+            _Batch([self._random_token() for _ in range(batch_size)], [n_prompt + i] * batch_size,
+                   list(range(batch_size)), [True] * batch_size)
+            for i in range(n_gen)
+        ]
+        prompt_views = prompt.views(ctx.n_batch)
+        try:
+            if warmup:
+                ctx.clear()
+                for view in prompt_views:
+                    ctx.decode(view)
+                ctx.decode(steps[0].batch)
+                llama_cpp.llama_synchronize(ctx.ctx)
+            prompt_seconds, gen_seconds, all_steps = [], [], []
+            for _ in range(repetitions):
+                ctx.clear()
+                prompt_seconds.append(self._timed_prompt(ctx, prompt_views))
+                step_seconds: list[float] = []
+                gen_seconds.append(self._timed_steps(ctx, steps, step_seconds=step_seconds))
+                all_steps.append(tuple(step_seconds))
+                _report(progress, f"batched pp{n_prompt} tg{n_gen} B={batch_size}", len(gen_seconds), repetitions)
+        finally:
+            prompt.free()
+            for step in steps:
+                step.free()
+            ctx.clear()
+        return BatchedRun(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size,
+                          prompt_seconds=tuple(prompt_seconds), gen_seconds=tuple(gen_seconds),
+                          step_seconds=tuple(all_steps))
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens the model's own tokenizer makes of ``text`` (no BOS)."""
+        raw = text.encode("utf-8")
+        capacity = len(raw) + 16
+        buffer = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self._vocab, raw, len(raw), buffer, capacity, False, False)
+        if n < 0:
+            raise EngineError(f"tokenizer needs {-n} tokens, more than the buffer of {capacity}")
+        return int(n)
+
+    def close(self) -> None:
+        """Free every context and the model; the engine cannot be used afterwards."""
+        for ctx in self._contexts.values():
+            ctx.free()
+        self._contexts.clear()
+        if self.model:
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _timed_prompt(ctx: _Context, views: list[Any]) -> float:
+        start_ns = time.perf_counter_ns()
+        for view in views:
+            ctx.decode(view)
+        llama_cpp.llama_synchronize(ctx.ctx)
+        return (time.perf_counter_ns() - start_ns) / 1e9
+
+    @staticmethod
+    def _timed_steps(ctx: _Context, steps: list[_Batch], *, step_seconds: list[float] | None) -> float:
+        # The hot loop: one decode and one synchronize per step, batches filled beforehand.
+        decode, sync, handle, clock = llama_cpp.llama_decode, llama_cpp.llama_synchronize, ctx.ctx, time.perf_counter_ns
+        start_ns = previous_ns = clock()
+        for step in steps:
+            status = decode(handle, step.batch)
+            if status != 0:
+                raise EngineError(f"llama_decode failed with status {status} during generation")
+            sync(handle)
+            if step_seconds is not None:
+                now_ns = clock()
+                step_seconds.append((now_ns - previous_ns) / 1e9)
+                previous_ns = now_ns
+        return (clock() - start_ns) / 1e9
+
+    def _context(self, *, n_ctx: int, n_seq: int) -> _Context:
+        key = (n_ctx, n_seq)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            if len(self._contexts) >= _MAX_CACHED_CONTEXTS:
+                oldest = next(iter(self._contexts))
+                self._contexts.pop(oldest).free()
+            ctx = _Context(self.model, n_ctx=n_ctx, n_seq=n_seq, threads=self.threads,
+                           n_batch=self.n_batch, n_ubatch=self.n_ubatch)
+            self._contexts[key] = ctx
+        return ctx
+
+    def _check_fits(self, tokens_per_sequence: int, n_seq: int) -> None:
+        if tokens_per_sequence > self.facts.n_ctx_train:
+            raise EngineError(
+                f"{tokens_per_sequence} tokens per sequence exceed the model's training context of "
+                f"{self.facts.n_ctx_train}: use smaller prompt/generation sizes"
+            )
+
+    def _random_token(self) -> int:
+        return self._rng.randrange(self.n_vocab)
+
+    def _first_and_random(self, n_tokens: int) -> Iterator[int]:
+        # llama-bench starts with BOS when the model adds one, then random tokens.
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        yield int(llama_cpp.llama_vocab_bos(self._vocab)) if add_bos else self._random_token()
+        for _ in range(n_tokens - 1):
+            yield self._random_token()
+
+    def _prompt_batch(self, n_prompt: int, *, seq_id: int) -> _Batch:
+        tokens = list(self._first_and_random(n_prompt))
+        return _Batch(tokens, list(range(n_prompt)), [seq_id] * n_prompt,
+                      [i == n_prompt - 1 for i in range(n_prompt)])
+
+    def _batched_prompt(self, n_prompt: int, batch_size: int) -> _Batch:
+        tokens: list[int] = []
+        positions: list[int] = []
+        seq_ids: list[int] = []
+        logits: list[bool] = []
+        for seq in range(batch_size):
+            tokens.extend(self._random_token() for _ in range(n_prompt))
+            positions.extend(range(n_prompt))
+            seq_ids.extend([seq] * n_prompt)
+            logits.extend(i == n_prompt - 1 for i in range(n_prompt))
+        return _Batch(tokens, positions, seq_ids, logits)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise EngineError(f"{name} must be at least 1, got {value}")
+
+
+def _report(progress: ProgressCallback | None, what: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(f"{what}: repetition {done}/{total}")

