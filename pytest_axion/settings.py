@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 
 from pytest_axion.errors import SettingsError
 from pytest_axion.hardware import validate_hardware_id
+from pytest_axion.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
 
 T = TypeVar("T")
 
@@ -39,6 +40,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "threads for llama.cpp (default: the number of physical cores)", "N"),
     OptionSpec("repetitions", "--axion-repetitions", "axion_repetitions", "int",
                "timed repetitions per measurement, after one warm-up (default: 5, as llama-bench)", "R"),
+    OptionSpec("reading_speed", "--axion-reading-speed", "axion_reading_speed", "str",
+               "human reading speed for per_user_tps='reading': tokens/s ('5', the default) or words per "
+               "minute ('238wpm', converted with the model's tokenizer)", "SPEED"),
+    OptionSpec("report", "--axion-report", "axion_report", "str",
+               "write a JSON report of every measurement and verdict (schema: pytest_axion/schemas/"
+               "report.schema.json)", "PATH"),
+    OptionSpec("plots", "--axion-plots", "axion_plots", "str",
+               "draw the benchmark's three figures (PNG and SVG) into this folder; needs pytest-axion[plots]",
+               "DIR"),
     OptionSpec("hardware", "--axion-hardware", "axion_hardware", "str",
                "hardware id that selects baselines, e.g. gcp-c4a-standard-32 (default: derived from the "
                "CPU; letters, digits, '.', '_' and '-' only)", "ID"),
@@ -63,6 +73,9 @@ class Settings:
     threads: Sourced[int]
     repetitions: Sourced[int]
     hardware: Sourced[str | None]   # None: derive from the CPU
+    reading_speed: ReadingSpeedSpec
+    report: Sourced[str | None]
+    plots: Sourced[str | None]
     warnings: tuple[str, ...] = ()
 
 
@@ -101,8 +114,15 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
     if model.value is not None:
         model = Sourced(os.path.expanduser(model.value), model.source)
 
+    reading_raw = _as_optional_str(raw["reading_speed"])
+    reading_speed = (DEFAULT_READING_SPEED if reading_raw.value is None
+                     else parse_reading_speed(reading_raw.value, source=reading_raw.source))
+
     return Settings(
         enabled=bool(raw["enabled"].value),
+        reading_speed=reading_speed,
+        report=_as_optional_str(raw["report"]),
+        plots=_as_optional_str(raw["plots"]),
         model=model,
         threads=threads,
         repetitions=repetitions,
