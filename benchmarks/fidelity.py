@@ -28,10 +28,10 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llama_tools import build_tools, installed_version  # noqa: E402
+from llama_tools import build_tools, installed_version
 
-from pytest_axion.engine import LlamaEngine, system_info  # noqa: E402
-from pytest_axion.model import embedded_model_path  # noqa: E402
+from pytest_axion.engine import LlamaEngine, system_info
+from pytest_axion.model import embedded_model_path
 
 TARGET_RATIO = 0.97
 BATCHED_PROMPT, BATCHED_GEN = 128, 64
@@ -111,7 +111,7 @@ def report(workloads: list[Workload], *, threads: int, rounds: int, reps: int, s
     for w in workloads:
         tool_median = statistics.median(v for r in w.tool for v in r)
         plugin_median = statistics.median(v for r in w.plugin for v in r)
-        per_round = [statistics.median(p) / statistics.median(t) for p, t in zip(w.plugin, w.tool)]
+        per_round = [statistics.median(p) / statistics.median(t) for p, t in zip(w.plugin, w.tool, strict=True)]
         ratio = plugin_median / tool_median
         rows.append([w.name, f"{tool_median:.1f}", f"{plugin_median:.1f}", f"{ratio:.3f}",
                      f"{statistics.median(per_round):.3f} ({min(per_round):.3f}-{max(per_round):.3f})",

@@ -33,7 +33,7 @@ _MAX_CACHED_CONTEXTS = 4
 _TOKEN_SIZE_BYTES = ctypes.sizeof(llama_cpp.llama_token)
 _POS_SIZE_BYTES = ctypes.sizeof(llama_cpp.llama_pos)
 
-ProgressCallback = Callable[[str], None]
+ProgressCallback = Callable[[str, int, int], None]  # (workload, repetitions done, total)
 
 
 class EngineError(Exception):
@@ -433,4 +433,4 @@ def _check_positive(**values: int) -> None:
 
 def _report(progress: ProgressCallback | None, what: str, done: int, total: int) -> None:
     if progress is not None:
-        progress(f"{what}: repetition {done}/{total}")
+        progress(what, done, total)

@@ -11,8 +11,10 @@ from pytest_axion.engine import ProgressCallback
 from pytest_axion.gguf import read_gguf_info
 from pytest_axion.harness import Axion, LoadedModel, load_model
 from pytest_axion.model import embedded_model_path
+from pytest_axion.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.records import Measurement
 from pytest_axion.settings import Settings, resolve_settings
+from pytest_axion.slo import SloOutcome, SloSpec, evaluate_slos
 
 
 def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
@@ -32,8 +34,10 @@ class AxionSession:
     def __init__(self, settings: Settings, *, progress: ProgressCallback | None = None) -> None:
         self.settings = settings
         self.measurements: list[Measurement] = []
+        self.outcomes: dict[str, SloOutcome] = {}
         self.progress = progress
         self._loaded: LoadedModel | None = None
+        self._reading: ReadingSpeed | None = None
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -49,6 +53,26 @@ class AxionSession:
     def harness(self, nodeid: str) -> Axion:
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
                      record=self.measurements.append, progress=self.progress)
+
+    def reading_speed(self) -> ReadingSpeed:
+        """The reading speed in tokens/s; words per minute are converted with the model's tokenizer."""
+        if self._reading is None:
+            spec = self.settings.reading_speed
+            ratio, tokenizer = 1.0, "none"
+            if spec.unit == "wpm":
+                loaded = self.load()
+                text = sample_text()
+                ratio = tokens_per_word(loaded.engine.count_tokens(text), text)
+                tokenizer = loaded.model.label
+            self._reading = resolve_reading_speed(spec, tokens_per_word=ratio, tokenizer=tokenizer)
+        return self._reading
+
+    def check_slos(self, nodeid: str, spec: SloSpec) -> SloOutcome:
+        """Judge the test's declared promises against what it measured; kept for the reports."""
+        measured = [m for m in self.measurements if m.nodeid == nodeid]
+        outcome = evaluate_slos(spec, measured, nodeid=nodeid, reading=self.reading_speed())
+        self.outcomes[nodeid] = outcome
+        return outcome
 
     def close(self) -> None:
         if self._loaded is not None:

@@ -76,9 +76,10 @@ def parse_slo(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> 
         values["per_user_tps"] = READING if raw == READING else _positive_number(raw, "per_user_tps", where,
                                                                                   also="or 'reading'")
     if "ttft_percentile" in kwargs:
-        if kwargs["ttft_percentile"] not in TTFT_PERCENTILES or isinstance(kwargs["ttft_percentile"], bool):
-            raise SettingsError(f"{where}: ttft_percentile must be one of 50, 90, 99, got {kwargs['ttft_percentile']!r}")
-        values["ttft_percentile"] = int(kwargs["ttft_percentile"])
+        percentile = kwargs["ttft_percentile"]
+        if isinstance(percentile, bool) or percentile not in TTFT_PERCENTILES:
+            raise SettingsError(f"{where}: ttft_percentile must be one of 50, 90, 99, got {percentile!r}")
+        values["ttft_percentile"] = int(percentile)
     if "max_batch" in kwargs:
         raw = kwargs["max_batch"]
         if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:

@@ -1,27 +1,53 @@
-"""The reference conformance suite: Arm's Llama 3.3 70B on Axion benchmark, as tests.
+"""The reference conformance suite: Arm's "Llama 3.3 70B on Google Axion" benchmark, as tests.
 
-Run it with ``pytest --axion-slo tests/conformance``. Without ``--axion-slo`` every test here is
-skipped, so an ordinary ``pytest`` stays fast.
+Run it with ``pytest --axion-slo tests/conformance`` (add ``--axion-report r.json --axion-plots figs``
+for the JSON report and the three figures). Without ``--axion-slo`` every test is skipped.
+
+The publication's method, reproduced on the configured model:
+  figure 1  prompt encoding speed at two prompt sizes and batch sizes 1 to 4;
+  figure 2  token generation at two generation lengths, total over the batch as users are added;
+  figure 3  the speed each user sees at batch sizes 1, 2, 4 and 8, against human reading speed.
+
+How the SLOs are adapted to the embedded model (SmolLM2-135M Q4_1) on a 2-core CI machine:
+- prompt_tps=50 and per_user_tps="reading" (5 t/s) up to max_batch=4 are the publication's own
+  promises, kept literally. The embedded model is ~500x smaller than Llama 3.3 70B and clears them by a
+  wide margin (pp ~200-480 t/s, per-user at batch 4 ~35-55 t/s on these machines), so they hold on every
+  machine we run on, including a Zen 3 without AVX-512 during a slow episode (0.7x), and they fail at
+  once on a broken build. Batch 8 is measured to show where capacity ends; it is reported, not enforced.
+- gen_tps=20: the publication reported the trend, not a floor; 20 t/s total keeps a 5x margin under the
+  slowest batch-1 generation seen here (~100 t/s with one thread).
+- ttft_ms=2000 at p90: MLPerf's llama2-70b server limit for time to first token (2 s), checked at
+  batch 1 and 2 with a 256-token prompt (~0.5-1.5 s here).
+Sizes are smaller than the publication's so that the whole suite runs well under two minutes.
 """
 
-PROMPT_SIZES = (128, 512)
-GENERATION_LENGTHS = (32, 128)
-BATCH_SIZES = (1, 2, 4, 8)
+import pytest
+
+PROMPT_SIZES = (32, 128)
+GENERATION_LENGTHS = (16, 64)
 
 
+@pytest.mark.axion_slo(prompt_tps=50)
 def test_prompt_encoding(axion):
-    """Figure 1: prompt encoding speed at two prompt sizes."""
-    for n_tokens in PROMPT_SIZES:
-        assert axion.prompt(n_tokens).median > 0
+    """Figure 1: prompt encoding speed, steady across batch sizes and prompt sizes."""
+    for n_prompt in PROMPT_SIZES:
+        axion.batched(n_prompt=n_prompt, n_gen=1, batch_sizes=[1, 2, 3, 4])
 
 
+@pytest.mark.axion_slo(gen_tps=20)
 def test_token_generation(axion):
-    """Figure 2 at batch 1: generation speed at two generation lengths."""
-    for n_tokens in GENERATION_LENGTHS:
-        assert axion.generate(n_tokens).median > 0
+    """Figure 2: total generation speed at two generation lengths, as users are added."""
+    for n_gen in GENERATION_LENGTHS:
+        axion.batched(n_prompt=8, n_gen=n_gen, batch_sizes=[1, 2, 4])
 
 
-def test_concurrent_users(axion):
-    """Figures 2 and 3: total and per-user generation speed as concurrent users grow."""
-    result = axion.batched(n_prompt=128, n_gen=64, batch_sizes=BATCH_SIZES)
-    assert result.batch_sizes == list(BATCH_SIZES)
+@pytest.mark.axion_slo(per_user_tps="reading", max_batch=4)
+def test_every_user_reads_comfortably(axion):
+    """Figure 3: each of up to 4 concurrent users gets at least human reading speed."""
+    axion.batched(n_prompt=64, n_gen=32, batch_sizes=[1, 2, 4, 8])
+
+
+@pytest.mark.axion_slo(ttft_ms=2000, ttft_percentile=90)
+def test_time_to_first_token(axion):
+    """MLPerf's TTFT limit for an interactive service."""
+    axion.batched(n_prompt=256, n_gen=4, batch_sizes=[1, 2])

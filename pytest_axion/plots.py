@@ -1,0 +1,89 @@
+"""The publication's three figures, drawn from a run's measurements (PNG and SVG).
+
+1. prompt encoding speed by batch size, one line per prompt size;
+2. total generation speed by batch size, one line per generation length;
+3. per-user generation speed by batch size, with the reading-speed line.
+matplotlib is optional (``pytest-axion[plots]``); it is imported only here, with the Agg backend.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_axion.errors import SettingsError
+from pytest_axion.records import Measurement
+
+PLOTS_HINT = "pip install 'pytest-axion[plots]'"
+# A phase of fewer tokens than this exists only to drive the other phase (a 1-token generation after a
+# prompt, an 8-token prompt before generation); its speed is mostly fixed overhead, not the figure's subject.
+MIN_PHASE_TOKENS = 16
+
+
+def check_matplotlib(source: str) -> None:
+    """Fail early, before measuring, when plots are asked for but cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SettingsError(f"{source} needs matplotlib, which is not installed: run {PLOTS_HINT}") from None
+
+
+def _series(measurements: Sequence[Measurement], metric: str, by: str) -> dict[int, list[tuple[int, float]]]:
+    """{prompt size or generation length: [(batch size, median)]}, the worst median per point."""
+    points: dict[int, dict[int, float]] = defaultdict(dict)
+    for m in measurements:
+        if m.metric != metric:
+            continue
+        size = m.n_prompt if by == "n_prompt" else m.n_gen
+        if size < MIN_PHASE_TOKENS:
+            continue
+        current = points[size].get(m.batch_size)
+        points[size][m.batch_size] = m.median if current is None else min(current, m.median)
+    return {size: sorted(values.items()) for size, values in sorted(points.items())}
+
+
+def draw_figures(measurements: Sequence[Measurement], directory: Path, *, title: str,
+                 reading_tokens_per_s: float, reading_label: str) -> list[Path]:
+    """Write fig1/fig2/fig3 as PNG and SVG; return the files written (figures with no data are skipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    figures = [
+        ("fig1-prompt-encoding", "prompt_tps", "n_prompt", "prompt size {} tokens",
+         "Prompt encoding speed (tokens/s)"),
+        ("fig2-total-generation", "gen_tps", "n_gen", "generation length {} tokens",
+         "Total token generation speed (tokens/s)"),
+        ("fig3-per-user-generation", "per_user_tps", "n_gen", "generation length {} tokens",
+         "Per-user generation speed (tokens/s)"),
+    ]
+    written: list[Path] = []
+    for stem, metric, by, legend, ylabel in figures:
+        series = _series(measurements, metric, by)
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+        for size, points in series.items():
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", label=legend.format(size))
+        if metric == "per_user_tps":
+            ax.axhline(reading_tokens_per_s, color="crimson", linestyle="--", label=reading_label)
+        batch_sizes = sorted({b for points in series.values() for b, _ in points})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+        ax.set_xlabel("batch size (concurrent users)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{ylabel.split(' (')[0]}\n{title}", fontsize=10)
+        fig.tight_layout()
+        for suffix in (".png", ".svg"):
+            path = directory / f"{stem}{suffix}"
+            fig.savefig(path)
+            written.append(path)
+        plt.close(fig)
+    return written

@@ -1,0 +1,42 @@
+import sys
+
+import pytest
+
+from pytest_axion.errors import SettingsError
+from pytest_axion.plots import check_matplotlib, draw_figures
+from pytest_axion.records import Measurement
+
+
+def fake_run():
+    out = []
+    for n_prompt in (32, 128):
+        for b in (1, 2, 4):
+            out.append(Measurement("t::p", "prompt_tps", b, n_prompt, 1, 2, (400.0 + b,)))
+    for n_gen in (16, 64):
+        for b in (1, 2, 4):
+            out.append(Measurement("t::g", "gen_tps", b, 8, n_gen, 2, (100.0 * b ** 0.5,)))
+            out.append(Measurement("t::g", "per_user_tps", b, 8, n_gen, 2, (100.0 / b ** 0.5,)))
+    return out
+
+
+def test_three_figures_in_two_formats(tmp_path):
+    written = draw_figures(fake_run(), tmp_path / "figs", title="m on hw", reading_tokens_per_s=5.0,
+                           reading_label="reading speed 5 t/s")
+    names = sorted(p.name for p in written)
+    assert names == sorted(f"{stem}.{ext}" for stem in ("fig1-prompt-encoding", "fig2-total-generation",
+                                                        "fig3-per-user-generation") for ext in ("png", "svg"))
+    assert all(p.stat().st_size > 1000 for p in written)
+    svg = (tmp_path / "figs" / "fig3-per-user-generation.svg").read_text()
+    assert "reading speed 5 t/s" in svg and "batch size" in svg
+
+
+def test_figures_without_data_are_skipped(tmp_path):
+    only_prompt = [m for m in fake_run() if m.metric == "prompt_tps"]
+    written = draw_figures(only_prompt, tmp_path, title="t", reading_tokens_per_s=5.0, reading_label="r")
+    assert {p.stem for p in written} == {"fig1-prompt-encoding"}
+
+
+def test_missing_matplotlib_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(SettingsError, match=r"--axion-plots needs matplotlib.*pytest-axion\[plots\]"):
+        check_matplotlib("--axion-plots")

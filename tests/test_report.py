@@ -1,0 +1,93 @@
+import json
+
+import jsonschema
+import pytest
+
+from pytest_axion.hardware import collect_hardware
+from pytest_axion.model import ModelFingerprint
+from pytest_axion.reading import ReadingSpeed
+from pytest_axion.records import Measurement
+from pytest_axion.report import (
+    RunRecord,
+    build_report,
+    capacity_lines,
+    header_lines,
+    measurement_table,
+    validate_report,
+    write_json_atomically,
+    write_report,
+)
+from pytest_axion.slo import evaluate_slos, parse_slo
+
+READING = ReadingSpeed(5.0, "reading speed 5 t/s (default)")
+MODEL = ModelFingerprint(file_name="m.gguf", path="/m.gguf", sha256="a" * 64, architecture="llama",
+                         quantization="Q4_1", n_params=135_000_000, size_bytes=98_000_000)
+
+
+def run_record():
+    measurements = [Measurement("t.py::test_users", "per_user_tps", b, 128, 64, 2, (v, v * 1.1, v * 0.9))
+                    for b, v in ((1, 20.0), (2, 9.0), (4, 4.0))]
+    measurements.append(Measurement("t.py::test_users", "ttft_ms", 4, 128, 64, 2, (900.0, 950.0)))
+    spec = parse_slo((), {"per_user_tps": "reading"}, where="t.py::test_users")
+    outcome = evaluate_slos(spec, measurements, nodeid="t.py::test_users", reading=READING)
+    return RunRecord(model=MODEL, hardware=collect_hardware(system_info="CPU : AVX2 = 1 | REPACK = 1 |"), threads=2,
+                     repetitions=3, load_seconds=0.1, reading=READING, measurements=measurements,
+                     outcomes={"t.py::test_users": outcome})
+
+
+def test_report_validates_and_keeps_samples_and_verdicts():
+    report = build_report(run_record())
+    validate_report(report)
+    rows = report["results"]
+    assert [r["batch_size"] for r in rows[:3]] == [1, 2, 4]
+    assert rows[2]["samples"] == [4.0, 4.4, 3.6] and rows[2]["median"] == 4.0
+    assert rows[2]["slo"][0]["verdict"] == "FAIL" and "< 5.00 t/s" in rows[2]["slo"][0]["message"]
+    assert report["tests"] == [{"nodeid": "t.py::test_users", "capacity": 2, "slo_passed": False}]
+    assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda r: r["results"][0].update(metric="speed"),
+    lambda r: r["results"][0].update(samples=[-1.0]),
+    lambda r: r.pop("hardware"),
+    lambda r: r.update(schema_version=99),
+])
+def test_schema_rejects_broken_reports(breakage):
+    report = build_report(run_record())
+    breakage(report)
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report(report)
+
+
+def test_table_shows_slo_and_verdict_and_capacity_is_summarised():
+    run = run_record()
+    table = measurement_table(run.measurements, run.outcomes)
+    assert "test_users" in table and ">= 5.00 t/s (reading)" in table and "FAIL" in table
+    assert capacity_lines(run.outcomes) == [
+        "capacity t.py::test_users: 2 concurrent user(s) at reading speed 5 t/s (default) "
+        "(measured batch sizes 1, 2, 4)"]
+    assert any("reading speed 5 t/s" in line for line in header_lines(run))
+
+
+def test_atomic_write_leaves_only_the_file(tmp_path):
+    target = tmp_path / "out" / "r.json"
+    write_json_atomically(target, {"b": 1, "a": [1.5]})
+    assert json.loads(target.read_text()) == {"a": [1.5], "b": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_failure_keeps_the_old_file(tmp_path):
+    target = tmp_path / "r.json"
+    target.write_text('{"old": true}')
+    with pytest.raises(ValueError):
+        write_json_atomically(target, {"x": float("nan")})  # NaN is not JSON
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_unwritable_report_path_is_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(Exception) as err:
+        write_report(blocker / "r.json", run_record())
+    assert "cannot write the report" in str(err.value) and "\n" not in str(err.value)
