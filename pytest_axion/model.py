@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pytest_axion.atomic import write_json_atomically
 from pytest_axion.errors import ModelFileError
 from pytest_axion.gguf import GgufInfo, read_gguf_info
 
@@ -126,11 +127,5 @@ def _read_cache(cache_file: Path) -> dict[str, Any]:
 
 
 def _write_cache(cache_file: Path, cache: dict[str, Any]) -> None:
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=".sha256.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(cache, handle, indent=1, sort_keys=True)
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # an unwritable cache only means hashing again next time
+    with contextlib.suppress(OSError):  # an unwritable cache only means hashing again next time
+        write_json_atomically(cache_file, cache)

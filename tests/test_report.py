@@ -1,4 +1,3 @@
-import json
 
 import jsonschema
 import pytest
@@ -14,7 +13,6 @@ from pytest_axion.report import (
     header_lines,
     measurement_table,
     validate_report,
-    write_json_atomically,
     write_report,
 )
 from pytest_axion.slo import evaluate_slos, parse_slo
@@ -67,22 +65,6 @@ def test_table_shows_slo_and_verdict_and_capacity_is_summarised():
         "capacity t.py::test_users: 2 concurrent user(s) at reading speed 5 t/s (default) "
         "(measured batch sizes 1, 2, 4)"]
     assert any("reading speed 5 t/s" in line for line in header_lines(run))
-
-
-def test_atomic_write_leaves_only_the_file(tmp_path):
-    target = tmp_path / "out" / "r.json"
-    write_json_atomically(target, {"b": 1, "a": [1.5]})
-    assert json.loads(target.read_text()) == {"a": [1.5], "b": 1}
-    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
-
-
-def test_atomic_write_failure_keeps_the_old_file(tmp_path):
-    target = tmp_path / "r.json"
-    target.write_text('{"old": true}')
-    with pytest.raises(ValueError):
-        write_json_atomically(target, {"x": float("nan")})  # NaN is not JSON
-    assert json.loads(target.read_text()) == {"old": True}
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 def test_unwritable_report_path_is_one_line_error(tmp_path):

@@ -1,0 +1,21 @@
+import json
+
+import pytest
+
+from pytest_axion.atomic import write_json_atomically
+
+
+def test_atomic_write_leaves_only_the_file(tmp_path):
+    target = tmp_path / "out" / "r.json"
+    write_json_atomically(target, {"b": 1, "a": [1.5]})
+    assert json.loads(target.read_text()) == {"a": [1.5], "b": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_failure_keeps_the_old_file(tmp_path):
+    target = tmp_path / "r.json"
+    target.write_text('{"old": true}')
+    with pytest.raises(ValueError):
+        write_json_atomically(target, {"x": float("nan")})  # NaN is not JSON
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
