@@ -255,7 +255,7 @@ class LlamaEngine:
                    progress: ProgressCallback | None = None) -> PromptRun:
         """llama-bench ``pp n_prompt``: seconds to decode an n_prompt-token prompt, per repetition."""
         _check_positive(n_prompt=n_prompt, repetitions=repetitions)
-        self._check_fits(n_prompt, 1)
+        self._check_fits(n_prompt)
         ctx = self._context(n_ctx=n_prompt, n_seq=1)
         batch = self._prompt_batch(n_prompt, seq_id=0)
         views = batch.views(ctx.n_batch)
@@ -277,7 +277,7 @@ class LlamaEngine:
                        progress: ProgressCallback | None = None) -> GenerationRun:
         """llama-bench ``tg n_gen``: seconds for n_gen single-token decodes, per repetition."""
         _check_positive(n_gen=n_gen, repetitions=repetitions)
-        self._check_fits(n_gen, 1)
+        self._check_fits(n_gen)
         ctx = self._context(n_ctx=n_gen, n_seq=1)
         steps = [_Batch([tok], [pos], [0], [True]) for pos, tok in enumerate(self._first_and_random(n_gen))]
         try:
@@ -300,7 +300,7 @@ class LlamaEngine:
                     warmup: bool = True, progress: ProgressCallback | None = None) -> BatchedRun:
         """llama-batched-bench cell (pp, tg, b): prompt phase, then tg steps of b tokens each."""
         _check_positive(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, repetitions=repetitions)
-        self._check_fits(n_prompt + n_gen, batch_size)
+        self._check_fits(n_prompt + n_gen)
         ctx = self._context(n_ctx=batch_size * (n_prompt + n_gen), n_seq=batch_size)
         prompt = self._batched_prompt(n_prompt, batch_size)
         steps = [
@@ -390,7 +390,7 @@ class LlamaEngine:
             self._contexts[key] = ctx
         return ctx
 
-    def _check_fits(self, tokens_per_sequence: int, n_seq: int) -> None:
+    def _check_fits(self, tokens_per_sequence: int) -> None:
         if tokens_per_sequence > self.facts.n_ctx_train:
             raise EngineError(
                 f"{tokens_per_sequence} tokens per sequence exceed the model's training context of "
