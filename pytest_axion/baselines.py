@@ -1,0 +1,195 @@
+"""Stored per-hardware baselines: layout, schema-checked reads, and locked, atomic writes.
+
+One JSON file per hardware id and model, ``<root>/<hardware-id>/<model-label>.json``, sorted keys so
+that diffs read well. Every entry keeps each run's raw samples. A file that cannot be read, parsed
+or validated is an error naming the file and the fix; it is never skipped and never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from filelock import FileLock, Timeout
+
+from pytest_axion.atomic import write_json_atomically
+from pytest_axion.errors import BaselineError, HardwareIdError
+from pytest_axion.hardware import validate_hardware_id
+from pytest_axion.stats import cv, median
+
+BASELINE_SCHEMA_VERSION = 1
+MAX_BASELINE_BYTES = 32 * 2**20  # far above any real baseline; caps what a corrupt file can cost
+MAX_JSON_DEPTH = 16
+LOCK_TIMEOUT_S = 60.0
+_FIX = "restore it from version control, or record a new one with `pytest-axion refresh`"
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """One measurement's baseline: every run's samples, from separate model loads."""
+
+    nodeid: str
+    metric: str
+    batch_size: int
+    n_prompt: int
+    n_gen: int
+    threads: int
+    unit: str
+    runs: tuple[tuple[float, ...], ...]
+
+    @cached_property
+    def run_medians(self) -> tuple[float, ...]:
+        return tuple(median(run) for run in self.runs)
+
+    @property
+    def level(self) -> float:
+        """The reference level: median over runs of each run's median."""
+        return median(self.run_medians)
+
+    @property
+    def between_run_cv(self) -> float:
+        """How much whole runs disagree (0 with a single run: unknown, not zero noise)."""
+        return cv(self.run_medians)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "metric": self.metric, "batch_size": self.batch_size,
+                "n_prompt": self.n_prompt, "n_gen": self.n_gen, "threads": self.threads, "unit": self.unit,
+                "runs": [{"samples": list(run)} for run in self.runs],
+                "summary": {"level": self.level, "between_run_cv": self.between_run_cv,
+                            "run_medians": list(self.run_medians)}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BaselineEntry:
+        return cls(nodeid=data["nodeid"], metric=data["metric"], batch_size=data["batch_size"],
+                   n_prompt=data["n_prompt"], n_gen=data["n_gen"], threads=data["threads"], unit=data["unit"],
+                   runs=tuple(tuple(float(v) for v in run["samples"]) for run in data["runs"]))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A whole baseline file: provenance plus entries keyed like ``Measurement.key``."""
+
+    hardware_id: str
+    model_label: str
+    provenance: dict[str, Any]
+    entries: dict[str, BaselineEntry]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": BASELINE_SCHEMA_VERSION, "hardware_id": self.hardware_id,
+                "model_label": self.model_label, "provenance": self.provenance,
+                "entries": {key: entry.to_json() for key, entry in sorted(self.entries.items())}}
+
+
+def baseline_path(root: Path, hardware_id: str, model_label: str) -> Path:
+    """``<root>/<hardware-id>/<model-label>.json``; both parts are checked to be file-system safe."""
+    validate_hardware_id(hardware_id, source="the hardware id")
+    validate_hardware_id(model_label, source="the model label")
+    return root / hardware_id / f"{model_label}.json"
+
+
+def _schema() -> dict[str, Any]:
+    text = (resources.files("pytest_axion") / "schemas" / "baseline.schema.json").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def read_baseline(path: Path) -> Baseline:
+    """Read and validate one baseline file; any problem is a one-line BaselineError naming it."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_BASELINE_BYTES:
+            raise BaselineError(f"baseline file {path} is {size:,} bytes, above the {MAX_BASELINE_BYTES:,} cap: "
+                                f"it is not a baseline; {_FIX}")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BaselineError(f"baseline file {path} is not UTF-8 text: {_FIX}") from None
+    except OSError as err:
+        raise BaselineError(f"cannot read baseline file {path}: {err.strerror or err}") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BaselineError(f"baseline file {path} is nested too deeply to be a baseline: {_FIX}") from None
+    except ValueError as err:
+        raise BaselineError(f"baseline file {path} is not valid JSON ({err}): {_FIX}") from None
+    return baseline_from_json(data, source=str(path))
+
+
+def baseline_from_json(data: Any, *, source: str) -> Baseline:
+    """Validate parsed JSON against the shipped schema and build a :class:`Baseline`."""
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise BaselineError(f"baseline file {source} is nested too deeply to be a baseline: {_FIX}")
+    if isinstance(data, dict) and data.get("schema_version") not in (None, BASELINE_SCHEMA_VERSION):
+        raise BaselineError(f"baseline file {source} has schema_version {data.get('schema_version')!r}, this "
+                            f"pytest-axion reads {BASELINE_SCHEMA_VERSION}: upgrade pytest-axion, or {_FIX}")
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "top level"
+        raise BaselineError(f"baseline file {source} violates the baseline schema at {where}: "
+                            f"{first.message[:200]}: {_FIX}")
+    try:
+        validate_hardware_id(data["hardware_id"], source=f"baseline file {source}")
+    except HardwareIdError as err:
+        raise BaselineError(str(err)) from None
+    return Baseline(hardware_id=data["hardware_id"], model_label=data["model_label"],
+                    provenance=data["provenance"],
+                    entries={key: BaselineEntry.from_json(entry) for key, entry in data["entries"].items()})
+
+
+def write_baseline(path: Path, baseline: Baseline, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+    """Validate, then replace the file atomically under a lock; on any failure the old file is whole."""
+    data = baseline.to_json()
+    baseline_from_json(json.loads(json.dumps(data)), source=str(path))  # never write what we could not read
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=lock_timeout_s):
+            write_json_atomically(path, data)
+    except Timeout:
+        raise BaselineError(f"baseline file {path} is locked by another refresh for over {lock_timeout_s:.0f} s: "
+                            "wait for it to finish") from None
+    except OSError as err:
+        raise BaselineError(f"cannot write baseline file {path}: {err.strerror or err}: make the baselines "
+                            "folder writable, or point --axion-baselines elsewhere") from None
+
+
+def baseline_files(root: Path) -> list[Path]:
+    """Every baseline file under ``root``, sorted (temp files of interrupted writes excluded)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("*/*.json") if not p.name.startswith("."))
+
+
+def summarise_entries(baseline: Baseline) -> list[dict[str, Any]]:
+    """One row per entry for ``pytest-axion show``: level, runs, between-run spread."""
+    return [{"key": key, "level": entry.level, "unit": entry.unit, "runs": len(entry.runs),
+             "between_run_cv": entry.between_run_cv,
+             "samples": sum(len(run) for run in entry.runs),
+             "run_spread": (max(entry.run_medians) / min(entry.run_medians) - 1) if entry.runs else 0.0,
+             "median_of_all": statistics.median([v for run in entry.runs for v in run])}
+            for key, entry in sorted(baseline.entries.items())]
