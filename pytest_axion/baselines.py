@@ -28,7 +28,7 @@ BASELINE_SCHEMA_VERSION = 1
 MAX_BASELINE_BYTES = 32 * 2**20  # far above any real baseline; caps what a corrupt file can cost
 MAX_JSON_DEPTH = 16
 LOCK_TIMEOUT_S = 60.0
-_FIX = "restore it from version control, or record a new one with `pytest-axion refresh`"
+_FIX = "restore it from version control, or delete it and record it again"
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def write_baseline(path: Path, baseline: Baseline, *, lock_timeout_s: float = LO
         with FileLock(str(path) + ".lock", timeout=lock_timeout_s):
             write_json_atomically(path, data)
     except Timeout:
-        raise BaselineError(f"baseline file {path} is locked by another refresh for over {lock_timeout_s:.0f} s: "
+        raise BaselineError(f"baseline file {path} is locked by another writer for over {lock_timeout_s:.0f} s: "
                             "wait for it to finish") from None
     except OSError as err:
         raise BaselineError(f"cannot write baseline file {path}: {err.strerror or err}: make the baselines "
