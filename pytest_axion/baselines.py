@@ -8,7 +8,6 @@ or validated is an error naming the file and the fix; it is never skipped and ne
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -189,7 +188,5 @@ def summarise_entries(baseline: Baseline) -> list[dict[str, Any]]:
     """One row per entry for ``pytest-axion show``: level, runs, between-run spread."""
     return [{"key": key, "level": entry.level, "unit": entry.unit, "runs": len(entry.runs),
              "between_run_cv": entry.between_run_cv,
-             "samples": sum(len(run) for run in entry.runs),
-             "run_spread": (max(entry.run_medians) / min(entry.run_medians) - 1) if entry.runs else 0.0,
-             "median_of_all": statistics.median([v for run in entry.runs for v in run])}
+             "samples": sum(len(run) for run in entry.runs)}
             for key, entry in sorted(baseline.entries.items())]
