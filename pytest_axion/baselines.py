@@ -7,7 +7,9 @@ or validated is an error naming the file and the fix; it is never skipped and ne
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -167,7 +169,7 @@ def write_baseline(path: Path, baseline: Baseline, *, lock_timeout_s: float = LO
     baseline_from_json(json.loads(json.dumps(data)), source=str(path))  # never write what we could not read
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock", timeout=lock_timeout_s):
+        with FileLock(lock_path(path), timeout=lock_timeout_s):
             write_json_atomically(path, data)
     except Timeout:
         raise BaselineError(f"baseline file {path} is locked by another writer for over {lock_timeout_s:.0f} s: "
@@ -175,6 +177,18 @@ def write_baseline(path: Path, baseline: Baseline, *, lock_timeout_s: float = LO
     except OSError as err:
         raise BaselineError(f"cannot write baseline file {path}: {err.strerror or err}: make the baselines "
                             "folder writable, or point --axion-baselines elsewhere") from None
+
+
+def lock_path(path: Path) -> str:
+    """The lock guarding one baseline file, kept out of the baselines folder (and out of version control).
+
+    Named by the file's absolute path, so every process on this machine agrees on it; flock locks
+    are per machine anyway (not reliable on NFS), and the OS releases them when the holder dies.
+    """
+    digest = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "pytest-axion-locks"
+    folder.mkdir(exist_ok=True)
+    return str(folder / f"{digest}.lock")
 
 
 def baseline_files(root: Path) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import TextIO
 from tabulate import tabulate
 
 from pytest_axion.baselines import Baseline, baseline_files, read_baseline, summarise_entries
+from pytest_axion.comparison import TABLE_HEADERS, any_regressed, compare_sides, load_side, table_rows, version_lines
 from pytest_axion.errors import AxionError, BaselineError
+from pytest_axion.settings import parse_tolerance
+from pytest_axion.verdicts import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS
 
 DEFAULT_BASELINES = Path("baselines")
 
@@ -70,19 +74,75 @@ def show(*, root: Path, out: TextIO) -> int:
     return status
 
 
+def compare_files(*, old: Path, new: Path, tolerance: float, estimator: str, out: TextIO) -> int:
+    """Per-measurement speedup table of NEW over OLD; 1 if anything regressed, 2 on bad input."""
+    try:
+        before, after = load_side(old), load_side(new)
+    except AxionError as err:
+        print(f"error: {err}", file=out)
+        return 2
+    rows, unmatched = compare_sides(before, after, tolerance=tolerance, estimator=estimator)
+    for line in version_lines(before, after):
+        print(line, file=out)
+    print(f"speedup = new/old of the {estimator} per run (latency inverted: above 1 is faster); 95% interval from "
+          f"within- and between-run spread; band = max(tolerance {tolerance:.0%}, 2x between-run spread)", file=out)
+    print(tabulate(table_rows(rows), headers=TABLE_HEADERS, tablefmt="simple", disable_numparse=True), file=out)
+    if unmatched:
+        print(f"{len(unmatched)} measurement(s) in only one file, not compared", file=out)
+    counts = {verdict: sum(r.comparison.verdict == verdict for r in rows)
+              for verdict in ("ok", "improved", "regressed", "inconclusive")}
+    print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()), file=out)
+    if not rows:
+        print("error: the two files share no measurement", file=out)
+        return 2
+    return 1 if any_regressed(rows) else 0
+
+
+def refresh(*, runs: int | None, pytest_args: Sequence[str]) -> int:
+    """The K-run refresh: ``pytest --axion-slo --axion-refresh-baselines --axion-runs K [args]``."""
+    command = [sys.executable, "-m", "pytest", "--axion-slo", "--axion-refresh-baselines"]
+    if runs is not None:
+        command += ["--axion-runs", str(runs)]
+    return subprocess.call([*command, *pytest_args])
+
+
+def _tolerance(text: str) -> float:
+    try:
+        return parse_tolerance(text, source="--tolerance")
+    except AxionError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pytest-axion", description="Manage pytest-axion baselines.")
+    parser = argparse.ArgumentParser(prog="pytest-axion", description="Manage and compare pytest-axion baselines.")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("validate", "schema-check every baseline file; exit 1 if any is bad"),
                             ("show", "list stored baselines with their between-run spread")):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("root", nargs="?", type=Path, default=DEFAULT_BASELINES,
                          help=f"baselines folder (default: {DEFAULT_BASELINES})")
+    text = "compare two reports or baseline files; exit 1 if anything regressed"
+    sub = commands.add_parser("compare", help=text, description=text)
+    sub.add_argument("old", type=Path, help="the reference: a --axion-report file or a baseline file")
+    sub.add_argument("new", type=Path, help="the candidate: a --axion-report file or a baseline file")
+    sub.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
+                     help="smallest slowdown that counts, e.g. 0.1 or 10%% (default 0.1)")
+    sub.add_argument("--estimator", choices=sorted(ESTIMATORS), default=DEFAULT_ESTIMATOR,
+                     help="statistic of each run (default median)")
+    text = "record baselines from K separate runs: pytest --axion-slo --axion-refresh-baselines [pytest args]"
+    sub = commands.add_parser("refresh", help=text, description=text)
+    sub.add_argument("--runs", type=int, default=None, help="separate runs to record (default 3)")
+    sub.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (tests, -k, --axion-*)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "compare":
+        return compare_files(old=args.old, new=args.new, tolerance=args.tolerance, estimator=args.estimator,
+                             out=sys.stdout)
+    if args.command == "refresh":
+        return refresh(runs=args.runs, pytest_args=[a for a in args.pytest_args if a != "--"])
     command = {"validate": validate, "show": show}[args.command]
     return command(root=args.root, out=sys.stdout)
 

@@ -25,3 +25,7 @@ class MeasurementError(AxionError):
 
 class BaselineError(AxionError):
     """A stored baseline is corrupt, schema-violating, or cannot be written."""
+
+
+class AxionWarning(UserWarning):
+    """A verdict that needs a person's attention but does not fail the run (an inconclusive one)."""

@@ -179,6 +179,48 @@ class Axion:
         return measurements
 
 
+def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repetitions: int,
+              progress: ProgressCallback | None = None) -> dict[str, Measurement]:
+    """Measure the workloads behind ``measurements`` again, fresh (warm-up included), keyed like them.
+
+    Each distinct workload runs once, however many of its metrics are asked for.
+    """
+    engine, threads = loaded.engine, loaded.threads
+    fresh: dict[str, Measurement] = {}
+    done: set[tuple[str, int, int, int]] = set()
+    for m in measurements:
+        kind = _workload_kind(m)
+        shape = (kind, m.batch_size, m.n_prompt, m.n_gen)
+        if shape in done:
+            continue
+        done.add(shape)
+        try:
+            if kind == "prompt":
+                results = [prompt_measurement(engine.run_prompt(m.n_prompt, repetitions=repetitions,
+                                                                progress=progress), nodeid=m.nodeid, threads=threads)]
+            elif kind == "generation":
+                results = [generation_measurement(engine.run_generation(m.n_gen, repetitions=repetitions,
+                                                                        progress=progress),
+                                                  nodeid=m.nodeid, threads=threads)]
+            else:
+                run = engine.run_batched(m.n_prompt, m.n_gen, m.batch_size, repetitions=repetitions,
+                                         progress=progress)
+                results = list(batched_measurements(run, nodeid=m.nodeid, threads=threads).values())
+        except EngineError as err:
+            raise MeasurementError(f"{m.nodeid}: measuring again: {err}") from None
+        fresh.update((r.key, r) for r in results)
+    return fresh
+
+
+def _workload_kind(m: Measurement) -> str:
+    """Which harness call produced a measurement, read from its shape."""
+    if m.n_gen == 0 and m.batch_size == 1 and m.metric == "prompt_tps":
+        return "prompt"
+    if m.n_prompt == 0 and m.batch_size == 1:
+        return "generation"
+    return "batched"
+
+
 def _distinct_sizes(batch_sizes: Iterable[int]) -> list[int]:
     sizes = sorted(set(int(b) for b in batch_sizes))
     if not sizes or sizes[0] < 1:

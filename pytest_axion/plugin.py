@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from pytest_axion.engine import ProgressCallback
-from pytest_axion.errors import AxionError
+from pytest_axion.errors import AxionError, AxionWarning
 from pytest_axion.harness import Axion, LoadedModel
 from pytest_axion.plots import check_matplotlib, draw_figures
-from pytest_axion.report import RunRecord, capacity_lines, header_lines, measurement_table, write_report
+from pytest_axion.report import (
+    RunRecord,
+    capacity_lines,
+    header_lines,
+    measurement_table,
+    refresh_lines,
+    write_report,
+)
 from pytest_axion.session import AxionSession, settings_for_this_machine
-from pytest_axion.settings import OPTIONS
+from pytest_axion.settings import OPTIONS, Settings
 from pytest_axion.slo import MARKER, SloSpec, marker_help, merge_marker_kwargs, parse_slo
+from pytest_axion.verdicts import INCONCLUSIVE, NO_BASELINE, REGRESSED
 
 SESSION_KEY = pytest.StashKey[AxionSession]()
 SLO_SPEC_KEY = pytest.StashKey[SloSpec]()
@@ -29,7 +37,7 @@ def _dest(name: str) -> str:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("axion", "pytest-axion: performance conformance of CPU LLM inference")
     for spec in OPTIONS:
-        if spec.kind == "flag":
+        if spec.kind in ("flag", "bool"):
             group.addoption(spec.flag, action="store_true", default=False, dest=_dest(spec.name), help=spec.help)
         else:
             group.addoption(spec.flag, default=None, dest=_dest(spec.name), metavar=spec.metavar, help=spec.help)
@@ -47,7 +55,21 @@ def pytest_configure(config: pytest.Config) -> None:
             check_matplotlib(settings.plots.source)
     except AxionError as err:
         raise pytest.UsageError(str(err)) from None
-    config.stash[SESSION_KEY] = AxionSession(settings, progress=_progress_writer(config))
+    config.stash[SESSION_KEY] = AxionSession(settings, baselines_root=_baselines_root(config, settings),
+                                             progress=_progress_writer(config))
+
+
+def _baselines_root(config: pytest.Config, settings: Settings) -> Path:
+    """--axion-baselines is relative to where pytest was started; the ini key to the ini file."""
+    chosen = settings.baselines
+    if chosen.value is None:
+        return config.rootpath / "baselines"
+    path = Path(chosen.value).expanduser()
+    if path.is_absolute():
+        return path
+    base = config.invocation_params.dir if chosen.source.startswith("--") else (
+        config.inipath.parent if config.inipath else config.rootpath)
+    return base / path
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -75,9 +97,11 @@ def axion_model(request: pytest.FixtureRequest) -> LoadedModel:
     if not session.settings.enabled:
         pytest.skip(_SKIP_REASON)
     try:
-        return session.load()
+        loaded = session.load()
+        session.read_baseline()  # a corrupt baseline stops the test before anything is measured
     except AxionError as err:
-        pytest.fail(str(err), pytrace=False)
+        raise pytest.fail.Exception(str(err), pytrace=False) from None
+    return loaded
 
 
 @pytest.fixture
@@ -106,21 +130,65 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
     session = item.config.stash[SESSION_KEY]
-    spec = item.stash.get(SLO_SPEC_KEY, None)
-    if spec is None or not session.settings.enabled:
+    if not session.settings.enabled:
         return result
+    spec = item.stash.get(SLO_SPEC_KEY, None)
+    failures: list[str] = []
     try:
-        outcome = session.check_slos(item.nodeid, spec)
+        if spec is not None:
+            failures += _check_slos(item, session, spec)
+        failures += _check_baselines(item, session, spec.tolerance if spec is not None else None)
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
+    if failures:
+        raise pytest.fail.Exception("\n".join(failures), pytrace=False)
+    return result
+
+
+def _check_slos(item: pytest.Item, session: AxionSession, spec: SloSpec) -> list[str]:
+    outcome = session.check_slos(item.nodeid, spec)
     for verdict in outcome.verdicts:
         name = f"axion_slo.{verdict.key}.b{verdict.batch_size}.pp{verdict.n_prompt}.tg{verdict.n_gen}"
         item.user_properties.append((name, f"{verdict.verdict}: {verdict.message()}"))
     if outcome.capacity is not None:
         item.user_properties.append(("axion_slo.capacity", str(outcome.capacity)))
-    if outcome.failures:
-        raise pytest.fail.Exception("\n".join(v.message() for v in outcome.failures), pytrace=False)
-    return result
+    return [v.message() for v in outcome.failures]
+
+
+def _check_baselines(item: pytest.Item, session: AxionSession, tolerance: float | None) -> list[str]:
+    """Regressed fails; inconclusive warns (fails with --axion-strict); no-baseline fails only if required."""
+    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+
+    def wait_message(text: str) -> None:
+        if reporter is not None and item.config.getoption("verbose") >= 0:
+            reporter.write_line(f"  axion: {item.nodeid}: {text}")
+
+    settings = session.settings
+    failures = []
+    for verdict in session.check_baselines(item.nodeid, tolerance, wait_message):
+        item.user_properties.append((f"axion_baseline.{verdict.key}", f"{verdict.verdict}: {verdict.message()}"))
+        if verdict.verdict == REGRESSED:
+            failures.append(verdict.message())
+        elif verdict.verdict == INCONCLUSIVE:
+            if settings.strict:
+                failures.append(f"{verdict.message()} (--axion-strict)")
+            else:
+                item.warn(AxionWarning(verdict.message()))
+        elif verdict.verdict == NO_BASELINE and settings.require_baseline:
+            failures.append(f"{verdict.message()} (--axion-require-baseline)")
+    return failures
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep every phase's outcome: a refresh records only tests that passed."""
+    report = yield
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is not None and session.settings.enabled:
+        session.test_phases.append((item.nodeid, report.outcome))
+    return report
 
 
 def _run_record(session: AxionSession) -> RunRecord | None:
@@ -129,7 +197,9 @@ def _run_record(session: AxionSession) -> RunRecord | None:
         return None
     return RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
                      repetitions=session.settings.repetitions.value, load_seconds=loaded.load_seconds,
-                     reading=session.reading_speed(), measurements=session.measurements, outcomes=session.outcomes)
+                     reading=session.reading_speed(), measurements=session.measurements, outcomes=session.outcomes,
+                     baseline=session.baseline_status(), baseline_verdicts=session.baseline_verdicts,
+                     test_outcomes=session.test_outcomes())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -140,7 +210,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if run is None:
         return
     settings = axion.settings
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     try:
+        if settings.refresh:
+            params = session.config.invocation_params
+            axion.refresh_result = axion.refresh_baselines(
+                params.args, cwd=params.dir, repo_root=session.config.rootpath,
+                progress=lambda text: reporter.write_line(text) if reporter is not None else None)
+            if not axion.refresh_result.written:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if settings.report.value is not None:
             write_report(Path(settings.report.value), run)
         if settings.plots.value is not None:
@@ -148,7 +226,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                          title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads",
                          reading_tokens_per_s=run.reading.tokens_per_s, reading_label=run.reading.label)
     except AxionError as err:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(f"ERROR: {err}", red=True)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -159,19 +236,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     run = _run_record(session) if session is not None else None
     if session is None or run is None:
         return
+    write = terminalreporter.write_line
     terminalreporter.section("axion performance", sep="=")
     for line in header_lines(run):
-        terminalreporter.write_line(line)
+        write(line)
     for warning in session.settings.warnings:
-        terminalreporter.write_line(f"warning: {warning}", yellow=True)
-    terminalreporter.write_line("")
-    terminalreporter.write_line(measurement_table(run.measurements, run.outcomes))
+        write(f"warning: {warning}", yellow=True)
+    write("")
+    write(measurement_table(run.measurements, run.outcomes, run.baseline_verdicts))
     lines = capacity_lines(run.outcomes)
     if lines:
-        terminalreporter.write_line("")
+        write("")
     for line in lines:
-        terminalreporter.write_line(line)
+        write(line)
+    for line in refresh_lines(session.refresh_result):
+        write(line)
     if session.settings.report.value is not None:
-        terminalreporter.write_line(f"report: {session.settings.report.value}")
+        write(f"report: {session.settings.report.value}")
     if session.settings.plots.value is not None:
-        terminalreporter.write_line(f"figures: {session.settings.plots.value}/fig1..fig3 (.png, .svg)")
+        write(f"figures: {session.settings.plots.value}/fig1..fig3 (.png, .svg)")

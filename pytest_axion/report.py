@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -22,9 +23,12 @@ from pytest_axion.hardware import HardwareFingerprint
 from pytest_axion.model import ModelFingerprint
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
+from pytest_axion.refresh import DIFF_HEADERS, RefreshResult
 from pytest_axion.slo import SloOutcome, SloVerdict
+from pytest_axion.verdicts import BaselineVerdict
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
+READABLE_REPORT_VERSIONS = (1, 2)
 _FLAGS_SHOWN = ("KLEIDIAI", "REPACK", "OPENMP", "LLAMAFILE", "AVX512", "AVX2", "SVE", "DOTPROD", "MATMUL_INT8")
 
 
@@ -40,6 +44,28 @@ class RunRecord:
     reading: ReadingSpeed
     measurements: Sequence[Measurement]
     outcomes: Mapping[str, SloOutcome]
+    baseline: BaselineStatus | None = None          # None: not compared (off, or refreshing)
+    baseline_verdicts: Mapping[str, BaselineVerdict] = dataclasses.field(default_factory=dict)
+    test_outcomes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # nodeid -> passed/failed/skipped
+
+
+@dataclass(frozen=True)
+class BaselineStatus:
+    """Which stored baseline the run was judged against, and how it differs from this run's setup."""
+
+    path: str
+    found: bool
+    estimator: str
+    tolerance: float
+    confirm: int
+    runs: int = 0
+    recorded_at: str | None = None
+    llama_cpp_python: str | None = None
+    git_commit: str | None = None
+    differences: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "differences": list(self.differences)}
 
 
 def header_lines(run: RunRecord) -> list[str]:
@@ -56,7 +82,23 @@ def header_lines(run: RunRecord) -> list[str]:
         f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: "
         f"{shown or 'no flags reported'}",
         f"statistic: median of {run.repetitions} repetitions (IQR, CV); {run.reading.label}",
+        *baseline_lines(run.baseline),
     ]
+
+
+def baseline_lines(status: BaselineStatus | None) -> list[str]:
+    if status is None:
+        return []
+    rule = (f"estimator {status.estimator} per run, tolerance {status.tolerance:.0%} (or 2x the baseline's "
+            f"between-run spread), {status.confirm} confirming attempt(s) before a regression fails")
+    if not status.found:
+        return [f"baseline: none for this hardware and model at {status.path}: verdicts are no-baseline; record "
+                "one with `pytest --axion-slo --axion-refresh-baselines` (or `pytest-axion refresh`)"]
+    lines = [f"baseline: {status.path} ({status.runs} run(s) per entry, recorded {status.recorded_at} with "
+             f"llama-cpp-python {status.llama_cpp_python}, git {(status.git_commit or 'none')[:12]}); {rule}"]
+    if status.differences:
+        lines.append(f"baseline differs from this run: {'; '.join(status.differences)}")
+    return lines
 
 
 def _fmt(value: float) -> str:
@@ -87,20 +129,38 @@ def _slo_cell(verdicts: Sequence[SloVerdict]) -> tuple[str, str]:
     return f"{bound} {_fmt(v.threshold)} {unit}{label}{statistic}", v.verdict
 
 
-def measurement_table(measurements: Iterable[Measurement], outcomes: Mapping[str, SloOutcome]) -> str:
-    """One row per measurement: workload, median with dispersion, the SLO and its verdict."""
+def _baseline_cells(verdict: BaselineVerdict | None) -> list[str]:
+    if verdict is None:
+        return ["", "", "", ""]
+    c = verdict.first
+    if c is None:
+        return ["-", "-", "0", verdict.verdict]
+    return [_fmt(c.baseline_level), f"{c.speedup:.2f}x [{c.low:.2f}-{c.high:.2f}]", str(len(verdict.attempts)),
+            verdict.verdict]
+
+
+def measurement_table(measurements: Iterable[Measurement], outcomes: Mapping[str, SloOutcome],
+                      baseline_verdicts: Mapping[str, BaselineVerdict] | None = None) -> str:
+    """One row per measurement: workload, median with dispersion, SLO verdict and baseline verdict.
+
+    ``speedup`` is the current run's estimator over the baseline's (above 1 is faster, latency included),
+    with its 95% interval; ``tries`` counts the attempts, confirmations included.
+    """
     rows = []
+    verdicts = baseline_verdicts or {}
+    with_baseline = bool(verdicts)
     for m in measurements:
         s = m.summary
         slo, verdict = _slo_cell(_verdicts_for(m, outcomes))
-        rows.append([_short(m.nodeid), m.metric, m.batch_size, m.n_prompt, m.n_gen,
-                     f"{_fmt(s.median)} {m.unit}", _fmt(s.iqr), f"{s.cv * 100:.1f}%", s.n, slo, verdict])
-    table: str = tabulate(
-        rows,
-        headers=["test", "metric", "batch", "prompt", "gen", "median", "IQR", "CV", "n", "SLO", "verdict"],
-        tablefmt="simple",
-        disable_numparse=True,
-    )
+        row = [_short(m.nodeid), m.metric, m.batch_size, m.n_prompt, m.n_gen,
+               f"{_fmt(s.median)} {m.unit}", _fmt(s.iqr), f"{s.cv * 100:.1f}%", s.n, slo, verdict]
+        if with_baseline:
+            row += _baseline_cells(verdicts.get(m.key))
+        rows.append(row)
+    headers = ["test", "metric", "batch", "prompt", "gen", "median", "IQR", "CV", "n", "SLO", "verdict"]
+    if with_baseline:
+        headers += ["baseline", "speedup [95% CI]", "tries", "vs baseline"]
+    table: str = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
     return table
 
 
@@ -120,6 +180,25 @@ def capacity_lines(outcomes: Mapping[str, SloOutcome]) -> list[str]:
     return lines
 
 
+def refresh_lines(result: RefreshResult | None) -> list[str]:
+    """The refresh's old -> new table, what it left out, and whether it wrote."""
+    if result is None:
+        return []
+    lines = ["", f"baseline refresh: {result.runs} run(s) -> {result.path}",
+             tabulate(result.rows, headers=DIFF_HEADERS, tablefmt="simple", disable_numparse=True)]
+    lines += [f"not recorded: {text}" for text in result.skipped]
+    if result.problems and not result.written:
+        lines.append(f"REFUSED: the runs are too noisy to be a reference ({len(result.problems)} problem(s), worst: "
+                     f"{result.problems[0]}); nothing was written: refresh again on a quieter machine, or pass "
+                     "--axion-force to record them anyway")
+    elif result.problems:
+        lines.append(f"recorded despite {len(result.problems)} noise problem(s) (--axion-force); worst: "
+                     f"{result.problems[0]}")
+    if result.written:
+        lines.append(f"written: {result.path} ({len(result.rows)} entries recorded)")
+    return lines
+
+
 # -- JSON report ---------------------------------------------------------------------------------
 
 def _schema(name: str) -> dict[str, Any]:
@@ -135,9 +214,16 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         row = m.to_json()
         row["median"] = m.summary.median
         row["slo"] = [v.to_json() for v in _verdicts_for(m, run.outcomes)]
+        judged = run.baseline_verdicts.get(m.key)
+        row["baseline"] = judged.to_json() if judged is not None else None
         results.append(row)
-    tests = [{"nodeid": nodeid, "capacity": outcome.capacity,
-              "slo_passed": not outcome.failures} for nodeid, outcome in run.outcomes.items()]
+    nodeids = list(dict.fromkeys([*(m.nodeid for m in run.measurements), *run.outcomes]))
+    tests = []
+    for nodeid in nodeids:
+        outcome = run.outcomes.get(nodeid)
+        tests.append({"nodeid": nodeid, "outcome": run.test_outcomes.get(nodeid, "unknown"),
+                      "capacity": outcome.capacity if outcome else None,
+                      "slo_passed": not outcome.failures if outcome else None})
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -149,6 +235,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "software": {"python": platform.python_version(), "pytest": _version("pytest"),
                      "llama_cpp_python": run.hardware.llama_cpp_python,
                      "llama_cpp_system_info": dict(sorted(run.hardware.llama_cpp_system_info.items()))},
+        "baseline": run.baseline.to_json() if run.baseline is not None else None,
         "results": results,
         "tests": tests,
     }
@@ -162,7 +249,10 @@ def _version(distribution: str) -> str:
 
 
 def validate_report(report: Mapping[str, Any]) -> None:
-    """Raise jsonschema.ValidationError if the report does not match the shipped schema."""
+    """Raise jsonschema.ValidationError if the report does not match the shipped schema.
+
+    Reports of every readable version validate: version 1 lacks only the baseline parts.
+    """
     jsonschema.validate(report, _schema("report.schema.json"))
 
 

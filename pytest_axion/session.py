@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import psutil
 
+from pytest_axion import refresh as refreshing
+from pytest_axion.baselines import Baseline, baseline_path, read_baseline, write_baseline
 from pytest_axion.engine import ProgressCallback
+from pytest_axion.errors import AxionError
+from pytest_axion.gate import BaselineGate, GateSettings
 from pytest_axion.gguf import read_gguf_info
-from pytest_axion.harness import Axion, LoadedModel, load_model
+from pytest_axion.harness import Axion, LoadedModel, load_model, remeasure
 from pytest_axion.model import embedded_model_path
 from pytest_axion.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.records import Measurement
+from pytest_axion.report import BaselineStatus
 from pytest_axion.settings import Settings, resolve_settings
 from pytest_axion.slo import SloOutcome, SloSpec, evaluate_slos
+from pytest_axion.verdicts import BaselineVerdict
 
 
 def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
@@ -31,13 +39,20 @@ def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str])
 class AxionSession:
     """Holds one run's state; stored in ``config.stash``, never in a module global."""
 
-    def __init__(self, settings: Settings, *, progress: ProgressCallback | None = None) -> None:
+    def __init__(self, settings: Settings, *, baselines_root: Path, progress: ProgressCallback | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.settings = settings
+        self.baselines_root = baselines_root
         self.measurements: list[Measurement] = []
         self.outcomes: dict[str, SloOutcome] = {}
+        self.baseline_verdicts: dict[str, BaselineVerdict] = {}
+        self.test_phases: list[tuple[str, str]] = []   # (nodeid, outcome) of every phase that measured
         self.progress = progress
+        self._sleep = sleep
         self._loaded: LoadedModel | None = None
         self._reading: ReadingSpeed | None = None
+        self._gate: BaselineGate | None = None
+        self.refresh_result: refreshing.RefreshResult | None = None
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -73,6 +88,98 @@ class AxionSession:
         outcome = evaluate_slos(spec, measured, nodeid=nodeid, reading=self.reading_speed())
         self.outcomes[nodeid] = outcome
         return outcome
+
+    @property
+    def gate(self) -> BaselineGate | None:
+        """This machine's baseline (read once, after the model is loaded); None when not comparing."""
+        if self._gate is None and self.settings.compare_baselines and self._loaded is not None:
+            loaded, settings = self._loaded, self.settings
+            gate_settings = GateSettings(estimator=settings.estimator.value, confirm=settings.confirm.value,
+                                         spacing_s=settings.confirm_spacing_s.value,
+                                         default_tolerance=settings.tolerance.value)
+            extra = {} if self._sleep is None else {"sleep": self._sleep}
+            self._gate = BaselineGate(self.baselines_root, hardware=loaded.hardware, model=loaded.model,
+                                      threads=loaded.threads, settings=gate_settings, **extra)
+        return self._gate
+
+    def read_baseline(self) -> None:
+        """Read this machine's baseline now (if comparing), so that a corrupt file is reported first."""
+        _ = self.gate
+
+    def check_baselines(self, nodeid: str, tolerance: float | None,
+                        wait_message: Callable[[str], None]) -> list[BaselineVerdict]:
+        """Compare the test's measurements with the stored baseline, confirming regressions first."""
+        gate = self.gate
+        measured = [m for m in self.measurements if m.nodeid == nodeid]
+        if gate is None or not measured:
+            return []
+        loaded = self.load()
+        verdicts = gate.judge(measured, tolerance=tolerance, wait_message=wait_message,
+                              remeasure=lambda ms: remeasure(loaded, ms, repetitions=self.settings.repetitions.value,
+                                                             progress=self.progress))
+        self.baseline_verdicts.update((v.key, v) for v in verdicts)
+        return verdicts
+
+    def baseline_status(self) -> BaselineStatus | None:
+        gate = self._gate
+        if gate is None:
+            return None
+        settings = self.settings
+        stored = gate.baseline
+        provenance = stored.provenance if stored else {}
+        runs = max((len(e.runs) for e in stored.entries.values()), default=0) if stored else 0
+        return BaselineStatus(path=str(gate.path), found=stored is not None, estimator=settings.estimator.value,
+                              tolerance=settings.tolerance.value, confirm=settings.confirm.value, runs=runs,
+                              recorded_at=provenance.get("recorded_at"),
+                              llama_cpp_python=provenance.get("llama_cpp_python"),
+                              git_commit=provenance.get("git_commit"), differences=gate.differences)
+
+    def test_outcomes(self) -> dict[str, str]:
+        """Per test: failed if any phase failed, else skipped if any was skipped, else passed."""
+        outcomes: dict[str, str] = {}
+        rank = {"passed": 0, "skipped": 1, "failed": 2}
+        for nodeid, outcome in self.test_phases:
+            if rank[outcome] >= rank[outcomes.get(nodeid, "passed")]:
+                outcomes[nodeid] = outcome
+        return outcomes
+
+    def passed_nodeids(self) -> frozenset[str]:
+        return refreshing.passed_nodeids(self.test_phases)
+
+    def refresh_baselines(self, parent_args: Sequence[str], *, cwd: Path, repo_root: Path,
+                          progress: Callable[[str], None]) -> refreshing.RefreshResult:
+        """Record this run plus K-1 fresh runs as the baseline; refuse noisy runs unless forced.
+
+        The old file is read first: a corrupt one stops the refresh (it is never silently replaced).
+        """
+        loaded = self._loaded
+        if loaded is None or not self.measurements:
+            raise AxionError("--axion-refresh-baselines: no test measured anything, so there is nothing to record")
+        settings = self.settings
+        path = baseline_path(self.baselines_root, loaded.hardware.hardware_id, loaded.model.label)
+        old: Baseline | None = read_baseline(path) if path.exists() else None
+        runs = [refreshing.RunData(measurements=tuple(self.measurements), passed=self.passed_nodeids())]
+        with tempfile.TemporaryDirectory(prefix="axion-refresh-") as workdir:
+            runs += refreshing.run_children(parent_args, runs=settings.runs.value,
+                                            spacing_s=settings.run_spacing_s.value, workdir=Path(workdir), cwd=cwd,
+                                            progress=progress, **({} if self._sleep is None
+                                                                  else {"sleep": self._sleep}))
+        entries, skipped = refreshing.merge_runs(runs)
+        result = refreshing.RefreshResult(path=path, runs=len(runs), rows=refreshing.diff_rows(old, entries),
+                                          skipped=skipped, problems=refreshing.noise_problems(entries))
+        if not entries:
+            raise AxionError("--axion-refresh-baselines: no test passed in every run, so nothing was recorded; "
+                             f"{skipped[0] if skipped else ''}")
+        if result.problems and not settings.force:
+            return result
+        provenance = refreshing.provenance(hardware=loaded.hardware, model=loaded.model.to_json(),
+                                           threads=loaded.threads, repetitions=settings.repetitions.value,
+                                           runs=len(runs), spacing_s=settings.run_spacing_s.value,
+                                           git=refreshing.git_commit(repo_root))
+        write_baseline(path, refreshing.combine(old, entries, hardware_id=loaded.hardware.hardware_id,
+                                                model_label=loaded.model.label, provenance=provenance))
+        result.written = True
+        return result
 
     def close(self) -> None:
         if self._loaded is not None:

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from pytest_axion.errors import SettingsError
 from pytest_axion.hardware import validate_hardware_id
 from pytest_axion.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
+from pytest_axion.verdicts import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS
 
 T = TypeVar("T")
 
@@ -24,7 +25,7 @@ class OptionSpec:
     name: str           # attribute name in Settings
     flag: str           # command-line flag
     ini: str | None     # ini key, or None for command-line only
-    kind: str           # "flag", "str", "int"
+    kind: str           # "flag" (command line only), "bool" (flag or ini), "str", "int", "float"
     help: str
     metavar: str | None = None
 
@@ -52,9 +53,42 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("hardware", "--axion-hardware", "axion_hardware", "str",
                "hardware id that selects baselines, e.g. gcp-c4a-standard-32 (default: derived from the "
                "CPU; letters, digits, '.', '_' and '-' only)", "ID"),
+    OptionSpec("baselines", "--axion-baselines", "axion_baselines", "str",
+               "folder of stored per-hardware baselines (default: baselines/ in the rootdir)", "DIR"),
+    OptionSpec("no_baselines", "--axion-no-baselines", None, "flag",
+               "check the SLOs only: do not compare with stored baselines"),
+    OptionSpec("require_baseline", "--axion-require-baseline", "axion_require_baseline", "bool",
+               "fail measurements that have no stored baseline for this hardware and model (default: "
+               "report them as no-baseline)"),
+    OptionSpec("tolerance", "--axion-tolerance", "axion_tolerance", "str",
+               "smallest slowdown against the baseline that counts as a regression: a fraction such as 0.1 "
+               "(the default) or a percentage; widened to twice the baseline's between-run spread; marker key "
+               "tolerance= sets it per test", "FRAC"),
+    OptionSpec("estimator", "--axion-estimator", "axion_estimator", "str",
+               "statistic of each run compared with the baseline: median (default) or best", "NAME"),
+    OptionSpec("confirm", "--axion-confirm", "axion_confirm", "int",
+               "fresh attempts that must also regress before a regression fails (default 2)", "N"),
+    OptionSpec("confirm_spacing", "--axion-confirm-spacing", "axion_confirm_spacing", "float",
+               "seconds to pause before each confirming attempt, to outlast a busy spell (default 60)", "S"),
+    OptionSpec("strict", "--axion-strict", "axion_strict", "bool",
+               "fail inconclusive baseline verdicts too (default: warn)"),
+    OptionSpec("refresh", "--axion-refresh-baselines", None, "flag",
+               "record this run's measurements (tests that passed) as the new baselines, from --axion-runs "
+               "separate runs; prints the old -> new diff"),
+    OptionSpec("runs", "--axion-runs", "axion_runs", "int",
+               "separate runs (model loads) a baseline refresh records (default 3)", "K"),
+    OptionSpec("run_spacing", "--axion-run-spacing", "axion_run_spacing", "float",
+               "seconds between the runs of a refresh (default 60)", "S"),
+    OptionSpec("force", "--axion-force", None, "flag",
+               "record a refresh even when its runs are noisier than the limit"),
 )
 
 DEFAULT_REPETITIONS = 5
+DEFAULT_CONFIRM = 2
+DEFAULT_CONFIRM_SPACING_S = 60.0
+DEFAULT_RUNS = 3
+DEFAULT_RUN_SPACING_S = 60.0
+MAX_RUNS = 50
 MAX_REPETITIONS = 1000
 
 
@@ -76,6 +110,18 @@ class Settings:
     reading_speed: ReadingSpeedSpec
     report: Sourced[str | None]
     plots: Sourced[str | None]
+    baselines: Sourced[str | None] = Sourced(None, "default")   # None: <rootdir>/baselines
+    compare_baselines: bool = True
+    require_baseline: bool = False
+    tolerance: Sourced[float] = Sourced(DEFAULT_TOLERANCE, "default")
+    estimator: Sourced[str] = Sourced(DEFAULT_ESTIMATOR, "default")
+    confirm: Sourced[int] = Sourced(DEFAULT_CONFIRM, "default")
+    confirm_spacing_s: Sourced[float] = Sourced(DEFAULT_CONFIRM_SPACING_S, "default")
+    strict: bool = False
+    refresh: bool = False
+    runs: Sourced[int] = Sourced(DEFAULT_RUNS, "default")
+    run_spacing_s: Sourced[float] = Sourced(DEFAULT_RUN_SPACING_S, "default")
+    force: bool = False
     warnings: tuple[str, ...] = ()
 
 
@@ -118,8 +164,33 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
     reading_speed = (DEFAULT_READING_SPEED if reading_raw.value is None
                      else parse_reading_speed(reading_raw.value, source=reading_raw.source))
 
+    confirm = _as_int(raw["confirm"], default=DEFAULT_CONFIRM)
+    if not 0 <= confirm.value <= 10:
+        raise SettingsError(f"{confirm.source} must be between 0 and 10, got {confirm.value}")
+    runs = _as_int(raw["runs"], default=DEFAULT_RUNS)
+    if not 1 <= runs.value <= MAX_RUNS:
+        raise SettingsError(f"{runs.source} must be between 1 and {MAX_RUNS}, got {runs.value}")
+    estimator = _as_optional_str(raw["estimator"])
+    if estimator.value is not None and estimator.value not in ESTIMATORS:
+        raise SettingsError(f"{estimator.source} must be one of {', '.join(ESTIMATORS)}, got {estimator.value!r}")
+    refresh = bool(raw["refresh"].value)
+    if refresh and not raw["enabled"].value:
+        raise SettingsError("--axion-refresh-baselines measures: add --axion-slo")
+
     return Settings(
         enabled=bool(raw["enabled"].value),
+        baselines=_as_optional_str(raw["baselines"]),
+        compare_baselines=not raw["no_baselines"].value and not refresh,
+        require_baseline=_as_bool(raw["require_baseline"]),
+        tolerance=_as_tolerance(raw["tolerance"]),
+        estimator=Sourced(estimator.value or DEFAULT_ESTIMATOR, estimator.source),
+        confirm=confirm,
+        confirm_spacing_s=_as_seconds(raw["confirm_spacing"], default=DEFAULT_CONFIRM_SPACING_S),
+        strict=_as_bool(raw["strict"]),
+        refresh=refresh,
+        runs=runs,
+        run_spacing_s=_as_seconds(raw["run_spacing"], default=DEFAULT_RUN_SPACING_S),
+        force=bool(raw["force"].value),
         reading_speed=reading_speed,
         report=_as_optional_str(raw["report"]),
         plots=_as_optional_str(raw["plots"]),
@@ -146,6 +217,45 @@ def _as_int(raw: Sourced[object], *, default: int) -> Sourced[int]:
     if raw.value is None:
         return Sourced(default, "default")
     return Sourced(_convert(raw, int, "a whole number"), raw.source)
+
+
+def _as_bool(raw: Sourced[object]) -> bool:
+    if raw.value is None or isinstance(raw.value, bool):
+        return bool(raw.value)
+    text = str(raw.value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{raw.source} must be true or false, got {raw.value!r}")
+
+
+def parse_tolerance(text: str, *, source: str) -> float:
+    """'10%' or '0.1' -> 0.1; must lie in [0, 1)."""
+    cleaned = text.strip()
+    try:
+        value = float(cleaned[:-1]) / 100 if cleaned.endswith("%") else float(cleaned)
+    except ValueError:
+        raise SettingsError(f"{source} must be a fraction such as 0.1 or a percentage such as 10%, "
+                            f"got {text!r}") from None
+    if not 0 <= value < 1:
+        raise SettingsError(f"{source} must be at least 0 and below 100%, got {text!r}")
+    return value
+
+
+def _as_tolerance(raw: Sourced[object]) -> Sourced[float]:
+    if raw.value is None:
+        return Sourced(DEFAULT_TOLERANCE, "default")
+    return Sourced(parse_tolerance(str(raw.value), source=raw.source), raw.source)
+
+
+def _as_seconds(raw: Sourced[object], *, default: float) -> Sourced[float]:
+    if raw.value is None:
+        return Sourced(default, "default")
+    value = _convert(raw, float, "a number of seconds")
+    if not 0 <= value <= 86400:
+        raise SettingsError(f"{raw.source} must be between 0 and 86400 seconds, got {raw.value!r}")
+    return Sourced(value, raw.source)
 
 
 def _as_optional_str(raw: Sourced[object]) -> Sourced[str | None]:

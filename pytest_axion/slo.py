@@ -13,6 +13,7 @@ from typing import Any
 from pytest_axion.errors import SettingsError
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
+from pytest_axion.settings import parse_tolerance
 
 MARKER = "axion_slo"
 READING = "reading"
@@ -35,6 +36,9 @@ SLO_KEYS: tuple[SloKey, ...] = (
     SloKey("ttft_percentile", "ttft_percentile=50", "percentile of the repetitions that ttft_ms checks: 50, 90 or 99"),
     SloKey("max_batch", "max_batch=4",
            "per_user_tps must hold at every measured batch size up to this (default: every measured size)"),
+    SloKey("tolerance", "tolerance=0.10",
+           "smallest slowdown against the stored baseline that counts as a regression for this test, a "
+           "fraction or '10%' (default --axion-tolerance)"),
 )
 
 
@@ -53,10 +57,12 @@ class SloSpec:
     ttft_ms: float | None = None
     ttft_percentile: int = 50
     max_batch: int | None = None
+    tolerance: float | None = None  # baseline gate tolerance; None: --axion-tolerance
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, key) is None for key in ("prompt_tps", "gen_tps", "per_user_tps", "ttft_ms"))
+        return all(getattr(self, key) is None
+                   for key in ("prompt_tps", "gen_tps", "per_user_tps", "ttft_ms", "tolerance"))
 
 
 def parse_slo(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> SloSpec:
@@ -85,10 +91,16 @@ def parse_slo(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> 
         if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
             raise SettingsError(f"{where}: max_batch must be a whole number of at least 1, got {raw!r}")
         values["max_batch"] = raw
+    if "tolerance" in kwargs:
+        raw = kwargs["tolerance"]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise SettingsError(f"{where}: tolerance must be a fraction such as 0.1 or a string such as '10%', "
+                                f"got {raw!r}")
+        values["tolerance"] = parse_tolerance(str(raw), source=f"{where}: tolerance")
     spec = SloSpec(**values)
     if spec.is_empty:
         raise SettingsError(f"{where}: {MARKER} declares no promise; give at least one of prompt_tps, gen_tps, "
-                            "per_user_tps, ttft_ms")
+                            "per_user_tps, ttft_ms, tolerance")
     return spec
 
 

@@ -30,7 +30,7 @@ def run_record():
     outcome = evaluate_slos(spec, measurements, nodeid="t.py::test_users", reading=READING)
     return RunRecord(model=MODEL, hardware=collect_hardware(system_info="CPU : AVX2 = 1 | REPACK = 1 |"), threads=2,
                      repetitions=3, load_seconds=0.1, reading=READING, measurements=measurements,
-                     outcomes={"t.py::test_users": outcome})
+                     outcomes={"t.py::test_users": outcome}, test_outcomes={"t.py::test_users": "failed"})
 
 
 def test_report_validates_and_keeps_samples_and_verdicts():
@@ -40,7 +40,9 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert [r["batch_size"] for r in rows[:3]] == [1, 2, 4]
     assert rows[2]["samples"] == [4.0, 4.4, 3.6] and rows[2]["median"] == 4.0
     assert rows[2]["slo"][0]["verdict"] == "FAIL" and "< 5.00 t/s" in rows[2]["slo"][0]["message"]
-    assert report["tests"] == [{"nodeid": "t.py::test_users", "capacity": 2, "slo_passed": False}]
+    assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
+                                "slo_passed": False}]
+    assert report["schema_version"] == 2 and report["baseline"] is None and rows[0]["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 

@@ -1,0 +1,184 @@
+"""Verdict quality of the baseline gate on a real, noisy machine (a benchmark, never run in CI).
+
+Phases, each a series of separate `pytest --axion-slo` processes against one recorded baseline:
+
+  baseline    `pytest-axion refresh --runs 3` over the reference suite and the light suite
+  unchanged   the reference suite, unchanged code, default settings, spread over >= 30 minutes:
+              every run that fails with a `regressed` verdict is a false alarm (target 0 of 20)
+  persistent  the light suite while a background process keeps one core busy for the whole run:
+              every run should fail with `regressed` (target 20 of 20)
+  duty        the light suite under a partial background load (busy D ms of every 100 ms), to find
+              the smallest slowdown the gate reliably catches
+  transient   the light suite with the busy process only during the first seconds of the run:
+              confirmation must turn it into `inconclusive`, never a failure
+
+    python benchmarks/verdicts.py --out verdicts.json                # everything (about 90 minutes)
+    python benchmarks/verdicts.py --phases unchanged --runs 5        # one phase, fewer runs
+
+Nothing else may run on the machine meanwhile (two measuring processes distort each other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = "tests/conformance"
+LIGHT = "benchmarks/verdict_suite"
+BUSY_LOOP = "import time\nwhile True:\n    pass\n"
+DUTY_LOOP = ("import time,sys\nd=float(sys.argv[1])/1000\nwhile True:\n    t=time.perf_counter()\n"
+             "    while time.perf_counter()-t<d: pass\n    time.sleep(0.1-d)\n")
+
+
+def pytest_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
+
+
+def run_suite(suite: str, baselines: Path, report: Path, extra: list[str], log: Path) -> dict[str, Any]:
+    """One separate pytest process; returns exit code, verdict counts and first-attempt speedups."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.call(pytest_command(suite, "--axion-slo", "--axion-baselines", str(baselines),
+                                              "--axion-report", str(report), *extra), cwd=ROOT, stdout=out,
+                               stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    data = json.loads(report.read_text()) if report.exists() else {"results": []}
+    verdicts = Counter()
+    speedups, attempts = [], []
+    for row in data["results"]:
+        judged = row.get("baseline")
+        if judged is None:
+            continue
+        verdicts[judged["verdict"]] += 1
+        if judged["attempts"]:
+            speedups.append(judged["attempts"][0]["speedup"])
+            attempts.append([round(a["speedup"], 3) for a in judged["attempts"]])
+    geo = math.exp(statistics.fmean(math.log(s) for s in speedups)) if speedups else None
+    return {"exit": code, "seconds": round(seconds, 1), "verdicts": dict(verdicts), "geomean_speedup": geo,
+            "min_speedup": min(speedups) if speedups else None,
+            "regressed_attempts": [a for a in attempts if len(a) > 1], "log": str(log)}
+
+
+def failed_by_regression(run: dict[str, Any]) -> bool:
+    return run["exit"] == 1 and run["verdicts"].get("regressed", 0) > 0
+
+
+class Background:
+    """A competing process: started before a run, stopped after it (or after `seconds`)."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", script, *args])
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def phase_baseline(work: Path, runs: int) -> None:
+    code = subprocess.call([sys.executable, "-m", "pytest_axion.cli", "refresh", "--runs", str(runs),
+                            REFERENCE, LIGHT, "-p", "no:cacheprovider", "-q",
+                            "--axion-baselines", str(work / "baselines")], cwd=ROOT)
+    if code != 0:
+        sys.exit(f"baseline refresh failed with exit code {code}")
+
+
+def series(name: str, work: Path, count: int, suite: str, extra: list[str], *, gap_s: float,
+           background: tuple[str, ...] | None = None, transient_s: float | None = None) -> list[dict[str, Any]]:
+    results = []
+    for i in range(count):
+        competitor = Background(*background) if background else None
+        stopper = None
+        if competitor is not None and transient_s is not None:
+            stopper = subprocess.Popen([sys.executable, "-c",
+                                        f"import os,time,signal; time.sleep({transient_s}); "
+                                        f"os.kill({competitor.process.pid}, signal.SIGKILL)"])
+        try:
+            result = run_suite(suite, work / "baselines", work / f"{name}-{i}.json", extra,
+                               work / f"{name}-{i}.log")
+        finally:
+            if competitor is not None:
+                competitor.stop()
+            if stopper is not None:
+                stopper.wait()
+        result["started"] = datetime.datetime.now().isoformat(timespec="seconds")
+        results.append(result)
+        flag = "FAIL(regressed)" if failed_by_regression(result) else f"exit {result['exit']}"
+        print(f"[{name} {i + 1}/{count}] {flag} in {result['seconds']} s, geomean speedup "
+              f"{result['geomean_speedup']:.3f}, verdicts {result['verdicts']}", flush=True)
+        if i + 1 < count:
+            time.sleep(gap_s)
+    return results
+
+
+def summary(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    failures = sum(failed_by_regression(r) for r in results)
+    speedups = [r["geomean_speedup"] for r in results if r["geomean_speedup"]]
+    verdicts: Counter[str] = Counter()
+    for r in results:
+        verdicts.update(r["verdicts"])
+    return {"phase": name, "runs": len(results), "failed_by_regression": failures,
+            "other_failures": sum(r["exit"] != 0 and not failed_by_regression(r) for r in results),
+            "median_geomean_speedup": statistics.median(speedups) if speedups else None,
+            "verdicts": dict(verdicts)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phases", default="baseline,unchanged,persistent,duty,transient")
+    parser.add_argument("--runs", type=int, default=20, help="runs per phase (duty: per level, half)")
+    parser.add_argument("--work", type=Path, default=None, help="folder for baselines, reports, logs")
+    parser.add_argument("--unchanged-gap", type=float, default=25.0, help="seconds between unchanged runs")
+    parser.add_argument("--slow-confirm-spacing", type=float, default=10.0,
+                        help="confirm spacing in the persistent and duty phases (the slowdown outlasts it)")
+    parser.add_argument("--duty-levels", default="5,15,30", help="busy ms per 100 ms")
+    parser.add_argument("--transient-seconds", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=Path("verdicts.json"))
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="axion-verdicts-"))
+    work.mkdir(parents=True, exist_ok=True)
+    phases = args.phases.split(",")
+    record: dict[str, Any] = {"date": datetime.date.today().isoformat(), "machine": platform.processor()
+                              or platform.machine(), "cpus": os.cpu_count(), "work": str(work), "phases": {}}
+    print(f"work folder: {work}", flush=True)
+    started = time.perf_counter()
+    if "baseline" in phases:
+        phase_baseline(work, 3)
+    slow = ["--axion-confirm-spacing", str(args.slow_confirm_spacing)]
+    if "unchanged" in phases:
+        results = series("unchanged", work, args.runs, REFERENCE, [], gap_s=args.unchanged_gap)
+        record["phases"]["unchanged"] = {"summary": summary("unchanged", results), "runs": results}
+    if "persistent" in phases:
+        results = series("persistent", work, args.runs, LIGHT, slow, gap_s=5, background=(BUSY_LOOP,))
+        record["phases"]["persistent"] = {"summary": summary("persistent", results), "runs": results}
+    if "duty" in phases:
+        for level in args.duty_levels.split(","):
+            name = f"duty{level}"
+            results = series(name, work, max(1, args.runs // 2), LIGHT, slow, gap_s=5,
+                             background=(DUTY_LOOP, level))
+            record["phases"][name] = {"summary": summary(name, results), "runs": results}
+    if "transient" in phases:
+        results = series("transient", work, max(1, args.runs // 2), LIGHT, ["--axion-confirm-spacing", "20"],
+                         gap_s=5, background=(BUSY_LOOP,), transient_s=args.transient_seconds)
+        record["phases"]["transient"] = {"summary": summary("transient", results), "runs": results}
+    record["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    args.out.write_text(json.dumps(record, indent=1))
+    for phase in record["phases"].values():
+        print(json.dumps(phase["summary"]))
+    print(f"total {record['minutes']} min; details in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

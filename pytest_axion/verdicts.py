@@ -1,0 +1,299 @@
+"""Baseline verdicts that hold on noisy machines: is this run slower than the stored runs?
+
+The unit of analysis is a *run* (one model load): samples inside a run are correlated, and whole
+runs on one machine disagree by far more than their samples do (9-12% between runs vs 4% within,
+see the project's noise notes). So a comparison
+
+- summarises each run by a named estimator (median by default),
+- takes a side's level as the median of its run levels,
+- builds an interval for the speedup from both the within-run spread (bootstrap of each run's
+  estimator) and the between-run spread (from whichever side has several runs),
+- widens the tolerance band to what the baseline's own between-run spread says, and
+- calls ``regressed`` only when the speedup is beyond the band *and* its interval excludes 1
+  (asv's rule: significant and large); beyond the band but not significant is ``inconclusive``.
+
+A first ``regressed`` attempt is confirmed by fresh attempts after a pause (:func:`decide`); the
+caller measures them. Everything here is pure and deterministic (a fixed bootstrap seed).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_axion.stats import cv, median
+
+OK, IMPROVED, REGRESSED, INCONCLUSIVE, NO_BASELINE = "ok", "improved", "regressed", "inconclusive", "no-baseline"
+VERDICTS = (OK, IMPROVED, REGRESSED, INCONCLUSIVE, NO_BASELINE)
+
+DEFAULT_TOLERANCE = 0.10
+DEFAULT_ESTIMATOR = "median"
+CONFIDENCE_Z = 1.96          # two-sided 95% interval
+BAND_SPREADS = 2.0           # the band is at least this many between-run standard deviations
+UNKNOWN_BETWEEN_RUN_SD = 0.05  # assumed when no side has two runs: single runs say nothing about it
+MIN_BETWEEN_RUN_SD = 0.02      # two or three runs can agree by luck; whole runs here never agree better
+BOOTSTRAP_RESAMPLES = 200
+# Contention: a run is "busy" when its spread is far above the baseline's, or its repetitions fall.
+BUSY_CV_FACTOR = 3.0
+BUSY_CV_FLOOR = 0.10
+BUSY_FALL_RHO = -0.9
+BUSY_FALL_RATIO = 0.85
+
+
+def _best(samples: Sequence[float], higher_is_better: bool) -> float:
+    return max(samples) if higher_is_better else min(samples)
+
+
+def _median(samples: Sequence[float], higher_is_better: bool) -> float:
+    return median(samples)
+
+
+ESTIMATORS: dict[str, Callable[[Sequence[float], bool], float]] = {"median": _median, "best": _best}
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: the samples of one measurement from one or more runs."""
+
+    runs: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not self.runs or any(not run for run in self.runs):
+            raise ValueError("a side needs at least one run with at least one sample")
+        if any(not (v > 0 and math.isfinite(v)) for run in self.runs for v in run):
+            raise ValueError("samples must be positive finite numbers")
+
+    def run_levels(self, estimator: str, higher_is_better: bool) -> list[float]:
+        return [ESTIMATORS[estimator](run, higher_is_better) for run in self.runs]
+
+    def level(self, estimator: str, higher_is_better: bool) -> float:
+        return median(self.run_levels(estimator, higher_is_better))
+
+    def between_run_sd(self, estimator: str, higher_is_better: bool) -> float | None:
+        """Standard deviation of the log run levels; None with one run (unknown, not zero)."""
+        if len(self.runs) < 2:
+            return None
+        return statistics.stdev(math.log(v) for v in self.run_levels(estimator, higher_is_better))
+
+    def within_run_cv(self) -> float:
+        """The typical spread inside one run: median over runs of each run's CV."""
+        return median([cv(run) for run in self.runs])
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One current run (or side) against a baseline side. ``speedup`` > 1 is faster, for every metric."""
+
+    baseline_level: float
+    current_level: float
+    speedup: float
+    low: float
+    high: float
+    band: float
+    between_run_sd: float
+    between_run_known: bool
+    verdict: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline_level": self.baseline_level, "current_level": self.current_level,
+                "speedup": self.speedup, "interval": [self.low, self.high], "band": self.band,
+                "between_run_sd": self.between_run_sd, "between_run_known": self.between_run_known,
+                "verdict": self.verdict}
+
+
+def _log_se_within(run: Sequence[float], estimator: str, higher_is_better: bool, rng: random.Random) -> float:
+    """Bootstrap standard error of log(estimator) over one run's samples."""
+    if len(run) < 2:
+        return 0.0
+    estimate = ESTIMATORS[estimator]
+    values = [math.log(estimate(rng.choices(run, k=len(run)), higher_is_better)) for _ in range(BOOTSTRAP_RESAMPLES)]
+    return statistics.stdev(values)
+
+
+def _level_variance_within(side: Side, estimator: str, higher_is_better: bool, rng: random.Random) -> float:
+    """Within-run part of the variance of log(side level): mean run variance over the run count."""
+    variances = [_log_se_within(run, estimator, higher_is_better, rng) ** 2 for run in side.runs]
+    return statistics.fmean(variances) / len(side.runs)
+
+
+def pooled_between_run_sd(sides: Sequence[Side], estimator: str, higher_is_better: bool) -> float | None:
+    """Between-run standard deviation pooled over the sides that have several runs."""
+    weighted, dof = 0.0, 0
+    for side in sides:
+        sd = side.between_run_sd(estimator, higher_is_better)
+        if sd is not None:
+            weighted += (len(side.runs) - 1) * sd * sd
+            dof += len(side.runs) - 1
+    return math.sqrt(weighted / dof) if dof else None
+
+
+def compare(baseline: Side, current: Side, *, higher_is_better: bool, tolerance: float = DEFAULT_TOLERANCE,
+            estimator: str = DEFAULT_ESTIMATOR) -> Comparison:
+    """Speedup of ``current`` over ``baseline`` with a 95% interval and a verdict (no confirmation)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be within [0, 1), got {tolerance}")
+    rng = random.Random(0)
+    base_level = baseline.level(estimator, higher_is_better)
+    cur_level = current.level(estimator, higher_is_better)
+    log_speedup = math.log(cur_level / base_level) * (1 if higher_is_better else -1)
+
+    pooled = pooled_between_run_sd([baseline, current], estimator, higher_is_better)
+    between = UNKNOWN_BETWEEN_RUN_SD if pooled is None else max(pooled, MIN_BETWEEN_RUN_SD)
+    variance = (between ** 2 * (1 / len(baseline.runs) + 1 / len(current.runs))
+                + _level_variance_within(baseline, estimator, higher_is_better, rng)
+                + _level_variance_within(current, estimator, higher_is_better, rng))
+    half_width = CONFIDENCE_Z * math.sqrt(variance)
+    band = max(tolerance, BAND_SPREADS * (between if pooled is not None else 0.0))
+    speedup = math.exp(log_speedup)
+    low, high = math.exp(log_speedup - half_width), math.exp(log_speedup + half_width)
+    return Comparison(baseline_level=base_level, current_level=cur_level, speedup=speedup, low=low, high=high,
+                      band=band, between_run_sd=between, between_run_known=pooled is not None,
+                      verdict=classify(speedup, low, high, band))
+
+
+def classify(speedup: float, low: float, high: float, band: float) -> str:
+    """Significant and beyond the band: regressed/improved; beyond but not significant: inconclusive."""
+    if speedup < 1 - band:
+        return REGRESSED if high < 1 else INCONCLUSIVE
+    if speedup > 1 + band:
+        return IMPROVED if low > 1 else INCONCLUSIVE
+    return OK
+
+
+def _spearman(values: Sequence[float]) -> float:
+    """Rank correlation of the values with their order (no ties expected in timings)."""
+    n = len(values)
+    ranks = [0.0] * n
+    for rank, index in enumerate(sorted(range(n), key=lambda i: values[i])):
+        ranks[index] = float(rank)
+    mean = (n - 1) / 2
+    covariance = sum((i - mean) * (r - mean) for i, r in enumerate(ranks))
+    variance = sum((i - mean) ** 2 for i in range(n))
+    return covariance / variance
+
+
+def busy_reason(samples: Sequence[float], *, higher_is_better: bool, baseline_within_cv: float,
+                per_repetition: bool = True) -> str | None:
+    """Why this run looks measured on a busy machine, or None.
+
+    High spread: the run's CV is above both BUSY_CV_FLOOR and BUSY_CV_FACTOR x the baseline's.
+    Steady fall: (per-repetition samples only) the speed falls with almost every repetition and the
+    last is well below the first, as when another process ramps up.
+    """
+    spread = cv(samples)
+    limit = max(BUSY_CV_FLOOR, BUSY_CV_FACTOR * baseline_within_cv)
+    if spread > limit:
+        return f"busy machine: within-run spread {spread:.0%} vs {baseline_within_cv:.0%} in the baseline"
+    if per_repetition and len(samples) >= 5:
+        speed = list(samples) if higher_is_better else [1 / v for v in samples]
+        if _spearman(speed) <= BUSY_FALL_RHO and speed[-1] < BUSY_FALL_RATIO * speed[0]:
+            return f"busy machine: repetitions slowed steadily to {speed[-1] / speed[0]:.2f}x of the first"
+    return None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One measurement of the current code compared with the baseline."""
+
+    comparison: Comparison
+    busy: str | None
+    samples: tuple[float, ...]
+
+    @property
+    def verdict(self) -> str:
+        return self.comparison.verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.comparison.to_json(), "busy": self.busy, "samples": list(self.samples)}
+
+
+@dataclass(frozen=True)
+class BaselineVerdict:
+    """The gate's answer for one measurement, with every attempt that led to it."""
+
+    key: str
+    label: str       # what a person reads: metric and workload, e.g. "gen_tps tg128"
+    metric: str
+    unit: str
+    estimator: str
+    tolerance: float
+    verdict: str
+    reason: str
+    attempts: tuple[Attempt, ...] = ()
+    baseline_runs: int = 0
+    differences: tuple[str, ...] = field(default=())
+
+    @property
+    def first(self) -> Comparison | None:
+        return self.attempts[0].comparison if self.attempts else None
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == REGRESSED
+
+    def message(self) -> str:
+        if self.first is None:
+            return f"{self.label}: {self.verdict}: {self.reason}"
+        c = self.first
+        figures = (f"{_fmt(c.current_level)} {self.unit} vs baseline {_fmt(c.baseline_level)} {self.unit} "
+                   f"({self.estimator} of {self.baseline_runs} run(s)), speedup {c.speedup:.2f}x "
+                   f"[{c.low:.2f}-{c.high:.2f}], band {c.band:.0%}")
+        attempts = ", ".join(f"{a.comparison.speedup:.2f}x" for a in self.attempts)
+        text = f"{self.label}: {self.verdict}: {figures}; attempts {attempts}"
+        if self.reason:
+            text += f"; {self.reason}"
+        if self.differences:
+            text += f"; baseline differs: {'; '.join(self.differences)}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "metric": self.metric, "unit": self.unit,
+                "estimator": self.estimator,
+                "tolerance": self.tolerance, "verdict": self.verdict, "reason": self.reason,
+                "baseline_runs": self.baseline_runs, "differences": list(self.differences),
+                "attempts": [a.to_json() for a in self.attempts]}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def needs_confirmation(attempts: Sequence[Attempt], confirm: int) -> bool:
+    """Measure again while every attempt so far regressed and attempts remain."""
+    return all(a.verdict == REGRESSED for a in attempts) and len(attempts) < 1 + confirm
+
+
+def decide(attempts: Sequence[Attempt]) -> tuple[str, str]:
+    """The final verdict and its reason from the first attempt and its confirmations.
+
+    ``regressed`` only if every attempt regressed; attempts that disagree give ``inconclusive`` with
+    every figure. Contention is reported, not hidden: a slowdown that outlasts the spaced attempts is
+    a regression on this machine whatever its cause, and its reason says the machine was busy; a
+    single busy attempt with no confirmation behind it is only ``inconclusive``.
+    """
+    if not attempts:
+        raise ValueError("decide() needs at least one attempt")
+    first = attempts[0]
+    busy = [f"attempt {i + 1}: {a.busy}" for i, a in enumerate(attempts) if a.busy]
+    busy_text = "; ".join(busy)
+    if first.verdict != REGRESSED:
+        reason = busy_text
+        if first.verdict == INCONCLUSIVE and not reason:
+            reason = "beyond the band, but the interval includes no change: not enough evidence"
+        return first.verdict, reason
+    figures = ", ".join(f"{a.comparison.speedup:.2f}x" for a in attempts)
+    if all(a.verdict == REGRESSED for a in attempts):
+        if len(attempts) == 1 and busy:
+            return INCONCLUSIVE, f"measured on a busy machine and not confirmed: {busy_text}"
+        if busy:
+            return REGRESSED, (f"slower in every attempt; the machine looked busy ({busy_text}): check what else "
+                               "runs on it before blaming the code")
+        return REGRESSED, ""
+    return INCONCLUSIVE, (f"attempts disagree ({figures}): a transient slowdown, not a steady regression"
+                          + (f"; {busy_text}" if busy_text else ""))
