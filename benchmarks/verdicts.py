@@ -138,7 +138,8 @@ def summary(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phases", default="baseline,unchanged,persistent,duty,transient")
-    parser.add_argument("--runs", type=int, default=20, help="runs per phase (duty: per level, half)")
+    parser.add_argument("--runs", type=int, default=20,
+                        help="runs per phase (duty: a third per level; transient: half)")
     parser.add_argument("--work", type=Path, default=None, help="folder for baselines, reports, logs")
     parser.add_argument("--unchanged-gap", type=float, default=25.0, help="seconds between unchanged runs")
     parser.add_argument("--slow-confirm-spacing", type=float, default=10.0,
@@ -166,7 +167,7 @@ def main() -> None:
     if "duty" in phases:
         for level in args.duty_levels.split(","):
             name = f"duty{level}"
-            results = series(name, work, max(1, args.runs // 2), LIGHT, slow, gap_s=5,
+            results = series(name, work, max(1, args.runs // 3), LIGHT, slow, gap_s=5,
                              background=(DUTY_LOOP, level))
             record["phases"][name] = {"summary": summary(name, results), "runs": results}
     if "transient" in phases:

@@ -159,6 +159,8 @@ class AxionSession:
         path = baseline_path(self.baselines_root, loaded.hardware.hardware_id, loaded.model.label)
         old: Baseline | None = read_baseline(path) if path.exists() else None
         runs = [refreshing.RunData(measurements=tuple(self.measurements), passed=self.passed_nodeids())]
+        self.reading_speed()     # settle what needs the model, then free it: the next runs get the machine alone
+        loaded.engine.close()
         with tempfile.TemporaryDirectory(prefix="axion-refresh-") as workdir:
             runs += refreshing.run_children(parent_args, runs=settings.runs.value,
                                             spacing_s=settings.run_spacing_s.value, workdir=Path(workdir), cwd=cwd,

@@ -32,14 +32,17 @@ VERDICTS = (OK, IMPROVED, REGRESSED, INCONCLUSIVE, NO_BASELINE)
 
 DEFAULT_TOLERANCE = 0.10
 DEFAULT_ESTIMATOR = "median"
-CONFIDENCE_Z = 1.96          # two-sided 95% interval
+CONFIDENCE_Z = 1.96          # two-sided 95% interval, once the between-run spread is well known
+# Student's t (two-sided 95%) by degrees of freedom of the between-run spread: three runs say little.
+_T_975 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+          12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 BAND_SPREADS = 2.0           # the band is at least this many between-run standard deviations
 UNKNOWN_BETWEEN_RUN_SD = 0.05  # assumed when no side has two runs: single runs say nothing about it
 MIN_BETWEEN_RUN_SD = 0.02      # two or three runs can agree by luck; whole runs here never agree better
 BOOTSTRAP_RESAMPLES = 200
 # Contention: a run is "busy" when its spread is far above the baseline's, or its repetitions fall.
 BUSY_CV_FACTOR = 3.0
-BUSY_CV_FLOOR = 0.10
+BUSY_CV_FLOOR = 0.05
 BUSY_FALL_RHO = -0.9
 BUSY_FALL_RATIO = 0.85
 
@@ -120,15 +123,23 @@ def _level_variance_within(side: Side, estimator: str, higher_is_better: bool, r
     return statistics.fmean(variances) / len(side.runs)
 
 
-def pooled_between_run_sd(sides: Sequence[Side], estimator: str, higher_is_better: bool) -> float | None:
-    """Between-run standard deviation pooled over the sides that have several runs."""
+def pooled_between_run_sd(sides: Sequence[Side], estimator: str,
+                          higher_is_better: bool) -> tuple[float | None, int]:
+    """Between-run standard deviation pooled over the sides that have several runs, and its dof."""
     weighted, dof = 0.0, 0
     for side in sides:
         sd = side.between_run_sd(estimator, higher_is_better)
         if sd is not None:
             weighted += (len(side.runs) - 1) * sd * sd
             dof += len(side.runs) - 1
-    return math.sqrt(weighted / dof) if dof else None
+    return (math.sqrt(weighted / dof) if dof else None), dof
+
+
+def t_quantile(dof: int) -> float:
+    """Two-sided 95% quantile of Student's t (the next smaller tabulated dof: conservative)."""
+    if dof <= 0 or dof > max(_T_975):
+        return CONFIDENCE_Z
+    return _T_975[max(d for d in _T_975 if d <= dof)]
 
 
 def compare(baseline: Side, current: Side, *, higher_is_better: bool, tolerance: float = DEFAULT_TOLERANCE,
@@ -143,12 +154,13 @@ def compare(baseline: Side, current: Side, *, higher_is_better: bool, tolerance:
     cur_level = current.level(estimator, higher_is_better)
     log_speedup = math.log(cur_level / base_level) * (1 if higher_is_better else -1)
 
-    pooled = pooled_between_run_sd([baseline, current], estimator, higher_is_better)
+    pooled, dof = pooled_between_run_sd([baseline, current], estimator, higher_is_better)
     between = UNKNOWN_BETWEEN_RUN_SD if pooled is None else max(pooled, MIN_BETWEEN_RUN_SD)
     variance = (between ** 2 * (1 / len(baseline.runs) + 1 / len(current.runs))
                 + _level_variance_within(baseline, estimator, higher_is_better, rng)
                 + _level_variance_within(current, estimator, higher_is_better, rng))
-    half_width = CONFIDENCE_Z * math.sqrt(variance)
+    # The between-run spread is estimated from few runs, so its quantile is Student's t, not normal.
+    half_width = t_quantile(dof) * math.sqrt(variance)
     band = max(tolerance, BAND_SPREADS * (between if pooled is not None else 0.0))
     speedup = math.exp(log_speedup)
     low, high = math.exp(log_speedup - half_width), math.exp(log_speedup + half_width)
