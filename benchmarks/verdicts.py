@@ -141,11 +141,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20,
                         help="runs per phase (duty: a third per level; transient: half)")
     parser.add_argument("--work", type=Path, default=None, help="folder for baselines, reports, logs")
-    parser.add_argument("--unchanged-gap", type=float, default=25.0, help="seconds between unchanged runs")
-    parser.add_argument("--slow-confirm-spacing", type=float, default=10.0,
+    parser.add_argument("--unchanged-gap", type=float, default=10.0, help="seconds between unchanged runs")
+    parser.add_argument("--slow-confirm-spacing", type=float, default=5.0,
                         help="confirm spacing in the persistent and duty phases (the slowdown outlasts it)")
-    parser.add_argument("--duty-levels", default="5,15,30", help="busy ms per 100 ms")
-    parser.add_argument("--transient-seconds", type=float, default=4.0)
+    parser.add_argument("--slow-k", default="test_prompt",
+                        help="-k selection of the light suite for the slowdown phases (keeps 20 runs short)")
+    parser.add_argument("--duty-levels", default="3,10,30", help="busy ms per 100 ms")
+    parser.add_argument("--transient-seconds", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=Path("verdicts.json"))
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="axion-verdicts-"))
@@ -157,7 +159,7 @@ def main() -> None:
     started = time.perf_counter()
     if "baseline" in phases:
         phase_baseline(work, 3)
-    slow = ["--axion-confirm-spacing", str(args.slow_confirm_spacing)]
+    slow = ["--axion-confirm-spacing", str(args.slow_confirm_spacing), "-k", args.slow_k]
     if "unchanged" in phases:
         results = series("unchanged", work, args.runs, REFERENCE, [], gap_s=args.unchanged_gap)
         record["phases"]["unchanged"] = {"summary": summary("unchanged", results), "runs": results}
@@ -171,7 +173,8 @@ def main() -> None:
                              background=(DUTY_LOOP, level))
             record["phases"][name] = {"summary": summary(name, results), "runs": results}
     if "transient" in phases:
-        results = series("transient", work, max(1, args.runs // 2), LIGHT, ["--axion-confirm-spacing", "20"],
+        results = series("transient", work, max(1, args.runs // 2), LIGHT,
+                         ["--axion-confirm-spacing", "20", "-k", args.slow_k],
                          gap_s=5, background=(BUSY_LOOP,), transient_s=args.transient_seconds)
         record["phases"]["transient"] = {"summary": summary("transient", results), "runs": results}
     record["minutes"] = round((time.perf_counter() - started) / 60, 1)
