@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -135,7 +136,12 @@ def summary(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             "verdicts": dict(verdicts)}
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # so that `finally` stops the competing process
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phases", default="baseline,unchanged,persistent,duty,transient")
     parser.add_argument("--runs", type=int, default=20,
@@ -146,8 +152,9 @@ def main() -> None:
                         help="confirm spacing in the persistent and duty phases (the slowdown outlasts it)")
     parser.add_argument("--slow-k", default="test_prompt",
                         help="-k selection of the light suite for the slowdown phases (keeps 20 runs short)")
-    parser.add_argument("--duty-levels", default="3,10,30", help="busy ms per 100 ms")
-    parser.add_argument("--transient-seconds", type=float, default=3.0)
+    parser.add_argument("--duty-levels", default="40", help="busy ms per 100 ms (10 gave no slowdown)")
+    parser.add_argument("--transient-seconds", type=float, default=6.0,
+                        help="the busy process runs this long from the start: over the first attempt only")
     parser.add_argument("--out", type=Path, default=Path("verdicts.json"))
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="axion-verdicts-"))

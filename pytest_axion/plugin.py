@@ -211,12 +211,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     settings = axion.settings
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    started = False
+
+    def say(text: str, **markup: bool) -> None:
+        nonlocal started
+        if reporter is None:
+            return
+        if not started:  # the progress line ("[100%]") is still open
+            reporter.write("\n")
+            started = True
+        reporter.write_line(text, **markup)
+
     try:
         if settings.refresh:
             params = session.config.invocation_params
             axion.refresh_result = axion.refresh_baselines(
                 params.args, cwd=params.dir, repo_root=session.config.rootpath,
-                progress=lambda text: reporter.write_line(text) if reporter is not None else None)
+                progress=say)
             if not axion.refresh_result.written:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if settings.report.value is not None:
@@ -226,8 +237,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                          title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads",
                          reading_tokens_per_s=run.reading.tokens_per_s, reading_label=run.reading.label)
     except AxionError as err:
-        if reporter is not None:
-            reporter.write_line(f"ERROR: {err}", red=True)
+        say(f"ERROR: {err}", red=True)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 

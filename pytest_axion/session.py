@@ -159,6 +159,9 @@ class AxionSession:
         path = baseline_path(self.baselines_root, loaded.hardware.hardware_id, loaded.model.label)
         old: Baseline | None = read_baseline(path) if path.exists() else None
         runs = [refreshing.RunData(measurements=tuple(self.measurements), passed=self.passed_nodeids())]
+        if not runs[0].passed & {m.nodeid for m in self.measurements}:
+            raise AxionError("--axion-refresh-baselines: no measuring test passed, so nothing would be recorded; "
+                             "fix the failures (or the SLOs) first")
         self.reading_speed()     # settle what needs the model, then free it: the next runs get the machine alone
         loaded.engine.close()
         with tempfile.TemporaryDirectory(prefix="axion-refresh-") as workdir:

@@ -23,6 +23,7 @@ import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from pytest_axion.stats import cv, median
@@ -170,11 +171,12 @@ def compare(baseline: Side, current: Side, *, higher_is_better: bool, tolerance:
 
 
 def classify(speedup: float, low: float, high: float, band: float) -> str:
-    """Significant and beyond the band: regressed/improved; beyond but not significant: inconclusive."""
+    """Significant and beyond the band: regressed/improved. Slower beyond the band but not significant:
+    inconclusive (worth a look). Faster but not significant: ok (no sign of harm, nothing to warn about)."""
     if speedup < 1 - band:
         return REGRESSED if high < 1 else INCONCLUSIVE
-    if speedup > 1 + band:
-        return IMPROVED if low > 1 else INCONCLUSIVE
+    if speedup > 1 + band and low > 1:
+        return IMPROVED
     return OK
 
 
@@ -276,18 +278,39 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
+def _slower(attempt: Attempt) -> bool:
+    """Below the band, significant or not: on a busy machine a real slowdown can be too noisy to prove."""
+    c = attempt.comparison
+    return c.speedup < 1 - c.band
+
+
 def needs_confirmation(attempts: Sequence[Attempt], confirm: int) -> bool:
-    """Measure again while every attempt so far regressed and attempts remain."""
-    return all(a.verdict == REGRESSED for a in attempts) and len(attempts) < 1 + confirm
+    """Measure again while the first attempt regressed, every later one is still below the band, and
+    attempts remain."""
+    return (bool(attempts) and attempts[0].verdict == REGRESSED and all(_slower(a) for a in attempts)
+            and len(attempts) < 1 + confirm)
+
+
+def fading(attempts: Sequence[Attempt]) -> bool:
+    """Each attempt faster than the one before, the last beyond the first attempt's interval.
+
+    A change in the code does not wear off within minutes; a busy spell of the machine does.
+    """
+    speedups = [a.comparison.speedup for a in attempts]
+    return (len(attempts) >= 2 and all(b > a for a, b in pairwise(speedups))
+            and speedups[-1] > attempts[0].comparison.high)
 
 
 def decide(attempts: Sequence[Attempt]) -> tuple[str, str]:
     """The final verdict and its reason from the first attempt and its confirmations.
 
-    ``regressed`` only if every attempt regressed; attempts that disagree give ``inconclusive`` with
-    every figure. Contention is reported, not hidden: a slowdown that outlasts the spaced attempts is
-    a regression on this machine whatever its cause, and its reason says the machine was busy; a
-    single busy attempt with no confirmation behind it is only ``inconclusive``.
+    ``regressed`` only if the first attempt regressed significantly, every confirming attempt is also
+    below the band (a busy machine can make a real slowdown too noisy to prove twice), and the
+    slowdown did not fade from attempt to attempt; attempts that disagree (one within the band or
+    faster) give ``inconclusive`` with every figure. Contention is reported, not hidden: a slowdown
+    that outlasts the spaced attempts is a regression on this machine whatever its cause, and its
+    reason says the machine was busy; a single busy attempt with no confirmation behind it is only
+    ``inconclusive``.
     """
     if not attempts:
         raise ValueError("decide() needs at least one attempt")
@@ -297,10 +320,13 @@ def decide(attempts: Sequence[Attempt]) -> tuple[str, str]:
     if first.verdict != REGRESSED:
         reason = busy_text
         if first.verdict == INCONCLUSIVE and not reason:
-            reason = "beyond the band, but the interval includes no change: not enough evidence"
+            reason = "slower beyond the band, but the interval includes no change: not enough evidence"
         return first.verdict, reason
     figures = ", ".join(f"{a.comparison.speedup:.2f}x" for a in attempts)
-    if all(a.verdict == REGRESSED for a in attempts):
+    if all(_slower(a) for a in attempts):
+        if fading(attempts):
+            return INCONCLUSIVE, (f"the slowdown faded with every attempt ({figures}): a slow spell of the "
+                                  "machine passing, not a steady regression" + (f"; {busy_text}" if busy_text else ""))
         if len(attempts) == 1 and busy:
             return INCONCLUSIVE, f"measured on a busy machine and not confirmed: {busy_text}"
         if busy:

@@ -16,11 +16,14 @@ from pytest_axion.baselines import (
     write_baseline,
 )
 from pytest_axion.errors import BaselineError, HardwareIdError
+from pytest_axion.hardware import collect_hardware
 
+HARDWARE = collect_hardware(system_info="CPU : AVX2 = 1 | REPACK = 1 |", hardware_id_override="hw-1",
+                            override_source="test").to_json()
 PROVENANCE = {"recorded_at": "2026-11-25T03:00:00+00:00", "git_commit": None, "llama_cpp_python": "0.3.36",
               "llama_cpp_system_info": {"AVX2": "1"}, "pytest_axion": "0.1.0",
               "model": {"sha256": "a" * 64, "file_name": "m.gguf", "quantization": "Q4_1"},
-              "hardware": {"hardware_id": "hw-1", "microarch": "zen3", "isa_features": ["avx2"], "logical_cores": 2}}
+              "hardware": HARDWARE, "threads": 2}
 
 
 def make_baseline(level=100.0, runs=3):

@@ -49,3 +49,11 @@ def test_empty_folder_is_reported_not_an_error(tmp_path):
 def test_console_script_is_installed_and_has_help():
     result = subprocess.run([sys.executable, "-m", "pytest_axion.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "validate" in result.stdout and "show" in result.stdout
+
+
+def test_refresh_command_runs_pytest_with_the_refresh_flags(monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(["refresh", "--runs", "4", "--", "tests/conformance", "-k", "prompt"]) == 0
+    assert calls == [[sys.executable, "-m", "pytest", "--axion-slo", "--axion-refresh-baselines", "--axion-runs", "4",
+                      "tests/conformance", "-k", "prompt"]]

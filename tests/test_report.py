@@ -75,3 +75,46 @@ def test_unwritable_report_path_is_one_line_error(tmp_path):
     with pytest.raises(Exception) as err:
         write_report(blocker / "r.json", run_record())
     assert "cannot write the report" in str(err.value) and "\n" not in str(err.value)
+
+
+def judged_record():
+    from dataclasses import replace
+
+    from pytest_axion.report import BaselineStatus
+    from pytest_axion.verdicts import Attempt, BaselineVerdict, Side, compare
+
+    run = run_record()
+    first = run.measurements[0]
+    comparison = compare(Side(((20.0, 20.5, 19.5), (19.0, 19.4), (21.0,))), Side((first.samples,)),
+                         higher_is_better=True)
+    verdict = BaselineVerdict(key=first.key, label="per_user_tps pp128+tg64", metric=first.metric, unit=first.unit,
+                              estimator="median", tolerance=0.1, verdict=comparison.verdict, reason="",
+                              attempts=(Attempt(comparison, None, first.samples),), baseline_runs=3)
+    status = BaselineStatus(path="baselines/hw/m.json", found=True, estimator="median", tolerance=0.1, confirm=2,
+                            runs=3, recorded_at="2026-11-25T00:00:00+00:00", llama_cpp_python="0.3.36",
+                            git_commit="abc", differences=("threads 4 -> 2",))
+    return replace(run, baseline=status, baseline_verdicts={first.key: verdict})
+
+
+def test_baseline_columns_header_and_report_fields():
+    run = judged_record()
+    table = measurement_table(run.measurements, run.outcomes, run.baseline_verdicts)
+    assert "speedup [95% CI]" in table and "vs baseline" in table and "1.00x [" in table
+    lines = header_lines(run)
+    assert any(line.startswith("baseline: baselines/hw/m.json (3 run(s) per entry") and "estimator median" in line
+               for line in lines)
+    assert "baseline differs from this run: threads 4 -> 2" in lines
+    report = build_report(run)
+    validate_report(report)
+    judged = report["results"][0]["baseline"]
+    assert judged["verdict"] == "ok" and judged["attempts"][0]["interval"][0] < 1 < judged["attempts"][0]["interval"][1]
+    assert report["baseline"]["differences"] == ["threads 4 -> 2"] and report["results"][1]["baseline"] is None
+
+
+def test_a_version_1_report_still_validates():
+    report = build_report(run_record())
+    report["schema_version"] = 1
+    del report["baseline"]
+    for row in report["results"]:
+        del row["baseline"]
+    validate_report(report)

@@ -54,3 +54,39 @@ def test_every_ini_key_and_flag_is_unique():
     inis = [spec.ini for spec in OPTIONS if spec.ini]
     assert len(flags) == len(set(flags)) and len(inis) == len(set(inis))
     assert all(flag.startswith("--axion-") for flag in flags)
+
+
+def test_baseline_gate_defaults():
+    settings = resolve(cli={"enabled": True})
+    assert settings.compare_baselines and not settings.require_baseline and not settings.strict
+    assert settings.tolerance.value == 0.10 and settings.estimator.value == "median"
+    assert settings.confirm.value == 2 and settings.confirm_spacing_s.value == 60.0
+    assert settings.runs.value == 3 and settings.run_spacing_s.value == 60.0 and not settings.refresh
+
+
+@pytest.mark.parametrize("text, value", [("10%", 0.10), ("0.05", 0.05), (" 25 % ".strip(), 0.25), ("0", 0.0)])
+def test_tolerance_takes_fractions_and_percentages(text, value):
+    assert resolve(ini={"axion_tolerance": text}).tolerance.value == pytest.approx(value)
+
+
+@pytest.mark.parametrize("cli, message", [
+    ({"tolerance": "abc"}, "--axion-tolerance must be a fraction such as 0.1 or a percentage"),
+    ({"tolerance": "150%"}, "--axion-tolerance must be at least 0 and below 100%"),
+    ({"confirm": "-1"}, "--axion-confirm must be between 0 and 10"),
+    ({"runs": "0"}, "--axion-runs must be between 1 and 50"),
+    ({"estimator": "mean"}, "--axion-estimator must be one of median, best"),
+    ({"confirm_spacing": "-3"}, "--axion-confirm-spacing must be between 0 and 86400"),
+    ({"refresh": True}, "--axion-refresh-baselines measures: add --axion-slo"),
+])
+def test_gate_options_refuse_bad_values_by_name(cli, message):
+    with pytest.raises(SettingsError, match=message):
+        resolve(cli=cli)
+
+
+def test_refresh_and_no_baselines_turn_comparison_off_and_bool_ini_keys_parse():
+    assert not resolve(cli={"enabled": True, "refresh": True}).compare_baselines
+    assert not resolve(cli={"enabled": True, "no_baselines": True}).compare_baselines
+    settings = resolve(ini={"axion_strict": "true", "axion_require_baseline": "yes"})
+    assert settings.strict and settings.require_baseline
+    with pytest.raises(SettingsError, match="ini axion_strict must be true or false"):
+        resolve(ini={"axion_strict": "maybe"})

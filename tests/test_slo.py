@@ -108,3 +108,12 @@ def test_every_measurement_of_the_metric_is_judged():
                     m("gen_tps", samples=(1.0,))]
     outcome = evaluate_slos(parse(prompt_tps=50), measurements, nodeid="x", reading=READING)
     assert [(v.n_prompt, v.passed) for v in outcome.verdicts] == [(128, True), (512, False)]
+
+
+def test_tolerance_key_sets_the_tests_baseline_tolerance_alone_or_with_promises():
+    assert parse_slo((), {"tolerance": "15%"}, where="t.py::x").tolerance == pytest.approx(0.15)
+    assert parse_slo((), {"prompt_tps": 50, "tolerance": 0.2}, where="t.py::x").tolerance == pytest.approx(0.2)
+    with pytest.raises(SettingsError, match=r"t\.py::x: tolerance must be at least 0 and below 100%"):
+        parse_slo((), {"tolerance": 2}, where="t.py::x")
+    with pytest.raises(SettingsError, match="tolerance must be a fraction"):
+        parse_slo((), {"tolerance": [0.1]}, where="t.py::x")

@@ -1,0 +1,172 @@
+"""refresh -> gate -> compare on the real embedded model, driven as a user drives it (pytester)."""
+
+import json
+import subprocess
+import sys
+
+from pytest_axion import refresh
+
+SUITE = """
+import pytest
+
+@pytest.mark.axion_slo(prompt_tps=1)
+def test_prompt(axion):
+    axion.prompt(32)
+
+def test_generate(axion):
+    axion.generate(8)
+"""
+FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "--axion-confirm-spacing=0", "-p",
+        "no:cacheprovider"]
+# Pass/improve assertions must not hinge on this shared machine's mood: a wide tolerance for those.
+CALM = "--axion-tolerance=0.5"
+
+
+def record(pytester, *extra, runs=2):
+    return pytester.runpytest(*FAST, "--axion-refresh-baselines", f"--axion-runs={runs}", "--axion-run-spacing=0",
+                              *extra)
+
+
+def stored(pytester):
+    [path] = sorted((pytester.path / "baselines").glob("*/*.json"))
+    return path
+
+
+def rewrite(path, change):
+    data = json.loads(path.read_text())
+    for entry in data["entries"].values():
+        entry["runs"] = change(entry["runs"])
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def scaled(factor):
+    return lambda runs: [{"samples": [v * factor for v in run["samples"]]} for run in runs]
+
+
+def test_refresh_records_separate_runs_with_provenance_and_the_gate_then_judges(pytester):
+    pytester.makepyfile(SUITE)
+    result = record(pytester)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["axion refresh: run 2 of 2 finished in * s (exit 0)",
+                                 "baseline refresh: 2 run(s) -> *baselines*.json",
+                                 "*test_prompt::prompt_tps::b1::pp32::tg0::t2*-*new*2*",
+                                 "written: *(2 entries recorded)"])
+    data = json.loads(stored(pytester).read_text())
+    assert data["schema_version"] == 1 and len(data["entries"]) == 2
+    assert all(len(entry["runs"]) == 2 for entry in data["entries"].values())
+    provenance = data["provenance"]
+    assert provenance["runs"] == 2 and provenance["threads"] == 2 and len(provenance["model"]["sha256"]) == 64
+    assert provenance["hardware"]["hardware_id"] == stored(pytester).parent.name
+
+    gated = pytester.runpytest(*FAST, CALM, "--axion-report=r.json")
+    gated.assert_outcomes(passed=2)
+    gated.stdout.fnmatch_lines(["baseline: *baselines* (2 run(s) per entry, recorded *",
+                                "*baseline*speedup ?95% CI?*tries*vs baseline*"])
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["baseline"]["found"] and report["baseline"]["estimator"] == "median"
+    verdicts = [row["baseline"]["verdict"] for row in report["results"]]
+    assert len(verdicts) == 2 and set(verdicts) <= {"ok", "improved", "inconclusive"}
+
+    compared = subprocess.run([sys.executable, "-m", "pytest_axion.cli", "compare", str(stored(pytester)), "r.json",
+                               "--tolerance", "0.5"], cwd=pytester.path, capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stdout
+    assert "llama-cpp-python" in compared.stdout and "test_prompt prompt_tps b1 pp32 tg0" in compared.stdout
+
+
+def test_a_baseline_twice_as_fast_as_reality_fails_regressed_with_figures_and_attempts(pytester):
+    pytester.makepyfile(SUITE)
+    record(pytester).assert_outcomes(passed=2)
+    rewrite(stored(pytester), scaled(2.0))
+    result = pytester.runpytest(*FAST, "--axion-report=r.json")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*prompt_tps pp32: regressed: * tokens/s vs baseline * tokens/s (median of 2 run(s)), speedup 0.*x "
+        "?*?, band *; attempts 0.*x, 0.*x, 0.*x*",
+        "*gen_tps tg8: regressed:*attempts 0.*x, 0.*x, 0.*x*",
+    ])
+    rows = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert [len(row["baseline"]["attempts"]) for row in rows] == [3, 3]
+    compared = subprocess.run([sys.executable, "-m", "pytest_axion.cli", "compare", str(stored(pytester)), "r.json"],
+                              cwd=pytester.path, capture_output=True, text=True)
+    assert compared.returncode == 1 and "regressed" in compared.stdout
+
+
+def test_a_baseline_half_as_fast_gives_improved_and_passes(pytester):
+    pytester.makepyfile(SUITE)
+    # Three runs, the default: with two, Student's t (1 dof) leaves the interval too wide to call it.
+    record(pytester, runs=3).assert_outcomes(passed=2)
+    rewrite(stored(pytester), scaled(0.5))
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_prompt*prompt_tps*x ?*?*1*improved*"])
+
+
+def test_a_corrupt_baseline_is_a_one_line_error_and_is_left_untouched(pytester):
+    pytester.makepyfile(SUITE)
+    record(pytester).assert_outcomes(passed=2)
+    path = stored(pytester)
+    path.write_text('{"schema_version": 1, "entries": ')
+    before = path.read_bytes()
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines([f"*baseline file {path} is not valid JSON *: restore it from version "
+                                 "control, or delete it and record it again"])
+    assert "Traceback" not in result.stdout.str()
+    refreshed = record(pytester)
+    refreshed.stdout.fnmatch_lines([f"ERROR: baseline file {path} is not valid JSON*"])
+    assert path.read_bytes() == before
+
+
+def test_no_baseline_is_said_once_and_fails_only_when_required(pytester):
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["baseline: none for this hardware and model at *: verdicts are no-baseline; "
+                                 "record one with `pytest --axion-slo --axion-refresh-baselines`*"])
+    assert result.stdout.str().count("baseline: none for this hardware") == 1
+    required = pytester.runpytest(*FAST, "--axion-require-baseline")
+    required.assert_outcomes(failed=2)
+    required.stdout.fnmatch_lines(["*no-baseline: no baseline file for this hardware (--axion-require-baseline)*"])
+
+
+def test_inconclusive_warns_and_fails_only_with_strict(pytester):
+    pytester.makepyfile(SUITE)
+    record(pytester).assert_outcomes(passed=2)
+    # One run whose samples are all over the place, centred at twice reality: beyond the band, not significant.
+    rewrite(stored(pytester), lambda runs: [{"samples": [v * f for v, f in zip(runs[0]["samples"][:1] * 5,
+                                                                             (0.3, 0.6, 2.0, 3.0, 4.0), strict=True)]}])
+    warned = pytester.runpytest(*FAST)
+    warned.assert_outcomes(passed=2)
+    warned.stdout.fnmatch_lines(["*AxionWarning: prompt_tps pp32: inconclusive:*"])
+    strict = pytester.runpytest(*FAST, "--axion-strict")
+    strict.assert_outcomes(failed=2)
+    strict.stdout.fnmatch_lines(["*inconclusive*(--axion-strict)*"])
+
+
+def test_a_noisy_refresh_is_refused_unless_forced(pytester, monkeypatch):
+    pytester.makepyfile(SUITE)
+    # Every run counts as too noisy when the limit is below zero (pytester runs in this process).
+    monkeypatch.setattr(refresh, "REFRESH_MAX_BETWEEN_RUN_CV", -1.0)
+    refused = record(pytester)
+    assert refused.ret == 1
+    refused.stdout.fnmatch_lines(["REFUSED: the runs are too noisy to be a reference (2 problem(s), worst: *); "
+                                  "nothing was written: *--axion-force*"])
+    assert not list((pytester.path / "baselines").glob("*/*.json"))
+    forced = record(pytester, "--axion-force")
+    assert forced.ret == 0
+    forced.stdout.fnmatch_lines(["recorded despite 2 noise problem(s) (--axion-force)*", "written: *"])
+
+
+def test_a_refresh_where_no_test_met_its_slos_records_nothing(pytester):
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.axion_slo(prompt_tps=1e9)
+def test_prompt(axion):
+    axion.prompt(32)
+""")
+    result = record(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["ERROR: --axion-refresh-baselines: no measuring test passed*"])
+    assert "run 2 of 2" not in result.stdout.str()
+    assert not list((pytester.path / "baselines").glob("*/*.json"))

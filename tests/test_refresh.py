@@ -1,0 +1,107 @@
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_axion.baselines import baseline_from_json
+from pytest_axion.errors import AxionError
+from pytest_axion.hardware import HardwareFingerprint
+from pytest_axion.records import Measurement
+from pytest_axion.refresh import (
+    RunData,
+    child_arguments,
+    combine,
+    diff_rows,
+    git_commit,
+    merge_runs,
+    noise_problems,
+    passed_nodeids,
+    provenance,
+    run_from_report,
+)
+from tests.test_baselines import HARDWARE, make_baseline
+
+
+def m(nodeid, level, metric="prompt_tps", spread=(0.99, 1.0, 1.01)):
+    return Measurement(nodeid, metric, 1, 512, 0, 2, tuple(level * f for f in spread))
+
+
+def test_child_arguments_drop_refresh_xdist_and_report_options_and_add_their_own():
+    parent = ["tests/conformance", "--axion-slo", "--axion-refresh-baselines", "--axion-runs", "3",
+              "--axion-run-spacing=5", "-n", "2", "-nauto", "--axion-report", "r.json", "--axion-plots=figs",
+              "--axion-force", "-k", "prompt", "--axion-baselines", "b"]
+    assert child_arguments(parent, Path("/tmp/run-2.json")) == [
+        "tests/conformance", "--axion-slo", "-k", "prompt", "--axion-baselines", "b",
+        "--axion-no-baselines", "-p", "no:cacheprovider", "--axion-report", "/tmp/run-2.json"]
+    assert "--axion-slo" in child_arguments(["tests"], Path("r.json"))
+
+
+def test_passed_nodeids_needs_every_phase_to_pass():
+    phases = [("a", "passed"), ("a", "passed"), ("b", "passed"), ("b", "failed"), ("c", "skipped")]
+    assert passed_nodeids(phases) == frozenset({"a"})
+
+
+def test_merge_keeps_only_tests_that_passed_in_every_run():
+    runs = [RunData((m("t::a", 100), m("t::b", 50)), frozenset({"t::a", "t::b"})),
+            RunData((m("t::a", 102), m("t::b", 40)), frozenset({"t::a"})),
+            RunData((m("t::a", 98), m("t::b", 51)), frozenset({"t::a", "t::b"}))]
+    entries, skipped = merge_runs(runs)
+    [key] = entries
+    assert key.startswith("t::a::") and len(entries[key].runs) == 3 and entries[key].level == pytest.approx(100)
+    assert skipped == [f"{m('t::b', 1).key}: its test passed in 2 of 3 runs"]
+
+
+def test_noise_problems_name_runs_that_disagree_or_spread_and_spare_per_step_latency():
+    calm, _ = merge_runs([RunData((m("t::a", v),), frozenset({"t::a"})) for v in (100, 101, 99)])
+    assert noise_problems(calm) == []
+    apart, _ = merge_runs([RunData((m("t::a", v),), frozenset({"t::a"})) for v in (100, 130, 80)])
+    [problem] = noise_problems(apart)
+    assert "runs disagree by 24%" in problem
+    wide = (0.6, 1.0, 1.4)
+    spread, _ = merge_runs([RunData((m("t::a", 100, spread=wide),), frozenset({"t::a"}))] * 3)
+    assert "repetitions spread 40%" in noise_problems(spread)[0]
+    itl, _ = merge_runs([RunData((m("t::a", 100, "itl_ms", spread=wide),), frozenset({"t::a"}))] * 3)
+    assert noise_problems(itl) == []
+
+
+def test_combine_keeps_unmeasured_old_entries_and_diff_shows_old_to_new():
+    old = make_baseline(level=100.0)
+    new_entries, _ = merge_runs([RunData((m("t.py::other", v),), frozenset({"t.py::other"})) for v in (90, 91, 89)])
+    merged = combine(old, new_entries, hardware_id="hw-1", model_label="m.Q4_1", provenance=old.provenance)
+    assert set(merged.entries) == set(old.entries) | set(new_entries) and len(merged.entries) == 2
+    [row] = diff_rows(old, new_entries)
+    assert row[1] == "-" and row[3] == "new" and row[4] == "3"
+    same_key = {next(iter(old.entries)): next(iter(new_entries.values()))}
+    [row] = diff_rows(old, same_key)
+    assert row[1] == "100" and row[3] == "0.90x"
+
+
+def test_provenance_is_complete_and_validates_in_a_baseline():
+    hardware = HardwareFingerprint.from_json(HARDWARE)
+    record = provenance(hardware=hardware, model={"sha256": "c" * 64, "file_name": "m.gguf", "quantization": "Q4_1"},
+                        threads=2, repetitions=5, runs=3, spacing_s=60.0, git="abc")
+    assert record["hardware"] == HARDWARE and record["git_commit"] == "abc" and record["runs"] == 3
+    data = make_baseline().to_json()
+    data["provenance"] = record
+    assert baseline_from_json(data, source="test").provenance["threads"] == 2
+
+
+def test_git_commit_marks_uncommitted_changes_and_is_none_outside_git(tmp_path):
+    assert git_commit(tmp_path) is None
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run(["git", "add", "f"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], cwd=tmp_path,
+                   check=True)
+    clean = git_commit(tmp_path)
+    assert clean is not None and len(clean) == 40
+    (tmp_path / "f").write_text("2")
+    assert git_commit(tmp_path) == clean + "-dirty"
+
+
+def test_run_from_report_reads_outcomes_and_refuses_old_reports():
+    report = {"results": [m("t::a", 100).to_json()], "tests": [{"nodeid": "t::a", "outcome": "passed"}]}
+    run = run_from_report(report, source="r.json")
+    assert run.passed == frozenset({"t::a"}) and run.measurements[0].median == 100
+    with pytest.raises(AxionError, match=r"r\.json lacks"):
+        run_from_report({"results": []}, source="r.json")
