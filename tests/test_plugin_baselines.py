@@ -19,10 +19,11 @@ def test_generate(axion):
 FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "--axion-confirm-spacing=0", "-p",
         "no:cacheprovider"]
 # Pass/improve assertions must not hinge on this shared machine's mood: a wide tolerance for those.
+# Baselines of three runs, the default: with two, Student's t (1 dof) leaves intervals too wide to call.
 CALM = "--axion-tolerance=0.5"
 
 
-def record(pytester, *extra, runs=2):
+def record(pytester, *extra, runs=3):
     return pytester.runpytest(*FAST, "--axion-refresh-baselines", f"--axion-runs={runs}", "--axion-run-spacing=0",
                               *extra)
 
@@ -47,20 +48,20 @@ def test_refresh_records_separate_runs_with_provenance_and_the_gate_then_judges(
     pytester.makepyfile(SUITE)
     result = record(pytester)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["axion refresh: run 2 of 2 finished in * s (exit 0)",
-                                 "baseline refresh: 2 run(s) -> *baselines*.json",
-                                 "*test_prompt::prompt_tps::b1::pp32::tg0::t2*-*new*2*",
+    result.stdout.fnmatch_lines(["axion refresh: run 3 of 3 finished in * s (exit 0)",
+                                 "baseline refresh: 3 run(s) -> *baselines*.json",
+                                 "*test_prompt::prompt_tps::b1::pp32::tg0::t2*-*new*3*",
                                  "written: *(2 entries recorded)"])
     data = json.loads(stored(pytester).read_text())
     assert data["schema_version"] == 1 and len(data["entries"]) == 2
-    assert all(len(entry["runs"]) == 2 for entry in data["entries"].values())
+    assert all(len(entry["runs"]) == 3 for entry in data["entries"].values())
     provenance = data["provenance"]
-    assert provenance["runs"] == 2 and provenance["threads"] == 2 and len(provenance["model"]["sha256"]) == 64
+    assert provenance["runs"] == 3 and provenance["threads"] == 2 and len(provenance["model"]["sha256"]) == 64
     assert provenance["hardware"]["hardware_id"] == stored(pytester).parent.name
 
     gated = pytester.runpytest(*FAST, CALM, "--axion-report=r.json")
     gated.assert_outcomes(passed=2)
-    gated.stdout.fnmatch_lines(["baseline: *baselines* (2 run(s) per entry, recorded *",
+    gated.stdout.fnmatch_lines(["baseline: *baselines* (3 run(s) per entry, recorded *",
                                 "*baseline*speedup ?95% CI?*tries*vs baseline*"])
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["baseline"]["found"] and report["baseline"]["estimator"] == "median"
@@ -80,7 +81,7 @@ def test_a_baseline_twice_as_fast_as_reality_fails_regressed_with_figures_and_at
     result = pytester.runpytest(*FAST, "--axion-report=r.json")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "*prompt_tps pp32: regressed: * tokens/s vs baseline * tokens/s (median of 2 run(s)), speedup 0.*x "
+        "*prompt_tps pp32: regressed: * tokens/s vs baseline * tokens/s (median of 3 run(s)), speedup 0.*x "
         "?*?, band *; attempts 0.*x, 0.*x, 0.*x*",
         "*gen_tps tg8: regressed:*attempts 0.*x, 0.*x, 0.*x*",
     ])
@@ -93,8 +94,7 @@ def test_a_baseline_twice_as_fast_as_reality_fails_regressed_with_figures_and_at
 
 def test_a_baseline_half_as_fast_gives_improved_and_passes(pytester):
     pytester.makepyfile(SUITE)
-    # Three runs, the default: with two, Student's t (1 dof) leaves the interval too wide to call it.
-    record(pytester, runs=3).assert_outcomes(passed=2)
+    record(pytester).assert_outcomes(passed=2)
     rewrite(stored(pytester), scaled(0.5))
     result = pytester.runpytest(*FAST)
     result.assert_outcomes(passed=2)
@@ -168,5 +168,5 @@ def test_prompt(axion):
     result = record(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["ERROR: --axion-refresh-baselines: no measuring test passed*"])
-    assert "run 2 of 2" not in result.stdout.str()
+    assert "run 2 of 3" not in result.stdout.str()
     assert not list((pytester.path / "baselines").glob("*/*.json"))
