@@ -1,0 +1,194 @@
+"""The publication's shape promises: prompt speed that stays steady, generation that scales with batch.
+
+``steady_within=0.15``: every prompt speed a test measured, across its batch and prompt sizes, lies
+within 15% of their median (spread = (fastest - slowest) / median); likewise total generation speed
+across generation lengths, at each batch size. ``gen_scaling=1.5``: total generation speed at the
+largest measured batch is at least 1.5x batch 1, and never lower at a larger batch than at a smaller
+one beyond the two cells' own noise.
+
+Cells of one test are measured minutes apart at most, so they share most of the machine's drift;
+still, a cell caught by a slow spell could fail a check alone, so a miss is confirmed by measuring
+the cells involved again (:func:`decide`, the same rule as the baseline gate). Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from pytest_axion.errors import SettingsError
+from pytest_axion.records import Measurement
+from pytest_axion.stats import median
+
+STEADY = "steady_within"
+SCALING = "gen_scaling"
+NOISE_Z = 2.0               # a fall counts when it exceeds this many standard errors of the difference
+MEDIAN_SE_FACTOR = 1.2533   # standard error of a median ~ sqrt(pi/2) * sd / sqrt(n)
+PASS, FAIL, INCONCLUSIVE = "pass", "FAIL", "inconclusive"
+
+
+@dataclass(frozen=True)
+class ShapeCheck:
+    """One check of one group of cells, in one attempt."""
+
+    key: str                    # STEADY or SCALING
+    group: str                  # which cells, e.g. "prompt_tps", "gen_tps at batch 2", "gen_tps pp8+tg16"
+    metric: str
+    passed: bool
+    observed: float             # the spread (steadiness) or the scaling ratio
+    threshold: float
+    message: str
+    involved: tuple[str, ...]   # measurement keys to measure again to confirm a miss
+    curve: tuple[tuple[str, float], ...] = ()   # every cell: label -> median tokens/s
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "group": self.group, "metric": self.metric, "passed": self.passed,
+                "observed": self.observed, "threshold": self.threshold, "message": self.message,
+                "curve": [{"cell": label, "median": value} for label, value in self.curve]}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _label(m: Measurement, varying: Sequence[str]) -> str:
+    parts = {"n_prompt": f"pp {m.n_prompt}", "n_gen": f"tg {m.n_gen}", "batch_size": f"batch {m.batch_size}"}
+    return " ".join(parts[d] for d in varying) or m.shape
+
+
+def _varying(cells: Sequence[Measurement]) -> list[str]:
+    return [d for d in ("n_prompt", "n_gen", "batch_size") if len({getattr(m, d) for m in cells}) > 1]
+
+
+def _steady(cells: list[Measurement], limit: float, group: str, metric: str) -> ShapeCheck:
+    varying = _varying(cells)
+    level = median([m.median for m in cells])
+    slow = min(cells, key=lambda m: m.median)
+    fast = max(cells, key=lambda m: m.median)
+    spread = (fast.median - slow.median) / level
+    passed = spread <= limit
+    comparison = "<=" if passed else ">"
+    message = (f"{metric} {'steady' if passed else 'not steady'}: {_fmt(slow.median)} t/s at "
+               f"{_label(slow, varying)} vs {_fmt(fast.median)} t/s at {_label(fast, varying)} "
+               f"(spread {spread:.0%} {comparison} {limit:.0%})")
+    return ShapeCheck(key=STEADY, group=group, metric=metric, passed=passed, observed=spread, threshold=limit,
+                      message=message, involved=(slow.key, fast.key),
+                      curve=tuple((_label(m, varying), m.median) for m in cells))
+
+
+def steadiness_checks(measurements: Sequence[Measurement], limit: float) -> list[ShapeCheck]:
+    """Prompt speed across all its cells; generation speed across lengths at each batch size."""
+    checks = []
+    prompt = [m for m in measurements if m.metric == "prompt_tps"]
+    if len(prompt) >= 2:
+        checks.append(_steady(prompt, limit, "prompt_tps", "prompt_tps"))
+    by_batch: dict[int, list[Measurement]] = {}
+    for m in measurements:
+        if m.metric == "gen_tps":
+            by_batch.setdefault(m.batch_size, []).append(m)
+    for batch, cells in sorted(by_batch.items()):
+        if len({m.n_gen for m in cells}) >= 2:
+            checks.append(_steady(cells, limit, f"gen_tps at batch {batch}", "gen_tps"))
+    if not checks:
+        raise SettingsError(f"{STEADY} needs at least two prompt_tps cells, or gen_tps at two generation lengths "
+                            "for one batch size; this test measured neither")
+    return checks
+
+
+def _median_se(m: Measurement) -> float:
+    spread = m.summary.cv * m.median
+    return MEDIAN_SE_FACTOR * spread / math.sqrt(m.summary.n) if m.summary.n > 1 else 0.0
+
+
+def scaling_checks(measurements: Sequence[Measurement], factor: float) -> list[ShapeCheck]:
+    """Per workload (prompt and generation length): largest batch vs batch 1, and no significant fall."""
+    groups: dict[tuple[int, int], dict[int, Measurement]] = {}
+    for m in measurements:
+        if m.metric == "gen_tps":
+            groups.setdefault((m.n_prompt, m.n_gen), {})[m.batch_size] = m
+    checks = []
+    for (n_prompt, n_gen), by_batch in sorted(groups.items()):
+        if 1 not in by_batch or len(by_batch) < 2:
+            continue
+        sizes = sorted(by_batch)
+        curve = tuple((f"batch {b}", by_batch[b].median) for b in sizes)
+        group = f"gen_tps pp{n_prompt}+tg{n_gen}"
+        first, last = by_batch[1], by_batch[sizes[-1]]
+        ratio = last.median / first.median
+        falls = []
+        involved: tuple[str, ...]
+        for smaller, larger in pairwise(sizes):
+            a, b = by_batch[smaller], by_batch[larger]
+            noise = NOISE_Z * math.hypot(_median_se(a), _median_se(b))
+            if a.median - b.median > noise:
+                falls.append((a, b, noise))
+        passed = ratio >= factor and not falls
+        curve_text = ", ".join(f"{_fmt(v)}" for _, v in curve)
+        if ratio < factor:
+            message = (f"gen_tps does not scale: {_fmt(last.median)} t/s at batch {sizes[-1]} is {ratio:.2f}x "
+                       f"batch 1 ({_fmt(first.median)} t/s) < {factor:g}x (batch {', '.join(map(str, sizes))}: "
+                       f"{curve_text} t/s)")
+            involved = (first.key, last.key)
+        elif falls:
+            a, b, noise = falls[0]
+            message = (f"gen_tps falls with batch: {_fmt(a.median)} t/s at batch {a.batch_size} -> "
+                       f"{_fmt(b.median)} t/s at batch {b.batch_size}, beyond its noise ({_fmt(noise)} t/s)")
+            involved = (a.key, b.key)
+        else:
+            message = (f"gen_tps scales: {ratio:.2f}x >= {factor:g}x from batch 1 to {sizes[-1]} "
+                       f"({curve_text} t/s)")
+            involved = ()
+        checks.append(ShapeCheck(key=SCALING, group=group, metric="gen_tps", passed=passed, observed=ratio,
+                                 threshold=factor, message=message, involved=involved, curve=curve))
+    if not checks:
+        raise SettingsError(f"{SCALING} needs gen_tps at batch 1 and at least one larger batch of the same "
+                            "workload; measure with axion.batched(..., batch_sizes=[1, ...])")
+    return checks
+
+
+def evaluate_shape(measurements: Sequence[Measurement], *, steady_within: float | None,
+                   gen_scaling: float | None) -> list[ShapeCheck]:
+    checks = []
+    if steady_within is not None:
+        checks += steadiness_checks(measurements, steady_within)
+    if gen_scaling is not None:
+        checks += scaling_checks(measurements, gen_scaling)
+    return checks
+
+
+def replace_measurements(measurements: Sequence[Measurement], fresh: dict[str, Measurement]) -> list[Measurement]:
+    return [fresh.get(m.key, m) for m in measurements]
+
+
+@dataclass(frozen=True)
+class ShapeVerdict:
+    """A shape promise after its confirmations: every attempt's check kept."""
+
+    nodeid: str
+    attempts: tuple[ShapeCheck, ...]
+
+    @property
+    def first(self) -> ShapeCheck:
+        return self.attempts[0]
+
+    @property
+    def verdict(self) -> str:
+        if self.first.passed:
+            return PASS
+        return FAIL if not any(a.passed for a in self.attempts) else INCONCLUSIVE
+
+    def message(self) -> str:
+        text = self.first.message
+        if len(self.attempts) > 1:
+            figures = ", ".join(f"{a.observed:.2f}" if a.key == SCALING else f"{a.observed:.0%}"
+                                for a in self.attempts)
+            agree = "every attempt missed" if self.verdict == FAIL else "attempts disagree: not failed"
+            text += f"; attempts {figures} ({agree})"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.first.to_json(), "verdict": self.verdict, "message_full": self.message(),
+                "attempts": [{"observed": a.observed, "passed": a.passed} for a in self.attempts]}

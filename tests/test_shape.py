@@ -1,0 +1,93 @@
+import pytest
+
+from pytest_axion.errors import SettingsError
+from pytest_axion.records import Measurement
+from pytest_axion.shape import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    ShapeVerdict,
+    evaluate_shape,
+    replace_measurements,
+    scaling_checks,
+    steadiness_checks,
+)
+
+CALM = (0.99, 1.0, 1.01, 0.995, 1.005)
+
+
+def cell(metric, batch, pp, tg, level, spread=CALM):
+    return Measurement("t.py::x", metric, batch, pp, tg, 2, tuple(level * f for f in spread))
+
+
+def prompt_cells(*levels):
+    sizes = [(b, pp) for pp in (128, 2048) for b in (1, 2)]
+    return [cell("prompt_tps", b, pp, 1, level) for (b, pp), level in zip(sizes, levels, strict=True)]
+
+
+def test_steady_prompt_speed_passes_and_names_the_extremes():
+    [check] = steadiness_checks(prompt_cells(280, 285, 275, 288), 0.15)
+    assert check.passed and check.observed == pytest.approx((288 - 275) / 282.5)
+    assert check.message.startswith("prompt_tps steady: 275 t/s at pp 2048 batch 1 vs 288 t/s at pp 2048 batch 2")
+
+
+def test_unsteady_prompt_speed_reads_like_the_issue():
+    [check] = steadiness_checks(prompt_cells(288, 286, 212, 283), 0.15)
+    assert not check.passed
+    assert check.message == ("prompt_tps not steady: 212 t/s at pp 2048 batch 1 vs 288 t/s at pp 128 batch 1 "
+                             "(spread 27% > 15%)")
+    assert set(check.involved) == {prompt_cells(288, 286, 212, 283)[2].key, prompt_cells(288, 0, 0, 0)[0].key}
+
+
+def test_generation_steadiness_is_per_batch_across_lengths():
+    cells = [cell("gen_tps", 1, 8, 16, 150), cell("gen_tps", 1, 8, 64, 140),
+             cell("gen_tps", 4, 8, 16, 260), cell("gen_tps", 4, 8, 64, 160)]
+    checks = steadiness_checks(cells, 0.15)
+    assert [(c.group, c.passed) for c in checks] == [("gen_tps at batch 1", True), ("gen_tps at batch 4", False)]
+    assert "160 t/s at tg 64 vs 260 t/s at tg 16" in checks[1].message
+
+
+def test_steadiness_without_enough_cells_is_a_usage_error():
+    with pytest.raises(SettingsError, match="steady_within needs at least two"):
+        steadiness_checks([cell("prompt_tps", 1, 128, 0, 100)], 0.1)
+
+
+def scaling(*levels, spread=CALM):
+    return [cell("gen_tps", b, 8, 16, level, spread) for b, level in zip((1, 2, 4), levels, strict=False)]
+
+
+def test_scaling_passes_with_the_curve_and_fails_below_the_factor():
+    [ok] = scaling_checks(scaling(155, 190, 265), 1.5)
+    assert ok.passed and ok.observed == pytest.approx(265 / 155)
+    assert ok.curve == (("batch 1", 155.0), ("batch 2", 190.0), ("batch 4", 265.0))
+    [miss] = scaling_checks(scaling(155, 190, 265), 100)
+    assert not miss.passed and miss.message.startswith("gen_tps does not scale: 265 t/s at batch 4 is 1.71x batch 1")
+
+
+def test_a_fall_beyond_noise_fails_but_a_dip_within_noise_does_not():
+    [fall] = scaling_checks(scaling(155, 240, 200), 1.2)
+    assert not fall.passed and "240 t/s at batch 2 -> 200 t/s at batch 4" in fall.message
+    noisy = (0.7, 1.0, 1.3, 0.8, 1.2)
+    [dip] = scaling_checks(scaling(155, 240, 232, spread=noisy), 1.2)
+    assert dip.passed
+
+
+def test_scaling_needs_batch_one_and_a_larger_batch():
+    with pytest.raises(SettingsError, match="gen_scaling needs gen_tps at batch 1"):
+        scaling_checks([cell("gen_tps", 2, 8, 16, 100), cell("gen_tps", 4, 8, 16, 120)], 1.5)
+
+
+def test_verdict_fails_only_if_every_attempt_misses():
+    miss = scaling_checks(scaling(155, 190, 265), 100)[0]
+    hit = scaling_checks(scaling(155, 190, 265), 1.5)[0]
+    assert ShapeVerdict("t", (hit,)).verdict == PASS
+    assert ShapeVerdict("t", (miss, miss, miss)).verdict == FAIL
+    disagreed = ShapeVerdict("t", (miss, hit))
+    assert disagreed.verdict == INCONCLUSIVE and "attempts disagree" in disagreed.message()
+
+
+def test_evaluate_and_replace():
+    cells = scaling(155, 190, 265)
+    assert [c.key for c in evaluate_shape(cells, steady_within=None, gen_scaling=1.5)] == ["gen_scaling"]
+    fresh = cell("gen_tps", 4, 8, 16, 100)
+    assert replace_measurements(cells, {fresh.key: fresh})[2].median == 100
