@@ -38,8 +38,13 @@ class GateSettings:
     default_tolerance: float
 
 
-def record_command() -> str:
-    return "pytest --axion-slo --axion-refresh-baselines"
+RECORD_COMMAND = "pytest --axion-slo --axion-refresh-baselines"
+
+
+def no_baseline_message(path: Path | str) -> str:
+    """Said once per run when this hardware and model have no baseline: where, and how to record one."""
+    return (f"none for this hardware and model at {path}: verdicts are no-baseline; record one with "
+            f"`{RECORD_COMMAND}` (or `pytest-axion refresh`)")
 
 
 def _label(m: Measurement) -> str:
@@ -63,8 +68,7 @@ class BaselineGate:
         return self.baseline is not None
 
     def missing_message(self) -> str:
-        return (f"no baseline for this hardware and model ({self.path}): verdicts are no-baseline; "
-                f"record one with `{record_command()}` or `pytest-axion refresh`")
+        return no_baseline_message(self.path)
 
     def _differences(self, hardware: HardwareFingerprint, model: ModelFingerprint, threads: int) -> list[str]:
         assert self.baseline is not None

@@ -19,6 +19,7 @@ from tabulate import tabulate
 from pytest_axion import __version__
 from pytest_axion.atomic import write_json_atomically
 from pytest_axion.errors import AxionError
+from pytest_axion.gate import no_baseline_message
 from pytest_axion.hardware import HardwareFingerprint
 from pytest_axion.model import ModelFingerprint
 from pytest_axion.reading import ReadingSpeed
@@ -92,8 +93,7 @@ def baseline_lines(status: BaselineStatus | None) -> list[str]:
     rule = (f"estimator {status.estimator} per run, tolerance {status.tolerance:.0%} (or 2x the baseline's "
             f"between-run spread), {status.confirm} confirming attempt(s) before a regression fails")
     if not status.found:
-        return [f"baseline: none for this hardware and model at {status.path}: verdicts are no-baseline; record "
-                "one with `pytest --axion-slo --axion-refresh-baselines` (or `pytest-axion refresh`)"]
+        return [f"baseline: {no_baseline_message(status.path)}"]
     lines = [f"baseline: {status.path} ({status.runs} run(s) per entry, recorded {status.recorded_at} with "
              f"llama-cpp-python {status.llama_cpp_python}, git {(status.git_commit or 'none')[:12]}); {rule}"]
     if status.differences:
