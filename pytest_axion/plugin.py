@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +17,13 @@ from pytest_axion.report import (
     header_lines,
     measurement_table,
     refresh_lines,
+    shape_table,
     write_report,
 )
 from pytest_axion.session import AxionSession, settings_for_this_machine
 from pytest_axion.settings import OPTIONS, Settings
+from pytest_axion.shape import FAIL as SHAPE_FAIL
+from pytest_axion.shape import INCONCLUSIVE as SHAPE_INCONCLUSIVE
 from pytest_axion.slo import MARKER, SloSpec, marker_help, merge_marker_kwargs, parse_slo
 from pytest_axion.verdicts import INCONCLUSIVE, NO_BASELINE, REGRESSED
 
@@ -53,10 +56,13 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = settings_for_this_machine(cli, ini)
         if settings.plots.value is not None:
             check_matplotlib(settings.plots.source)
+        session = AxionSession(settings, baselines_root=_baselines_root(config, settings),
+                               progress=_progress_writer(config))
+        if settings.enabled:
+            session.check_features(settings.require_features, source="--axion-require-features")
     except AxionError as err:
         raise pytest.UsageError(str(err)) from None
-    config.stash[SESSION_KEY] = AxionSession(settings, baselines_root=_baselines_root(config, settings),
-                                             progress=_progress_writer(config))
+    config.stash[SESSION_KEY] = session
 
 
 def _baselines_root(config: pytest.Config, settings: Settings) -> Path:
@@ -116,10 +122,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     args = [arg for marker in markers for arg in marker.args]
     try:
-        item.stash[SLO_SPEC_KEY] = parse_slo(args, merge_marker_kwargs(m.kwargs for m in markers),
-                                             where=item.nodeid)
+        spec = parse_slo(args, merge_marker_kwargs(m.kwargs for m in markers), where=item.nodeid)
+        item.stash[SLO_SPEC_KEY] = spec
+        session = item.config.stash[SESSION_KEY]
+        if session.settings.enabled:  # before the fixtures load the model or anything is measured
+            session.check_features(spec.requires, source=f"{item.nodeid}: requires")
     except AxionError as err:
-        pytest.fail(str(err), pytrace=False)
+        raise pytest.fail.Exception(str(err), pytrace=False) from None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -137,6 +146,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         if spec is not None:
             failures += _check_slos(item, session, spec)
+            failures += _check_shape(item, session, spec)
         failures += _check_baselines(item, session, spec.tolerance if spec is not None else None)
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
@@ -155,14 +165,35 @@ def _check_slos(item: pytest.Item, session: AxionSession, spec: SloSpec) -> list
     return [v.message() for v in outcome.failures]
 
 
-def _check_baselines(item: pytest.Item, session: AxionSession, tolerance: float | None) -> list[str]:
-    """Regressed fails; inconclusive warns (fails with --axion-strict); no-baseline fails only if required."""
+def _wait_writer(item: pytest.Item) -> Callable[[str], None]:
     reporter = item.config.pluginmanager.get_plugin("terminalreporter")
 
     def wait_message(text: str) -> None:
         if reporter is not None and item.config.getoption("verbose") >= 0:
             reporter.write_line(f"  axion: {item.nodeid}: {text}")
+    return wait_message
 
+
+def _check_shape(item: pytest.Item, session: AxionSession, spec: SloSpec) -> list[str]:
+    """Steadiness and scaling: a confirmed miss fails; attempts that disagree warn (fail with --axion-strict)."""
+    failures = []
+    for verdict in session.check_shape(item.nodeid, spec, _wait_writer(item)):
+        check = verdict.first
+        item.user_properties.append((f"axion_slo.{check.key}.{check.group.replace(' ', '_')}",
+                                     f"{verdict.verdict}: {verdict.message()}"))
+        if verdict.verdict == SHAPE_FAIL:
+            failures.append(verdict.message())
+        elif verdict.verdict == SHAPE_INCONCLUSIVE:
+            if session.settings.strict:
+                failures.append(f"{verdict.message()} (--axion-strict)")
+            else:
+                item.warn(AxionWarning(verdict.message()))
+    return failures
+
+
+def _check_baselines(item: pytest.Item, session: AxionSession, tolerance: float | None) -> list[str]:
+    """Regressed fails; inconclusive warns (fails with --axion-strict); no-baseline fails only if required."""
+    wait_message = _wait_writer(item)
     settings = session.settings
     failures = []
     for verdict in session.check_baselines(item.nodeid, tolerance, wait_message):
@@ -199,6 +230,7 @@ def _run_record(session: AxionSession) -> RunRecord | None:
                      repetitions=session.settings.repetitions.value, load_seconds=loaded.load_seconds,
                      reading=session.reading_speed(), measurements=session.measurements, outcomes=session.outcomes,
                      baseline=session.baseline_status(), baseline_verdicts=session.baseline_verdicts,
+                     shape_verdicts=session.shape_verdicts,
                      test_outcomes=session.test_outcomes())
 
 
@@ -254,6 +286,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         write(f"warning: {warning}", yellow=True)
     write("")
     write(measurement_table(run.measurements, run.outcomes, run.baseline_verdicts))
+    shapes = shape_table(run.shape_verdicts)
+    if shapes:
+        write("")
+        write(shapes)
     lines = capacity_lines(run.outcomes)
     if lines:
         write("")

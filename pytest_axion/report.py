@@ -25,11 +25,12 @@ from pytest_axion.model import ModelFingerprint
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
 from pytest_axion.refresh import DIFF_HEADERS, RefreshResult
+from pytest_axion.shape import ShapeVerdict
 from pytest_axion.slo import SloOutcome, SloVerdict
 from pytest_axion.verdicts import BaselineVerdict
 
-REPORT_SCHEMA_VERSION = 2
-READABLE_REPORT_VERSIONS = (1, 2)
+REPORT_SCHEMA_VERSION = 3
+READABLE_REPORT_VERSIONS = (1, 2, 3)
 _FLAGS_SHOWN = ("KLEIDIAI", "REPACK", "OPENMP", "LLAMAFILE", "AVX512", "AVX2", "SVE", "DOTPROD", "MATMUL_INT8")
 
 
@@ -48,6 +49,7 @@ class RunRecord:
     baseline: BaselineStatus | None = None          # None: not compared (off, or refreshing)
     baseline_verdicts: Mapping[str, BaselineVerdict] = dataclasses.field(default_factory=dict)
     test_outcomes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # nodeid -> passed/failed/skipped
+    shape_verdicts: Mapping[str, Sequence[ShapeVerdict]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,25 @@ def measurement_table(measurements: Iterable[Measurement], outcomes: Mapping[str
     return table
 
 
+def shape_table(shape_verdicts: Mapping[str, Sequence[ShapeVerdict]]) -> str:
+    """Steadiness and scaling promises: one row per checked group of cells, with its figures."""
+    rows = []
+    for nodeid, verdicts in shape_verdicts.items():
+        for v in verdicts:
+            check = v.first
+            promise = (f"steady within {check.threshold:.0%}" if check.key == "steady_within"
+                       else f"scales >= {check.threshold:g}x")
+            observed = (f"spread {check.observed:.0%}" if check.key == "steady_within"
+                        else f"{check.observed:.2f}x")
+            curve = ", ".join(f"{label}: {_fmt(value)}" for label, value in check.curve)
+            rows.append([_short(nodeid), check.group, promise, observed, len(v.attempts), v.verdict, curve])
+    if not rows:
+        return ""
+    table: str = tabulate(rows, headers=["test", "cells", "promise", "observed", "tries", "verdict",
+                                         "median t/s per cell"], tablefmt="simple", disable_numparse=True)
+    return table
+
+
 def capacity_lines(outcomes: Mapping[str, SloOutcome]) -> list[str]:
     """Per test with a per-user SLO: the largest batch at which every user still gets it."""
     lines = []
@@ -223,7 +244,8 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         outcome = run.outcomes.get(nodeid)
         tests.append({"nodeid": nodeid, "outcome": run.test_outcomes.get(nodeid, "unknown"),
                       "capacity": outcome.capacity if outcome else None,
-                      "slo_passed": not outcome.failures if outcome else None})
+                      "slo_passed": not outcome.failures if outcome else None,
+                      "shape": [v.to_json() for v in run.shape_verdicts.get(nodeid, [])]})
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -12,15 +13,19 @@ import psutil
 from pytest_axion import refresh as refreshing
 from pytest_axion.baselines import Baseline, baseline_path, read_baseline, write_baseline
 from pytest_axion.engine import ProgressCallback
-from pytest_axion.errors import AxionError
+from pytest_axion.engine import system_info as engine_system_info
+from pytest_axion.errors import AxionError, SettingsError
+from pytest_axion.features import missing_features, missing_message
 from pytest_axion.gate import BaselineGate, GateSettings
 from pytest_axion.gguf import read_gguf_info
+from pytest_axion.hardware import collect_hardware, parse_system_info
 from pytest_axion.harness import Axion, LoadedModel, load_model, remeasure
 from pytest_axion.model import embedded_model_path
 from pytest_axion.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.records import Measurement
 from pytest_axion.report import BaselineStatus
 from pytest_axion.settings import Settings, resolve_settings
+from pytest_axion.shape import ShapeCheck, ShapeVerdict, confirm_shape
 from pytest_axion.slo import SloOutcome, SloSpec, evaluate_slos
 from pytest_axion.verdicts import BaselineVerdict
 
@@ -53,6 +58,8 @@ class AxionSession:
         self._reading: ReadingSpeed | None = None
         self._gate: BaselineGate | None = None
         self.refresh_result: refreshing.RefreshResult | None = None
+        self.shape_verdicts: dict[str, list[ShapeVerdict]] = {}
+        self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -101,6 +108,37 @@ class AxionSession:
             self._gate = BaselineGate(self.baselines_root, hardware=loaded.hardware, model=loaded.model,
                                       threads=loaded.threads, settings=gate_settings, **extra)
         return self._gate
+
+    def check_features(self, required: Sequence[str], *, source: str) -> None:
+        """Stop before measuring when the llama.cpp build or the CPU lacks a required feature."""
+        if not required:
+            return
+        if self._build is None:
+            info = parse_system_info(engine_system_info())
+            self._build = (info, collect_hardware(system_info=engine_system_info()).isa_features)
+        info, isa = self._build
+        missing = missing_features(required, system_info=info, isa_features=isa)
+        if missing:
+            raise SettingsError(missing_message(missing, source=source, system_info=info, isa_features=isa))
+
+    def check_shape(self, nodeid: str, spec: SloSpec, wait_message: Callable[[str], None]) -> list[ShapeVerdict]:
+        """Steadiness and scaling, each miss confirmed by measuring the cells involved again."""
+        if spec.steady_within is None and spec.gen_scaling is None:
+            return []
+        settings, loaded = self.settings, self.load()
+        attempts = 1 + settings.confirm.value
+
+        def measure_again(missed: ShapeCheck, cells: list[Measurement]) -> dict[str, Measurement]:
+            wait_message(f"{missed.message}; measuring again after a {settings.confirm_spacing_s.value:.0f} s "
+                         f"pause (up to {attempts} attempts)")
+            (self._sleep or time.sleep)(settings.confirm_spacing_s.value)
+            return remeasure(loaded, cells, repetitions=settings.repetitions.value, progress=self.progress)
+
+        verdicts = confirm_shape(nodeid, [m for m in self.measurements if m.nodeid == nodeid],
+                                 steady_within=spec.steady_within, gen_scaling=spec.gen_scaling,
+                                 attempts=attempts, measure_again=measure_again)
+        self.shape_verdicts[nodeid] = verdicts
+        return verdicts
 
     def read_baseline(self) -> None:
         """Read this machine's baseline now (if comparing), so that a corrupt file is reported first."""

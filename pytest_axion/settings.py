@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.features import parse_features
 from pytest_axion.hardware import validate_hardware_id
 from pytest_axion.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
 from pytest_axion.verdicts import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS
@@ -53,6 +54,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("hardware", "--axion-hardware", "axion_hardware", "str",
                "hardware id that selects baselines, e.g. gcp-c4a-standard-32 (default: derived from the "
                "CPU; letters, digits, '.', '_' and '-' only)", "ID"),
+    OptionSpec("require_features", "--axion-require-features", "axion_require_features", "str",
+               "comma-separated llama.cpp build flags (KLEIDIAI,REPACK) or CPU features (sve,i8mm) the run "
+               "needs: a missing one stops the run before anything is measured", "LIST"),
     OptionSpec("baselines", "--axion-baselines", "axion_baselines", "str",
                "folder of stored per-hardware baselines (default: baselines/ in the rootdir)", "DIR"),
     OptionSpec("no_baselines", "--axion-no-baselines", None, "flag",
@@ -110,6 +114,7 @@ class Settings:
     reading_speed: ReadingSpeedSpec
     report: Sourced[str | None]
     plots: Sourced[str | None]
+    require_features: tuple[str, ...] = ()
     baselines: Sourced[str | None] = Sourced(None, "default")   # None: <rootdir>/baselines
     compare_baselines: bool = True
     require_baseline: bool = False
@@ -177,8 +182,12 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
     if refresh and not raw["enabled"].value:
         raise SettingsError("--axion-refresh-baselines measures: add --axion-slo")
 
+    features = _as_optional_str(raw["require_features"])
+    required = () if features.value is None else parse_features(features.value, source=features.source)
+
     return Settings(
         enabled=bool(raw["enabled"].value),
+        require_features=required,
         baselines=_as_optional_str(raw["baselines"]),
         compare_baselines=not raw["no_baselines"].value and not refresh,
         require_baseline=_as_bool(raw["require_baseline"]),

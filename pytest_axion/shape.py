@@ -14,7 +14,7 @@ the cells involved again (:func:`decide`, the same rule as the baseline gate). P
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -192,3 +192,25 @@ class ShapeVerdict:
     def to_json(self) -> dict[str, Any]:
         return {**self.first.to_json(), "verdict": self.verdict, "message_full": self.message(),
                 "attempts": [{"observed": a.observed, "passed": a.passed} for a in self.attempts]}
+
+
+def confirm_shape(nodeid: str, measurements: Sequence[Measurement], *, steady_within: float | None,
+                  gen_scaling: float | None, attempts: int,
+                  measure_again: Callable[[ShapeCheck, list[Measurement]], dict[str, Measurement]],
+                  ) -> list[ShapeVerdict]:
+    """Every check of one test; a miss is measured again (only the cells involved) up to ``attempts`` times.
+
+    ``measure_again(check, cells)`` waits as it sees fit and returns fresh measurements by key. A miss
+    fails only when every attempt misses (:attr:`ShapeVerdict.verdict`), so a cell caught by a slow
+    spell cannot fail a promise alone.
+    """
+    verdicts = []
+    for check in evaluate_shape(measurements, steady_within=steady_within, gen_scaling=gen_scaling):
+        tried, current = [check], list(measurements)
+        while not tried[-1].passed and len(tried) < attempts:
+            involved = [m for m in current if m.key in tried[-1].involved]
+            current = replace_measurements(current, measure_again(tried[-1], involved))
+            again = evaluate_shape(current, steady_within=steady_within, gen_scaling=gen_scaling)
+            tried.append(next(c for c in again if (c.key, c.group) == (check.key, check.group)))
+        verdicts.append(ShapeVerdict(nodeid, tuple(tried)))
+    return verdicts

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.features import parse_features
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
 from pytest_axion.settings import parse_tolerance
@@ -36,6 +37,15 @@ SLO_KEYS: tuple[SloKey, ...] = (
     SloKey("ttft_percentile", "ttft_percentile=50", "percentile of the repetitions that ttft_ms checks: 50, 90 or 99"),
     SloKey("max_batch", "max_batch=4",
            "per_user_tps must hold at every measured batch size up to this (default: every measured size)"),
+    SloKey("steady_within", "steady_within=0.15",
+           "prompt speed across the test's batch and prompt sizes, and generation speed across generation "
+           "lengths at each batch size, stay within this spread of their median"),
+    SloKey("gen_scaling", "gen_scaling=1.5",
+           "total generation speed at the largest batch is at least this many times batch 1, and never falls "
+           "with batch size beyond its noise"),
+    SloKey("requires", "requires=['KLEIDIAI']",
+           "llama.cpp build flags (upper case) or CPU features (lower case) the test needs; checked before "
+           "measuring"),
     SloKey("tolerance", "tolerance=0.10",
            "smallest slowdown against the stored baseline that counts as a regression for this test, a "
            "fraction or '10%' (default --axion-tolerance)"),
@@ -58,11 +68,16 @@ class SloSpec:
     ttft_percentile: int = 50
     max_batch: int | None = None
     tolerance: float | None = None  # baseline gate tolerance; None: --axion-tolerance
+    steady_within: float | None = None
+    gen_scaling: float | None = None
+    requires: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, key) is None
-                   for key in ("prompt_tps", "gen_tps", "per_user_tps", "ttft_ms", "tolerance"))
+        return not self.requires and all(
+            getattr(self, key) is None
+            for key in ("prompt_tps", "gen_tps", "per_user_tps", "ttft_ms", "tolerance", "steady_within",
+                        "gen_scaling"))
 
 
 def parse_slo(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> SloSpec:
@@ -91,6 +106,13 @@ def parse_slo(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> 
         if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
             raise SettingsError(f"{where}: max_batch must be a whole number of at least 1, got {raw!r}")
         values["max_batch"] = raw
+    for name in ("steady_within", "gen_scaling"):
+        if name in kwargs:
+            values[name] = _positive_number(kwargs[name], name, where)
+    if "requires" in kwargs:
+        raw = kwargs["requires"]
+        values["requires"] = parse_features(raw if isinstance(raw, (str, list, tuple)) else [raw],
+                                            source=f"{where}: requires")
     if "tolerance" in kwargs:
         raw = kwargs["tolerance"]
         if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
@@ -100,7 +122,7 @@ def parse_slo(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> 
     spec = SloSpec(**values)
     if spec.is_empty:
         raise SettingsError(f"{where}: {MARKER} declares no promise; give at least one of prompt_tps, gen_tps, "
-                            "per_user_tps, ttft_ms, tolerance")
+                            "per_user_tps, ttft_ms, steady_within, gen_scaling, requires, tolerance")
     return spec
 
 

@@ -25,7 +25,8 @@ def test_users(axion):
 def test_markers_lists_axion_slo_with_its_keys(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.axion_slo(prompt_tps=50.0, gen_tps=20.0, per_user_tps='reading', "
-                                 "ttft_ms=2000, ttft_percentile=50, max_batch=4, tolerance=0.10): *"])
+                                 "ttft_ms=2000, ttft_percentile=50, max_batch=4, steady_within=0.15, gen_scaling=1.5, "
+                                 "requires=?'KLEIDIAI'?, tolerance=0.10): *"])
 
 
 def test_impossible_slo_fails_with_figures_and_statistic(pytester):

@@ -12,9 +12,11 @@ from pytest_axion.report import (
     capacity_lines,
     header_lines,
     measurement_table,
+    shape_table,
     validate_report,
     write_report,
 )
+from pytest_axion.shape import ShapeVerdict, evaluate_shape
 from pytest_axion.slo import evaluate_slos, parse_slo
 
 READING = ReadingSpeed(5.0, "reading speed 5 t/s (default)")
@@ -41,8 +43,8 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert rows[2]["samples"] == [4.0, 4.4, 3.6] and rows[2]["median"] == 4.0
     assert rows[2]["slo"][0]["verdict"] == "FAIL" and "< 5.00 t/s" in rows[2]["slo"][0]["message"]
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
-                                "slo_passed": False}]
-    assert report["schema_version"] == 2 and report["baseline"] is None and rows[0]["baseline"] is None
+                                "slo_passed": False, "shape": []}]
+    assert report["schema_version"] == 3 and report["baseline"] is None and rows[0]["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 
@@ -118,3 +120,37 @@ def test_a_version_1_report_still_validates():
     for row in report["results"]:
         del row["baseline"]
     validate_report(report)
+
+
+def test_a_version_2_report_without_shape_verdicts_still_validates():
+    report = build_report(run_record())
+    report["schema_version"] = 2
+    for test in report["tests"]:
+        del test["shape"]
+    validate_report(report)
+
+
+def scaling_run():
+    cells = [Measurement("t.py::test_batch", "gen_tps", b, 8, 16, 2, (v, v, v))
+             for b, v in ((1, 40.0), (2, 60.0), (4, 52.0))]
+    first = evaluate_shape(cells, steady_within=None, gen_scaling=1.5)
+    again = evaluate_shape([*cells[:2], Measurement("t.py::test_batch", "gen_tps", 4, 8, 16, 2, (70.0,) * 3)],
+                           steady_within=None, gen_scaling=1.5)
+    verdict = ShapeVerdict("t.py::test_batch", (first[0], again[0]))
+    return cells, verdict
+
+
+def test_shape_verdicts_reach_the_report_and_their_table_with_every_attempt():
+    cells, verdict = scaling_run()
+    record = run_record()
+    record = RunRecord(**{**record.__dict__, "measurements": [*record.measurements, *cells],
+                          "shape_verdicts": {"t.py::test_batch": [verdict]}})
+    report = build_report(record)
+    validate_report(report)
+    shape = next(t for t in report["tests"] if t["nodeid"] == "t.py::test_batch")["shape"]
+    assert shape[0]["verdict"] == "inconclusive" and [a["passed"] for a in shape[0]["attempts"]] == [False, True]
+    assert [c["cell"] for c in shape[0]["curve"]] == ["batch 1", "batch 2", "batch 4"]
+    table = shape_table(record.shape_verdicts)
+    assert "gen_tps pp8+tg16" in table and "scales >= 1.5x" in table and "1.30x" in table
+    assert "inconclusive" in table and "batch 1: 40.0, batch 2: 60.0, batch 4: 52.0" in table
+    assert shape_table({}) == ""

@@ -90,3 +90,11 @@ def test_refresh_and_no_baselines_turn_comparison_off_and_bool_ini_keys_parse():
     assert settings.strict and settings.require_baseline
     with pytest.raises(SettingsError, match="ini axion_strict must be true or false"):
         resolve(ini={"axion_strict": "maybe"})
+
+
+def test_required_features_come_from_the_option_or_the_ini_and_unknown_names_are_refused():
+    assert resolve({"require_features": "KLEIDIAI, sve"}).require_features == ("KLEIDIAI", "sve")
+    assert resolve(ini={"axion_require_features": "REPACK"}).require_features == ("REPACK",)
+    assert resolve().require_features == ()
+    with pytest.raises(SettingsError, match=r"ini axion_require_features: unknown feature\(s\) KLEIDAI"):
+        resolve(ini={"axion_require_features": "KLEIDAI"})

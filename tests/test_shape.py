@@ -7,6 +7,7 @@ from pytest_axion.shape import (
     INCONCLUSIVE,
     PASS,
     ShapeVerdict,
+    confirm_shape,
     evaluate_shape,
     replace_measurements,
     scaling_checks,
@@ -91,3 +92,40 @@ def test_evaluate_and_replace():
     assert [c.key for c in evaluate_shape(cells, steady_within=None, gen_scaling=1.5)] == ["gen_scaling"]
     fresh = cell("gen_tps", 4, 8, 16, 100)
     assert replace_measurements(cells, {fresh.key: fresh})[2].median == 100
+
+
+def confirming(levels_per_attempt):
+    """A re-measurer that returns the next attempt's levels for the cells it is asked about."""
+    calls = []
+
+    def measure_again(check, cells):
+        calls.append(sorted(c.key for c in cells))
+        levels = levels_per_attempt[len(calls) - 1]
+        return {c.key: cell(c.metric, c.batch_size, c.n_prompt, c.n_gen, levels[c.batch_size]) for c in cells}
+    return measure_again, calls
+
+
+def test_a_cell_slowed_once_is_measured_again_and_does_not_fail_alone():
+    # batch 4 caught by a slow spell (150 instead of ~265): measured again, it scales
+    measure_again, calls = confirming([{1: 155, 4: 260}])
+    [verdict] = confirm_shape("t", scaling(155, 190, 150), steady_within=None, gen_scaling=1.5, attempts=3,
+                              measure_again=measure_again)
+    assert verdict.verdict == INCONCLUSIVE and [a.passed for a in verdict.attempts] == [False, True]
+    assert calls == [sorted([scaling(155, 190, 150)[0].key, scaling(155, 190, 150)[2].key])]
+
+
+def test_a_miss_that_persists_through_every_attempt_fails():
+    measure_again, calls = confirming([{1: 156, 4: 180}, {1: 154, 4: 178}])
+    [verdict] = confirm_shape("t", scaling(155, 190, 181), steady_within=None, gen_scaling=1.5, attempts=3,
+                              measure_again=measure_again)
+    assert verdict.verdict == FAIL and len(calls) == 2 and "every attempt missed" in verdict.message()
+
+
+def test_a_pass_is_not_measured_again_and_one_attempt_means_no_confirmation():
+    measure_again, calls = confirming([])
+    verdicts = confirm_shape("t", scaling(155, 190, 265), steady_within=None, gen_scaling=1.5, attempts=3,
+                             measure_again=measure_again)
+    assert [v.verdict for v in verdicts] == [PASS] and calls == []
+    [alone] = confirm_shape("t", scaling(155, 190, 181), steady_within=None, gen_scaling=1.5, attempts=1,
+                            measure_again=measure_again)
+    assert alone.verdict == FAIL and calls == []

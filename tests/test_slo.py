@@ -22,7 +22,7 @@ def parse(**kwargs):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"prompt_tsp": 50}, "unknown axion_slo key(s) prompt_tsp; known: gen_tps, max_batch"),
+    ({"prompt_tsp": 50}, "unknown axion_slo key(s) prompt_tsp; known: gen_scaling, gen_tps, max_batch"),
     ({"prompt_tps": "fast"}, "prompt_tps must be a positive number, got 'fast'"),
     ({"prompt_tps": 0}, "prompt_tps must be a positive number, got 0"),
     ({"gen_tps": -5}, "gen_tps must be a positive number, got -5"),
@@ -33,6 +33,10 @@ def parse(**kwargs):
     ({"per_user_tps": 5, "max_batch": 2.5}, "max_batch must be a whole number of at least 1, got 2.5"),
     ({"ttft_ms": 100, "ttft_percentile": 75}, "ttft_percentile must be one of 50, 90, 99, got 75"),
     ({"max_batch": 4}, "declares no promise"),
+    ({"steady_within": 0}, "steady_within must be a positive number, got 0"),
+    ({"gen_scaling": "fast"}, "gen_scaling must be a positive number, got 'fast'"),
+    ({"requires": ["KLEIDAI"]}, "requires: unknown feature(s) KLEIDAI"),
+    ({"requires": 5}, "requires must list feature names as strings, got 5"),
 ])
 def test_bad_marker_arguments_name_the_test_and_the_key(kwargs, message):
     with pytest.raises(SettingsError) as err:
@@ -117,3 +121,10 @@ def test_tolerance_key_sets_the_tests_baseline_tolerance_alone_or_with_promises(
         parse_slo((), {"tolerance": 2}, where="t.py::x")
     with pytest.raises(SettingsError, match="tolerance must be a fraction"):
         parse_slo((), {"tolerance": [0.1]}, where="t.py::x")
+
+
+def test_shape_and_feature_keys_parse_and_count_as_promises():
+    spec = parse(steady_within=0.15, gen_scaling=1.5, requires="KLEIDIAI, sve")
+    assert (spec.steady_within, spec.gen_scaling, spec.requires) == (0.15, 1.5, ("KLEIDIAI", "sve"))
+    assert not spec.is_empty
+    assert not parse(requires=["REPACK"]).is_empty
