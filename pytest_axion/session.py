@@ -122,7 +122,7 @@ class AxionSession:
             raise SettingsError(missing_message(missing, source=source, system_info=info, isa_features=isa))
 
     def check_shape(self, nodeid: str, spec: SloSpec, wait_message: Callable[[str], None]) -> list[ShapeVerdict]:
-        """Steadiness and scaling, each miss confirmed by measuring the cells involved again."""
+        """Steadiness and scaling, each miss confirmed by measuring its group of cells again."""
         if spec.steady_within is None and spec.gen_scaling is None:
             return []
         settings, loaded = self.settings, self.load()

@@ -8,7 +8,9 @@ one beyond the two cells' own noise.
 
 Cells of one test are measured minutes apart at most, so they share most of the machine's drift;
 still, a cell caught by a slow spell could fail a check alone, so a miss is confirmed by measuring
-the cells involved again (:func:`decide`, the same rule as the baseline gate). Pure.
+every cell of the group again, fresh (:func:`confirm_shape`; the same rule as the baseline gate: fail
+only when every attempt misses). Every cell, not just the two extremes: a slow spell often slows
+several neighbouring cells, and a cell kept from the slowed attempt would fail the next one. Pure.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class ShapeCheck:
     observed: float             # the spread (steadiness) or the scaling ratio
     threshold: float
     message: str
-    involved: tuple[str, ...]   # measurement keys to measure again to confirm a miss
+    involved: tuple[str, ...]   # the group's measurement keys: what a confirming attempt measures again
     curve: tuple[tuple[str, float], ...] = ()   # every cell: label -> median tokens/s
 
     def to_json(self) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def _steady(cells: list[Measurement], limit: float, group: str, metric: str) -> 
                f"{_label(slow, varying)} vs {_fmt(fast.median)} t/s at {_label(fast, varying)} "
                f"(spread {spread:.0%} {comparison} {limit:.0%})")
     return ShapeCheck(key=STEADY, group=group, metric=metric, passed=passed, observed=spread, threshold=limit,
-                      message=message, involved=(slow.key, fast.key),
+                      message=message, involved=tuple(m.key for m in cells),
                       curve=tuple((_label(m, varying), m.median) for m in cells))
 
 
@@ -119,7 +121,6 @@ def scaling_checks(measurements: Sequence[Measurement], factor: float) -> list[S
         first, last = by_batch[1], by_batch[sizes[-1]]
         ratio = last.median / first.median
         falls = []
-        involved: tuple[str, ...]
         for smaller, larger in pairwise(sizes):
             a, b = by_batch[smaller], by_batch[larger]
             noise = NOISE_Z * math.hypot(_median_se(a), _median_se(b))
@@ -131,18 +132,16 @@ def scaling_checks(measurements: Sequence[Measurement], factor: float) -> list[S
             message = (f"gen_tps does not scale: {_fmt(last.median)} t/s at batch {sizes[-1]} is {ratio:.2f}x "
                        f"batch 1 ({_fmt(first.median)} t/s) < {factor:g}x (batch {', '.join(map(str, sizes))}: "
                        f"{curve_text} t/s)")
-            involved = (first.key, last.key)
         elif falls:
             a, b, noise = falls[0]
             message = (f"gen_tps falls with batch: {_fmt(a.median)} t/s at batch {a.batch_size} -> "
                        f"{_fmt(b.median)} t/s at batch {b.batch_size}, beyond its noise ({_fmt(noise)} t/s)")
-            involved = (a.key, b.key)
         else:
             message = (f"gen_tps scales: {ratio:.2f}x >= {factor:g}x from batch 1 to {sizes[-1]} "
                        f"({curve_text} t/s)")
-            involved = ()
         checks.append(ShapeCheck(key=SCALING, group=group, metric="gen_tps", passed=passed, observed=ratio,
-                                 threshold=factor, message=message, involved=involved, curve=curve))
+                                 threshold=factor, message=message, curve=curve,
+                                 involved=tuple(by_batch[b].key for b in sizes)))
     if not checks:
         raise SettingsError(f"{SCALING} needs gen_tps at batch 1 and at least one larger batch of the same "
                             "workload; measure with axion.batched(..., batch_sizes=[1, ...])")
@@ -198,7 +197,7 @@ def confirm_shape(nodeid: str, measurements: Sequence[Measurement], *, steady_wi
                   gen_scaling: float | None, attempts: int,
                   measure_again: Callable[[ShapeCheck, list[Measurement]], dict[str, Measurement]],
                   ) -> list[ShapeVerdict]:
-    """Every check of one test; a miss is measured again (only the cells involved) up to ``attempts`` times.
+    """Every check of one test; a miss has its whole group measured again, up to ``attempts`` attempts in all.
 
     ``measure_again(check, cells)`` waits as it sees fit and returns fresh measurements by key. A miss
     fails only when every attempt misses (:attr:`ShapeVerdict.verdict`), so a cell caught by a slow

@@ -37,7 +37,7 @@ def test_unsteady_prompt_speed_reads_like_the_issue():
     assert not check.passed
     assert check.message == ("prompt_tps not steady: 212 t/s at pp 2048 batch 1 vs 288 t/s at pp 128 batch 1 "
                              "(spread 27% > 15%)")
-    assert set(check.involved) == {prompt_cells(288, 286, 212, 283)[2].key, prompt_cells(288, 0, 0, 0)[0].key}
+    assert set(check.involved) == {c.key for c in prompt_cells(288, 286, 212, 283)}
 
 
 def test_generation_steadiness_is_per_batch_across_lengths():
@@ -107,15 +107,15 @@ def confirming(levels_per_attempt):
 
 def test_a_cell_slowed_once_is_measured_again_and_does_not_fail_alone():
     # batch 4 caught by a slow spell (150 instead of ~265): measured again, it scales
-    measure_again, calls = confirming([{1: 155, 4: 260}])
+    measure_again, calls = confirming([{1: 155, 2: 200, 4: 260}])
     [verdict] = confirm_shape("t", scaling(155, 190, 150), steady_within=None, gen_scaling=1.5, attempts=3,
                               measure_again=measure_again)
     assert verdict.verdict == INCONCLUSIVE and [a.passed for a in verdict.attempts] == [False, True]
-    assert calls == [sorted([scaling(155, 190, 150)[0].key, scaling(155, 190, 150)[2].key])]
+    assert calls == [sorted(c.key for c in scaling(155, 190, 150))]  # the whole curve, not just its ends
 
 
 def test_a_miss_that_persists_through_every_attempt_fails():
-    measure_again, calls = confirming([{1: 156, 4: 180}, {1: 154, 4: 178}])
+    measure_again, calls = confirming([{1: 156, 2: 170, 4: 180}, {1: 154, 2: 171, 4: 178}])
     [verdict] = confirm_shape("t", scaling(155, 190, 181), steady_within=None, gen_scaling=1.5, attempts=3,
                               measure_again=measure_again)
     assert verdict.verdict == FAIL and len(calls) == 2 and "every attempt missed" in verdict.message()
