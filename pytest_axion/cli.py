@@ -106,6 +106,16 @@ def refresh(*, runs: int | None, pytest_args: Sequence[str]) -> int:
     return subprocess.call([*command, *pytest_args])
 
 
+def ab(*, baseline_python: str, rounds: int | None, tolerance: str | None, pytest_args: Sequence[str]) -> int:
+    """The A/B upgrade gate: ``pytest --axion-slo --axion-ab-baseline PYTHON [args]``."""
+    command = [sys.executable, "-m", "pytest", "--axion-slo", "--axion-ab-baseline", baseline_python]
+    if rounds is not None:
+        command += ["--axion-ab-rounds", str(rounds)]
+    if tolerance is not None:
+        command += ["--axion-ab-tolerance", tolerance]
+    return subprocess.call([*command, *pytest_args])
+
+
 def _tolerance(text: str) -> float:
     try:
         return parse_tolerance(text, source="--tolerance")
@@ -114,7 +124,8 @@ def _tolerance(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pytest-axion", description="Manage and compare pytest-axion baselines.")
+    parser = argparse.ArgumentParser(prog="pytest-axion",
+                                     description="Manage and compare pytest-axion baselines; run A/B upgrade gates.")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("validate", "schema-check every baseline file; exit 1 if any is bad"),
                             ("show", "list stored baselines with their between-run spread")):
@@ -133,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("refresh", help=text, description=text)
     sub.add_argument("--runs", type=int, default=None, help="separate runs to record (default 3)")
     sub.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (tests, -k, --axion-*)")
+    text = ("A/B upgrade gate: measure every workload with the baseline interpreter's llama-cpp-python (A) and "
+            "the current one (B) in alternating rounds; exit 1 if B regressed")
+    sub = commands.add_parser("ab", help=text, description=text)
+    sub.add_argument("--baseline-python", required=True, metavar="PYTHON",
+                     help="python of the environment with the old llama-cpp-python (e.g. .venv-old/bin/python)")
+    sub.add_argument("--rounds", type=int, default=None, help="ABBA rounds per measurement (default 10)")
+    sub.add_argument("--tolerance", default=None, help="smallest B/A slowdown that counts (default 5%%)")
+    sub.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (tests, -k, --axion-*)")
     return parser
 
 
@@ -143,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              out=sys.stdout)
     if args.command == "refresh":
         return refresh(runs=args.runs, pytest_args=[a for a in args.pytest_args if a != "--"])
+    if args.command == "ab":
+        return ab(baseline_python=args.baseline_python, rounds=args.rounds, tolerance=args.tolerance,
+                  pytest_args=[a for a in args.pytest_args if a != "--"])
     command = {"validate": validate, "show": show}[args.command]
     return command(root=args.root, out=sys.stdout)
 

@@ -1,8 +1,9 @@
 """Measure llama.cpp prompt processing and generation speed through llama-cpp-python's low-level API.
 
 This module imports only ``llama_cpp`` and the standard library, so it can also run as a worker under
-another Python that has nothing but llama-cpp-python installed. It returns raw timings; turning them
-into tokens/s and verdicts happens elsewhere.
+another Python that has nothing but llama-cpp-python installed (``PYTHON path/to/engine.py --model M
+--threads T``, see :func:`serve`): the A/B upgrade gate measures two installations with the same code.
+It returns raw timings; turning them into tokens/s and verdicts happens elsewhere.
 
 The workloads mirror llama.cpp's own tools, so that the figures can be compared with them:
 - ``run_prompt(n)`` is llama-bench's ``pp n``: one prompt of n random tokens (BOS first), decoded in
@@ -16,9 +17,14 @@ Every repetition starts from a cleared KV cache; each run starts with an untimed
 
 from __future__ import annotations
 
+import argparse
 import collections
 import ctypes
+import dataclasses
+import json
+import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -80,6 +86,8 @@ class ModelFacts:
     model_buffers: tuple[str, ...]  # e.g. ("CPU_Mapped", "CPU_REPACK", "CPU_KLEIDIAI")
     system_info: str
     llama_cpp_python_version: str
+    ggml_commit: str = "unknown"    # the llama.cpp/ggml commit the library was built from
+    ggml_version: str = "unknown"
 
 
 class _LlamaLog:
@@ -122,6 +130,21 @@ def system_info() -> str:
     """llama.cpp's build flags as ``llama_print_system_info()`` prints them."""
     _ensure_backend()
     return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", errors="replace").strip()
+
+
+def ggml_build() -> tuple[str, str]:
+    """(commit, version) that libggml-base reports, e.g. ("0c1e570", "0.25.3"); "unknown" when it cannot."""
+    lib_dir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    try:
+        lib = ctypes.CDLL(os.path.join(lib_dir, "libggml-base.so"))
+        values = []
+        for name in ("ggml_commit", "ggml_version"):
+            function = getattr(lib, name)
+            function.restype = ctypes.c_char_p
+            values.append((function() or b"unknown").decode("utf-8", errors="replace"))
+        return values[0], values[1]
+    except (OSError, AttributeError):  # another platform's library name, or an older build without them
+        return "unknown", "unknown"
 
 
 def _model_buffers(load_log: str) -> tuple[str, ...]:
@@ -247,6 +270,8 @@ class LlamaEngine:
             model_buffers=_model_buffers(load_log),
             system_info=system_info(),
             llama_cpp_python_version=str(getattr(llama_cpp, "__version__", "unknown")),
+            ggml_commit=ggml_build()[0],
+            ggml_version=ggml_build()[1],
         )
 
     # -- workloads -------------------------------------------------------------------------------
@@ -434,3 +459,74 @@ def _check_positive(**values: int) -> None:
 def _report(progress: ProgressCallback | None, what: str, done: int, total: int) -> None:
     if progress is not None:
         progress(what, done, total)
+
+
+# -- worker: this engine in another process, over JSON lines ------------------------------------------
+#
+# The worker answers one request per line on stdin with one line on stdout:
+#   {"op": "prompt", "n_prompt": 512, "repetitions": 5, "warmup": true}
+#   {"op": "generation", "n_gen": 128, ...}   {"op": "batched", "n_prompt": .., "n_gen": .., "batch_size": ..}
+#   {"op": "count_tokens", "text": ".."}      {"op": "close"}
+# -> {"ok": {...the run's fields...}} or {"error": {"type": "EngineError", "message": "..."}}.
+# Its first line says it is ready: {"ready": {...ModelFacts...}, "protocol": 1} (or an error line).
+
+PROTOCOL_VERSION = 1
+
+
+def _handle(engine: LlamaEngine, request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    repetitions, warmup = int(request.get("repetitions", 1)), bool(request.get("warmup", True))
+    if op == "prompt":
+        return dataclasses.asdict(engine.run_prompt(int(request["n_prompt"]), repetitions=repetitions,
+                                                    warmup=warmup))
+    if op == "generation":
+        return dataclasses.asdict(engine.run_generation(int(request["n_gen"]), repetitions=repetitions,
+                                                        warmup=warmup))
+    if op == "batched":
+        return dataclasses.asdict(engine.run_batched(int(request["n_prompt"]), int(request["n_gen"]),
+                                                     int(request["batch_size"]), repetitions=repetitions,
+                                                     warmup=warmup))
+    if op == "count_tokens":
+        return {"tokens": engine.count_tokens(str(request["text"]))}
+    raise ValueError(f"unknown request {op!r}")
+
+
+def serve(argv: list[str] | None = None) -> int:
+    """Load a model once and answer measurement requests on stdin/stdout until "close" or end of input."""
+    parser = argparse.ArgumentParser(description="pytest-axion measurement worker (JSON lines on stdin/stdout)")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--n-batch", type=int, default=DEFAULT_N_BATCH)
+    parser.add_argument("--n-ubatch", type=int, default=DEFAULT_N_UBATCH)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+
+    def send(message: dict[str, Any]) -> None:
+        protocol.write(json.dumps(message) + "\n")
+
+    try:
+        engine = LlamaEngine(args.model, threads=args.threads, n_batch=args.n_batch, n_ubatch=args.n_ubatch,
+                             seed=args.seed)
+    except EngineError as err:
+        send({"error": {"type": "EngineError", "message": str(err)}})
+        return 1
+    send({"ready": dataclasses.asdict(engine.facts), "protocol": PROTOCOL_VERSION})
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            if request.get("op") == "close":
+                break
+            send({"ok": _handle(engine, request)})
+        except EngineError as err:
+            send({"error": {"type": "EngineError", "message": str(err)}})
+        except (ValueError, KeyError, TypeError) as err:
+            send({"error": {"type": "BadRequest", "message": f"{type(err).__name__}: {err}"}})
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

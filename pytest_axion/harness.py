@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,13 +15,14 @@ from pytest_axion.hardware import HardwareFingerprint, collect_hardware
 from pytest_axion.model import ModelFingerprint, embedded_model_path, fingerprint_model
 from pytest_axion.records import Measurement
 from pytest_axion.settings import Settings
+from pytest_axion.worker import PairedEngine, PairedRun, Run
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model loaded into llama.cpp, with the fingerprints of the model and the machine."""
 
-    engine: LlamaEngine
+    engine: LlamaEngine | PairedEngine   # PairedEngine: an A/B session (--axion-ab-baseline)
     model: ModelFingerprint
     hardware: HardwareFingerprint
     threads: int
@@ -35,8 +37,14 @@ def load_model(settings: Settings) -> LoadedModel:
     path = settings.model.value or str(embedded_model_path())
     info = read_gguf_info(path)  # refuse bad files before llama.cpp can crash on them
     start = time.perf_counter()
+    engine: LlamaEngine | PairedEngine
     try:
-        engine = LlamaEngine(path, threads=settings.threads.value)
+        if settings.ab_baseline.value is not None:
+            # Both sides in worker processes, so that neither has the pytest process as an advantage.
+            engine = PairedEngine(settings.ab_baseline.value, sys.executable, model_path=path,
+                                  threads=settings.threads.value, rounds=settings.ab_rounds.value)
+        else:
+            engine = LlamaEngine(path, threads=settings.threads.value)
     except EngineError as err:
         raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
     load_seconds = time.perf_counter() - start
@@ -79,6 +87,33 @@ def batched_measurements(run: BatchedRun, *, nodeid: str, threads: int) -> dict[
     }
 
 
+def measurements_of(run: Run, *, nodeid: str, threads: int) -> dict[str, Measurement]:
+    """Every metric of a run record, by metric name."""
+    if isinstance(run, PromptRun):
+        return {"prompt_tps": prompt_measurement(run, nodeid=nodeid, threads=threads)}
+    if isinstance(run, GenerationRun):
+        return {"gen_tps": generation_measurement(run, nodeid=nodeid, threads=threads)}
+    return batched_measurements(run, nodeid=nodeid, threads=threads)
+
+
+def engine_run(engine: LlamaEngine | PairedEngine, kind: str, *, repetitions: int,
+               progress: ProgressCallback | None, **shape: int) -> Run:
+    """One workload on one engine: ``kind`` is prompt, generation or batched."""
+    run: Run
+    if kind == "prompt":
+        run = engine.run_prompt(shape["n_prompt"], repetitions=repetitions, progress=progress)
+    elif kind == "generation":
+        run = engine.run_generation(shape["n_gen"], repetitions=repetitions, progress=progress)
+    else:
+        run = engine.run_batched(shape["n_prompt"], shape["n_gen"], shape["batch_size"], repetitions=repetitions,
+                                 progress=progress)
+    return run
+
+
+# (paired run, A's measurements, B's measurements) of one workload
+PairRecorder = Callable[[PairedRun, dict[str, Measurement], dict[str, Measurement]], None]
+
+
 @dataclass(frozen=True)
 class BatchedCell:
     """One batch size of a batched run: every figure llama-batched-bench prints, with samples."""
@@ -116,12 +151,14 @@ class Axion:
     """
 
     def __init__(self, loaded: LoadedModel, *, nodeid: str, repetitions: int,
-                 record: Callable[[Measurement], None], progress: ProgressCallback | None = None) -> None:
+                 record: Callable[[Measurement], None], progress: ProgressCallback | None = None,
+                 record_pair: PairRecorder | None = None) -> None:
         self.loaded = loaded
         self.nodeid = nodeid
         self.repetitions = repetitions
         self.measurements: list[Measurement] = []
         self._record = record
+        self._record_pair = record_pair
         self._progress = progress
 
     @property
@@ -138,29 +175,38 @@ class Axion:
 
     def prompt(self, n_tokens: int = 512, *, repetitions: int | None = None) -> Measurement:
         """Prompt processing speed of an n_tokens prompt (llama-bench ``pp``), tokens/s."""
-        with self._engine_errors():
-            run = self.loaded.engine.run_prompt(n_tokens, repetitions=self._reps(repetitions), progress=self._progress)
-        return self._keep([prompt_measurement(run, nodeid=self.nodeid, threads=self.threads)])[0]
+        return self._measure("prompt", repetitions, n_prompt=n_tokens)["prompt_tps"]
 
     def generate(self, n_tokens: int = 128, *, repetitions: int | None = None) -> Measurement:
         """Generation speed of n_tokens single-token decodes (llama-bench ``tg``), tokens/s."""
-        with self._engine_errors():
-            run = self.loaded.engine.run_generation(n_tokens, repetitions=self._reps(repetitions),
-                                                    progress=self._progress)
-        return self._keep([generation_measurement(run, nodeid=self.nodeid, threads=self.threads)])[0]
+        return self._measure("generation", repetitions, n_gen=n_tokens)["gen_tps"]
 
     def batched(self, n_prompt: int = 128, n_gen: int = 64, batch_sizes: Sequence[int] = (1, 2, 4), *,
                 repetitions: int | None = None) -> BatchedResult:
         """B parallel users, each with its own prompt (``llama-batched-bench -npp -ntg -npl``)."""
         cells: dict[int, BatchedCell] = {}
         for batch_size in _distinct_sizes(batch_sizes):
-            with self._engine_errors():
-                run = self.loaded.engine.run_batched(n_prompt, n_gen, batch_size, repetitions=self._reps(repetitions),
-                                                     progress=self._progress)
-            measurements = batched_measurements(run, nodeid=self.nodeid, threads=self.threads)
-            self._keep(list(measurements.values()))
+            measurements = self._measure("batched", repetitions, n_prompt=n_prompt, n_gen=n_gen,
+                                         batch_size=batch_size)
             cells[batch_size] = BatchedCell.of(batch_size, measurements)
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
+
+    def _measure(self, kind: str, repetitions: int | None, **shape: int) -> dict[str, Measurement]:
+        """One workload: measured here, or on both sides of an A/B session (then one sample per round)."""
+        engine = self.loaded.engine
+        with self._engine_errors():
+            if isinstance(engine, PairedEngine):
+                paired = engine.measure_pair(kind, **shape)
+                measured = measurements_of(paired.current, nodeid=self.nodeid, threads=self.threads)
+                if self._record_pair is not None:
+                    self._record_pair(paired, measurements_of(paired.baseline, nodeid=self.nodeid,
+                                                              threads=self.threads), measured)
+            else:
+                run = engine_run(engine, kind, repetitions=self._reps(repetitions), progress=self._progress,
+                                 **shape)
+                measured = measurements_of(run, nodeid=self.nodeid, threads=self.threads)
+        self._keep(list(measured.values()))
+        return measured
 
     def _reps(self, repetitions: int | None) -> int:
         return self.repetitions if repetitions is None else repetitions
@@ -194,20 +240,13 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
         if shape in done:
             continue
         done.add(shape)
+        shape_args = {"prompt": {"n_prompt": m.n_prompt}, "generation": {"n_gen": m.n_gen},
+                      "batched": {"n_prompt": m.n_prompt, "n_gen": m.n_gen, "batch_size": m.batch_size}}[kind]
         try:
-            if kind == "prompt":
-                results = [prompt_measurement(engine.run_prompt(m.n_prompt, repetitions=repetitions,
-                                                                progress=progress), nodeid=m.nodeid, threads=threads)]
-            elif kind == "generation":
-                results = [generation_measurement(engine.run_generation(m.n_gen, repetitions=repetitions,
-                                                                        progress=progress),
-                                                  nodeid=m.nodeid, threads=threads)]
-            else:
-                run = engine.run_batched(m.n_prompt, m.n_gen, m.batch_size, repetitions=repetitions,
-                                         progress=progress)
-                results = list(batched_measurements(run, nodeid=m.nodeid, threads=threads).values())
+            run = engine_run(engine, kind, repetitions=repetitions, progress=progress, **shape_args)
         except EngineError as err:
             raise MeasurementError(f"{m.nodeid}: measuring again: {err}") from None
+        results = list(measurements_of(run, nodeid=m.nodeid, threads=threads).values())
         fresh.update((r.key, r) for r in results)
     return fresh
 

@@ -2,7 +2,8 @@
 
 1. prompt encoding speed by batch size, one line per prompt size;
 2. total generation speed by batch size, one line per generation length;
-3. per-user generation speed by batch size, with the reading-speed line.
+3. per-user generation speed by batch size, with the reading-speed line;
+and, in an A/B session, the paired ratios B/A per measurement with the tolerance band.
 matplotlib is optional (``pytest-axion[plots]``); it is imported only here, with the Agg backend.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from pytest_axion.ab import PairedComparison
 from pytest_axion.errors import SettingsError
 from pytest_axion.records import Measurement
 
@@ -41,6 +44,20 @@ def _series(measurements: Sequence[Measurement], metric: str, by: str) -> dict[i
         current = points[size].get(m.batch_size)
         points[size][m.batch_size] = m.median if current is None else min(current, m.median)
     return {size: sorted(values.items()) for size, values in sorted(points.items())}
+
+
+def _save(fig: Any, directory: Path, stem: str) -> list[Path]:
+    """Write the figure as PNG and SVG, and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    written = []
+    for suffix in (".png", ".svg"):
+        path = directory / f"{stem}{suffix}"
+        fig.savefig(path)
+        written.append(path)
+    plt.close(fig)
+    return written
 
 
 def draw_figures(measurements: Sequence[Measurement], directory: Path, *, title: str,
@@ -80,10 +97,36 @@ def draw_figures(measurements: Sequence[Measurement], directory: Path, *, title:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(f"{ylabel.split(' (')[0]}\n{title}", fontsize=10)
-        fig.tight_layout()
-        for suffix in (".png", ".svg"):
-            path = directory / f"{stem}{suffix}"
-            fig.savefig(path)
-            written.append(path)
-        plt.close(fig)
+        written += _save(fig, directory, stem)
     return written
+
+
+def draw_ab_ratios(verdicts: Sequence[PairedComparison], directory: Path, *, title: str) -> list[Path]:
+    """Every pair's ratio B/A per throughput measurement, its estimate and interval, and the tolerance band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [v for v in verdicts if v.metric in ("prompt_tps", "gen_tps")]  # the others repeat these timings
+    if not shown:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    colours = {"ok": "tab:blue", "improved": "tab:green", "regressed": "crimson", "inconclusive": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(shown) + 1.8), dpi=120)
+    tolerance = shown[0].tolerance
+    ax.axvspan(1 - tolerance, 1 + tolerance, color="grey", alpha=0.15, label=f"tolerance +-{tolerance:.0%}")
+    ax.axvline(1.0, color="grey", linewidth=0.8)
+    for row, v in enumerate(shown):
+        ax.scatter(v.ratios, [row] * len(v.ratios), s=9, color="grey", alpha=0.6, zorder=2)
+        lo, hi = v.interval
+        ax.errorbar([v.ratio], [row], xerr=[[v.ratio - lo], [hi - v.ratio]], fmt="o", color=colours[v.verdict],
+                    capsize=3, zorder=3)
+    ax.set_yticks(range(len(shown)), [f"{v.nodeid.rsplit('::', 1)[-1]} {v.metric} {v.workload}" for v in shown],
+                  fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed ratio B/A per pair (dots), estimate and 95% interval (bars); > 1: B faster")
+    ax.set_title(f"A/B paired ratios\n{title}", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, directory, "fig4-ab-ratios")

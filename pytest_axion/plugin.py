@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -10,9 +11,12 @@ import pytest
 from pytest_axion.engine import ProgressCallback
 from pytest_axion.errors import AxionError, AxionWarning
 from pytest_axion.harness import Axion, LoadedModel
-from pytest_axion.plots import check_matplotlib, draw_figures
+from pytest_axion.plots import check_matplotlib, draw_ab_ratios, draw_figures
 from pytest_axion.report import (
+    AbSession,
+    AbSide,
     RunRecord,
+    ab_table,
     capacity_lines,
     header_lines,
     measurement_table,
@@ -148,6 +152,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             failures += _check_slos(item, session, spec)
             failures += _check_shape(item, session, spec)
         failures += _check_baselines(item, session, spec.tolerance if spec is not None else None)
+        failures += _check_ab(item, session)
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
     if failures:
@@ -174,39 +179,43 @@ def _wait_writer(item: pytest.Item) -> Callable[[str], None]:
     return wait_message
 
 
+def _judge(item: pytest.Item, session: AxionSession, prop: str, verdict: str, message: str) -> list[str]:
+    """Every comparison's rule: a failing verdict fails; inconclusive warns (fails with --axion-strict)."""
+    item.user_properties.append((prop, f"{verdict}: {message}"))
+    if verdict in (REGRESSED, SHAPE_FAIL):
+        return [message]
+    if verdict in (INCONCLUSIVE, SHAPE_INCONCLUSIVE):
+        if session.settings.strict:
+            return [f"{message} (--axion-strict)"]
+        item.warn(AxionWarning(message))
+    elif verdict == NO_BASELINE and session.settings.require_baseline:
+        return [f"{message} (--axion-require-baseline)"]
+    return []
+
+
 def _check_shape(item: pytest.Item, session: AxionSession, spec: SloSpec) -> list[str]:
-    """Steadiness and scaling: a confirmed miss fails; attempts that disagree warn (fail with --axion-strict)."""
+    """Steadiness and scaling: a confirmed miss fails."""
     failures = []
     for verdict in session.check_shape(item.nodeid, spec, _wait_writer(item)):
         check = verdict.first
-        item.user_properties.append((f"axion_slo.{check.key}.{check.group.replace(' ', '_')}",
-                                     f"{verdict.verdict}: {verdict.message()}"))
-        if verdict.verdict == SHAPE_FAIL:
-            failures.append(verdict.message())
-        elif verdict.verdict == SHAPE_INCONCLUSIVE:
-            if session.settings.strict:
-                failures.append(f"{verdict.message()} (--axion-strict)")
-            else:
-                item.warn(AxionWarning(verdict.message()))
+        failures += _judge(item, session, f"axion_slo.{check.key}.{check.group.replace(' ', '_')}", verdict.verdict,
+                           verdict.message())
     return failures
 
 
 def _check_baselines(item: pytest.Item, session: AxionSession, tolerance: float | None) -> list[str]:
-    """Regressed fails; inconclusive warns (fails with --axion-strict); no-baseline fails only if required."""
-    wait_message = _wait_writer(item)
-    settings = session.settings
+    """Regressed fails; no-baseline fails only with --axion-require-baseline."""
     failures = []
-    for verdict in session.check_baselines(item.nodeid, tolerance, wait_message):
-        item.user_properties.append((f"axion_baseline.{verdict.key}", f"{verdict.verdict}: {verdict.message()}"))
-        if verdict.verdict == REGRESSED:
-            failures.append(verdict.message())
-        elif verdict.verdict == INCONCLUSIVE:
-            if settings.strict:
-                failures.append(f"{verdict.message()} (--axion-strict)")
-            else:
-                item.warn(AxionWarning(verdict.message()))
-        elif verdict.verdict == NO_BASELINE and settings.require_baseline:
-            failures.append(f"{verdict.message()} (--axion-require-baseline)")
+    for verdict in session.check_baselines(item.nodeid, tolerance, _wait_writer(item)):
+        failures += _judge(item, session, f"axion_baseline.{verdict.key}", verdict.verdict, verdict.message())
+    return failures
+
+
+def _check_ab(item: pytest.Item, session: AxionSession) -> list[str]:
+    """A/B session: a paired regression of B against A fails the test."""
+    failures = []
+    for verdict in session.check_ab(item.nodeid):
+        failures += _judge(item, session, f"axion_ab.{verdict.key}", verdict.verdict, verdict.message)
     return failures
 
 
@@ -230,8 +239,17 @@ def _run_record(session: AxionSession) -> RunRecord | None:
                      repetitions=session.settings.repetitions.value, load_seconds=loaded.load_seconds,
                      reading=session.reading_speed(), measurements=session.measurements, outcomes=session.outcomes,
                      baseline=session.baseline_status(), baseline_verdicts=session.baseline_verdicts,
-                     shape_verdicts=session.shape_verdicts,
+                     shape_verdicts=session.shape_verdicts, ab=_ab_session(session),
                      test_outcomes=session.test_outcomes())
+
+
+def _ab_session(session: AxionSession) -> AbSession | None:
+    sides, settings = session.ab_sides, session.settings
+    if sides is None or settings.ab_baseline.value is None:
+        return None
+    return AbSession(baseline=AbSide(settings.ab_baseline.value, sides[0]), current=AbSide(sys.executable, sides[1]),
+                     rounds=settings.ab_rounds.value, tolerance=settings.ab_tolerance.value,
+                     verdicts=session.ab_verdicts)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -268,6 +286,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             draw_figures(run.measurements, Path(settings.plots.value),
                          title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads",
                          reading_tokens_per_s=run.reading.tokens_per_s, reading_label=run.reading.label)
+            if run.ab is not None:
+                draw_ab_ratios(list(run.ab.verdicts.values()), Path(settings.plots.value),
+                               title=f"{run.model.label} on {run.hardware.hardware_id}\n"
+                                     f"B: llama-cpp-python {run.ab.current.facts.llama_cpp_python_version}, "
+                                     f"A: {run.ab.baseline.facts.llama_cpp_python_version}")
     except AxionError as err:
         say(f"ERROR: {err}", red=True)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -286,10 +309,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         write(f"warning: {warning}", yellow=True)
     write("")
     write(measurement_table(run.measurements, run.outcomes, run.baseline_verdicts))
-    shapes = shape_table(run.shape_verdicts)
-    if shapes:
-        write("")
-        write(shapes)
+    for table in (shape_table(run.shape_verdicts), ab_table(run.ab) if run.ab else ""):
+        if table:
+            write("")
+            write(table)
     lines = capacity_lines(run.outcomes)
     if lines:
         write("")
@@ -300,4 +323,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     if session.settings.report.value is not None:
         write(f"report: {session.settings.report.value}")
     if session.settings.plots.value is not None:
-        write(f"figures: {session.settings.plots.value}/fig1..fig3 (.png, .svg)")
+        last = "fig4" if run.ab is not None else "fig3"
+        write(f"figures: {session.settings.plots.value}/fig1..{last} (.png, .svg)")

@@ -17,7 +17,9 @@ import jsonschema
 from tabulate import tabulate
 
 from pytest_axion import __version__
+from pytest_axion.ab import PairedComparison
 from pytest_axion.atomic import write_json_atomically
+from pytest_axion.engine import ModelFacts
 from pytest_axion.errors import AxionError
 from pytest_axion.gate import no_baseline_message
 from pytest_axion.hardware import HardwareFingerprint
@@ -29,8 +31,8 @@ from pytest_axion.shape import ShapeVerdict
 from pytest_axion.slo import SloOutcome, SloVerdict
 from pytest_axion.verdicts import BaselineVerdict
 
-REPORT_SCHEMA_VERSION = 3
-READABLE_REPORT_VERSIONS = (1, 2, 3)
+REPORT_SCHEMA_VERSION = 4
+READABLE_REPORT_VERSIONS = (1, 2, 3, 4)
 _FLAGS_SHOWN = ("KLEIDIAI", "REPACK", "OPENMP", "LLAMAFILE", "AVX512", "AVX2", "SVE", "DOTPROD", "MATMUL_INT8")
 
 
@@ -50,6 +52,60 @@ class RunRecord:
     baseline_verdicts: Mapping[str, BaselineVerdict] = dataclasses.field(default_factory=dict)
     test_outcomes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # nodeid -> passed/failed/skipped
     shape_verdicts: Mapping[str, Sequence[ShapeVerdict]] = dataclasses.field(default_factory=dict)
+    ab: AbSession | None = None                       # None: not an A/B session
+
+
+@dataclass(frozen=True)
+class AbSide:
+    """One side of an A/B session: which interpreter, and the llama.cpp build it loaded."""
+
+    python: str
+    facts: ModelFacts
+
+    @property
+    def description(self) -> str:
+        f = self.facts
+        flags = " ".join(part.strip().replace(" = ", "=") for part in f.system_info.split("|")
+                         if any(part.strip().startswith(name + " ") for name in _FLAGS_SHOWN))
+        return (f"llama-cpp-python {f.llama_cpp_python_version}, llama.cpp {f.ggml_commit} (ggml {f.ggml_version}), "
+                f"{flags or 'no flags reported'} [{self.python}]")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"python": self.python, **dataclasses.asdict(self.facts)}
+
+
+@dataclass(frozen=True)
+class AbSession:
+    baseline: AbSide
+    current: AbSide
+    rounds: int
+    tolerance: float
+    verdicts: Mapping[str, PairedComparison]   # by measurement key
+
+    def header_lines(self) -> list[str]:
+        return [f"A/B baseline (A): {self.baseline.description}",
+                f"A/B current  (B): {self.current.description}",
+                f"A/B: {self.rounds} rounds in ABBA order, one repetition per side each; paired ratio B/A "
+                f"(Hodges-Lehmann, 95% Wilcoxon interval), tolerance {self.tolerance:.0%}"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": self.baseline.to_json(), "current": self.current.to_json(), "rounds": self.rounds,
+                "tolerance": self.tolerance}
+
+
+def ab_table(session: AbSession) -> str:
+    """One row per measurement: both sides' medians, the paired ratio and its interval, the verdict."""
+    rows = []
+    for v in session.verdicts.values():
+        lo, hi = v.interval
+        rows.append([_short(v.nodeid), v.metric, v.workload,
+                     f"{_fmt(v.baseline_median)}", f"{_fmt(v.current_median)}", v.unit, f"{v.ratio:.3f}x",
+                     f"[{lo:.3f}-{hi:.3f}]" + ("" if v.exact_interval else "*"), len(v.ratios), v.verdict])
+    if not rows:
+        return ""
+    table: str = tabulate(rows, headers=["test", "metric", "workload", "A median", "B median", "unit", "B/A",
+                                         "95% CI", "pairs", "verdict"], tablefmt="simple", disable_numparse=True)
+    return table
 
 
 @dataclass(frozen=True)
@@ -84,8 +140,10 @@ def header_lines(run: RunRecord) -> list[str]:
         f"{hardware.microarch}, {hardware.logical_cores} logical / {hardware.physical_cores} physical cores",
         f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: "
         f"{shown or 'no flags reported'}",
-        f"statistic: median of {run.repetitions} repetitions (IQR, CV); {run.reading.label}",
+        f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
+        f"{run.reading.label}",
         *baseline_lines(run.baseline),
+        *(run.ab.header_lines() if run.ab else []),
     ]
 
 
@@ -237,6 +295,8 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         row["slo"] = [v.to_json() for v in _verdicts_for(m, run.outcomes)]
         judged = run.baseline_verdicts.get(m.key)
         row["baseline"] = judged.to_json() if judged is not None else None
+        paired = run.ab.verdicts.get(m.key) if run.ab else None
+        row["ab"] = paired.to_json() if paired is not None else None
         results.append(row)
     nodeids = list(dict.fromkeys([*(m.nodeid for m in run.measurements), *run.outcomes]))
     tests = []
@@ -258,6 +318,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
                      "llama_cpp_python": run.hardware.llama_cpp_python,
                      "llama_cpp_system_info": dict(sorted(run.hardware.llama_cpp_system_info.items()))},
         "baseline": run.baseline.to_json() if run.baseline is not None else None,
+        "ab": run.ab.to_json() if run.ab is not None else None,
         "results": results,
         "tests": tests,
     }

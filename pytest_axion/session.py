@@ -11,8 +11,9 @@ from pathlib import Path
 import psutil
 
 from pytest_axion import refresh as refreshing
+from pytest_axion.ab import PairedComparison, compare_paired
 from pytest_axion.baselines import Baseline, baseline_path, read_baseline, write_baseline
-from pytest_axion.engine import ProgressCallback
+from pytest_axion.engine import ModelFacts, ProgressCallback
 from pytest_axion.engine import system_info as engine_system_info
 from pytest_axion.errors import AxionError, SettingsError
 from pytest_axion.features import missing_features, missing_message
@@ -28,6 +29,7 @@ from pytest_axion.settings import Settings, resolve_settings
 from pytest_axion.shape import ShapeCheck, ShapeVerdict, confirm_shape
 from pytest_axion.slo import SloOutcome, SloSpec, evaluate_slos
 from pytest_axion.verdicts import BaselineVerdict
+from pytest_axion.worker import PairedEngine, PairedRun
 
 
 def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
@@ -59,6 +61,8 @@ class AxionSession:
         self._gate: BaselineGate | None = None
         self.refresh_result: refreshing.RefreshResult | None = None
         self.shape_verdicts: dict[str, list[ShapeVerdict]] = {}
+        self.ab_pairs: list[tuple[Measurement, Measurement]] = []   # (A, B) of every metric, A/B session only
+        self.ab_verdicts: dict[str, PairedComparison] = {}
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
 
     @property
@@ -74,7 +78,25 @@ class AxionSession:
 
     def harness(self, nodeid: str) -> Axion:
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
-                     record=self.measurements.append, progress=self.progress)
+                     record=self.measurements.append, progress=self.progress, record_pair=self._record_pair)
+
+    def _record_pair(self, paired: PairedRun, baseline: dict[str, Measurement],
+                     current: dict[str, Measurement]) -> None:
+        self.ab_pairs += [(baseline[metric], current[metric]) for metric in current]
+
+    @property
+    def ab_sides(self) -> tuple[ModelFacts, ModelFacts] | None:
+        """(A, B) build facts of an A/B session once its workers run; None otherwise."""
+        engine = self._loaded.engine if self._loaded is not None else None
+        return (engine.baseline.facts, engine.current.facts) if isinstance(engine, PairedEngine) else None
+
+    def check_ab(self, nodeid: str) -> list[PairedComparison]:
+        """Paired verdicts of the test's measurements in an A/B session (empty otherwise)."""
+        settings = self.settings
+        verdicts = [compare_paired(a, b, rounds=settings.ab_rounds.value, tolerance=settings.ab_tolerance.value)
+                    for a, b in self.ab_pairs if b.nodeid == nodeid]
+        self.ab_verdicts.update((v.key, v) for v in verdicts)
+        return verdicts
 
     def reading_speed(self) -> ReadingSpeed:
         """The reading speed in tokens/s; words per minute are converted with the model's tokenizer."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from pytest_axion.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
 from pytest_axion.errors import SettingsError
 from pytest_axion.features import parse_features
 from pytest_axion.hardware import validate_hardware_id
@@ -85,6 +86,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "seconds between the runs of a refresh (default 60)", "S"),
     OptionSpec("force", "--axion-force", None, "flag",
                "record a refresh even when its runs are noisier than the limit"),
+    OptionSpec("ab_baseline", "--axion-ab-baseline", "axion_ab_baseline", "str",
+               "A/B session: measure every workload also with the llama-cpp-python of this Python "
+               "interpreter (A, e.g. .venv-old/bin/python), alternating with the current one (B), and "
+               "judge the paired ratios B/A instead of the stored baselines", "PYTHON"),
+    OptionSpec("ab_rounds", "--axion-ab-rounds", "axion_ab_rounds", "int",
+               "rounds of an A/B session: one repetition per side each, ABBA order (default 10)", "N"),
+    OptionSpec("ab_tolerance", "--axion-ab-tolerance", "axion_ab_tolerance", "str",
+               "smallest B/A slowdown that counts as a regression in an A/B session: a fraction such as 0.05 "
+               "(the default) or a percentage", "FRAC"),
 )
 
 DEFAULT_REPETITIONS = 5
@@ -127,6 +137,9 @@ class Settings:
     runs: Sourced[int] = Sourced(DEFAULT_RUNS, "default")
     run_spacing_s: Sourced[float] = Sourced(DEFAULT_RUN_SPACING_S, "default")
     force: bool = False
+    ab_baseline: Sourced[str | None] = Sourced(None, "default")  # None: no A/B session
+    ab_rounds: Sourced[int] = Sourced(DEFAULT_AB_ROUNDS, "default")
+    ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
     warnings: tuple[str, ...] = ()
 
 
@@ -182,6 +195,16 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
     if refresh and not raw["enabled"].value:
         raise SettingsError("--axion-refresh-baselines measures: add --axion-slo")
 
+    ab_baseline = _as_optional_str(raw["ab_baseline"])
+    if ab_baseline.value is not None and refresh:
+        raise SettingsError("--axion-ab-baseline and --axion-refresh-baselines do not mix: run the A/B session, "
+                            "then record baselines in a separate run")
+    ab_rounds = _as_int(raw["ab_rounds"], default=DEFAULT_AB_ROUNDS)
+    if not 2 <= ab_rounds.value <= MAX_REPETITIONS:
+        raise SettingsError(f"{ab_rounds.source} must be between 2 and {MAX_REPETITIONS}, got {ab_rounds.value}")
+    ab_tolerance = (Sourced(DEFAULT_AB_TOLERANCE, "default") if raw["ab_tolerance"].value is None else
+                    _as_tolerance(raw["ab_tolerance"]))
+
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
 
@@ -189,7 +212,8 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
         enabled=bool(raw["enabled"].value),
         require_features=required,
         baselines=_as_optional_str(raw["baselines"]),
-        compare_baselines=not raw["no_baselines"].value and not refresh,
+        # An A/B session judges B against A measured side by side, not against stored baselines.
+        compare_baselines=not raw["no_baselines"].value and not refresh and ab_baseline.value is None,
         require_baseline=_as_bool(raw["require_baseline"]),
         tolerance=_as_tolerance(raw["tolerance"]),
         estimator=Sourced(estimator.value or DEFAULT_ESTIMATOR, estimator.source),
@@ -200,6 +224,9 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
         runs=runs,
         run_spacing_s=_as_seconds(raw["run_spacing"], default=DEFAULT_RUN_SPACING_S),
         force=bool(raw["force"].value),
+        ab_baseline=ab_baseline,
+        ab_rounds=ab_rounds,
+        ab_tolerance=ab_tolerance,
         reading_speed=reading_speed,
         report=_as_optional_str(raw["report"]),
         plots=_as_optional_str(raw["plots"]),

@@ -3,7 +3,8 @@ import sys
 import pytest
 
 from pytest_axion.errors import SettingsError
-from pytest_axion.plots import check_matplotlib, draw_figures
+from pytest_axion.ab import compare_paired
+from pytest_axion.plots import check_matplotlib, draw_ab_ratios, draw_figures
 from pytest_axion.records import Measurement
 
 
@@ -40,3 +41,14 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(SettingsError, match=r"--axion-plots needs matplotlib.*pytest-axion\[plots\]"):
         check_matplotlib("--axion-plots")
+
+
+def test_ab_ratio_figure_shows_throughput_pairs_only(tmp_path):
+    a = Measurement("t::p", "prompt_tps", 1, 32, 0, 2, tuple(300.0 + i for i in range(8)))
+    b = Measurement("t::p", "prompt_tps", 1, 32, 0, 2, tuple(270.0 + i for i in range(8)))
+    ta = Measurement("t::p", "ttft_ms", 1, 32, 0, 2, tuple(100.0 + i for i in range(8)))
+    verdicts = [compare_paired(a, b, rounds=8), compare_paired(ta, ta, rounds=8)]
+    written = draw_ab_ratios(verdicts, tmp_path / "figs", title="m on hw")
+    assert [p.name for p in written] == ["fig4-ab-ratios.png", "fig4-ab-ratios.svg"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    assert draw_ab_ratios(verdicts[1:], tmp_path / "none", title="t") == []

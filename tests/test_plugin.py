@@ -32,6 +32,7 @@ def test_help_lists_every_option_and_ini_key(pytester):
         "*axion_model (string)*",
         "*axion_threads (string)*",
     ])
+    result.stdout.fnmatch_lines(["*--axion-require-features=LIST*", "*--axion-ab-baseline=PYTHON*"])
 
 
 def test_measuring_tests_are_skipped_without_the_flag(pytester):

@@ -30,7 +30,7 @@ def test_impossible_steadiness_and_scaling_fail_with_the_cells_named(pytester):
     ])
     result.stdout.fnmatch_lines(["*test_scaling*gen_tps pp8+tg8*scales >= 100x*FAIL*batch 1: *, batch 2: *"])
     report = json.loads((pytester.path / "r.json").read_text())
-    assert report["schema_version"] == 3
+    assert report["schema_version"] == 4
     shapes = {t["nodeid"].split("::")[1]: t["shape"] for t in report["tests"]}
     assert shapes["test_scaling"][0]["verdict"] == "FAIL" and len(shapes["test_scaling"][0]["attempts"]) == 3
     assert [c["cell"] for c in shapes["test_scaling"][0]["curve"]] == ["batch 1", "batch 2"]

@@ -1,0 +1,166 @@
+"""Verdict quality of the A/B upgrade gate (a benchmark, never run in CI).
+
+Series of separate A/B sessions (`pytest --axion-slo --axion-ab-baseline A` run by interpreter B) over
+the light suite (benchmarks/verdict_suite):
+
+  aa        A = B = the same installation: every `regressed` verdict is a false alarm (target 0 of 20
+            sessions); also the spread of the paired ratios next to unpaired ones on the same rounds
+  slow      A = the normal build, B = a slower build of the same version: every session should fail
+  replay    from the A/A rounds, B's samples scaled by a known slowdown s (0.80 .. 0.97): the share
+            of measurements the paired verdict calls `regressed`, i.e. the smallest slowdown caught
+
+    python benchmarks/ab_gate.py aa --python /work/venv/bin/python --sessions 20 --out aa.json
+    python benchmarks/ab_gate.py slow --python /work/venvslow/bin/python --baseline /work/venv/bin/python \\
+        --sessions 20 --out slow.json
+    python benchmarks/ab_gate.py replay --from aa.json
+
+Nothing else may run on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pytest_axion.ab import compare_paired, spread_of_ratios, unpaired_ratios  # noqa: E402
+from pytest_axion.records import Measurement  # noqa: E402
+
+LIGHT = "benchmarks/verdict_suite"
+SLOWDOWNS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 1.0)
+
+
+def session(python: str, baseline: str, report: Path, log: Path, extra: list[str]) -> dict[str, Any]:
+    start = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.call([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", LIGHT, "--axion-slo",
+                                "--axion-ab-baseline", baseline, "--axion-report", str(report), *extra],
+                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    data = json.loads(report.read_text()) if report.exists() else {"results": [], "ab": None}
+    rows = [r for r in data["results"] if r.get("ab")]
+    verdicts = Counter(r["ab"]["verdict"] for r in rows)
+    throughput = [r for r in rows if r["metric"] in ("prompt_tps", "gen_tps")]
+    return {"exit": code, "seconds": round(time.perf_counter() - start, 1), "verdicts": dict(verdicts),
+            "ratios": {f"{r['metric']} {r['nodeid'].split('::')[-1]}": round(r["ab"]["ratio"], 4)
+                       for r in throughput},
+            "rows": [{"metric": r["metric"], "nodeid": r["nodeid"], "batch_size": r["batch_size"],
+                      "n_prompt": r["n_prompt"], "n_gen": r["n_gen"], "a": r["ab"]["baseline_samples"],
+                      "b": r["samples"]} for r in rows],
+            "sides": data.get("ab")}
+
+
+def series(args: argparse.Namespace) -> None:
+    record: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                              "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                              "python_b": args.python, "python_a": args.baseline or args.python, "sessions": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.sessions):
+            result = session(args.python, args.baseline or args.python, Path(tmp) / f"{i}.json",
+                             Path(tmp) / f"{i}.log", args.pytest_args)
+            record["sessions"].append(result)
+            print(f"[{args.phase} {i + 1}/{args.sessions}] exit {result['exit']} in {result['seconds']} s "
+                  f"{result['verdicts']} {result['ratios']}", flush=True)
+            if result["exit"] not in (0, 1):
+                print(Path(tmp, f"{i}.log").read_text()[-2000:], flush=True)
+            time.sleep(args.gap)
+    sessions = record["sessions"]
+    record["summary"] = {
+        "sessions": len(sessions),
+        "sessions_with_regressed": sum(s["verdicts"].get("regressed", 0) > 0 for s in sessions),
+        "sessions_failed": sum(s["exit"] == 1 for s in sessions),
+        "verdicts": dict(sum((Counter(s["verdicts"]) for s in sessions), Counter())),
+        "median_seconds": statistics.median(s["seconds"] for s in sessions),
+    }
+    record["summary"].update(spreads(sessions))
+    print(json.dumps(record["summary"], indent=1))
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def measurements(row: dict[str, Any], scale: float = 1.0) -> tuple[Measurement, Measurement]:
+    shape = (row["nodeid"], row["metric"], row["batch_size"], row["n_prompt"], row["n_gen"], 2)
+    factor = scale if row["metric"] in ("prompt_tps", "gen_tps", "per_user_tps") else 1 / scale
+    return Measurement(*shape, tuple(row["a"])), Measurement(*shape, tuple(v * factor for v in row["b"]))
+
+
+def spreads(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median, over throughput measurements, of the CV of paired ratios vs unpaired ratios vs one side."""
+    paired, unpaired, side = [], [], []
+    for s in sessions:
+        for row in s["rows"]:
+            if row["metric"] not in ("prompt_tps", "gen_tps"):
+                continue
+            a, b = measurements(row)
+            rounds = len(a.samples)
+            comparison = compare_paired(a, b, rounds=rounds)
+            paired.append(spread_of_ratios(comparison.ratios))
+            unpaired.append(spread_of_ratios(unpaired_ratios(a.samples, b.samples)))
+            side.append(spread_of_ratios(list(b.samples)))
+    if not paired:
+        return {}
+    return {"median_cv_paired_ratios": statistics.median(paired),
+            "median_cv_unpaired_ratios": statistics.median(unpaired),
+            "median_cv_one_side": statistics.median(side)}
+
+
+def replay(args: argparse.Namespace) -> None:
+    data = json.loads(args.source.read_text())
+    tolerance = args.tolerance
+    table = {}
+    for scale in SLOWDOWNS:
+        counts: Counter[str] = Counter()
+        sessions_caught = 0
+        for s in data["sessions"]:
+            verdicts = []
+            for row in s["rows"]:
+                if row["metric"] not in ("prompt_tps", "gen_tps"):
+                    continue
+                a, b = measurements(row, scale)
+                verdicts.append(compare_paired(a, b, rounds=len(a.samples), tolerance=tolerance).verdict)
+            counts.update(verdicts)
+            sessions_caught += "regressed" in verdicts
+        total = sum(counts.values())
+        table[f"{scale:.2f}"] = {"regressed_share": counts["regressed"] / total, "verdicts": dict(counts),
+                                 "sessions_with_regressed": f"{sessions_caught}/{len(data['sessions'])}"}
+        print(f"B/A {scale:.2f}: {counts['regressed'] / total:.0%} of {total} throughput measurements regressed, "
+              f"sessions failing {sessions_caught}/{len(data['sessions'])}; {dict(counts)}")
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="phase", required=True)
+    for name in ("aa", "slow"):
+        p = sub.add_parser(name)
+        p.add_argument("--python", required=True, help="interpreter B: runs pytest")
+        p.add_argument("--baseline", default=None, help="interpreter A (default: B itself)")
+        p.add_argument("--sessions", type=int, default=20)
+        p.add_argument("--gap", type=float, default=5.0, help="seconds between sessions")
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("pytest_args", nargs="*")
+    p = sub.add_parser("replay")
+    p.add_argument("--from", dest="source", type=Path, required=True)
+    p.add_argument("--tolerance", type=float, default=0.05)
+    p.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.phase == "replay":
+        replay(args)
+    else:
+        series(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+import math
+import random
+
+import pytest
+
+from pytest_axion.ab import (
+    compare_paired,
+    hodges_lehmann,
+    per_round,
+    round_order,
+    spread_of_ratios,
+    unpaired_ratios,
+    wilcoxon_k,
+)
+from pytest_axion.records import Measurement
+
+
+def measurement(metric, samples, n_gen=16):
+    return Measurement("t.py::test", metric, 2, 32, n_gen, 2, tuple(samples))
+
+
+def drifting_pairs(rounds, slowdown, *, seed=1, drift=0.12, pair_noise=0.01):
+    """A machine whose speed wanders by `drift` between rounds; both sides of a pair share it."""
+    rng = random.Random(seed)
+    a, b = [], []
+    for _ in range(rounds):
+        machine = 300 * (1 + rng.uniform(-drift, drift))
+        a.append(machine * (1 + rng.gauss(0, pair_noise)))
+        b.append(machine * slowdown * (1 + rng.gauss(0, pair_noise)))
+    return a, b
+
+
+def test_rounds_alternate_abba_so_a_steady_drift_cancels():
+    assert round_order(4) == ["AB", "BA", "AB", "BA"]
+
+
+@pytest.mark.parametrize("n, k", [(5, 0), (6, 1), (7, 3), (8, 4), (9, 6), (10, 9), (20, 53)])
+def test_wilcoxon_order_statistic_matches_published_critical_values(n, k):
+    # two-sided 5% critical values of the signed-rank statistic: 0, 2, 3, 5, 8, 52 for n = 6..10, 20
+    assert wilcoxon_k(n) == k
+
+
+def test_hodges_lehmann_of_a_shift_is_the_shift_with_an_interval_around_it():
+    estimate, lo, hi, exact = hodges_lehmann([0.1 + d for d in (-0.02, -0.01, 0, 0.01, 0.02, 0.0, 0.005, -0.005)])
+    assert estimate == pytest.approx(0.1) and lo < 0.1 < hi and exact
+    assert hodges_lehmann([1.0, 2.0, 3.0])[3] is False
+
+
+def test_a_real_ten_percent_slowdown_hidden_in_twelve_percent_drift_is_caught_by_pairing():
+    a, b = drifting_pairs(10, 0.90)
+    # unpaired, the two sides overlap: B's best round beats A's worst
+    assert max(b) > min(a)
+    verdict = compare_paired(measurement("prompt_tps", a), measurement("prompt_tps", b), rounds=10, tolerance=0.05)
+    assert verdict.verdict == "regressed" and verdict.ratio == pytest.approx(0.90, abs=0.02)
+    assert verdict.interval[1] < 1 and verdict.exact_interval
+    assert "prompt_tps pp32+tg16 x2: regressed: B/A 0.89" in verdict.message and "over 10 pairs" in verdict.message
+
+
+def test_the_same_build_on_both_sides_is_ok_despite_the_drift():
+    for seed in range(20):
+        a, b = drifting_pairs(10, 1.0, seed=seed)
+        verdict = compare_paired(measurement("gen_tps", a), measurement("gen_tps", b), rounds=10)
+        assert verdict.verdict == "ok", (seed, verdict.message)
+
+
+def test_times_are_inverted_so_above_one_means_b_is_faster():
+    a, b = drifting_pairs(10, 1.0)
+    slower_b = [x * 1.2 for x in b]   # B takes 20% longer
+    verdict = compare_paired(measurement("ttft_ms", a), measurement("ttft_ms", slower_b), rounds=10)
+    assert verdict.ratio == pytest.approx(1 / 1.2, abs=0.02) and verdict.verdict == "regressed"
+    faster = compare_paired(measurement("gen_tps", a), measurement("gen_tps", [x * 1.2 for x in b]), rounds=10)
+    assert faster.verdict == "improved"
+
+
+def test_a_slowdown_within_tolerance_is_ok_and_an_unproven_one_inconclusive():
+    a, b = drifting_pairs(10, 0.97)
+    assert compare_paired(measurement("gen_tps", a), measurement("gen_tps", b), rounds=10,
+                          tolerance=0.05).verdict == "ok"
+    noisy_a, noisy_b = drifting_pairs(10, 0.92, pair_noise=0.15, seed=1)
+    noisy = compare_paired(measurement("gen_tps", noisy_a), measurement("gen_tps", noisy_b), rounds=10)
+    assert noisy.ratio < 0.95 and noisy.interval[1] >= 1 and noisy.verdict == "inconclusive"
+
+
+def test_too_few_pairs_never_fail():
+    a, b = drifting_pairs(4, 0.5)
+    verdict = compare_paired(measurement("gen_tps", a), measurement("gen_tps", b), rounds=4)
+    assert verdict.verdict == "inconclusive" and not verdict.exact_interval and "too few pairs" in verdict.message
+
+
+def test_step_latencies_are_paired_by_round_medians():
+    steps = [10.0, 11.0, 30.0, 20.0, 21.0, 60.0]  # two rounds of three steps
+    assert per_round(measurement("itl_ms", steps, n_gen=3), 2) == [11.0, 21.0]
+    with pytest.raises(ValueError, match="do not split into 4 rounds"):
+        per_round(measurement("itl_ms", steps, n_gen=3), 4)
+
+
+def test_pairing_shrinks_the_spread_of_the_ratios():
+    a, b = drifting_pairs(20, 1.0)
+    assert spread_of_ratios(compare_paired(measurement("gen_tps", a), measurement("gen_tps", b),
+                                           rounds=20).ratios) < spread_of_ratios(unpaired_ratios(a, b)) / 3
+    assert math.isclose(spread_of_ratios([1.0, 1.0]), 0.0)

@@ -1,0 +1,113 @@
+"""The worker protocol on the real model: the engine module run by path under a Python interpreter."""
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pytest_axion.engine import BatchedRun, EngineError, PromptRun
+from pytest_axion.worker import ENGINE_SCRIPT, EngineProcess, PairedEngine, WorkerError
+
+
+@pytest.fixture(scope="module")
+def worker(model_path):
+    process = EngineProcess(sys.executable, model_path=str(model_path), threads=2, label="test worker")
+    yield process
+    process.close()
+
+
+def test_the_engine_module_needs_nothing_but_llama_cpp_and_the_standard_library():
+    tree = ast.parse(ENGINE_SCRIPT.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported - set(sys.stdlib_module_names) == {"llama_cpp"}
+
+
+def test_worker_answers_like_the_in_process_engine(worker, engine):
+    assert worker.facts.llama_cpp_python_version == engine.facts.llama_cpp_python_version
+    assert worker.facts.system_info == engine.facts.system_info and worker.facts.ggml_commit != "unknown"
+    run = worker.run_prompt(16, repetitions=2)
+    assert isinstance(run, PromptRun) and run.n_prompt == 16 and len(run.seconds) == 2 and min(run.seconds) > 0
+    batched = worker.run_batched(8, 3, 2, repetitions=1, warmup=False)
+    assert isinstance(batched, BatchedRun) and len(batched.step_seconds[0]) == 3
+    assert worker.count_tokens("The quick brown fox") == engine.count_tokens("The quick brown fox")
+
+
+def test_engine_errors_cross_the_process_boundary_as_engine_errors(worker):
+    with pytest.raises(EngineError, match="exceed the model's training context"):
+        worker.run_prompt(10**6, repetitions=1)
+    with pytest.raises(WorkerError, match=r"ValueError: unknown request .dance."):
+        worker.request("dance")
+    assert len(worker.run_prompt(8, repetitions=1).seconds) == 1   # still serving
+
+
+def test_raw_protocol_is_json_lines_with_a_ready_line_first(model_path):
+    requests = json.dumps({"op": "generation", "n_gen": 4, "repetitions": 1}) + "\n" + '{"op": "close"}\n'
+    done = subprocess.run([sys.executable, str(ENGINE_SCRIPT), "--model", str(model_path), "--threads", "2"],
+                          input=requests, capture_output=True, text=True, timeout=120)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0 and [next(iter(line)) for line in lines] == ["ready", "ok"]
+    assert lines[0]["protocol"] == 1 and lines[1]["ok"]["n_gen"] == 4
+
+
+def test_paired_engine_alternates_sides_and_keeps_one_sample_per_round(model_path):
+    paired = PairedEngine(sys.executable, sys.executable, model_path=str(model_path), threads=2, rounds=4)
+    try:
+        run = paired.measure_pair("batched", n_prompt=8, n_gen=2, batch_size=2)
+        assert len(run.baseline.prompt_seconds) == len(run.current.prompt_seconds) == 4
+        assert len(run.current.step_seconds) == 4 and paired.facts == paired.current.facts
+    finally:
+        paired.close()
+
+
+def test_missing_interpreter_is_one_line_naming_it(model_path):
+    with pytest.raises(WorkerError, match=r"A/B baseline interpreter /no/such/python does not exist"):
+        EngineProcess("/no/such/python", model_path=str(model_path), threads=2, label="A/B baseline")
+
+
+def test_interpreter_without_llama_cpp_python_is_named_with_the_fix(model_path, tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    bare = tmp_path / "bare" / "bin" / "python"
+    with pytest.raises(WorkerError) as err:
+        EngineProcess(str(bare), model_path=str(model_path), threads=2, label="A/B baseline")
+    message = str(err.value)
+    assert f"A/B baseline interpreter {bare} has no llama-cpp-python" in message
+    assert "-m pip install llama-cpp-python" in message and "\n" not in message
+
+
+def crashing_interpreter(tmp_path, after_requests):
+    """An 'interpreter' that runs the real worker but dies (SIGKILL-like exit) on request N+1."""
+    script = tmp_path / "crashing-python"
+    body = textwrap.dedent(f"""\
+        import os, runpy, sys
+        real = sys.stdin
+        def counting():
+            for n, line in enumerate(real):
+                if n >= {after_requests}:
+                    os._exit(9)
+                yield line
+        class Stdin:
+            def __iter__(self):
+                return counting()
+        sys.stdin = Stdin()
+        sys.argv = sys.argv[1:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        """)
+    (tmp_path / "crash.py").write_text(body)
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'crash.py'} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_worker_that_dies_mid_session_is_one_line_with_its_exit_code(model_path, tmp_path):
+    process = EngineProcess(str(crashing_interpreter(tmp_path, 1)), model_path=str(model_path), threads=2,
+                            label="A/B baseline")
+    process.run_prompt(8, repetitions=1)
+    with pytest.raises(WorkerError, match=r"crashing-python stopped with exit code 9 while measuring prompt"):
+        process.run_prompt(8, repetitions=1)
+    process.close()  # closing a dead worker is quiet
