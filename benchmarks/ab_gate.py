@@ -7,12 +7,14 @@ the light suite (benchmarks/verdict_suite):
             sessions); also the spread of the paired ratios next to unpaired ones on the same rounds
   slow      A = the normal build, B = a slower build of the same version: every session should fail
   replay    from the A/A rounds, B's samples scaled by a known slowdown s (0.80 .. 0.97): the share
-            of measurements the paired verdict calls `regressed`, i.e. the smallest slowdown caught
+            of measurements the gate calls `regressed`, i.e. the smallest slowdown caught; the next
+            session's rounds of the same measurement stand in for the confirmation in fresh processes
 
     python benchmarks/ab_gate.py aa --python /work/venv/bin/python --sessions 20 --out aa.json
     python benchmarks/ab_gate.py slow --python /work/venvslow/bin/python --baseline /work/venv/bin/python \\
         --sessions 20 --out slow.json
     python benchmarks/ab_gate.py replay --from aa.json
+    python benchmarks/ab_gate.py spread --from aa.json       # paired vs unpaired spread across sessions
 
 Nothing else may run on the machine meanwhile.
 """
@@ -85,6 +87,7 @@ def series(args: argparse.Namespace) -> None:
         "median_seconds": statistics.median(s["seconds"] for s in sessions),
     }
     record["summary"].update(spreads(sessions))
+    record["summary"]["across_sessions"] = across_sessions(sessions)
     print(json.dumps(record["summary"], indent=1))
     args.out.write_text(json.dumps(record, indent=1) + "\n")
 
@@ -93,6 +96,30 @@ def measurements(row: dict[str, Any], scale: float = 1.0) -> tuple[Measurement, 
     shape = (row["nodeid"], row["metric"], row["batch_size"], row["n_prompt"], row["n_gen"], 2)
     factor = scale if row["metric"] in ("prompt_tps", "gen_tps", "per_user_tps") else 1 / scale
     return Measurement(*shape, tuple(row["a"])), Measurement(*shape, tuple(v * factor for v in row["b"]))
+
+
+def across_sessions(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per throughput measurement, over the sessions: the spread of the paired estimate B/A, next to the
+    spread of B's median and of an unpaired comparison (B of one session / A of the session before,
+    which is what a stored baseline gives)."""
+    by_measurement: dict[str, list[tuple[float, float, float]]] = {}
+    for s in sessions:
+        for row in s["rows"]:
+            if row["metric"] not in ("prompt_tps", "gen_tps"):
+                continue
+            a, b = measurements(row)
+            paired = compare_paired(a, b, rounds=len(a.samples)).ratio
+            key = f"{row['metric']} {row['nodeid'].split('::')[-1]}"
+            by_measurement.setdefault(key, []).append((paired, b.median, a.median))
+    table = {}
+    for key, values in by_measurement.items():
+        paired = [v[0] for v in values]
+        b_levels = [v[1] for v in values]
+        unpaired = [b / a for b, a in zip(b_levels[1:], [v[2] for v in values][:-1], strict=True)]
+        table[key] = {"cv_paired_estimate": spread_of_ratios(paired), "cv_b_median": spread_of_ratios(b_levels),
+                      "cv_unpaired_ratio": spread_of_ratios(unpaired),
+                      "paired_range": [min(paired), max(paired)], "unpaired_range": [min(unpaired), max(unpaired)]}
+    return table
 
 
 def spreads(sessions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,13 +149,20 @@ def replay(args: argparse.Namespace) -> None:
     for scale in SLOWDOWNS:
         counts: Counter[str] = Counter()
         sessions_caught = 0
-        for s in data["sessions"]:
+        sessions = data["sessions"]
+        for index, s in enumerate(sessions):
             verdicts = []
-            for row in s["rows"]:
+            following = sessions[(index + 1) % len(sessions)]["rows"]
+            for row, next_row in zip(s["rows"], following, strict=True):
                 if row["metric"] not in ("prompt_tps", "gen_tps"):
                     continue
                 a, b = measurements(row, scale)
-                verdicts.append(compare_paired(a, b, rounds=len(a.samples), tolerance=tolerance).verdict)
+                verdict = compare_paired(a, b, rounds=len(a.samples), tolerance=tolerance)
+                if verdict.verdict == "regressed":
+                    again_a, again_b = measurements(next_row, scale)
+                    verdict = verdict.with_attempt(compare_paired(again_a, again_b, rounds=len(again_a.samples),
+                                                                  tolerance=tolerance))
+                verdicts.append(verdict.verdict)
             counts.update(verdicts)
             sessions_caught += "regressed" in verdicts
         total = sum(counts.values())
@@ -151,6 +185,8 @@ def main() -> None:
         p.add_argument("--gap", type=float, default=5.0, help="seconds between sessions")
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("pytest_args", nargs="*")
+    p = sub.add_parser("spread")
+    p.add_argument("--from", dest="source", type=Path, required=True)
     p = sub.add_parser("replay")
     p.add_argument("--from", dest="source", type=Path, required=True)
     p.add_argument("--tolerance", type=float, default=0.05)
@@ -158,6 +194,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase == "replay":
         replay(args)
+    elif args.phase == "spread":
+        print(json.dumps(across_sessions(json.loads(args.source.read_text())["sessions"]), indent=1))
     else:
         series(args)
 

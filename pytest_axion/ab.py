@@ -10,11 +10,13 @@ any number of pairs. Times (ms) are inverted, so a ratio above 1 always means B 
 
 Verdicts, as the baseline gate's: ``regressed`` when the ratio is below ``1 - tolerance`` and the
 interval excludes 1; ``improved`` likewise above; beyond the band but not significant is
-``inconclusive``; anything else ``ok``. Pure.
+``inconclusive``; anything else ``ok``. A regression stands only if it reproduces in fresh worker
+processes (:meth:`PairedComparison.with_attempt`; the caller measures). Pure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +98,13 @@ class PairedComparison:
     verdict: str
     baseline_samples: tuple[float, ...]
     current_samples: tuple[float, ...]
+    attempts: tuple[PairedComparison, ...] = ()   # confirmations in fresh worker processes
+
+    def with_attempt(self, again: PairedComparison) -> PairedComparison:
+        """This verdict after one more attempt: a regression stands only while every attempt regresses."""
+        attempts = (*self.attempts, again)
+        confirmed = self.verdict == REGRESSED and again.verdict == REGRESSED
+        return dataclasses.replace(self, attempts=attempts, verdict=REGRESSED if confirmed else INCONCLUSIVE)
 
     @property
     def message(self) -> str:
@@ -104,13 +113,20 @@ class PairedComparison:
         text = (f"{self.metric} {self.workload}: {self.verdict}: B/A {self.ratio:.3f}x [{lo:.3f}-{hi:.3f} {level}] "
                 f"over {len(self.ratios)} pairs, A {_fmt(self.baseline_median)} vs B {_fmt(self.current_median)} "
                 f"{self.unit}, tolerance {self.tolerance:.0%}")
+        if self.attempts:
+            figures = ", ".join(f"{a.ratio:.3f}x [{a.interval[0]:.3f}-{a.interval[1]:.3f}] {a.verdict}"
+                                for a in self.attempts)
+            outcome = "confirmed" if self.verdict == REGRESSED else "not reproduced: not failed"
+            text += f"; in fresh worker processes: {figures} ({outcome})"
         return text
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "verdict": self.verdict, "ratio": self.ratio, "interval": list(self.interval),
                 "exact_interval": self.exact_interval, "tolerance": self.tolerance, "ratios": list(self.ratios),
                 "baseline_median": self.baseline_median, "current_median": self.current_median,
-                "baseline_samples": list(self.baseline_samples), "message": self.message}
+                "baseline_samples": list(self.baseline_samples), "message": self.message,
+                "attempts": [{"ratio": a.ratio, "interval": list(a.interval), "verdict": a.verdict,
+                              "ratios": list(a.ratios)} for a in self.attempts]}
 
 
 def _fmt(value: float) -> str:

@@ -57,7 +57,11 @@ class EngineProcess:
         self._process = subprocess.Popen(
             [executable, str(ENGINE_SCRIPT), "--model", model_path, "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
-        ready = self._read("loading the model")
+        try:
+            ready = self._read("loading the model")
+        except WorkerError:
+            self.close()
+            raise
         if "ready" not in ready:
             self.close()
             raise WorkerError(f"{label} interpreter {python} could not load {model_path}: "
@@ -90,10 +94,13 @@ class EngineProcess:
     def request(self, op: str, **args: Any) -> dict[str, Any]:
         assert self._process.stdin is not None
         doing = f"measuring {op} {args}" if op != "count_tokens" else "counting tokens"
+        if self._process.stdin.closed:
+            raise WorkerError(f"{self.label} interpreter {self.python} was closed earlier (a restart that failed); "
+                              "see the error before this one")
         try:
             self._process.stdin.write(json.dumps({"op": op, **args}) + "\n")
             self._process.stdin.flush()
-        except (BrokenPipeError, OSError):
+        except (BrokenPipeError, OSError, ValueError):
             self._read(doing)  # raises with the exit code and the last stderr line
         reply = self._read(doing)
         if "error" in reply:
@@ -137,9 +144,12 @@ class EngineProcess:
                 self._process.stdin.write(json.dumps({"op": "close"}) + "\n")
                 self._process.stdin.close()
                 self._process.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 self._process.kill()
                 self._process.wait()
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
         self._stderr.close()
 
 
@@ -167,16 +177,31 @@ class PairedEngine:
                  progress: ProgressCallback | None = None) -> None:
         self.rounds = rounds
         self._progress = progress
-        self.baseline = EngineProcess(baseline_python, model_path=model_path, threads=threads,
+        self._pythons = (baseline_python, current_python)
+        self.model_path, self.threads = model_path, threads
+        self._start()
+        self.facts = self.current.facts
+
+    def _start(self) -> None:
+        baseline_python, current_python = self._pythons
+        self.baseline = EngineProcess(baseline_python, model_path=self.model_path, threads=self.threads,
                                       label="A/B baseline (--axion-ab-baseline)")
         try:
-            self.current = EngineProcess(current_python, model_path=model_path, threads=threads,
+            self.current = EngineProcess(current_python, model_path=self.model_path, threads=self.threads,
                                          label="A/B current")
         except WorkerError:
             self.baseline.close()
             raise
-        self.facts = self.current.facts
-        self.model_path, self.threads = model_path, threads
+
+    def restart(self) -> None:
+        """Fresh worker processes for both sides.
+
+        A process carries offsets of its own for its whole life (where its threads and buffers land,
+        huge pages or not): seen here as a steady few-percent gap between two processes of the *same*
+        build. Alternating rounds cannot cancel that; a regression must reproduce in new processes.
+        """
+        self.close()
+        self._start()
 
     def measure_pair(self, kind: str, **shape: int) -> PairedRun:
         sides = {"A": self.baseline, "B": self.current}

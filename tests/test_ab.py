@@ -99,3 +99,17 @@ def test_pairing_shrinks_the_spread_of_the_ratios():
     assert spread_of_ratios(compare_paired(measurement("gen_tps", a), measurement("gen_tps", b),
                                            rounds=20).ratios) < spread_of_ratios(unpaired_ratios(a, b)) / 3
     assert math.isclose(spread_of_ratios([1.0, 1.0]), 0.0)
+
+
+def test_a_regression_stands_only_while_every_fresh_attempt_regresses():
+    a, b = drifting_pairs(10, 0.90)
+    first = compare_paired(measurement("gen_tps", a), measurement("gen_tps", b), rounds=10)
+    again_a, again_b = drifting_pairs(10, 0.90, seed=7)
+    confirmed = first.with_attempt(compare_paired(measurement("gen_tps", again_a), measurement("gen_tps", again_b),
+                                                  rounds=10))
+    assert confirmed.verdict == "regressed" and "(confirmed)" in confirmed.message
+    same_a, same_b = drifting_pairs(10, 1.0, seed=8)
+    lucky = first.with_attempt(compare_paired(measurement("gen_tps", same_a), measurement("gen_tps", same_b),
+                                              rounds=10))
+    assert lucky.verdict == "inconclusive" and "not reproduced: not failed" in lucky.message
+    assert [a["verdict"] for a in lucky.to_json()["attempts"]] == ["ok"]
