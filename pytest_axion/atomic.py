@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+TEMP_PREFIX = ".{name}."   # temp files are hidden, named after their target: readers skip them, writers clean them
+
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     """Write sorted, indented JSON through a temp file in the same folder, fsync and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX.format(name=path.name), suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); a baseline or report is a shared file like any other.
         os.fchmod(fd, _mode_for(path))

@@ -7,20 +7,23 @@ or validated is an error naming the file and the fix; it is never skipped and ne
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 from filelock import FileLock, Timeout
 
-from pytest_axion.atomic import write_json_atomically
+from pytest_axion.atomic import TEMP_PREFIX, write_json_atomically
 from pytest_axion.errors import BaselineError, HardwareIdError
 from pytest_axion.hardware import validate_hardware_id
 from pytest_axion.stats import cv, median
@@ -101,6 +104,30 @@ def _schema() -> dict[str, Any]:
     return loaded
 
 
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    """The reference validator, for exact error paths and messages; built once."""
+    return jsonschema.Draft202012Validator(_schema())
+
+
+@functools.cache
+def _fast_check() -> Callable[[Any], Any]:
+    """The same schema compiled to Python (fastjsonschema): ~20x faster on the valid files that are the
+    rule, so a 10 MB folder validates in a fraction of a second. The schema uses only keywords whose
+    meaning is the same in the drafts fastjsonschema implements; a file it refuses is re-checked by
+    jsonschema for the message."""
+    check: Callable[[Any], Any] = fastjsonschema.compile(_schema())
+    return check
+
+
+def _quickly_valid(data: Any) -> bool:
+    try:
+        _fast_check()(data)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -123,15 +150,19 @@ def _depth(value: Any, limit: int) -> int:
 def read_baseline(path: Path) -> Baseline:
     """Read and validate one baseline file; any problem is a one-line BaselineError naming it."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BASELINE_BYTES:
-            raise BaselineError(f"baseline file {path} is {size:,} bytes, above the {MAX_BASELINE_BYTES:,} cap: "
-                                f"it is not a baseline; {_FIX}")
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block, /dev/zero never ends
+            raise BaselineError(f"baseline file {path} is not a regular file: {_FIX}")
+        with path.open("rb") as handle:  # capped read, whatever size it reports
+            raw = handle.read(MAX_BASELINE_BYTES + 1)
+        if len(raw) > MAX_BASELINE_BYTES:
+            raise BaselineError(f"baseline file {path} is over the {MAX_BASELINE_BYTES:,}-byte cap: it is not a "
+                                f"baseline; {_FIX}")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BaselineError(f"baseline file {path} is not UTF-8 text: {_FIX}") from None
     except OSError as err:
-        raise BaselineError(f"cannot read baseline file {path}: {err.strerror or err}") from None
+        raise BaselineError(f"cannot read baseline file {path}: {err.strerror or err}: check that it is a "
+                            "readable file, or point --axion-baselines elsewhere") from None
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
@@ -148,14 +179,16 @@ def baseline_from_json(data: Any, *, source: str) -> Baseline:
     if isinstance(data, dict) and data.get("schema_version") not in (None, BASELINE_SCHEMA_VERSION):
         raise BaselineError(f"baseline file {source} has schema_version {data.get('schema_version')!r}, this "
                             f"pytest-axion reads {BASELINE_SCHEMA_VERSION}: upgrade pytest-axion, or {_FIX}")
-    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.path))
+    errors = [] if _quickly_valid(data) else sorted(_validator().iter_errors(data), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "top level"
         raise BaselineError(f"baseline file {source} violates the baseline schema at {where}: "
                             f"{first.message[:200]}: {_FIX}")
+    recorded_on = data["provenance"].get("hardware", {}).get("hardware_id", data["hardware_id"])
     try:
-        validate_hardware_id(data["hardware_id"], source=f"baseline file {source}")
+        for hardware_id in (data["hardware_id"], recorded_on):
+            validate_hardware_id(str(hardware_id), source=f"baseline file {source}")
     except HardwareIdError as err:
         raise BaselineError(str(err)) from None
     return Baseline(hardware_id=data["hardware_id"], model_label=data["model_label"],
@@ -165,18 +198,49 @@ def baseline_from_json(data: Any, *, source: str) -> Baseline:
 
 def write_baseline(path: Path, baseline: Baseline, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
     """Validate, then replace the file atomically under a lock; on any failure the old file is whole."""
-    data = baseline.to_json()
-    baseline_from_json(json.loads(json.dumps(data)), source=str(path))  # never write what we could not read
+    update_baseline(path, lambda _current: baseline, lock_timeout_s=lock_timeout_s)
+
+
+def update_baseline(path: Path, update: Callable[[Baseline | None], Baseline], *,
+                    lock_timeout_s: float = LOCK_TIMEOUT_S) -> Baseline:
+    """Read, change and write one baseline file as one step under its lock.
+
+    Two refreshes at once each merge into what the other wrote, instead of the last one dropping the
+    first one's entries. Leftover temp files of a writer that was killed (kill -9 leaves them) are
+    removed here, where the lock guarantees that no live writer owns them.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(lock_path(path), timeout=lock_timeout_s):
+            _remove_stale_temp_files(path)
+            current = read_baseline(path) if path.exists() else None
+            baseline = update(current)
+            data = baseline.to_json()
+            baseline_from_json(json.loads(json.dumps(data)), source=str(path))  # never write what we cannot read
             write_json_atomically(path, data)
+            return baseline
     except Timeout:
         raise BaselineError(f"baseline file {path} is locked by another writer for over {lock_timeout_s:.0f} s: "
                             "wait for it to finish") from None
     except OSError as err:
         raise BaselineError(f"cannot write baseline file {path}: {err.strerror or err}: make the baselines "
                             "folder writable, or point --axion-baselines elsewhere") from None
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, not after minutes of measuring, when the baseline file could not be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise BaselineError(f"cannot write baseline file {path}: {err.strerror or err}: make the baselines "
+                            "folder writable, or point --axion-baselines elsewhere") from None
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    for leftover in path.parent.glob(f"{TEMP_PREFIX.format(name=path.name)}*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def lock_path(path: Path) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 import llama_cpp
 
 DEFAULT_N_BATCH = 2048  # llama-bench's -b default
+MAX_SEQUENCES = 256     # llama.cpp's LLAMA_MAX_SEQ: the most sequences (users) one context can hold
 DEFAULT_N_UBATCH = 512  # llama-bench's -ub default
 _MAX_CACHED_CONTEXTS = 4
 _TOKEN_SIZE_BYTES = ctypes.sizeof(llama_cpp.llama_token)
@@ -325,6 +326,9 @@ class LlamaEngine:
                     warmup: bool = True, progress: ProgressCallback | None = None) -> BatchedRun:
         """llama-batched-bench cell (pp, tg, b): prompt phase, then tg steps of b tokens each."""
         _check_positive(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, repetitions=repetitions)
+        if batch_size > MAX_SEQUENCES:
+            raise EngineError(f"batch size {batch_size} exceeds the {MAX_SEQUENCES} sequences llama.cpp holds in one "
+                              f"context: measure at most {MAX_SEQUENCES} concurrent users")
         self._check_fits(n_prompt + n_gen)
         ctx = self._context(n_ctx=batch_size * (n_prompt + n_gen), n_seq=batch_size)
         prompt = self._batched_prompt(n_prompt, batch_size)

@@ -235,13 +235,11 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
     fresh: dict[str, Measurement] = {}
     done: set[tuple[str, int, int, int]] = set()
     for m in measurements:
-        kind = _workload_kind(m)
-        shape = (kind, m.batch_size, m.n_prompt, m.n_gen)
-        if shape in done:
+        workload = workload_of(m)
+        if workload in done:
             continue
-        done.add(shape)
-        shape_args = {"prompt": {"n_prompt": m.n_prompt}, "generation": {"n_gen": m.n_gen},
-                      "batched": {"n_prompt": m.n_prompt, "n_gen": m.n_gen, "batch_size": m.batch_size}}[kind]
+        done.add(workload)
+        kind, shape_args = workload_request(m)
         try:
             run = engine_run(engine, kind, repetitions=repetitions, progress=progress, **shape_args)
         except EngineError as err:
@@ -249,6 +247,19 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
         results = list(measurements_of(run, nodeid=m.nodeid, threads=threads).values())
         fresh.update((r.key, r) for r in results)
     return fresh
+
+
+def workload_of(m: Measurement) -> tuple[str, int, int, int]:
+    """The workload a measurement came from: its several metrics share one."""
+    return (_workload_kind(m), m.batch_size, m.n_prompt, m.n_gen)
+
+
+def workload_request(m: Measurement) -> tuple[str, dict[str, int]]:
+    """(kind, shape arguments) to measure the workload behind ``m`` again."""
+    kind = _workload_kind(m)
+    shape = {"prompt": {"n_prompt": m.n_prompt}, "generation": {"n_gen": m.n_gen},
+             "batched": {"n_prompt": m.n_prompt, "n_gen": m.n_gen, "batch_size": m.batch_size}}[kind]
+    return kind, shape
 
 
 def _workload_kind(m: Measurement) -> str:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import sys
+import os
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from pytest_axion.engine import ProgressCallback
 from pytest_axion.errors import AxionError, AxionWarning
 from pytest_axion.harness import Axion, LoadedModel
 from pytest_axion.plots import check_matplotlib, draw_ab_ratios, draw_figures
 from pytest_axion.report import (
-    AbSession,
-    AbSide,
-    RunRecord,
     ab_table,
     capacity_lines,
     header_lines,
@@ -64,9 +63,59 @@ def pytest_configure(config: pytest.Config) -> None:
                                progress=_progress_writer(config))
         if settings.enabled:
             session.check_features(settings.require_features, source="--axion-require-features")
+            _check_distribution(config)
     except AxionError as err:
         raise pytest.UsageError(str(err)) from None
     config.stash[SESSION_KEY] = session
+
+
+# -- pytest-xdist -------------------------------------------------------------------------------------
+# Measurements taken while another worker measures on the same cores are wrong, so under `-n N` every
+# test that uses the axion fixtures holds one lock of this run for its whole protocol (setup with the
+# model load, call, teardown): measuring tests run one at a time, whichever worker has them; other
+# tests go on in parallel. The model is loaded only by workers that get a measuring test. (Routing
+# them all to one worker with xdist_group/--dist loadgroup would load the model once, but with
+# pytest 9.2 and xdist 3.8 xdist cannot name the groups any more: it sets item._nodeid, which pytest
+# no longer reads, so the tests spread anyway.) Each worker sends what it measured to the controller,
+# which reports, plots and refreshes once.
+
+_AXION_FIXTURES = frozenset({"axion", "axion_model"})
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _check_distribution(config: pytest.Config) -> None:
+    if getattr(config.option, "dist", "no") == "each":
+        raise AxionError("--dist each would run every measuring test on every worker: use -n N alone "
+                         "(pytest-axion lets one measuring test run at a time)")
+
+
+def _measuring_lock(config: pytest.Config) -> FileLock:
+    run = config.workerinput.get("testrunuid", "run")  # type: ignore[attr-defined]
+    return FileLock(os.path.join(tempfile.gettempdir(), f"pytest-axion-measuring-{run}.lock"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    config = item.config
+    session = config.stash.get(SESSION_KEY, None)
+    measuring = _AXION_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if session is None or not session.settings.enabled or not measuring or not _is_xdist_worker(config):
+        return (yield)
+    with _measuring_lock(config):
+        return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist controller: take over what a worker measured, for the one summary, report and refresh."""
+    config: pytest.Config = node.config  # type: ignore[attr-defined]
+    payload = getattr(node, "workeroutput", {}).get("axion")
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and payload is not None:
+        session.adopt_state(payload)
 
 
 def _baselines_root(config: pytest.Config, settings: Settings) -> Path:
@@ -214,7 +263,7 @@ def _check_baselines(item: pytest.Item, session: AxionSession, tolerance: float 
 def _check_ab(item: pytest.Item, session: AxionSession) -> list[str]:
     """A/B session: a paired regression of B against A fails the test."""
     failures = []
-    for verdict in session.check_ab(item.nodeid):
+    for verdict in session.check_ab(item.nodeid, _wait_writer(item)):
         failures += _judge(item, session, f"axion_ab.{verdict.key}", verdict.verdict, verdict.message)
     return failures
 
@@ -231,32 +280,17 @@ def pytest_runtest_makereport(
     return report
 
 
-def _run_record(session: AxionSession) -> RunRecord | None:
-    loaded = session.loaded
-    if loaded is None or not session.measurements:
-        return None
-    return RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
-                     repetitions=session.settings.repetitions.value, load_seconds=loaded.load_seconds,
-                     reading=session.reading_speed(), measurements=session.measurements, outcomes=session.outcomes,
-                     baseline=session.baseline_status(), baseline_verdicts=session.baseline_verdicts,
-                     shape_verdicts=session.shape_verdicts, ab=_ab_session(session),
-                     test_outcomes=session.test_outcomes())
-
-
-def _ab_session(session: AxionSession) -> AbSession | None:
-    sides, settings = session.ab_sides, session.settings
-    if sides is None or settings.ab_baseline.value is None:
-        return None
-    return AbSession(baseline=AbSide(settings.ab_baseline.value, sides[0]), current=AbSide(sys.executable, sides[1]),
-                     rounds=settings.ab_rounds.value, tolerance=settings.ab_tolerance.value,
-                     verdicts=session.ab_verdicts)
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     axion = session.config.stash.get(SESSION_KEY, None)
     if axion is None:
         return
-    run = _run_record(axion)
+    if _is_xdist_worker(session.config):
+        # The controller reports, plots and refreshes once, from what this worker measured.
+        payload = axion.export_state()
+        if payload is not None:
+            session.config.workeroutput["axion"] = payload  # type: ignore[attr-defined]
+        return
+    run = axion.run_record()
     if run is None:
         return
     settings = axion.settings
@@ -298,7 +332,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
-    run = _run_record(session) if session is not None else None
+    run = session.run_record() if session is not None else None
     if session is None or run is None:
         return
     write = terminalreporter.write_line

@@ -53,6 +53,7 @@ class RunRecord:
     test_outcomes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # nodeid -> passed/failed/skipped
     shape_verdicts: Mapping[str, Sequence[ShapeVerdict]] = dataclasses.field(default_factory=dict)
     ab: AbSession | None = None                       # None: not an A/B session
+    environment: tuple[str, ...] = ()                 # warnings about the machine when measuring started
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def header_lines(run: RunRecord) -> list[str]:
         f"{run.reading.label}",
         *baseline_lines(run.baseline),
         *(run.ab.header_lines() if run.ab else []),
+        *(f"environment: {warning}" for warning in run.environment),
     ]
 
 
@@ -319,6 +321,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
                      "llama_cpp_system_info": dict(sorted(run.hardware.llama_cpp_system_info.items()))},
         "baseline": run.baseline.to_json() if run.baseline is not None else None,
         "ab": run.ab.to_json() if run.ab is not None else None,
+        "environment_warnings": list(run.environment),
         "results": results,
         "tests": tests,
     }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,23 +15,32 @@ import psutil
 
 from pytest_axion import refresh as refreshing
 from pytest_axion.ab import PairedComparison, compare_paired
-from pytest_axion.baselines import Baseline, baseline_path, read_baseline, write_baseline
-from pytest_axion.engine import ModelFacts, ProgressCallback
+from pytest_axion.baselines import Baseline, baseline_path, check_writable, read_baseline, update_baseline
+from pytest_axion.engine import EngineError, ModelFacts, ProgressCallback
 from pytest_axion.engine import system_info as engine_system_info
-from pytest_axion.errors import AxionError, SettingsError
+from pytest_axion.environment import environment_warnings
+from pytest_axion.errors import AxionError, MeasurementError, SettingsError
 from pytest_axion.features import missing_features, missing_message
 from pytest_axion.gate import BaselineGate, GateSettings
 from pytest_axion.gguf import read_gguf_info
 from pytest_axion.hardware import collect_hardware, parse_system_info
-from pytest_axion.harness import Axion, LoadedModel, load_model, remeasure
+from pytest_axion.harness import (
+    Axion,
+    LoadedModel,
+    load_model,
+    measurements_of,
+    remeasure,
+    workload_of,
+    workload_request,
+)
 from pytest_axion.model import embedded_model_path
 from pytest_axion.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.records import Measurement
-from pytest_axion.report import BaselineStatus
+from pytest_axion.report import AbSession, AbSide, BaselineStatus, RunRecord
 from pytest_axion.settings import Settings, resolve_settings
 from pytest_axion.shape import ShapeCheck, ShapeVerdict, confirm_shape
 from pytest_axion.slo import SloOutcome, SloSpec, evaluate_slos
-from pytest_axion.verdicts import BaselineVerdict
+from pytest_axion.verdicts import REGRESSED, BaselineVerdict
 from pytest_axion.worker import PairedEngine, PairedRun
 
 
@@ -63,6 +75,8 @@ class AxionSession:
         self.shape_verdicts: dict[str, list[ShapeVerdict]] = {}
         self.ab_pairs: list[tuple[Measurement, Measurement]] = []   # (A, B) of every metric, A/B session only
         self.ab_verdicts: dict[str, PairedComparison] = {}
+        self.environment: tuple[str, ...] = ()   # warnings about the machine, read when measuring starts
+        self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
 
     @property
@@ -73,6 +87,10 @@ class AxionSession:
     def load(self) -> LoadedModel:
         """Load the model on first use; later calls return the same instance."""
         if self._loaded is None:
+            # Read before the model loads: the load itself would raise the load average.
+            self.environment = tuple(environment_warnings(
+                threads=self.settings.threads.value, physical_cores=psutil.cpu_count(logical=False) or 1,
+                logical_cores=os.cpu_count()))
             self._loaded = load_model(self.settings)
         return self._loaded
 
@@ -90,11 +108,41 @@ class AxionSession:
         engine = self._loaded.engine if self._loaded is not None else None
         return (engine.baseline.facts, engine.current.facts) if isinstance(engine, PairedEngine) else None
 
-    def check_ab(self, nodeid: str) -> list[PairedComparison]:
-        """Paired verdicts of the test's measurements in an A/B session (empty otherwise)."""
+    def check_ab(self, nodeid: str, wait_message: Callable[[str], None] | None = None) -> list[PairedComparison]:
+        """Paired verdicts of the test's measurements in an A/B session (empty otherwise).
+
+        A regression is measured again in fresh worker processes, up to --axion-confirm times, and
+        stands only if every attempt regresses; otherwise it is inconclusive, with every attempt shown.
+        """
         settings = self.settings
-        verdicts = [compare_paired(a, b, rounds=settings.ab_rounds.value, tolerance=settings.ab_tolerance.value)
+        rounds, tolerance = settings.ab_rounds.value, settings.ab_tolerance.value
+        verdicts = [compare_paired(a, b, rounds=rounds, tolerance=tolerance)
                     for a, b in self.ab_pairs if b.nodeid == nodeid]
+        engine = self._loaded.engine if self._loaded is not None else None
+        fresh: dict[tuple[str, int, int, int], dict[str, tuple[Measurement, Measurement]]] = {}
+        for attempt in range(settings.confirm.value):
+            suspects = [i for i, v in enumerate(verdicts) if v.verdict == REGRESSED and len(v.attempts) == attempt]
+            if not suspects or not isinstance(engine, PairedEngine):
+                break
+            if wait_message is not None:
+                wait_message(f"{verdicts[suspects[0]].message}; measuring again in fresh worker processes "
+                             f"(attempt {attempt + 2} of {settings.confirm.value + 1})")
+            engine.restart()
+            fresh.clear()
+            for i in suspects:
+                b = next(b for _, b in self.ab_pairs if b.key == verdicts[i].key)
+                workload = workload_of(b)
+                if workload not in fresh:
+                    kind, shape = workload_request(b)
+                    try:
+                        paired = engine.measure_pair(kind, **shape)
+                    except EngineError as err:
+                        raise MeasurementError(f"{nodeid}: measuring again in fresh processes: {err}") from None
+                    again_a = measurements_of(paired.baseline, nodeid=b.nodeid, threads=b.threads)
+                    again_b = measurements_of(paired.current, nodeid=b.nodeid, threads=b.threads)
+                    fresh[workload] = {metric: (again_a[metric], again_b[metric]) for metric in again_b}
+                again = compare_paired(*fresh[workload][b.metric], rounds=rounds, tolerance=tolerance)
+                verdicts[i] = verdicts[i].with_attempt(again)
         self.ab_verdicts.update((v.key, v) for v in verdicts)
         return verdicts
 
@@ -212,18 +260,19 @@ class AxionSession:
 
         The old file is read first: a corrupt one stops the refresh (it is never silently replaced).
         """
-        loaded = self._loaded
-        if loaded is None or not self.measurements:
+        record = self.run_record()
+        if record is None:
             raise AxionError("--axion-refresh-baselines: no test measured anything, so there is nothing to record")
         settings = self.settings
-        path = baseline_path(self.baselines_root, loaded.hardware.hardware_id, loaded.model.label)
+        path = baseline_path(self.baselines_root, record.hardware.hardware_id, record.model.label)
         old: Baseline | None = read_baseline(path) if path.exists() else None
-        runs = [refreshing.RunData(measurements=tuple(self.measurements), passed=self.passed_nodeids())]
-        if not runs[0].passed & {m.nodeid for m in self.measurements}:
+        check_writable(path)  # before minutes of measuring, not after
+        runs = [refreshing.RunData(measurements=tuple(record.measurements), passed=self.passed_nodeids())]
+        if not runs[0].passed & {m.nodeid for m in record.measurements}:
             raise AxionError("--axion-refresh-baselines: no measuring test passed, so nothing would be recorded; "
                              "fix the failures (or the SLOs) first")
-        self.reading_speed()     # settle what needs the model, then free it: the next runs get the machine alone
-        loaded.engine.close()
+        if self._loaded is not None:  # free the model: the next runs get the machine alone
+            self._loaded.engine.close()
         with tempfile.TemporaryDirectory(prefix="axion-refresh-") as workdir:
             runs += refreshing.run_children(parent_args, runs=settings.runs.value,
                                             spacing_s=settings.run_spacing_s.value, workdir=Path(workdir), cwd=cwd,
@@ -237,14 +286,63 @@ class AxionSession:
                              f"{skipped[0] if skipped else ''}")
         if result.problems and not settings.force:
             return result
-        provenance = refreshing.provenance(hardware=loaded.hardware, model=loaded.model.to_json(),
-                                           threads=loaded.threads, repetitions=settings.repetitions.value,
+        provenance = refreshing.provenance(hardware=record.hardware, model=record.model.to_json(),
+                                           threads=record.threads, repetitions=settings.repetitions.value,
                                            runs=len(runs), spacing_s=settings.run_spacing_s.value,
                                            git=refreshing.git_commit(repo_root))
-        write_baseline(path, refreshing.combine(old, entries, hardware_id=loaded.hardware.hardware_id,
-                                                model_label=loaded.model.label, provenance=provenance))
+        # Merged into what is there *now*, under the lock: a refresh that ran meanwhile keeps its entries.
+        update_baseline(path, lambda current: refreshing.combine(
+            current, entries, hardware_id=record.hardware.hardware_id, model_label=record.model.label,
+            provenance=provenance))
         result.written = True
         return result
+
+    # -- the run as a whole; under xdist, carried from the measuring worker to the controller ----------
+
+    def run_record(self) -> RunRecord | None:
+        """Everything this run measured and judged, or None if nothing was measured."""
+        if self._adopted is not None:
+            return dataclasses.replace(self._adopted, test_outcomes=self.test_outcomes())
+        loaded = self._loaded
+        if loaded is None or not self.measurements:
+            return None
+        return RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
+                         repetitions=self.settings.repetitions.value, load_seconds=loaded.load_seconds,
+                         reading=self.reading_speed(), measurements=self.measurements, outcomes=self.outcomes,
+                         baseline=self.baseline_status(), baseline_verdicts=self.baseline_verdicts,
+                         shape_verdicts=self.shape_verdicts, ab=self._ab_session(),
+                         test_outcomes=self.test_outcomes(), environment=self.environment)
+
+    def _ab_session(self) -> AbSession | None:
+        sides, settings = self.ab_sides, self.settings
+        if sides is None or settings.ab_baseline.value is None:
+            return None
+        return AbSession(baseline=AbSide(settings.ab_baseline.value, sides[0]),
+                         current=AbSide(sys.executable, sides[1]), rounds=settings.ab_rounds.value,
+                         tolerance=settings.ab_tolerance.value, verdicts=self.ab_verdicts)
+
+    def export_state(self) -> bytes | None:
+        """An xdist worker's run for its controller (pickle: both ends are this same installation)."""
+        record = self.run_record()
+        if record is None:
+            return None
+        return pickle.dumps({"record": record, "phases": self.test_phases})
+
+    def adopt_state(self, payload: bytes) -> None:
+        """Take over a worker's run; each further worker's run is merged in, never dropped."""
+        state = pickle.loads(payload)  # from our own worker process, the same installation
+        record: RunRecord = state["record"]
+        if self._adopted is not None:
+            first = self._adopted
+            record = dataclasses.replace(
+                first, measurements=[*first.measurements, *record.measurements],
+                outcomes={**first.outcomes, **record.outcomes},
+                baseline_verdicts={**first.baseline_verdicts, **record.baseline_verdicts},
+                shape_verdicts={**first.shape_verdicts, **record.shape_verdicts},
+                load_seconds=max(first.load_seconds, record.load_seconds),
+                environment=tuple(dict.fromkeys([*first.environment, *record.environment])))
+        self._adopted = record
+        self.test_phases += state["phases"]
 
     def close(self) -> None:
         if self._loaded is not None:

@@ -1,6 +1,10 @@
+import dataclasses
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -11,8 +15,10 @@ from pytest_axion.baselines import (
     baseline_files,
     baseline_from_json,
     baseline_path,
+    check_writable,
     read_baseline,
     summarise_entries,
+    update_baseline,
     write_baseline,
 )
 from pytest_axion.errors import BaselineError, HardwareIdError
@@ -103,11 +109,28 @@ def test_bad_files_are_one_line_errors_naming_the_file_and_stay_untouched(tmp_pa
     assert path.read_bytes() == before
 
 
-def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
+def test_oversized_file_is_refused_after_reading_no_more_than_the_cap(tmp_path, monkeypatch):
     monkeypatch.setattr(baselines, "MAX_BASELINE_BYTES", 100)
     path = broken(tmp_path, json.dumps(good_json()))
-    with pytest.raises(BaselineError, match="above the 100 cap"):
+    with pytest.raises(BaselineError, match="is over the 100-byte cap: it is not a baseline"):
         read_baseline(path)
+
+
+def test_an_endless_stream_or_a_pipe_is_refused_without_reading_it(tmp_path):
+    hw = tmp_path / "hw-1"
+    hw.mkdir()
+    (hw / "m.json").symlink_to("/dev/zero")
+    os.mkfifo(hw / "pipe.json")   # opening a FIFO without a writer would block forever
+    for name in ("m.json", "pipe.json"):
+        with pytest.raises(BaselineError, match="is not a regular file: restore it"):
+            read_baseline(hw / name)
+
+
+def test_a_hardware_id_with_dots_inside_the_provenance_is_refused(tmp_path):
+    data = json.loads(json.dumps(good_json()))   # a deep copy: the fixture's dicts are shared
+    data["provenance"]["hardware"]["hardware_id"] = "../../etc"
+    with pytest.raises(BaselineError, match=r"invalid hardware id '\.\./\.\./etc'"):
+        read_baseline(broken(tmp_path, json.dumps(data)))
 
 
 def test_an_invalid_baseline_is_never_written(tmp_path):
@@ -138,14 +161,19 @@ def _write_many(root, level, count):
         write_baseline(baseline_path(root, "hw-1", "m"), make_baseline(level=level))
 
 
-def test_concurrent_writers_leave_a_whole_file_from_one_of_them(tmp_path):
+def in_two_processes(target, *argument_lists):
+    """Run ``target`` in separate processes at once and check that each finished cleanly."""
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_write_many, args=(tmp_path, level, 20)) for level in (100.0, 200.0)]
+    workers = [context.Process(target=target, args=args) for args in argument_lists]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(60)
+        worker.join(120)
         assert worker.exitcode == 0
+
+
+def test_concurrent_writers_leave_a_whole_file_from_one_of_them(tmp_path):
+    in_two_processes(_write_many, (tmp_path, 100.0, 20), (tmp_path, 200.0, 20))
     result = read_baseline(baseline_path(tmp_path, "hw-1", "m"))
     assert result.entries[ENTRY].level in (100.0, 200.0)
     assert sorted(p.name for p in (tmp_path / "hw-1").iterdir()) == ["m.json"]
@@ -153,3 +181,68 @@ def test_concurrent_writers_leave_a_whole_file_from_one_of_them(tmp_path):
 
 def test_schema_accepts_what_the_writer_writes():
     assert baseline_from_json(json.loads(json.dumps(good_json())), source="x") == make_baseline()
+
+
+def _add_entries(root, tag, count):
+    """One refresh after another, each adding its own entry by read-modify-write."""
+    def add(key):
+        def update(current):
+            entry = dataclasses.replace(make_baseline().entries[ENTRY], nodeid=key)
+            entries = dict(current.entries) if current else {}
+            entries[f"{key}::prompt_tps::b1::pp512::tg0::t2"] = entry
+            return dataclasses.replace(make_baseline(), entries=entries)
+        return update
+    for i in range(count):
+        update_baseline(baseline_path(root, "hw-1", "m"), add(f"t.py::test_{tag}_{i}"))
+
+
+def test_two_refreshes_at_once_lose_no_entry_of_either(tmp_path):
+    in_two_processes(_add_entries, (tmp_path, "a", 15), (tmp_path, "b", 15))
+    result = read_baseline(baseline_path(tmp_path, "hw-1", "m"))
+    assert len(result.entries) == 30   # without the lock around read-modify-write, one side's entries vanish
+
+
+def test_kill_9_in_the_middle_of_a_write_keeps_the_old_file_and_the_leftover_is_cleaned(tmp_path):
+    path = baseline_path(tmp_path, "hw-1", "m")
+    write_baseline(path, make_baseline(level=100.0))
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from pytest_axion import atomic
+        from tests.test_baselines import make_baseline
+        from pytest_axion.baselines import write_baseline
+        # die like kill -9 at the worst moment: the new file is complete but not yet renamed
+        atomic.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+        write_baseline(Path({str(path)!r}), make_baseline(level=200.0))
+        """)
+    killed = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert killed.returncode == -9
+    leftovers = [p.name for p in path.parent.iterdir() if p.name != "m.json"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".m.json.") and leftovers[0].endswith(".tmp")
+    assert path.read_bytes() == before and baseline_files(tmp_path) == [path]   # readers never see it
+    write_baseline(path, make_baseline(level=300.0))   # the next writer holds the lock: the leftover is stale
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json"]
+    assert read_baseline(path).entries[ENTRY].level == 300.0
+
+
+def test_an_unwritable_folder_is_found_before_measuring(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(BaselineError, match=r"cannot write baseline file .*make the baselines folder writable"):
+        check_writable(blocker / "hw" / "m.json")
+    check_writable(tmp_path / "fine" / "m.json")
+
+
+def test_the_fast_schema_check_refuses_whatever_jsonschema_refuses():
+    broken_ones = [mutate(lambda d: d.pop("provenance")), mutate(lambda d: d.update(extra=1)),
+                   mutate(lambda d: d.update(hardware_id="../../etc")),
+                   mutate(lambda d: d["entries"][ENTRY]["runs"][0]["samples"].__setitem__(0, -5)),
+                   mutate(lambda d: d["entries"][ENTRY]["runs"][0]["samples"].__setitem__(0, 0)),
+                   mutate(lambda d: d["entries"][ENTRY]["runs"][0].update(samples=[])),
+                   mutate(lambda d: d["entries"][ENTRY].update(unit="furlongs"))]
+    for text in broken_ones:
+        data = json.loads(text)
+        assert not baselines._validator().is_valid(data)
+        assert not baselines._quickly_valid(data), text[:200]
+    assert baselines._quickly_valid(good_json())

@@ -61,6 +61,13 @@ def test_workload_beyond_the_training_context_is_refused(engine):
         engine.run_prompt(engine.facts.n_ctx_train + 1, repetitions=1)
 
 
+def test_more_users_than_a_context_can_hold_are_refused_before_llama_cpp_sees_them(engine):
+    with pytest.raises(EngineError, match=r"batch size 1000 exceeds the 256 sequences llama\.cpp holds in one context"):
+        engine.run_batched(8, 4, 1000, repetitions=1)
+    with pytest.raises(EngineError, match="training context"):
+        engine.run_batched(engine.facts.n_ctx_train, 1, 2, repetitions=1)
+
+
 def test_zero_repetitions_are_refused(engine):
     with pytest.raises(EngineError, match="repetitions must be at least 1"):
         engine.run_generation(4, repetitions=0)

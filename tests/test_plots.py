@@ -2,8 +2,8 @@ import sys
 
 import pytest
 
-from pytest_axion.errors import SettingsError
 from pytest_axion.ab import compare_paired
+from pytest_axion.errors import SettingsError
 from pytest_axion.plots import check_matplotlib, draw_ab_ratios, draw_figures
 from pytest_axion.records import Measurement
 

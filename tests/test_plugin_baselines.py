@@ -170,3 +170,26 @@ def test_prompt(axion):
     result.stdout.fnmatch_lines(["ERROR: --axion-refresh-baselines: no measuring test passed*"])
     assert "run 2 of 3" not in result.stdout.str()
     assert not list((pytester.path / "baselines").glob("*/*.json"))
+
+
+def test_read_only_baselines_still_gate_and_a_refresh_into_a_bad_folder_stops_before_more_runs(pytester, monkeypatch):
+    pytester.makepyfile(SUITE)
+    record(pytester, runs=1).assert_outcomes(passed=2)
+    folder = stored(pytester).parent
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("pytest_axion.baselines.write_json_atomically", refuse)  # any write would fail (even root)
+    folder.chmod(0o555)
+    try:
+        gated = pytester.runpytest(*FAST, CALM)
+    finally:
+        folder.chmod(0o755)
+    gated.assert_outcomes(passed=2)
+    assert "baseline: " in gated.stdout.str() and "ERROR" not in gated.stdout.str()
+
+    (pytester.path / "blocker").write_text("a file where the baselines folder should be")
+    refused = record(pytester, "--axion-baselines=blocker", runs=3)
+    refused.stdout.fnmatch_lines(["ERROR: cannot write baseline file *blocker*: make the baselines folder writable, "
+                                  "or point --axion-baselines elsewhere"])
+    assert "axion refresh: run 2 of 3" not in refused.stdout.str()   # found before the other runs measured

@@ -1,3 +1,4 @@
+import dataclasses
 
 import jsonschema
 import pytest
@@ -155,3 +156,12 @@ def test_shape_verdicts_reach_the_report_and_their_table_with_every_attempt():
     assert "gen_tps pp8+tg16" in table and "scales >= 1.5x" in table and "1.30x" in table
     assert "inconclusive" in table and "batch 1: 40.0, batch 2: 60.0, batch 4: 52.0" in table
     assert shape_table({}) == ""
+
+
+def test_environment_warnings_are_in_the_header_and_the_report():
+    record = dataclasses.replace(run_record(), environment=("load average 3.2 is above the 2 logical CPUs: x",))
+    assert "environment: load average 3.2 is above the 2 logical CPUs: x" in header_lines(record)
+    report = build_report(record)
+    validate_report(report)
+    assert report["environment_warnings"] == ["load average 3.2 is above the 2 logical CPUs: x"]
+    assert build_report(run_record())["environment_warnings"] == []

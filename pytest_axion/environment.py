@@ -1,0 +1,144 @@
+"""Environment warnings printed before a benchmark run: machine states that quietly distort the figures.
+
+A benchmark measures the machine as much as the code. A CPU governor other than ``performance`` lets the
+clocks ramp up during the run, so early repetitions are slower than late ones; a load average above the
+core count means other work competes for the cores; more threads than physical cores puts SMT siblings
+on the same execution units; swap in use means model pages can be paged out mid-run. None of these is an
+error, but each makes the figures lower or noisier than the machine can deliver, so they are reported
+up front with the fix.
+
+Every check takes its inputs as parameters whose defaults read the real machine, and never raises: a
+missing or unreadable file, or a value that cannot be parsed, simply yields no warning. Pure apart from
+those default reads; no pytest imports.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import psutil
+
+DEFAULT_SYS_CPU_ROOT = "/sys/devices/system/cpu"
+_PERFORMANCE = "performance"
+# Kernel governor names: short lowercase identifiers (performance, powersave, schedutil, ondemand, ...).
+_GOVERNOR_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CPU_DIR = re.compile(r"cpu[0-9]+")
+
+
+def read_governors(sys_cpu_root: str | Path = DEFAULT_SYS_CPU_ROOT) -> dict[str, str]:
+    """The scaling governor of each CPU (``{"cpu0": "powersave", ...}``), skipping unreadable or garbled files.
+
+    Empty when there is no cpufreq support (common on VMs) or the root does not exist.
+    """
+    governors: dict[str, str] = {}
+    try:
+        paths = sorted(Path(sys_cpu_root).glob("cpu*/cpufreq/scaling_governor"))
+    except (OSError, ValueError):
+        return governors
+    for path in paths:
+        cpu = path.parent.parent.name
+        if not _CPU_DIR.fullmatch(cpu):
+            continue
+        try:
+            value = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if _GOVERNOR_NAME.fullmatch(value):
+            governors[cpu] = value
+    return governors
+
+
+def governor_warning(sys_cpu_root: str | Path = DEFAULT_SYS_CPU_ROOT) -> str | None:
+    """Warn when any CPU's frequency governor is not ``performance``."""
+    governors = read_governors(sys_cpu_root)
+    others = [g for g in governors.values() if g != _PERFORMANCE]
+    if not others:
+        return None
+    seen = "/".join(sorted(set(others)))
+    return (
+        f"CPU frequency governor is {seen} on {len(others)} of {len(governors)} CPUs (not {_PERFORMANCE}): "
+        "clocks ramp up during the run and the figures drift; "
+        f"set it with `cpupower frequency-set -g {_PERFORMANCE}`"
+    )
+
+
+def _machine_load_1min() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def load_warning(load_1min: float | None = None, logical_cores: int | None = None) -> str | None:
+    """Warn when the 1-minute load average is above the number of logical CPUs.
+
+    ``None`` reads the machine (``os.getloadavg()``, ``os.cpu_count()``); unavailable values mean no warning.
+    """
+    load = _machine_load_1min() if load_1min is None else load_1min
+    cores = os.cpu_count() if logical_cores is None else logical_cores
+    if load is None or cores is None or cores <= 0:
+        return None
+    try:
+        load = float(load)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(load) or load <= cores:
+        return None
+    return (
+        f"load average {round(load, 2):g} is above the {cores} logical CPUs: "
+        "other work is competing for the cores and the figures will be low; run on an idle machine"
+    )
+
+
+def threads_warning(threads: int, physical_cores: int) -> str | None:
+    """Warn when llama.cpp is asked for more threads than there are physical cores."""
+    if physical_cores <= 0 or threads <= physical_cores:
+        return None
+    return (
+        f"thread count {threads} is above the {physical_cores} physical cores: "
+        "SMT siblings share execution units and the extra threads slow every token down; "
+        f"llama.cpp is usually fastest with one thread per physical core: --axion-threads {physical_cores}"
+    )
+
+
+def _machine_swap_used() -> int | None:
+    try:
+        return int(psutil.swap_memory().used)
+    except Exception:  # psutil raises assorted errors where swap accounting is unavailable
+        return None
+
+
+def swap_warning(swap_used_bytes: int | None = None) -> str | None:
+    """Warn when any swap is in use. ``None`` reads the machine (``psutil.swap_memory().used``)."""
+    used = _machine_swap_used() if swap_used_bytes is None else swap_used_bytes
+    if used is None or used <= 0:
+        return None
+    return (
+        f"swap in use ({used / 2**20:.1f} MiB): the system is short of memory and model pages may be swapped "
+        "out, so token times jump when they are read back; free memory or disable swap (`swapoff -a`)"
+    )
+
+
+def environment_warnings(
+    *,
+    threads: int,
+    physical_cores: int,
+    logical_cores: int | None = None,
+    load_1min: float | None = None,
+    swap_used_bytes: int | None = None,
+    sys_cpu_root: str | Path = DEFAULT_SYS_CPU_ROOT,
+) -> list[str]:
+    """All environment warnings, in order: governor, load average, threads, swap.
+
+    ``None`` inputs are read from the machine; anything unavailable yields no warning, never an error.
+    """
+    checks = (
+        governor_warning(sys_cpu_root),
+        load_warning(load_1min, logical_cores),
+        threads_warning(threads, physical_cores),
+        swap_warning(swap_used_bytes),
+    )
+    return [warning for warning in checks if warning is not None]

@@ -1,0 +1,86 @@
+"""Under pytest-xdist: one measuring test at a time, one summary, report and refresh in the controller."""
+
+import itertools
+import json
+
+FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "-p", "no:cacheprovider"]
+
+SUITE = """
+import pytest
+
+@pytest.mark.axion_slo(prompt_tps=10)
+def test_prompt(axion):
+    axion.prompt(32)
+
+@pytest.mark.axion_slo(gen_tps=5)
+def test_generation(axion):
+    axion.generate(16)
+
+@pytest.mark.axion_slo(per_user_tps=1, max_batch=2)
+def test_users(axion):
+    axion.batched(n_prompt=16, n_gen=4, batch_sizes=[1, 2])
+
+def test_plain_one():
+    assert sum(range(1000)) == 499500
+
+def test_plain_two():
+    assert "axion".upper() == "AXION"
+"""
+
+
+def rows(path):
+    report = json.loads(path.read_text())
+    return ([(r["nodeid"], r["metric"], r["batch_size"], r["n_prompt"], r["n_gen"], len(r["samples"]))
+             for r in report["results"]],
+            sorted((t["nodeid"], t["outcome"], t["slo_passed"]) for t in report["tests"]))
+
+
+INTERVALS = """
+import os, time, pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    start = time.time()
+    try:
+        return (yield)
+    finally:
+        with open(os.path.join(os.environ["AXION_INTERVALS"], item.name), "w") as out:
+            out.write(f"{start} {time.time()} {os.getpid()}")
+"""
+
+
+def test_dash_n_2_gives_the_same_rows_as_a_run_without_xdist(pytester, monkeypatch, tmp_path):
+    pytester.makepyfile(SUITE)
+    plain = pytester.runpytest_subprocess(*FAST, "--axion-no-baselines", "--axion-report=plain.json")
+    plain.assert_outcomes(passed=5)
+    pytester.makeconftest(INTERVALS)
+    monkeypatch.setenv("AXION_INTERVALS", str(tmp_path))
+    dist = pytester.runpytest_subprocess(*FAST, "--axion-no-baselines", "-n", "2", "--axion-report=dist.json")
+    dist.assert_outcomes(passed=5)
+    plain_rows, plain_tests = rows(pytester.path / "plain.json")
+    dist_rows, dist_tests = rows(pytester.path / "dist.json")
+    assert dist_tests == plain_tests and sorted(dist_rows) == sorted(plain_rows)
+    out = dist.stdout.str()
+    assert out.count("axion performance") == 1 and "report: dist.json" in out
+    # no two measuring tests ran at the same time, on whichever workers they ran
+    spans = sorted(tuple(map(float, (tmp_path / name).read_text().split()[:2]))
+                   for name in ("test_prompt", "test_generation", "test_users"))
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
+
+
+def test_a_refresh_under_xdist_writes_one_baseline_in_the_controller(pytester):
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--axion-refresh-baselines", "--axion-runs=1",
+                                           "--axion-baselines=bl")
+    result.assert_outcomes(passed=5)
+    [written] = list((pytester.path / "bl").glob("*/*.json"))
+    entries = json.loads(written.read_text())["entries"]
+    assert len(entries) == 1 + 1 + 2 * 5
+    assert result.stdout.str().count("baseline refresh: 1 run(s)") == 1
+
+
+def test_dist_each_is_refused_because_every_worker_would_measure_at_once(pytester):
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--dist", "each")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--dist each would run every measuring test on every worker*"])
