@@ -15,7 +15,7 @@ from pytest_axion.hardware import HardwareFingerprint, collect_hardware
 from pytest_axion.model import ModelFingerprint, embedded_model_path, fingerprint_model
 from pytest_axion.records import Measurement
 from pytest_axion.settings import Settings
-from pytest_axion.worker import PairedEngine, PairedRun, Run
+from pytest_axion.worker import PairedEngine, Run
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ def engine_run(engine: LlamaEngine | PairedEngine, kind: str, *, repetitions: in
     return run
 
 
-# (paired run, A's measurements, B's measurements) of one workload
-PairRecorder = Callable[[PairedRun, dict[str, Measurement], dict[str, Measurement]], None]
+# (A's measurements, B's measurements) of one workload, by metric
+PairRecorder = Callable[[dict[str, Measurement], dict[str, Measurement]], None]
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,8 @@ class Axion:
                 paired = engine.measure_pair(kind, **shape)
                 measured = measurements_of(paired.current, nodeid=self.nodeid, threads=self.threads)
                 if self._record_pair is not None:
-                    self._record_pair(paired, measurements_of(paired.baseline, nodeid=self.nodeid,
-                                                              threads=self.threads), measured)
+                    self._record_pair(measurements_of(paired.baseline, nodeid=self.nodeid, threads=self.threads),
+                                      measured)
             else:
                 run = engine_run(engine, kind, repetitions=self._reps(repetitions), progress=self._progress,
                                  **shape)

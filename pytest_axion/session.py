@@ -41,7 +41,7 @@ from pytest_axion.settings import Settings, resolve_settings
 from pytest_axion.shape import ShapeCheck, ShapeVerdict, confirm_shape
 from pytest_axion.slo import SloOutcome, SloSpec, evaluate_slos
 from pytest_axion.verdicts import REGRESSED, BaselineVerdict
-from pytest_axion.worker import PairedEngine, PairedRun
+from pytest_axion.worker import PairedEngine
 
 
 def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
@@ -98,8 +98,7 @@ class AxionSession:
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
                      record=self.measurements.append, progress=self.progress, record_pair=self._record_pair)
 
-    def _record_pair(self, paired: PairedRun, baseline: dict[str, Measurement],
-                     current: dict[str, Measurement]) -> None:
+    def _record_pair(self, baseline: dict[str, Measurement], current: dict[str, Measurement]) -> None:
         self.ab_pairs += [(baseline[metric], current[metric]) for metric in current]
 
     @property

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -233,16 +232,3 @@ class PairedEngine:
     def close(self) -> None:
         self.baseline.close()
         self.current.close()
-
-
-def side_description(facts: ModelFacts) -> str:
-    """``llama-cpp-python 0.3.36, llama.cpp 0c1e570 (ggml 0.25.3)``."""
-    return (f"llama-cpp-python {facts.llama_cpp_python_version}, llama.cpp {facts.ggml_commit} "
-            f"(ggml {facts.ggml_version})")
-
-
-def interpreter_path(python: str) -> str:
-    """The path a user gave, made absolute when it names a file (for the report and the header)."""
-    return os.path.abspath(python) if os.sep in python else python
-
-
