@@ -260,6 +260,7 @@ class LlamaEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self._contexts: dict[tuple[int, int], _Context] = {}
+        commit, version = ggml_build()
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(self.model, desc, len(desc))
         self.facts = ModelFacts(
@@ -271,8 +272,8 @@ class LlamaEngine:
             model_buffers=_model_buffers(load_log),
             system_info=system_info(),
             llama_cpp_python_version=str(getattr(llama_cpp, "__version__", "unknown")),
-            ggml_commit=ggml_build()[0],
-            ggml_version=ggml_build()[1],
+            ggml_commit=commit,
+            ggml_version=version,
         )
 
     # -- workloads -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pytest_axion.atomic import write_json_atomically
 from pytest_axion.engine import ModelFacts
 from pytest_axion.errors import AxionError
 from pytest_axion.gate import no_baseline_message
-from pytest_axion.hardware import HardwareFingerprint
+from pytest_axion.hardware import HardwareFingerprint, parse_system_info
 from pytest_axion.model import ModelFingerprint
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
@@ -66,10 +66,8 @@ class AbSide:
     @property
     def description(self) -> str:
         f = self.facts
-        flags = " ".join(part.strip().replace(" = ", "=") for part in f.system_info.split("|")
-                         if any(part.strip().startswith(name + " ") for name in _FLAGS_SHOWN))
         return (f"llama-cpp-python {f.llama_cpp_python_version}, llama.cpp {f.ggml_commit} (ggml {f.ggml_version}), "
-                f"{flags or 'no flags reported'} [{self.python}]")
+                f"{shown_flags(parse_system_info(f.system_info))} [{self.python}]")
 
     def to_json(self) -> dict[str, Any]:
         return {"python": self.python, **dataclasses.asdict(self.facts)}
@@ -128,11 +126,16 @@ class BaselineStatus:
         return {**dataclasses.asdict(self), "differences": list(self.differences)}
 
 
+def shown_flags(flags: Mapping[str, str]) -> str:
+    """The llama.cpp build flags that matter for speed, as ``REPACK=1 OPENMP=1 ...``."""
+    return " ".join(f"{name}={flags[name]}" for name in _FLAGS_SHOWN if name in flags) or "no flags reported"
+
+
 def header_lines(run: RunRecord) -> list[str]:
     """What was measured, on what, with what: the lines above the table."""
     model, hardware = run.model, run.hardware
     flags = hardware.llama_cpp_system_info
-    shown = " ".join(f"{name}={flags[name]}" for name in _FLAGS_SHOWN if name in flags)
+    shown = shown_flags(flags)
     return [
         f"model: {model.file_name} ({model.architecture}, {model.quantization}, "
         f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 {model.sha256[:12]}) "
@@ -140,7 +143,7 @@ def header_lines(run: RunRecord) -> list[str]:
         f"hardware: {hardware.hardware_id} ({hardware.hardware_id_source}): {hardware.cpu_model}, "
         f"{hardware.microarch}, {hardware.logical_cores} logical / {hardware.physical_cores} physical cores",
         f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: "
-        f"{shown or 'no flags reported'}",
+        f"{shown}",
         f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
         f"{run.reading.label}",
         *baseline_lines(run.baseline),

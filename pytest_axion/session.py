@@ -183,8 +183,8 @@ class AxionSession:
         if not required:
             return
         if self._build is None:
-            info = parse_system_info(engine_system_info())
-            self._build = (info, collect_hardware(system_info=engine_system_info()).isa_features)
+            text = engine_system_info()
+            self._build = (parse_system_info(text), collect_hardware(system_info=text).isa_features)
         info, isa = self._build
         missing = missing_features(required, system_info=info, isa_features=isa)
         if missing:

@@ -202,8 +202,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
     ab_rounds = _as_int(raw["ab_rounds"], default=DEFAULT_AB_ROUNDS)
     if not 2 <= ab_rounds.value <= MAX_REPETITIONS:
         raise SettingsError(f"{ab_rounds.source} must be between 2 and {MAX_REPETITIONS}, got {ab_rounds.value}")
-    ab_tolerance = (Sourced(DEFAULT_AB_TOLERANCE, "default") if raw["ab_tolerance"].value is None else
-                    _as_tolerance(raw["ab_tolerance"]))
+    ab_tolerance = _as_tolerance(raw["ab_tolerance"], default=DEFAULT_AB_TOLERANCE)
 
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
@@ -279,9 +278,9 @@ def parse_tolerance(text: str, *, source: str) -> float:
     return value
 
 
-def _as_tolerance(raw: Sourced[object]) -> Sourced[float]:
+def _as_tolerance(raw: Sourced[object], *, default: float = DEFAULT_TOLERANCE) -> Sourced[float]:
     if raw.value is None:
-        return Sourced(DEFAULT_TOLERANCE, "default")
+        return Sourced(default, "default")
     return Sourced(parse_tolerance(str(raw.value), source=raw.source), raw.source)
 
 
