@@ -15,6 +15,7 @@ from pytest_axion.features import parse_features
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
 from pytest_axion.settings import parse_tolerance
+from pytest_axion.shape import STEADY_METRICS, SteadyLimits
 
 MARKER = "axion_slo"
 READING = "reading"
@@ -39,7 +40,8 @@ SLO_KEYS: tuple[SloKey, ...] = (
            "per_user_tps must hold at every measured batch size up to this (default: every measured size)"),
     SloKey("steady_within", "steady_within=0.15",
            "prompt speed across the test's batch and prompt sizes, and generation speed across generation "
-           "lengths at each batch size, stay within this spread of their median"),
+           "lengths at each batch size, stay within this spread of their median; {'gen_tps': 0.15} checks "
+           "only the named speeds"),
     SloKey("gen_scaling", "gen_scaling=1.5",
            "total generation speed at the largest batch is at least this many times batch 1, and never falls "
            "with batch size beyond its noise"),
@@ -68,7 +70,7 @@ class SloSpec:
     ttft_percentile: int = 50
     max_batch: int | None = None
     tolerance: float | None = None  # baseline gate tolerance; None: --axion-tolerance
-    steady_within: float | None = None
+    steady_within: SteadyLimits | None = None
     gen_scaling: float | None = None
     requires: tuple[str, ...] = ()
 
@@ -106,9 +108,10 @@ def parse_slo(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> 
         if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
             raise SettingsError(f"{where}: max_batch must be a whole number of at least 1, got {raw!r}")
         values["max_batch"] = raw
-    for name in ("steady_within", "gen_scaling"):
-        if name in kwargs:
-            values[name] = _positive_number(kwargs[name], name, where)
+    if "steady_within" in kwargs:
+        values["steady_within"] = _steady_limits(kwargs["steady_within"], where)
+    if "gen_scaling" in kwargs:
+        values["gen_scaling"] = _positive_number(kwargs["gen_scaling"], "gen_scaling", where)
     if "requires" in kwargs:
         raw = kwargs["requires"]
         values["requires"] = parse_features(raw if isinstance(raw, (str, list, tuple)) else [raw],
@@ -133,6 +136,19 @@ def merge_marker_kwargs(closest_first: Iterable[Mapping[str, Any]]) -> dict[str,
         for key, value in kwargs.items():
             merged.setdefault(key, value)
     return merged
+
+
+def _steady_limits(raw: Any, where: str) -> SteadyLimits:
+    """A number for both speeds, or ``{"prompt_tps": x, "gen_tps": y}`` naming the speeds to check."""
+    if not isinstance(raw, Mapping):
+        return SteadyLimits.both(_positive_number(raw, "steady_within", where,
+                                                  also="or a dict such as {'gen_tps': 0.15}"))
+    unknown = sorted(str(k) for k in raw if k not in STEADY_METRICS)
+    if unknown or not raw:
+        got = f"got {', '.join(unknown)}" if unknown else "got an empty dict"
+        raise SettingsError(f"{where}: steady_within's keys must be {' or '.join(STEADY_METRICS)}, {got}")
+    limits = {name: _positive_number(value, f"steady_within[{name!r}]", where) for name, value in raw.items()}
+    return SteadyLimits(prompt_tps=limits.get("prompt_tps"), gen_tps=limits.get("gen_tps"), named=True)
 
 
 def _positive_number(value: Any, name: str, where: str, *, also: str = "") -> float:

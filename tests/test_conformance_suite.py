@@ -21,6 +21,12 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     data = json.loads(report.read_text())
     validate_report(data)
     assert all(test["slo_passed"] for test in data["tests"])
+    checked = {test["nodeid"].split("::")[1]: {check["group"] for check in test.get("shape", [])}
+               for test in data["tests"]}
+    assert "prompt_tps" in checked["test_prompt_encoding"]
+    # steady_within={"gen_tps": ...}: the 8-token prompts of the generation test are not held to it
+    assert checked["test_token_generation"] == {"gen_tps at batch 1", "gen_tps at batch 2", "gen_tps at batch 4",
+                                                "gen_tps pp8+tg16", "gen_tps pp8+tg64"}
 
 
 def test_reference_suite_skips_without_axion_slo(pytester):

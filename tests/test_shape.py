@@ -7,6 +7,7 @@ from pytest_axion.shape import (
     INCONCLUSIVE,
     PASS,
     ShapeVerdict,
+    SteadyLimits,
     confirm_shape,
     evaluate_shape,
     replace_measurements,
@@ -27,13 +28,13 @@ def prompt_cells(*levels):
 
 
 def test_steady_prompt_speed_passes_and_names_the_extremes():
-    [check] = steadiness_checks(prompt_cells(280, 285, 275, 288), 0.15)
+    [check] = steadiness_checks(prompt_cells(280, 285, 275, 288), SteadyLimits.both(0.15))
     assert check.passed and check.observed == pytest.approx((288 - 275) / 282.5)
     assert check.message.startswith("prompt_tps steady: 275 t/s at pp 2048 batch 1 vs 288 t/s at pp 2048 batch 2")
 
 
 def test_unsteady_prompt_speed_reads_like_the_issue():
-    [check] = steadiness_checks(prompt_cells(288, 286, 212, 283), 0.15)
+    [check] = steadiness_checks(prompt_cells(288, 286, 212, 283), SteadyLimits.both(0.15))
     assert not check.passed
     assert check.message == ("prompt_tps not steady: 212 t/s at pp 2048 batch 1 vs 288 t/s at pp 128 batch 1 "
                              "(spread 27% > 15%)")
@@ -43,14 +44,40 @@ def test_unsteady_prompt_speed_reads_like_the_issue():
 def test_generation_steadiness_is_per_batch_across_lengths():
     cells = [cell("gen_tps", 1, 8, 16, 150), cell("gen_tps", 1, 8, 64, 140),
              cell("gen_tps", 4, 8, 16, 260), cell("gen_tps", 4, 8, 64, 160)]
-    checks = steadiness_checks(cells, 0.15)
+    checks = steadiness_checks(cells, SteadyLimits.both(0.15))
     assert [(c.group, c.passed) for c in checks] == [("gen_tps at batch 1", True), ("gen_tps at batch 4", False)]
     assert "160 t/s at tg 64 vs 260 t/s at tg 16" in checks[1].message
 
 
 def test_steadiness_without_enough_cells_is_a_usage_error():
     with pytest.raises(SettingsError, match="steady_within needs at least two"):
-        steadiness_checks([cell("prompt_tps", 1, 128, 0, 100)], 0.1)
+        steadiness_checks([cell("prompt_tps", 1, 128, 0, 100)], SteadyLimits.both(0.1))
+
+
+def generation_run(prompt_levels):
+    """A generation test: pp8 at batch 1, 2, 4 (prompt speed rising with the batch) at two lengths."""
+    return [c for tg in (16, 64) for b, level in zip((1, 2, 4), prompt_levels, strict=True)
+            for c in (cell("prompt_tps", b, 8, tg, level), cell("gen_tps", b, 8, tg, 100 + 20 * b))]
+
+
+def test_named_speeds_limit_steadiness_to_them():
+    run = generation_run((226, 280, 303))
+    both = steadiness_checks(run, SteadyLimits.both(0.25))
+    assert (both[0].group, both[0].passed) == ("prompt_tps", False)
+    named = steadiness_checks(run, SteadyLimits(prompt_tps=None, gen_tps=0.25, named=True))
+    assert [c.group for c in named] == ["gen_tps at batch 1", "gen_tps at batch 2", "gen_tps at batch 4"]
+    assert all(c.passed for c in named)
+    assert [c.group for c in steadiness_checks(run, SteadyLimits(prompt_tps=0.4, gen_tps=None, named=True))] \
+        == ["prompt_tps"]
+
+
+def test_a_named_speed_the_test_cannot_show_is_a_usage_error():
+    prompt_only = prompt_cells(280, 285, 275, 288)
+    assert len(steadiness_checks(prompt_only, SteadyLimits.both(0.15))) == 1   # a plain number checks what exists
+    with pytest.raises(SettingsError, match="steady_within for gen_tps needs gen_tps at two generation lengths"):
+        steadiness_checks(prompt_only, SteadyLimits(prompt_tps=None, gen_tps=0.15, named=True))
+    with pytest.raises(SettingsError, match="steady_within for prompt_tps needs at least two prompt_tps cells"):
+        steadiness_checks([cell("prompt_tps", 1, 128, 0, 100)], SteadyLimits(prompt_tps=0.1, gen_tps=None, named=True))
 
 
 def scaling(*levels, spread=CALM):

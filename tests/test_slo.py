@@ -3,6 +3,7 @@ import pytest
 from pytest_axion.errors import SettingsError
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
+from pytest_axion.shape import SteadyLimits
 from pytest_axion.slo import SLO_KEYS, SloSpec, evaluate_slos, marker_help, merge_marker_kwargs, parse_slo
 
 READING = ReadingSpeed(5.0, "reading speed 5 t/s (default)")
@@ -33,7 +34,10 @@ def parse(**kwargs):
     ({"per_user_tps": 5, "max_batch": 2.5}, "max_batch must be a whole number of at least 1, got 2.5"),
     ({"ttft_ms": 100, "ttft_percentile": 75}, "ttft_percentile must be one of 50, 90, 99, got 75"),
     ({"max_batch": 4}, "declares no promise"),
-    ({"steady_within": 0}, "steady_within must be a positive number, got 0"),
+    ({"steady_within": 0}, "steady_within must be a positive number or a dict such as {'gen_tps': 0.15}, got 0"),
+    ({"steady_within": {"ttft_ms": 0.1}}, "steady_within's keys must be prompt_tps or gen_tps, got ttft_ms"),
+    ({"steady_within": {}}, "steady_within's keys must be prompt_tps or gen_tps, got an empty dict"),
+    ({"steady_within": {"gen_tps": -1}}, "steady_within['gen_tps'] must be a positive number, got -1"),
     ({"gen_scaling": "fast"}, "gen_scaling must be a positive number, got 'fast'"),
     ({"requires": ["KLEIDAI"]}, "requires: unknown feature(s) KLEIDAI"),
     ({"requires": 5}, "requires must list feature names as strings, got 5"),
@@ -125,6 +129,7 @@ def test_tolerance_key_sets_the_tests_baseline_tolerance_alone_or_with_promises(
 
 def test_shape_and_feature_keys_parse_and_count_as_promises():
     spec = parse(steady_within=0.15, gen_scaling=1.5, requires="KLEIDIAI, sve")
-    assert (spec.steady_within, spec.gen_scaling, spec.requires) == (0.15, 1.5, ("KLEIDIAI", "sve"))
+    assert (spec.steady_within, spec.gen_scaling, spec.requires) == (SteadyLimits(0.15, 0.15), 1.5, ("KLEIDIAI", "sve"))
+    assert parse(steady_within={"gen_tps": 0.2}).steady_within == SteadyLimits(None, 0.2, named=True)
     assert not spec.is_empty
     assert not parse(requires=["REPACK"]).is_empty

