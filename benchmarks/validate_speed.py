@@ -26,7 +26,7 @@ TARGET_BYTES = 10 * 2**20
 
 
 def build(folder: Path) -> tuple[int, int]:
-    [source] = sorted((ROOT / "baselines").glob("*/*.json"))
+    [source] = sorted((ROOT / "tests" / "data" / "baselines").glob("*/*.json"))
     data = json.loads(source.read_text())
     total = files = 0
     while total < TARGET_BYTES:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import psutil
@@ -122,6 +123,53 @@ def swap_warning(swap_used_bytes: int | None = None) -> str | None:
     )
 
 
+BUSY_SAMPLE_S = 0.25
+BUSY_MIN_CPUS = 0.5          # other work using more than half a CPU ...
+BUSY_THREAD_FRACTION = 0.25  # ... and more than a quarter of llama.cpp's threads' worth counts as busy
+
+
+def _busy_seconds() -> float:
+    # Every CPU's non-idle time, steal included (a hypervisor giving the core to another guest is contention
+    # too); niced work is left out, as the scheduler gives it almost nothing while llama.cpp runs.
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0) + getattr(times, "nice", 0.0)
+    guest = getattr(times, "guest", 0.0)   # already counted in user
+    return float(sum(times) - idle - guest - getattr(times, "guest_nice", 0.0))
+
+
+def _own_seconds() -> float:
+    own = psutil.Process().cpu_times()
+    return float(own.user + own.system)
+
+
+def other_processes_cpus(interval_s: float = BUSY_SAMPLE_S) -> float | None:
+    """CPUs' worth of time that other processes (and the hypervisor's steal) used over ``interval_s``.
+
+    Reads the machine; None where psutil cannot tell.
+    """
+    try:
+        busy, own, start = _busy_seconds(), _own_seconds(), time.perf_counter()
+        time.sleep(interval_s)
+        elapsed = time.perf_counter() - start
+        return max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / elapsed
+    except Exception:  # psutil raises assorted errors where CPU accounting is unavailable
+        return None
+
+
+def busy_limit(threads: int) -> float:
+    """How many CPUs of other work make a measurement with ``threads`` threads untrustworthy."""
+    return max(BUSY_MIN_CPUS, BUSY_THREAD_FRACTION * threads)
+
+
+def busy_warning(other_cpus: float | None, *, threads: int) -> str | None:
+    """Warn when other processes keep CPUs busy that llama.cpp's threads need."""
+    if other_cpus is None or other_cpus <= busy_limit(threads):
+        return None
+    return (f"other processes kept {other_cpus:.1f} CPU(s) busy while this run started (llama.cpp uses {threads} "
+            "thread(s)): its threads wait for each other at every step, so figures are low and noisy; run where "
+            "nothing else competes")
+
+
 def environment_warnings(
     *,
     threads: int,
@@ -130,8 +178,9 @@ def environment_warnings(
     load_1min: float | None = None,
     swap_used_bytes: int | None = None,
     sys_cpu_root: str | Path = DEFAULT_SYS_CPU_ROOT,
+    other_cpus: float | None = None,
 ) -> list[str]:
-    """All environment warnings, in order: governor, load average, threads, swap.
+    """All environment warnings, in order: governor, load average, threads, swap, other busy processes.
 
     ``None`` inputs are read from the machine; anything unavailable yields no warning, never an error.
     """
@@ -140,5 +189,6 @@ def environment_warnings(
         load_warning(load_1min, logical_cores),
         threads_warning(threads, physical_cores),
         swap_warning(swap_used_bytes),
+        busy_warning(other_cpus, threads=threads),
     )
     return [warning for warning in checks if warning is not None]

@@ -1,8 +1,12 @@
-"""The machine that measured: CPU, ISA features, llama.cpp build flags, and a stable hardware id.
+"""The machine that measured: its fingerprint, and a hardware id that selects its baselines.
 
-Machines sold as one kind differ (one VM has AVX-512, the next is a Zen 3 without it and runs 30% slower),
-so the hardware id is derived from what the CPU really offers, never from a name alone. Collectors are
-small functions that return what they can and never raise for unavailable data.
+Machines sold as one kind differ (one VM has AVX-512, the next is a Zen 3 without it and runs 30% slower;
+two AMD EPYC generations behind one hypervisor both say "AMD EPYC" and archspec calls both
+``x86_64_v4``), so the id is derived from what tells CPU generations apart: on x86 the CPUID family and
+model, on Arm the implementer and part, plus the cores and the ISA features llama.cpp uses. What only
+describes a machine (archspec's name, stepping, microcode, caches, the DMI product) is kept in the
+fingerprint, where "baseline differs" can name it, but never changes the id: a split id costs only
+"no baseline yet", a merged one costs false regressions. Collectors never raise for unavailable data.
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ import hashlib
 import os
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from types import MappingProxyType
-from typing import TypeVar
 
+from pytest_axion.cpu import (
+    CpuInfo,
+    clean,
+    cpuinfo_blocks,
+    llama_isa_features,
+    normalise_arch,
+    parse_cpuinfo,
+    parse_system_info,
+    unique,
+)
 from pytest_axion.errors import HardwareIdError
-
-_T = TypeVar("_T")
 
 _ID_ALLOWED = re.compile(r"[A-Za-z0-9._-]")
 _ID_MAX_CHARS = 100
@@ -27,266 +37,23 @@ _ID_EXAMPLE = "gcp-c4a-standard-32"
 _WINDOWS_DEVICE_NAMES = frozenset(
     ["con", "prn", "aux", "nul", *(f"com{n}" for n in range(1, 10)), *(f"lpt{n}" for n in range(1, 10))]
 )
-# Longest microarch name kept in a derived id, so the id stays far below the 100-character limit.
+# Longest CPU name kept in a derived id, so the id stays far below the 100-character limit.
 _ID_PART_MAX_CHARS = 40
+# 1: arch-archspec-cores-hash(vendor, name, cores, features); 2: family/model in the readable part and the hash.
+HARDWARE_ID_SCHEME = 2
+_X86_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "hygon", "CentaurHauls": "centaur",
+                "Shanghai": "zhaoxin"}
 
-# platform.machine() spellings of other systems -> the Linux kernel's.
-_ARCH_ALIASES: Mapping[str, str] = MappingProxyType({"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"})
-
-# Arm "CPU implementer" codes, named as util-linux's lscpu names them (so both parsers agree).
-_ARM_IMPLEMENTERS: Mapping[int, str] = MappingProxyType({
-    0x41: "ARM", 0x42: "Broadcom", 0x43: "Cavium", 0x46: "FUJITSU", 0x48: "HiSilicon", 0x4E: "NVIDIA",
-    0x50: "APM", 0x51: "Qualcomm", 0x53: "Samsung", 0x56: "Marvell", 0x61: "Apple", 0x70: "Phytium",
-    0xC0: "Ampere",
-})
-# (implementer, part) -> core name, for the cores llama.cpp users meet (kernel cputype.h, lscpu-arm.c).
-_ARM_PARTS: Mapping[tuple[int, int], str] = MappingProxyType({
-    (0x41, 0xD03): "Cortex-A53", (0x41, 0xD05): "Cortex-A55", (0x41, 0xD08): "Cortex-A72",
-    (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1", (0x41, 0xD0D): "Cortex-A77",
-    (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD41): "Cortex-A78", (0x41, 0xD44): "Cortex-X1",
-    (0x41, 0xD46): "Cortex-A510", (0x41, 0xD47): "Cortex-A710", (0x41, 0xD48): "Cortex-X2",
-    (0x41, 0xD49): "Neoverse-N2", (0x41, 0xD4A): "Neoverse-E1", (0x41, 0xD4D): "Cortex-A715",
-    (0x41, 0xD4E): "Cortex-X3", (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD80): "Cortex-A520",
-    (0x41, 0xD81): "Cortex-A720", (0x41, 0xD82): "Cortex-X4", (0x41, 0xD83): "Neoverse-V3AE",
-    (0x41, 0xD84): "Neoverse-V3", (0x41, 0xD8E): "Neoverse-N3", (0x46, 0x001): "A64FX",
-    (0x48, 0xD01): "Kunpeng-920", (0x4E, 0x004): "Carmel", (0x61, 0x022): "Icestorm-M1",
-    (0x61, 0x023): "Firestorm-M1", (0xC0, 0xAC3): "Ampere-1", (0xC0, 0xAC4): "Ampere-1a",
-})
-
-# Kernel flag -> our name, for the features llama.cpp's CPU kernels choose between (ggml cpu-feats).
-_AARCH64_FEATURES: Mapping[str, str] = MappingProxyType({
-    "asimd": "asimd", "asimddp": "dotprod", "asimdhp": "fp16", "fphp": "fp16", "i8mm": "i8mm", "bf16": "bf16",
-    "sve": "sve", "sve2": "sve2", "sme": "sme", "sme2": "sme2",
-})
-_X86_FEATURES: Mapping[str, str] = MappingProxyType({
-    "pni": "sse3", "sse3": "sse3", "ssse3": "ssse3", "sse4_2": "sse4_2", "avx": "avx", "avx2": "avx2",
-    "f16c": "f16c", "fma": "fma", "bmi2": "bmi2", "avx_vnni": "avx_vnni", "avx512f": "avx512f",
-    "avx512bw": "avx512bw", "avx512vl": "avx512vl", "avx512dq": "avx512dq", "avx512cd": "avx512cd",
-    "avx512vbmi": "avx512_vbmi", "avx512_vbmi": "avx512_vbmi", "avx512_vnni": "avx512_vnni",
-    "avx512_bf16": "avx512_bf16", "amx_tile": "amx_tile", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
-})
-_ISA_TABLES: Mapping[str, Mapping[str, str]] = MappingProxyType(
-    {"aarch64": _AARCH64_FEATURES, "x86_64": _X86_FEATURES}
-)
-
-# "Metal : EMBED_LIBRARY = 1" opens a backend's group in llama_print_system_info(); "AVX = 1" continues one.
-_SYSTEM_INFO_GROUP = re.compile(r"(?P<backend>[A-Za-z][\w ]*?)\s*:\s*(?P<rest>.*)")
-
-# Fingerprint fields whose change alters performance, compared one to one by differences().
-_COMPARED_FIELDS = ("arch", "cpu_vendor", "cpu_model", "microarch", "logical_cores", "physical_cores",
-                    "llama_cpp_python")
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    """What the kernel (or lscpu) says about the CPU: identity, core counts and raw ISA flags."""
-
-    arch: str
-    vendor: str
-    model_name: str
-    logical_cores: int
-    physical_cores: int
-    flags: frozenset[str]
-
-
-def parse_cpuinfo(text: str, *, arch: str) -> CpuInfo:
-    """Parse ``/proc/cpuinfo`` of an x86_64 or aarch64 Linux machine.
-
-    Logical cores are the ``processor`` blocks; x86 physical cores are the distinct
-    (``physical id``, ``core id``) pairs. arm64 lists no topology and its server cores have no SMT,
-    so there physical equals logical (``collect_hardware`` asks psutil, which reads sysfs, instead).
-    Flags are those every block lists. Without a ``model name``, an Arm core is named from its
-    ``CPU implementer``/``CPU part``; several core types (big.LITTLE) are joined with ``+``.
-    """
-    arch = _normalise_arch(arch)
-    blocks = _cpuinfo_blocks(text)
-    logical_cores = max(1, len(blocks))
-    flags = _common_flags(block.get("flags", block.get("Features")) for block in blocks)
-    first = blocks[0] if blocks else {}
-    if arch == "aarch64" or ("CPU implementer" in first and "vendor_id" not in first):
-        vendor, model_name = _arm_identity(blocks)
-        return CpuInfo(arch, vendor, model_name, logical_cores, logical_cores, flags)
-    physical_cores = min(logical_cores, max(1, _x86_physical_cores(blocks) or logical_cores))
-    return CpuInfo(
-        arch=arch,
-        vendor=_clean(first.get("vendor_id", "")) or "unknown",
-        model_name=_clean(first.get("model name", first.get("cpu", ""))) or "unknown",
-        logical_cores=logical_cores,
-        physical_cores=physical_cores,
-        flags=flags,
-    )
-
-
-def _cpuinfo_blocks(text: str) -> list[dict[str, str]]:
-    """One field mapping per ``processor`` block; trailing machine-wide blocks are dropped."""
-    blocks = [dict(_key_values(chunk)) for chunk in re.split(r"\n[ \t]*\n", text)]
-    return [block for block in blocks if "processor" in block]
-
-
-def _key_values(text: str) -> list[tuple[str, str]]:
-    pairs = []
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip():
-            pairs.append((key.strip(), value.strip()))
-    return pairs
-
-
-def _clean(text: str) -> str:
-    # Older Intel brand strings pad with runs of spaces; one space keeps the id hash stable.
-    return " ".join(text.split())
-
-
-def _common_flags(flag_lists: Iterable[str | None]) -> frozenset[str]:
-    """Flags every CPU offers, as llama.cpp's threads may run on any of them."""
-    common: frozenset[str] | None = None
-    for flag_list in flag_lists:
-        if flag_list is not None:
-            flags = frozenset(flag_list.split())
-            common = flags if common is None else common & flags
-    return common or frozenset()
-
-
-def _x86_physical_cores(blocks: list[dict[str, str]]) -> int:
-    """Distinct cores by topology ids, else summed ``cpu cores`` per socket; 0 when neither is listed."""
-    if blocks and all("core id" in block for block in blocks):
-        return len({(block.get("physical id", "0"), block["core id"]) for block in blocks})
-    cores_per_socket = {block.get("physical id", "0"): block.get("cpu cores", "") for block in blocks}
-    if cores_per_socket and all(cores.isdigit() for cores in cores_per_socket.values()):
-        return sum(int(cores) for cores in cores_per_socket.values())
-    return 0
-
-
-def _arm_identity(blocks: list[dict[str, str]]) -> tuple[str, str]:
-    """(vendor, model name) of an Arm machine; core types in order of first appearance."""
-    core_types = _unique((block.get("CPU implementer", ""), block.get("CPU part", "")) for block in blocks)
-    if not core_types:
-        return "unknown", "unknown"
-    vendor = "+".join(_unique(_arm_vendor(implementer) for implementer, _ in core_types))
-    model_name = _clean(blocks[0].get("model name", ""))
-    if not model_name:
-        model_name = "+".join(_unique(_arm_part_name(implementer, part) for implementer, part in core_types))
-    return vendor, model_name
-
-
-def _arm_vendor(implementer: str) -> str:
-    code = _hex(implementer)
-    return _ARM_IMPLEMENTERS.get(code, implementer) if code is not None else implementer or "unknown"
-
-
-def _arm_part_name(implementer: str, part: str) -> str:
-    implementer_code, part_code = _hex(implementer), _hex(part)
-    if implementer_code is not None and part_code is not None and (implementer_code, part_code) in _ARM_PARTS:
-        return _ARM_PARTS[(implementer_code, part_code)]
-    return f"{_arm_vendor(implementer)} part {part or 'unknown'}"
-
-
-def _hex(text: str) -> int | None:
-    try:
-        return int(text, 16)
-    except ValueError:
-        return None
-
-
-def _unique(items: Iterable[_T]) -> list[_T]:
-    """Items without repeats, in order of first appearance (so a derived name is stable)."""
-    return list(dict.fromkeys(items))
-
-
-def parse_lscpu(text: str) -> CpuInfo:
-    """Parse the default output of ``lscpu`` (flat util-linux < 2.38 or grouped >= 2.38, C locale).
-
-    Physical cores are cores per socket (or per cluster) times sockets (or clusters), summed over
-    the core types of a heterogeneous CPU, each listed under its own ``Model name``.
-    """
-    header, sections = _lscpu_sections(text)
-    logical_cores = _first_count([header], "CPU(s)") or 1
-    physical_cores = sum(
-        _first_count([section, header], "Core(s) per socket", "Core(s) per cluster")
-        * (_first_count([section, header], "Socket(s)", "Cluster(s)") or 1)
-        for section in sections
-    )
-    if not physical_cores:
-        physical_cores = logical_cores // (_first_count([header], "Thread(s) per core") or 1)
-    model_names = _unique(_clean(s.get("Model name", "")) for s in sections)
-    return CpuInfo(
-        arch=_normalise_arch(header.get("Architecture", "")) or "unknown",
-        vendor=_clean(header.get("Vendor ID", "")) or "unknown",
-        model_name="+".join(name for name in model_names if name not in ("", "-")) or "unknown",
-        logical_cores=logical_cores,
-        physical_cores=min(logical_cores, max(1, physical_cores)),
-        flags=_common_flags(section.get("Flags", header.get("Flags")) for section in sections),
-    )
-
-
-def _lscpu_sections(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """Fields before the first ``Model name`` (the header), then one mapping per ``Model name``."""
-    header: dict[str, str] = {}
-    sections: list[dict[str, str]] = []
-    for key, value in _key_values(text):
-        if key == "Model name":
-            sections.append({})
-        (sections[-1] if sections else header).setdefault(key, value)
-    return header, sections or [{}]
-
-
-def _first_count(mappings: list[dict[str, str]], *keys: str) -> int:
-    """The first whole number found under ``keys``; 0 if none (lscpu prints '-' for unknown)."""
-    for mapping in mappings:
-        for key in keys:
-            if mapping.get(key, "").isdigit():
-                return int(mapping[key])
-    return 0
-
-
-def llama_isa_features(flags: frozenset[str], *, arch: str) -> tuple[str, ...]:
-    """The ISA features llama.cpp's CPU kernels choose between, in one spelling, sorted.
-
-    =======  ==========================================  ==========================================
-    arch     kernel flag                                 our name (llama.cpp system-info name)
-    =======  ==========================================  ==========================================
-    aarch64  asimd                                       asimd (NEON)
-    aarch64  asimddp                                     dotprod (DOTPROD)
-    aarch64  asimdhp, fphp                               fp16 (FP16_VA)
-    aarch64  i8mm, bf16, sve, sve2, sme, sme2            unchanged (MATMUL_INT8, BF16, SVE, ...)
-    x86_64   pni (the kernel's SSE3), sse3               sse3
-    x86_64   avx512vbmi                                  avx512_vbmi
-    x86_64   ssse3, sse4_2, avx, avx2, f16c, fma, bmi2,  unchanged
-             avx_vnni, avx512f, avx512bw, avx512vl,
-             avx512dq, avx512cd, avx512_vnni,
-             avx512_bf16, amx_tile, amx_int8, amx_bf16
-    =======  ==========================================  ==========================================
-
-    Other flags (``svei8mm``, ``avx512_fp16``, ``hypervisor``, mitigations ...) are left out, so they
-    cannot change the hardware id. Other architectures give an empty tuple.
-    """
-    table = _ISA_TABLES.get(_normalise_arch(arch), {})
-    return tuple(sorted({table[flag] for flag in flags if flag in table}))
-
-
-def parse_system_info(text: str) -> dict[str, str]:
-    """``llama_print_system_info()`` as a mapping of flag -> value, both as printed.
-
-    CPU flags keep their bare name (``"AVX2"``, ``"SVE_CNT"``); other backends' flags get the
-    backend as prefix (``"Metal.EMBED_LIBRARY"``), so no group erases another's. A flag repeated
-    within one group keeps its first value. Text without a ``BACKEND :`` opener (llama.cpp before
-    2024) counts as CPU.
-    """
-    info: dict[str, str] = {}
-    backend = "CPU"
-    for item in re.split(r"[|\n]", text):
-        group = _SYSTEM_INFO_GROUP.fullmatch(item.strip())
-        if group:
-            backend, item = group["backend"], group["rest"]
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if sep and key:
-            info.setdefault(key if backend == "CPU" else f"{backend}.{key}", value.strip())
-    return info
+# Fingerprint fields compared one to one by differences(): what changes performance, then what describes.
+_COMPARED_FIELDS = ("arch", "cpu_vendor", "cpu_model", "cpu_family", "cpu_model_number", "logical_cores",
+                    "physical_cores", "llama_cpp_python", "microarch", "cpu_stepping", "microcode", "caches", "dmi")
 
 
 def microarch_name() -> str:
-    """archspec's name for this CPU (``zen3``, ``x86_64_v4``, ``neoverse_v2``); ``unknown`` if it fails."""
+    """archspec's name for this CPU (``zen3``, ``x86_64_v4``, ``neoverse_v2``); ``unknown`` if it fails.
+
+    Descriptive only: archspec decides x86 names by required flags, which hypervisors hide.
+    """
     return str(getattr(_archspec_host(), "name", "")) or "unknown"
 
 
@@ -297,24 +64,35 @@ def _archspec_host() -> object | None:
 
         host: object = archspec.cpu.host()
         return host
-    except Exception:  # archspec raises on unreadable /proc or odd vendors; the id still has the ISA hash
+    except Exception:  # archspec raises on unreadable /proc or odd vendors; the id does not need it
         return None
 
 
-def derive_hardware_id(cpu: CpuInfo, *, microarch: str) -> str:
-    """``<arch>-<microarch>-<N>c-<hash8>``, e.g. ``x86_64-zen3-2c-3f9a1c2e``; N is logical cores.
+def cpu_generation(cpu: CpuInfo) -> str:
+    """The readable CPU part of the id: ``amd_f25m17``, ``intel_f6m207``, ``neoverse_v2``."""
+    if cpu.family and cpu.model_number:
+        vendor = _X86_VENDORS.get(cpu.vendor, cpu.vendor)
+        return _id_part(f"{vendor}_f{cpu.family}m{cpu.model_number}").lower()
+    name = cpu.model_name if cpu.model_name != "unknown" else cpu.vendor
+    return _id_part(name).lower()
 
-    The hash is the first 8 hex digits of sha256 over vendor, model name, physical core count and
-    the sorted ``llama_isa_features``: the same machine type gives the same id on every run, while
-    a machine with or without AVX-512, with another core count, or with SMT off instead of on, gets
-    another. Nothing that varies between runs (hostname, memory size, clock, mitigation flags) goes
-    in. A kernel that newly reports a feature llama.cpp uses (AMX needs kernel support) does change
-    the id, as it changes the speed.
+
+def derive_hardware_id(cpu: CpuInfo) -> str:
+    """``<arch>-<cpu>-<N>c-<hash8>``, e.g. ``x86_64-amd_f25m17-2c-3f9a1c2e``; N is logical cores.
+
+    ``<cpu>`` is the x86 vendor with CPUID family and model, or the Arm core (implementer and part).
+    The hash is the first 8 hex digits of sha256 over the id scheme, vendor, model name, family,
+    model, physical core count and the sorted ``llama_isa_features``: the same machine type gives the
+    same id on every run, while another CPU generation, a machine with or without AVX-512, another
+    core count, or SMT off instead of on gets another. Nothing that varies between runs or only
+    describes (hostname, memory, clock, stepping, microcode, mitigations) goes in. A kernel that newly
+    reports a feature llama.cpp uses (AMX needs kernel support) does change the id, as it changes speed.
     """
     features = llama_isa_features(cpu.flags, arch=cpu.arch)
-    identity = "\n".join([cpu.vendor, cpu.model_name, f"{cpu.physical_cores} physical cores", *features])
+    identity = "\n".join([f"scheme {HARDWARE_ID_SCHEME}", cpu.vendor, cpu.model_name, f"family {cpu.family}",
+                          f"model {cpu.model_number}", f"{cpu.physical_cores} physical cores", *features])
     digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:8]
-    return f"{_id_part(cpu.arch)}-{_id_part(microarch)}-{max(1, cpu.logical_cores)}c-{digest}"
+    return f"{_id_part(cpu.arch)}-{cpu_generation(cpu)}-{max(1, cpu.logical_cores)}c-{digest}"
 
 
 def _id_part(text: str) -> str:
@@ -346,7 +124,7 @@ def _id_problem(value: str) -> str:
         return "it is empty"
     if len(value) > _ID_MAX_CHARS:
         return f"it is {len(value)} characters long"
-    bad_chars = _unique(char for char in value if not _ID_ALLOWED.fullmatch(char))
+    bad_chars = unique(char for char in value if not _ID_ALLOWED.fullmatch(char))
     if bad_chars:
         return "it contains " + " ".join(repr(char) for char in bad_chars)
     if value.startswith("."):
@@ -362,7 +140,9 @@ def _id_problem(value: str) -> str:
 class HardwareFingerprint:
     """Everything about the measuring machine and llama.cpp build that a baseline must match.
 
-    ``llama_cpp_system_info`` is a plain dict (left out of ``hash()``; do not mutate it).
+    ``llama_cpp_system_info`` is a plain dict (left out of ``hash()``; do not mutate it). Fields after
+    it were added with hardware id scheme 2; a fingerprint stored before reads them as empty (unknown)
+    and ``hardware_id_scheme`` 1.
     """
 
     hardware_id: str
@@ -379,6 +159,13 @@ class HardwareFingerprint:
     python: str
     llama_cpp_python: str
     llama_cpp_system_info: dict[str, str] = field(default_factory=dict, hash=False)
+    cpu_family: str = ""
+    cpu_model_number: str = ""
+    cpu_stepping: str = ""
+    microcode: str = ""
+    caches: str = ""             # e.g. "L1d 32K, L1i 32K, L2 1024K, L3 32768K" (per core, as sysfs lists them)
+    dmi: str = ""                # e.g. "Amazon EC2 c7g.4xlarge"; AWS names its instance type, GCP and Azure do not
+    hardware_id_scheme: int = 1
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON types (lists, not tuples), keys sorted."""
@@ -394,9 +181,14 @@ class HardwareFingerprint:
         Raises ``ValueError`` naming ``source`` for a missing or mistyped field, and
         ``HardwareIdError`` for an unsafe hardware id.
         """
-        missing = sorted(item.name for item in fields(cls) if item.name not in data)
+        optional = {"llama_cpp_system_info", *_SCHEME_2_FIELDS}
+        missing = sorted(item.name for item in fields(cls) if item.name not in data and item.name not in optional)
         if missing:
             raise ValueError(f"{source} lacks {', '.join(missing)}: write it with HardwareFingerprint.to_json()")
+        later = {name: _json_str(data, name, source) for name in _SCHEME_2_FIELDS
+                 if name != "hardware_id_scheme" and name in data}
+        if "hardware_id_scheme" in data:
+            later["hardware_id_scheme"] = _json_int(data, "hardware_id_scheme", source)   # type: ignore[assignment]
         return cls(
             hardware_id=validate_hardware_id(_json_str(data, "hardware_id", source), source=source),
             hardware_id_source=_json_str(data, "hardware_id_source", source),
@@ -411,19 +203,31 @@ class HardwareFingerprint:
             os=_json_str(data, "os", source),
             python=_json_str(data, "python", source),
             llama_cpp_python=_json_str(data, "llama_cpp_python", source),
-            llama_cpp_system_info=_json_str_dict(data, "llama_cpp_system_info", source),
+            llama_cpp_system_info=(_json_str_dict(data, "llama_cpp_system_info", source)
+                                   if "llama_cpp_system_info" in data else {}),
+            **later,  # type: ignore[arg-type]
         )
 
-    def differences(self, other: HardwareFingerprint) -> list[str]:
-        """How ``other`` differs in ways that change performance, one short line each.
+    @property
+    def cpu_description(self) -> str:
+        """``AMD EPYC (family 25 model 17 stepping 1, archspec x86_64_v4)``: the CPU as a person reads it."""
+        numbers = " ".join(f"{name} {value}" for name, value in (("family", self.cpu_family),
+                                                                 ("model", self.cpu_model_number),
+                                                                 ("stepping", self.cpu_stepping)) if value)
+        return f"{self.cpu_model} ({numbers + ', ' if numbers else ''}archspec {self.microarch})"
 
-        For example ``"microarch zen3 -> zen4"``, ``"isa_features +avx512f -sve"`` or
-        ``"llama.cpp KLEIDIAI 1 -> absent"``. Python, OS, memory size and the id's source are ignored.
+    def differences(self, other: HardwareFingerprint) -> list[str]:
+        """How ``other`` (this run) differs from this (stored) fingerprint, one short line each.
+
+        For example ``"cpu_model_number 17 -> 2"``, ``"isa_features +avx512f -sve"`` or
+        ``"llama.cpp KLEIDIAI 1 -> absent"``. Python, OS, memory size and the id's source are ignored;
+        a field either side does not know (an older file) is not compared, and a fingerprint of the
+        old id scheme says so.
         """
         changes = [
-            f"{name} {getattr(self, name)} -> {getattr(other, name)}"
+            f"{name} {getattr(self, name) or '?'} -> {getattr(other, name) or '?'}"
             for name in _COMPARED_FIELDS
-            if getattr(self, name) != getattr(other, name)
+            if getattr(self, name) != getattr(other, name) and getattr(self, name) != "" and getattr(other, name) != ""
         ]
         added = sorted(set(other.isa_features) - set(self.isa_features))
         removed = sorted(set(self.isa_features) - set(other.isa_features))
@@ -434,7 +238,14 @@ class HardwareFingerprint:
             before, after = mine.get(flag, "absent"), theirs.get(flag, "absent")
             if before != after:
                 changes.append(f"llama.cpp {flag} {before} -> {after}")
+        if self.hardware_id_scheme < HARDWARE_ID_SCHEME <= other.hardware_id_scheme:
+            changes.append(f"recorded under hardware id scheme {self.hardware_id_scheme}, which did not tell CPU "
+                           "generations apart (no CPU family or model): it may come from another CPU; record it again")
         return changes
+
+
+_SCHEME_2_FIELDS = ("cpu_family", "cpu_model_number", "cpu_stepping", "microcode", "caches", "dmi",
+                    "hardware_id_scheme")
 
 
 def _json_error(source: str, key: str, expected: str, value: object) -> ValueError:
@@ -471,6 +282,10 @@ def _json_str_dict(data: Mapping[str, object], key: str, source: str) -> dict[st
     return {str(k): str(v) for k, v in value.items()}
 
 
+CPUINFO_PATH = "/proc/cpuinfo"
+SYS_ROOT = "/sys"
+
+
 def collect_hardware(
     *,
     system_info: str = "",
@@ -485,10 +300,10 @@ def collect_hardware(
     """
     if hardware_id_override is not None:
         validate_hardware_id(hardware_id_override, source=override_source)
-    cpu = _collect_cpu()
-    microarch = microarch_name()
+    cpuinfo_text = _read_text(CPUINFO_PATH)
+    cpu = _collect_cpu(cpuinfo_text)
     if hardware_id_override is None:
-        hardware_id, id_source = derive_hardware_id(cpu, microarch=microarch), "derived"
+        hardware_id, id_source = derive_hardware_id(cpu), "derived"
     else:
         hardware_id, id_source = hardware_id_override, override_source
     return HardwareFingerprint(
@@ -497,7 +312,7 @@ def collect_hardware(
         arch=cpu.arch,
         cpu_vendor=cpu.vendor,
         cpu_model=cpu.model_name,
-        microarch=microarch,
+        microarch=microarch_name(),
         logical_cores=cpu.logical_cores,
         physical_cores=cpu.physical_cores,
         isa_features=llama_isa_features(cpu.flags, arch=cpu.arch),
@@ -506,15 +321,21 @@ def collect_hardware(
         python=platform.python_version(),
         llama_cpp_python=llama_cpp_python_version,
         llama_cpp_system_info=parse_system_info(system_info),
+        cpu_family=cpu.family,
+        cpu_model_number=cpu.model_number,
+        cpu_stepping=cpu.stepping,
+        microcode=_microcode(cpuinfo_text),
+        caches=_caches(SYS_ROOT),
+        dmi=_dmi(SYS_ROOT),
+        hardware_id_scheme=HARDWARE_ID_SCHEME,
     )
 
 
-def _collect_cpu(cpuinfo_path: str = "/proc/cpuinfo") -> CpuInfo:
-    """The CPU from ``cpuinfo_path`` (Linux), else from platform and os; psutil's physical core count."""
-    arch = _normalise_arch(platform.machine()) or "unknown"
-    text = _read_text(cpuinfo_path)
-    if _cpuinfo_blocks(text):
-        cpu = parse_cpuinfo(text, arch=arch)
+def _collect_cpu(cpuinfo_text: str) -> CpuInfo:
+    """The CPU from ``/proc/cpuinfo`` text (Linux), else from platform and os; psutil's physical core count."""
+    arch = normalise_arch(platform.machine()) or "unknown"
+    if cpuinfo_blocks(cpuinfo_text):
+        cpu = parse_cpuinfo(cpuinfo_text, arch=arch)
     else:
         logical_cores = os.cpu_count() or 1
         cpu = CpuInfo(arch, "unknown", platform.processor() or "unknown", logical_cores, logical_cores, frozenset())
@@ -523,16 +344,43 @@ def _collect_cpu(cpuinfo_path: str = "/proc/cpuinfo") -> CpuInfo:
     return replace(cpu, physical_cores=_physical_cores(default=cpu.physical_cores, limit=cpu.logical_cores))
 
 
-def _normalise_arch(machine: str) -> str:
-    return _ARCH_ALIASES.get(machine.strip().lower(), machine.strip())
-
-
-def _read_text(path: str) -> str:
+def _read_text(path: str | os.PathLike[str]) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return handle.read()
+    except (OSError, ValueError):
+        return ""
+
+
+def _microcode(cpuinfo_text: str) -> str:
+    """The microcode revision x86 guests list (unreliable there: Azure shows 0xffffffff); '' on Arm."""
+    blocks = cpuinfo_blocks(cpuinfo_text)
+    return clean(blocks[0].get("microcode", "")) if blocks else ""
+
+
+def _caches(sys_root: str) -> str:
+    """CPU 0's caches as sysfs lists them: ``L1d 32K, L1i 32K, L2 1024K, L3 32768K``."""
+    folder = os.path.join(sys_root, "devices", "system", "cpu", "cpu0", "cache")
+    try:
+        indexes = sorted(name for name in os.listdir(folder) if name.startswith("index"))
     except OSError:
         return ""
+    caches = []
+    for index in indexes:
+        level = _read_text(os.path.join(folder, index, "level")).strip()
+        kind = _read_text(os.path.join(folder, index, "type")).strip()
+        size = _read_text(os.path.join(folder, index, "size")).strip()
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        if level and size:
+            caches.append(f"L{level}{suffix} {size}")
+    return ", ".join(caches)
+
+
+def _dmi(sys_root: str) -> str:
+    """DMI vendor and product (AWS Nitro names its instance type here); never a per-instance serial or UUID."""
+    folder = os.path.join(sys_root, "class", "dmi", "id")
+    parts = [clean(_read_text(os.path.join(folder, name))) for name in ("sys_vendor", "product_name")]
+    return " ".join(unique(part for part in parts if part))
 
 
 def _archspec_features() -> frozenset[str]:

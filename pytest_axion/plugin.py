@@ -64,6 +64,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if settings.enabled:
             session.check_features(settings.require_features, source="--axion-require-features")
             _check_distribution(config)
+        if settings.refresh and not _is_xdist_worker(config):
+            session.check_quiet_for_refresh()
     except AxionError as err:
         raise pytest.UsageError(str(err)) from None
     config.stash[SESSION_KEY] = session

@@ -1,15 +1,22 @@
-"""Baseline refresh: K separate runs merged into one baseline, with a noise check and an old -> new diff.
+"""Baseline refresh: K separate runs merged into one baseline, with a noise report and an old -> new diff.
 
 Run 1 is the pytest session that asked for the refresh; runs 2..K are fresh pytest processes (so
 each has its own model load), spaced in time so that they see different moments of the machine.
-Only measurements of tests that passed in every run are recorded. Nothing here imports pytest.
+Only measurements of tests that passed in every run are recorded. What the runs show is recorded as
+it is: entries whose runs disagree get a wide band from their own spread (the gate's design), and the
+summary names them; ``--axion-strict`` refuses them instead. Each later run may take at most a few
+times as long as run 1, so a refresh on a machine that turned busy ends early with the reason rather
+than after many minutes. Nothing here imports pytest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,13 +29,16 @@ from pytest_axion import __version__
 from pytest_axion.baselines import Baseline, BaselineEntry
 from pytest_axion.errors import AxionError
 from pytest_axion.hardware import HardwareFingerprint
-from pytest_axion.records import Measurement
+from pytest_axion.records import METRICS, Measurement
 from pytest_axion.stats import cv
+from pytest_axion.verdicts import BAND_SPREADS, DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, MIN_BETWEEN_RUN_SD, Side
 
 REFRESH_MAX_BETWEEN_RUN_CV = 0.15   # these machines drift 9-12% between runs; beyond 15% something was off
 REFRESH_MAX_WITHIN_RUN_CV = 0.25    # single-step figures (tg1) spread ~20% normally; beyond 25%: contention
+CHILD_RUN_TIME_FACTOR = 3.0         # a later run may take this many times as long as run 1 ...
+CHILD_RUN_MIN_TIMEOUT_S = 120.0     # ... and never less than this
 # Options of the parent run that a child run must not repeat (value-taking ones consume their value).
-_PARENT_ONLY_FLAGS = ("--axion-refresh-baselines", "--axion-force")
+_PARENT_ONLY_FLAGS = ("--axion-refresh-baselines",)
 _PARENT_ONLY_VALUED = ("--axion-runs", "--axion-run-spacing", "--axion-report", "--axion-plots", "-n",
                        "--numprocesses", "--junitxml", "--junit-xml")
 
@@ -49,7 +59,8 @@ class RefreshResult:
     runs: int
     rows: list[list[str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    noisy: list[str] = field(default_factory=list)   # entries recorded with a wide band (or refused: strict)
+    strict: bool = False
     written: bool = False
 
 
@@ -84,9 +95,29 @@ def child_arguments(parent_args: Sequence[str], report_path: Path) -> list[str]:
     return [*args, "--axion-no-baselines", "-p", "no:cacheprovider", "--axion-report", str(report_path)]
 
 
-def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, workdir: Path, cwd: Path,
-                 progress: Callable[[str], None], sleep: Callable[[float], None] = time.sleep) -> list[RunData]:
-    """Runs 2..K as separate pytest processes; a child that errors (not just fails tests) stops the refresh."""
+def child_timeout_s(first_run_s: float) -> float:
+    """How long a later run may take: a few times run 1, so a machine that turned busy ends the refresh."""
+    return max(CHILD_RUN_MIN_TIMEOUT_S, CHILD_RUN_TIME_FACTOR * first_run_s)
+
+
+def plan_line(*, runs: int, first_run_s: float, spacing_s: float) -> str:
+    """What is left of a refresh after run 1, and its bound, said before the wait begins."""
+    left = runs - 1
+    expected_s = left * (first_run_s + spacing_s)
+    finish = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expected_s)
+    return (f"axion refresh: run 1 of {runs} took {first_run_s:.0f} s; {left} more run(s), each after a "
+            f"{spacing_s:.0f} s pause: about {_duration(expected_s)} (until ~{finish:%H:%M} UTC); a run that takes "
+            f"over {child_timeout_s(first_run_s):.0f} s stops the refresh")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, timeout_s: float, workdir: Path,
+                 cwd: Path, progress: Callable[[str], None],
+                 sleep: Callable[[float], None] = time.sleep) -> list[RunData]:
+    """Runs 2..K as separate pytest processes; a child that errors or overruns ``timeout_s`` stops the refresh."""
     results = []
     for number in range(2, runs + 1):
         progress(f"axion refresh: pausing {spacing_s:.0f} s, then run {number} of {runs} (a fresh process)")
@@ -96,7 +127,15 @@ def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, wor
         command = [sys.executable, "-m", "pytest", *child_arguments(parent_args, report)]
         start = time.perf_counter()
         with log.open("w", encoding="utf-8") as out:
-            code = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+            child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = child.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _stop(child)
+                raise AxionError(
+                    f"refresh run {number} of {runs} took over {timeout_s:.0f} s, {CHILD_RUN_TIME_FACTOR:g}x run 1: "
+                    f"the machine is much slower or busier than when the refresh began (its output: {log}); "
+                    "nothing was written: refresh again when nothing else runs on it") from None
         progress(f"axion refresh: run {number} of {runs} finished in {time.perf_counter() - start:.0f} s "
                  f"(exit {code})")
         if code not in (0, 1) or not report.exists():
@@ -104,6 +143,18 @@ def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, wor
                              f"output is in {log}: fix what it says, then refresh again (nothing was written)")
         results.append(run_from_report(json.loads(report.read_text(encoding="utf-8")), source=str(report)))
     return results
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """End a child run and everything it started (its engine workers, say)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def merge_runs(runs: Sequence[RunData]) -> tuple[dict[str, BaselineEntry], list[str]]:
@@ -127,19 +178,27 @@ def merge_runs(runs: Sequence[RunData]) -> tuple[dict[str, BaselineEntry], list[
     return entries, skipped
 
 
-def noise_problems(entries: Mapping[str, BaselineEntry]) -> list[str]:
-    """Entries too noisy to be a reference, worst first: a refresh refuses them unless forced."""
+def noisy_entries(entries: Mapping[str, BaselineEntry]) -> list[str]:
+    """Entries whose runs disagree or spread beyond what a quiet machine shows, worst first, with the band
+    their own spread gives them (regressions smaller than that cannot be told from this machine's noise)."""
     problems: list[tuple[float, str]] = []
     for key, entry in entries.items():
         if entry.between_run_cv > REFRESH_MAX_BETWEEN_RUN_CV:
-            problems.append((entry.between_run_cv, f"{key}: runs disagree by {entry.between_run_cv:.0%} (limit "
-                                                   f"{REFRESH_MAX_BETWEEN_RUN_CV:.0%})"))
+            problems.append((entry.between_run_cv, f"{_short_key(key)}: runs disagree by {entry.between_run_cv:.0%} "
+                                                   f"(quiet: <= {REFRESH_MAX_BETWEEN_RUN_CV:.0%}), so its band is "
+                                                   f"{_band(entry):.0%}"))
         if entry.metric != "itl_ms":
             worst = max(cv(run) for run in entry.runs)
             if worst > REFRESH_MAX_WITHIN_RUN_CV:
-                problems.append((worst, f"{key}: a run's repetitions spread {worst:.0%} (limit "
+                problems.append((worst, f"{_short_key(key)}: a run's repetitions spread {worst:.0%} (quiet: <= "
                                         f"{REFRESH_MAX_WITHIN_RUN_CV:.0%})"))
     return [text for _, text in sorted(problems, reverse=True)]
+
+
+def _band(entry: BaselineEntry) -> float:
+    """The gate's band for this entry at the default settings: twice its between-run spread (log scale)."""
+    sd = Side(entry.runs).between_run_sd(DEFAULT_ESTIMATOR, METRICS[entry.metric].higher_is_better) or 0.0
+    return max(DEFAULT_TOLERANCE, BAND_SPREADS * max(sd, MIN_BETWEEN_RUN_SD))
 
 
 def combine(old: Baseline | None, new_entries: Mapping[str, BaselineEntry], *, hardware_id: str, model_label: str,

@@ -19,10 +19,11 @@ from tabulate import tabulate
 from pytest_axion import __version__
 from pytest_axion.ab import PairedComparison
 from pytest_axion.atomic import write_json_atomically
+from pytest_axion.cpu import parse_system_info
 from pytest_axion.engine import ModelFacts
 from pytest_axion.errors import AxionError
 from pytest_axion.gate import no_baseline_message
-from pytest_axion.hardware import HardwareFingerprint, parse_system_info
+from pytest_axion.hardware import HardwareFingerprint
 from pytest_axion.model import ModelFingerprint
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
@@ -140,8 +141,8 @@ def header_lines(run: RunRecord) -> list[str]:
         f"model: {model.file_name} ({model.architecture}, {model.quantization}, "
         f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 {model.sha256[:12]}) "
         f"loaded in {run.load_seconds:.2f} s",
-        f"hardware: {hardware.hardware_id} ({hardware.hardware_id_source}): {hardware.cpu_model}, "
-        f"{hardware.microarch}, {hardware.logical_cores} logical / {hardware.physical_cores} physical cores",
+        f"hardware: {hardware.hardware_id} ({hardware.hardware_id_source}): {hardware.cpu_description}, "
+        f"{hardware.logical_cores} logical / {hardware.physical_cores} physical cores",
         f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: "
         f"{shown}",
         f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
@@ -230,7 +231,11 @@ def measurement_table(measurements: Iterable[Measurement], outcomes: Mapping[str
 
 
 def shape_table(shape_verdicts: Mapping[str, Sequence[ShapeVerdict]]) -> str:
-    """Steadiness and scaling promises: one row per checked group of cells, with its figures."""
+    """Steadiness and scaling promises: one row per checked group of cells, with its figures.
+
+    For prompt speed, "levels off" is the fewest tokens per batch (prompt x users) that reached 90% of
+    the fastest cell: below it the machine's threads were not all busy.
+    """
     rows = []
     for nodeid, verdicts in shape_verdicts.items():
         for v in verdicts:
@@ -240,10 +245,11 @@ def shape_table(shape_verdicts: Mapping[str, Sequence[ShapeVerdict]]) -> str:
             observed = (f"spread {check.observed:.0%}" if check.key == "steady_within"
                         else f"{check.observed:.2f}x")
             curve = ", ".join(f"{label}: {_fmt(value)}" for label, value in check.curve)
-            rows.append([_short(nodeid), check.group, promise, observed, len(v.attempts), v.verdict, curve])
+            knee = f"{check.levels_off_at} tokens" if check.levels_off_at is not None else ""
+            rows.append([_short(nodeid), check.group, promise, observed, len(v.attempts), v.verdict, knee, curve])
     if not rows:
         return ""
-    table: str = tabulate(rows, headers=["test", "cells", "promise", "observed", "tries", "verdict",
+    table: str = tabulate(rows, headers=["test", "cells", "promise", "observed", "tries", "verdict", "levels off at",
                                          "median t/s per cell"], tablefmt="simple", disable_numparse=True)
     return table
 
@@ -271,13 +277,17 @@ def refresh_lines(result: RefreshResult | None) -> list[str]:
     lines = ["", f"baseline refresh: {result.runs} run(s) -> {result.path}",
              tabulate(result.rows, headers=DIFF_HEADERS, tablefmt="simple", disable_numparse=True)]
     lines += [f"not recorded: {text}" for text in result.skipped]
-    if result.problems and not result.written:
-        lines.append(f"REFUSED: the runs are too noisy to be a reference ({len(result.problems)} problem(s), worst: "
-                     f"{result.problems[0]}); nothing was written: refresh again on a quieter machine, or pass "
-                     "--axion-force to record them anyway")
-    elif result.problems:
-        lines.append(f"recorded despite {len(result.problems)} noise problem(s) (--axion-force); worst: "
-                     f"{result.problems[0]}")
+    if result.noisy and not result.written:
+        lines.append(f"REFUSED (--axion-strict): {len(result.noisy)} entr(ies) too noisy to be a tight reference, "
+                     f"worst: {result.noisy[0]}; nothing was written: refresh again when the machine is quiet, or "
+                     "without --axion-strict to record them with the wide band their spread gives them")
+    elif result.noisy:
+        lines.append(f"noisy: {len(result.noisy)} entr(ies) recorded with a wide band from their own spread "
+                     "(regressions smaller than the band cannot be seen there; refresh on a quiet machine to "
+                     "tighten it):")
+        lines += [f"  {text}" for text in result.noisy[:10]]
+        if len(result.noisy) > 10:
+            lines.append(f"  ... and {len(result.noisy) - 10} more")
     if result.written:
         lines.append(f"written: {result.path} ({len(result.rows)} entries recorded)")
     return lines

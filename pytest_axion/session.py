@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 import sys
 import tempfile
@@ -11,19 +10,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import psutil
-
 from pytest_axion import refresh as refreshing
 from pytest_axion.ab import PairedComparison, compare_paired
 from pytest_axion.baselines import Baseline, baseline_path, check_writable, read_baseline, update_baseline
+from pytest_axion.cpu import parse_system_info, usable_cores
 from pytest_axion.engine import EngineError, ModelFacts, ProgressCallback
 from pytest_axion.engine import system_info as engine_system_info
-from pytest_axion.environment import environment_warnings
+from pytest_axion.environment import busy_limit, environment_warnings, other_processes_cpus
 from pytest_axion.errors import AxionError, MeasurementError, SettingsError
 from pytest_axion.features import missing_features, missing_message
 from pytest_axion.gate import BaselineGate, GateSettings
 from pytest_axion.gguf import read_gguf_info
-from pytest_axion.hardware import collect_hardware, parse_system_info
+from pytest_axion.hardware import collect_hardware
 from pytest_axion.harness import (
     Axion,
     LoadedModel,
@@ -46,9 +44,7 @@ from pytest_axion.worker import PairedEngine
 
 def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
     """Resolve settings with this machine's core counts as the defaults and limits."""
-    logical = os.cpu_count() or 1
-    physical = psutil.cpu_count(logical=False) or logical
-    settings = resolve_settings(cli, ini, physical_cores=physical, logical_cores=logical)
+    settings = resolve_settings(cli, ini, cores=usable_cores())
     if settings.enabled:
         # A missing or broken model is a usage error, found before any test runs.
         read_gguf_info(settings.model.value or str(embedded_model_path()))
@@ -78,6 +74,7 @@ class AxionSession:
         self.environment: tuple[str, ...] = ()   # warnings about the machine, read when measuring starts
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
+        self.started = time.monotonic()   # the session's start: how long run 1 of a refresh took
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -89,10 +86,22 @@ class AxionSession:
         if self._loaded is None:
             # Read before the model loads: the load itself would raise the load average.
             self.environment = tuple(environment_warnings(
-                threads=self.settings.threads.value, physical_cores=psutil.cpu_count(logical=False) or 1,
-                logical_cores=os.cpu_count()))
+                threads=self.settings.threads.value, physical_cores=self.settings.cores.physical,
+                logical_cores=self.settings.cores.logical, other_cpus=other_processes_cpus()))
             self._loaded = load_model(self.settings)
         return self._loaded
+
+    def check_quiet_for_refresh(self, *, sample_s: float = 1.0) -> None:
+        """Stop a refresh before it measures when other processes keep the CPUs busy: a baseline recorded
+        then would describe the other work, and the refresh would take far longer than planned."""
+        threads = self.settings.threads.value
+        other = other_processes_cpus(sample_s)
+        if other is not None and other > busy_limit(threads):
+            raise AxionError(
+                f"--axion-refresh-baselines: other processes keep {other:.1f} CPU(s) of this machine busy (limit "
+                f"{busy_limit(threads):.1f} for {threads} llama.cpp thread(s)), so a baseline recorded now would "
+                "describe them, not your build; stop them or wait until the machine is quiet, then refresh again "
+                "(nothing was measured or written)")
 
     def harness(self, nodeid: str) -> Axion:
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
@@ -255,7 +264,8 @@ class AxionSession:
 
     def refresh_baselines(self, parent_args: Sequence[str], *, cwd: Path, repo_root: Path,
                           progress: Callable[[str], None]) -> refreshing.RefreshResult:
-        """Record this run plus K-1 fresh runs as the baseline; refuse noisy runs unless forced.
+        """Record this run plus K-1 fresh runs as the baseline, noisy entries with the wide band their
+        spread gives them (refused under --axion-strict).
 
         The old file is read first: a corrupt one stops the refresh (it is never silently replaced).
         """
@@ -272,18 +282,24 @@ class AxionSession:
                              "fix the failures (or the SLOs) first")
         if self._loaded is not None:  # free the model: the next runs get the machine alone
             self._loaded.engine.close()
+        first_run_s = time.monotonic() - self.started
+        if settings.runs.value > 1:
+            progress(refreshing.plan_line(runs=settings.runs.value, first_run_s=first_run_s,
+                                          spacing_s=settings.run_spacing_s.value))
         with tempfile.TemporaryDirectory(prefix="axion-refresh-") as workdir:
             runs += refreshing.run_children(parent_args, runs=settings.runs.value,
-                                            spacing_s=settings.run_spacing_s.value, workdir=Path(workdir), cwd=cwd,
-                                            progress=progress, **({} if self._sleep is None
-                                                                  else {"sleep": self._sleep}))
+                                            spacing_s=settings.run_spacing_s.value,
+                                            timeout_s=refreshing.child_timeout_s(first_run_s), workdir=Path(workdir),
+                                            cwd=cwd, progress=progress, **({} if self._sleep is None
+                                                                           else {"sleep": self._sleep}))
         entries, skipped = refreshing.merge_runs(runs)
         result = refreshing.RefreshResult(path=path, runs=len(runs), rows=refreshing.diff_rows(old, entries),
-                                          skipped=skipped, problems=refreshing.noise_problems(entries))
+                                          skipped=skipped, noisy=refreshing.noisy_entries(entries),
+                                          strict=settings.strict)
         if not entries:
             raise AxionError("--axion-refresh-baselines: no test passed in every run, so nothing was recorded; "
                              f"{skipped[0] if skipped else ''}")
-        if result.problems and not settings.force:
+        if result.noisy and settings.strict:
             return result
         provenance = refreshing.provenance(hardware=record.hardware, model=record.model.to_json(),
                                            threads=record.threads, repetitions=settings.repetitions.value,

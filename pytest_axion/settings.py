@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from pytest_axion.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
+from pytest_axion.cpu import UsableCores
 from pytest_axion.errors import SettingsError
 from pytest_axion.features import parse_features
 from pytest_axion.hardware import validate_hardware_id
@@ -40,7 +41,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "GGUF model to measure (default: the embedded SmolLM2-135M Q4_1 from pytest-axion[model])",
                "PATH"),
     OptionSpec("threads", "--axion-threads", "axion_threads", "int",
-               "threads for llama.cpp (default: the number of physical cores)", "N"),
+               "threads for llama.cpp (default, as llama.cpp's tools: one per physical core this process may "
+               "use, within its CPU affinity and cgroup quota)", "N"),
     OptionSpec("repetitions", "--axion-repetitions", "axion_repetitions", "int",
                "timed repetitions per measurement, after one warm-up (default: 5, as llama-bench)", "R"),
     OptionSpec("reading_speed", "--axion-reading-speed", "axion_reading_speed", "str",
@@ -76,7 +78,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("confirm_spacing", "--axion-confirm-spacing", "axion_confirm_spacing", "float",
                "seconds to pause before each confirming attempt, to outlast a busy spell (default 60)", "S"),
     OptionSpec("strict", "--axion-strict", "axion_strict", "bool",
-               "fail inconclusive baseline verdicts too (default: warn)"),
+               "fail inconclusive verdicts too (default: warn); a refresh refuses noisy entries instead of "
+               "recording them with a wide band"),
     OptionSpec("refresh", "--axion-refresh-baselines", None, "flag",
                "record this run's measurements (tests that passed) as the new baselines, from --axion-runs "
                "separate runs; prints the old -> new diff"),
@@ -84,8 +87,6 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "separate runs (model loads) a baseline refresh records (default 3)", "K"),
     OptionSpec("run_spacing", "--axion-run-spacing", "axion_run_spacing", "float",
                "seconds between the runs of a refresh (default 60)", "S"),
-    OptionSpec("force", "--axion-force", None, "flag",
-               "record a refresh even when its runs are noisier than the limit"),
     OptionSpec("ab_baseline", "--axion-ab-baseline", "axion_ab_baseline", "str",
                "A/B session: measure every workload also with the llama-cpp-python of this Python "
                "interpreter (A, e.g. .venv-old/bin/python), alternating with the current one (B), and "
@@ -104,6 +105,9 @@ DEFAULT_RUNS = 3
 DEFAULT_RUN_SPACING_S = 60.0
 MAX_RUNS = 50
 MAX_REPETITIONS = 1000
+
+
+_ONE_CORE = UsableCores(logical=1, physical=1)
 
 
 @dataclass(frozen=True)
@@ -136,32 +140,33 @@ class Settings:
     refresh: bool = False
     runs: Sourced[int] = Sourced(DEFAULT_RUNS, "default")
     run_spacing_s: Sourced[float] = Sourced(DEFAULT_RUN_SPACING_S, "default")
-    force: bool = False
     ab_baseline: Sourced[str | None] = Sourced(None, "default")  # None: no A/B session
     ab_rounds: Sourced[int] = Sourced(DEFAULT_AB_ROUNDS, "default")
     ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
     warnings: tuple[str, ...] = ()
+    cores: UsableCores = _ONE_CORE   # what the default thread count rests on
 
 
-def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
-                     physical_cores: int, logical_cores: int) -> Settings:
+def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores: UsableCores) -> Settings:
     """Build :class:`Settings` from raw option values (``None`` = not given) and raw ini strings.
 
+    ``cores`` are the cores this process may use: the default thread count and its limits.
     Raises :class:`SettingsError` naming the option or ini key and the fix.
     """
     warnings: list[str] = []
     raw = {spec.name: _pick(spec, cli, ini) for spec in OPTIONS}
 
-    threads = _as_int(raw["threads"], default=max(1, physical_cores))
+    threads = _as_int(raw["threads"], default=cores.default_threads)
     if threads.value < 1:
         raise SettingsError(
             f"{threads.source} must be at least 1, got {threads.value}: "
-            f"omit it to use the {physical_cores} physical core(s)"
+            f"omit it to use {cores.default_threads} ({cores.describe()})"
         )
-    if threads.value > logical_cores:
+    usable = min(cores.logical, cores.quota_cpus or cores.logical)
+    if threads.value > usable:
         warnings.append(
-            f"{threads.source}={threads.value} exceeds the {logical_cores} logical CPU(s): "
-            "threads will compete for cores and the figures will be low"
+            f"{threads.source}={threads.value} exceeds the {usable:g} CPU(s) this process may use "
+            f"({cores.describe()}): threads will wait on each other and the figures will be low"
         )
 
     repetitions = _as_int(raw["repetitions"], default=DEFAULT_REPETITIONS)
@@ -222,7 +227,6 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
         refresh=refresh,
         runs=runs,
         run_spacing_s=_as_seconds(raw["run_spacing"], default=DEFAULT_RUN_SPACING_S),
-        force=bool(raw["force"].value),
         ab_baseline=ab_baseline,
         ab_rounds=ab_rounds,
         ab_tolerance=ab_tolerance,
@@ -234,6 +238,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *,
         repetitions=repetitions,
         hardware=hardware,
         warnings=tuple(warnings),
+        cores=cores,
     )
 
 

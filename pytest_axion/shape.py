@@ -25,6 +25,7 @@ from typing import Any
 
 from pytest_axion.errors import SettingsError
 from pytest_axion.records import Measurement
+from pytest_axion.sizing import TOKENS_PER_THREAD, levels_off_at, still_rising
 from pytest_axion.stats import median
 
 STEADY = "steady_within"
@@ -61,11 +62,13 @@ class ShapeCheck:
     message: str
     involved: tuple[str, ...]   # the group's measurement keys: what a confirming attempt measures again
     curve: tuple[tuple[str, float], ...] = ()   # every cell: label -> median tokens/s
+    levels_off_at: int | None = None            # prompt_tps: fewest tokens per batch reaching 90% of the fastest
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "group": self.group, "metric": self.metric, "passed": self.passed,
                 "observed": self.observed, "threshold": self.threshold, "message": self.message,
-                "curve": [{"cell": label, "median": value} for label, value in self.curve]}
+                "curve": [{"cell": label, "median": value} for label, value in self.curve],
+                "levels_off_at_tokens": self.levels_off_at}
 
 
 def _fmt(value: float) -> str:
@@ -89,12 +92,23 @@ def _steady(cells: list[Measurement], limit: float, group: str, metric: str) -> 
     spread = (fast.median - slow.median) / level
     passed = spread <= limit
     comparison = "<=" if passed else ">"
-    message = (f"{metric} {'steady' if passed else 'not steady'}: {_fmt(slow.median)} t/s at "
-               f"{_label(slow, varying)} vs {_fmt(fast.median)} t/s at {_label(fast, varying)} "
-               f"(spread {spread:.0%} {comparison} {limit:.0%})")
+    # Prompt speed depends on the tokens of one call (prompt x users): where it climbs with them, the
+    # machine was not saturated by the small calls; say so, with where it levels off.
+    points = [(m.n_prompt * m.batch_size, m.median) for m in cells] if metric == "prompt_tps" else []
+    knee = levels_off_at(points)
+    if not passed and still_rising(points):
+        first, last = min(points), max(points, key=lambda point: point[1])
+        message = (f"{metric} not steady: prompt speed still rising with tokens per batch: {_fmt(first[1])} t/s at "
+                   f"{first[0]} -> {_fmt(last[1])} t/s at {last[0]}; below about {knee} tokens this machine is not "
+                   f"saturated (spread {spread:.0%} {comparison} {limit:.0%}; size prompts x users to at least "
+                   f"{TOKENS_PER_THREAD} tokens per thread)")
+    else:
+        message = (f"{metric} {'steady' if passed else 'not steady'}: {_fmt(slow.median)} t/s at "
+                   f"{_label(slow, varying)} vs {_fmt(fast.median)} t/s at {_label(fast, varying)} "
+                   f"(spread {spread:.0%} {comparison} {limit:.0%})")
     return ShapeCheck(key=STEADY, group=group, metric=metric, passed=passed, observed=spread, threshold=limit,
                       message=message, involved=tuple(m.key for m in cells),
-                      curve=tuple((_label(m, varying), m.median) for m in cells))
+                      curve=tuple((_label(m, varying), m.median) for m in cells), levels_off_at=knee)
 
 
 def steadiness_checks(measurements: Sequence[Measurement], limits: SteadyLimits) -> list[ShapeCheck]:

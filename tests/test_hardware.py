@@ -9,17 +9,14 @@ import psutil
 import pytest
 
 from pytest_axion import hardware
+from pytest_axion.cpu import CpuInfo, llama_isa_features, parse_cpuinfo, parse_lscpu, parse_system_info
 from pytest_axion.errors import HardwareIdError
 from pytest_axion.hardware import (
-    CpuInfo,
     HardwareFingerprint,
     collect_hardware,
+    cpu_generation,
     derive_hardware_id,
-    llama_isa_features,
     microarch_name,
-    parse_cpuinfo,
-    parse_lscpu,
-    parse_system_info,
     validate_hardware_id,
 )
 
@@ -45,187 +42,56 @@ def features(cpu):
     return llama_isa_features(cpu.flags, arch=cpu.arch)
 
 
-# --- parsing /proc/cpuinfo and lscpu ---------------------------------------------------------------
-
-
-def test_google_axion_is_a_32_core_neoverse_v2_with_sve2():
-    cpu = cpuinfo("google-axion-c4a-standard-32", arch="aarch64")
-    assert (cpu.arch, cpu.vendor, cpu.model_name) == ("aarch64", "ARM", "Neoverse-V2")
-    assert (cpu.logical_cores, cpu.physical_cores) == (32, 32)
-    assert features(cpu) == ("asimd", "bf16", "dotprod", "fp16", "i8mm", "sve", "sve2")
-    assert {"asimddp", "svei8mm", "bti"} <= cpu.flags  # raw flags are kept as the kernel spells them
-
-
-def test_aws_graviton3_is_a_neoverse_v1_with_sve_but_not_sve2():
-    cpu = cpuinfo("aws-graviton3-c7g-4xlarge", arch="aarch64")
-    assert (cpu.vendor, cpu.model_name, cpu.logical_cores, cpu.physical_cores) == ("ARM", "Neoverse-V1", 16, 16)
-    assert features(cpu) == ("asimd", "bf16", "dotprod", "fp16", "i8mm", "sve")
-
-
-def test_amd_zen4_counts_smt_siblings_once_and_has_avx512():
-    cpu = cpuinfo("amd-zen4-epyc-9b14")
-    assert (cpu.vendor, cpu.model_name) == ("AuthenticAMD", "AMD EPYC 9B14")
-    assert (cpu.logical_cores, cpu.physical_cores) == (8, 4)
-    assert features(cpu) == ZEN4_FEATURES
-    assert "avx512_bitalg" in cpu.flags and "avx_vnni" not in cpu.flags
-
-
-def test_intel_sapphire_rapids_has_amx_and_avx_vnni():
-    cpu = cpuinfo("intel-sapphire-rapids-8481c")
-    assert (cpu.vendor, cpu.model_name) == ("GenuineIntel", "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz")
-    assert (cpu.logical_cores, cpu.physical_cores) == (8, 4)
-    assert features(cpu) == tuple(sorted([*ZEN4_FEATURES, "amx_bf16", "amx_int8", "amx_tile", "avx_vnni"]))
-    assert "avx512_fp16" in cpu.flags and "avx512_fp16" not in features(cpu)  # no llama.cpp kernel uses it
-
-
-def test_amd_zen3_has_avx2_but_no_avx512():
-    cpu = cpuinfo("amd-zen3-epyc-7b13")
-    assert (cpu.model_name, cpu.logical_cores, cpu.physical_cores) == ("AMD EPYC 7B13", 8, 4)
-    assert features(cpu) == ("avx", "avx2", "bmi2", "f16c", "fma", "sse3", "sse4_2", "ssse3")
-
-
-@pytest.mark.parametrize("name", ["google-axion-c4a-standard-32", "amd-zen4-epyc-9b14", "intel-sapphire-rapids-8481c"])
-def test_lscpu_describes_the_same_cpu_as_proc_cpuinfo(name):
-    from_lscpu = lscpu(name)
-    assert from_lscpu == cpuinfo(name, arch=from_lscpu.arch)
-    assert derive_hardware_id(from_lscpu, microarch="m") == derive_hardware_id(
-        cpuinfo(name, arch=from_lscpu.arch), microarch="m")
-
-
-def test_lscpu_sums_the_core_types_of_a_big_little_cpu():
-    text = """Architecture:            aarch64
-CPU(s):                  8
-Vendor ID:               ARM
-  Model name:            Cortex-A55
-    Thread(s) per core:  1
-    Core(s) per socket:  4
-    Socket(s):           1
-    Flags:               fp asimd asimddp asimdhp
-  Model name:            Cortex-A76
-    Thread(s) per core:  1
-    Core(s) per socket:  2
-    Socket(s):           2
-    Flags:               fp asimd asimddp asimdhp i8mm
-"""
-    cpu = parse_lscpu(text)
-    assert (cpu.model_name, cpu.logical_cores, cpu.physical_cores) == ("Cortex-A55+Cortex-A76", 8, 8)
-    assert cpu.flags == {"fp", "asimd", "asimddp", "asimdhp"}  # only what every core can run
-
-
-def arm_block(processor, part, features="fp asimd asimddp", implementer="0x41"):
-    return (f"processor\t: {processor}\nBogoMIPS\t: 48.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
-            f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n")
-
-
-def test_cpuinfo_names_each_core_type_of_a_big_little_cpu():
-    blocks = [arm_block(n, "0xd05") for n in range(4)] + [arm_block(n, "0xd0b", "fp asimd asimddp i8mm")
-                                                          for n in range(4, 8)]
-    cpu = parse_cpuinfo("\n".join(blocks), arch="aarch64")
-    assert (cpu.vendor, cpu.model_name, cpu.logical_cores) == ("ARM", "Cortex-A55+Cortex-A76", 8)
-    assert cpu.flags == {"fp", "asimd", "asimddp"}
-
-
-def test_cpuinfo_keeps_unknown_arm_codes_raw():
-    cpu = parse_cpuinfo(arm_block(0, "0x123", implementer="0x7f") + "\n" + arm_block(1, "0x123", implementer="0x7f"),
-                        arch="aarch64")
-    assert (cpu.vendor, cpu.model_name, cpu.logical_cores) == ("0x7f", "0x7f part 0x123", 2)
-    ampere = parse_cpuinfo(arm_block(0, "0xac3", implementer="0xc0"), arch="aarch64")
-    assert (ampere.vendor, ampere.model_name) == ("Ampere", "Ampere-1")
-
-
-def x86_block(processor, *, physical_id, core_id=None, cores=1):
-    core = "" if core_id is None else f"core id\t\t: {core_id}\n"
-    return (f"processor\t: {processor}\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)   CPU  E5-2680\n"
-            f"physical id\t: {physical_id}\n{core}cpu cores\t: {cores}\nflags\t\t: fpu sse2 pni avx\n")
-
-
-def test_cpuinfo_counts_vcpus_that_are_each_their_own_socket():
-    cpu = parse_cpuinfo("\n".join(x86_block(n, physical_id=n, core_id=0) for n in range(4)), arch="x86_64")
-    assert (cpu.logical_cores, cpu.physical_cores) == (4, 4)
-    assert cpu.model_name == "Intel(R) Xeon(R) CPU E5-2680"  # padding collapsed, so the id hash is stable
-
-
-def test_cpuinfo_without_core_ids_uses_cores_per_socket():
-    text = "\n".join(x86_block(n, physical_id=n // 4, cores=2) for n in range(8))
-    cpu = parse_cpuinfo(text, arch="x86_64")
-    assert (cpu.logical_cores, cpu.physical_cores) == (8, 4)
-    assert features(cpu) == ("avx", "sse3")
-
-
-def test_isa_features_of_an_unknown_arch_are_empty():
-    assert llama_isa_features(frozenset({"avx2", "sve", "vsx"}), arch="ppc64le") == ()
-    assert llama_isa_features(frozenset({"asimddp"}), arch="arm64") == ("dotprod",)  # macOS spelling of aarch64
-
-
-# --- llama_print_system_info() -------------------------------------------------------------------
-
-
-def test_system_info_of_an_x86_build():
-    assert parse_system_info(X86_INFO) == {
-        "SSE3": "1", "SSSE3": "1", "AVX": "1", "AVX2": "1", "F16C": "1", "FMA": "1", "BMI2": "1", "AVX512": "1",
-        "AVX512_VBMI": "1", "AVX512_VNNI": "1", "AVX512_BF16": "1", "LLAMAFILE": "1", "OPENMP": "1", "REPACK": "1"}
-
-
-def test_system_info_of_an_arm_build_with_kleidiai():
-    info = parse_system_info(ARM_INFO)
-    assert info["KLEIDIAI"] == "1" and info["SVE_CNT"] == "16" and info["MATMUL_INT8"] == "1"
-    assert len(info) == 10 and "AVX2" not in info
-
-
-def test_system_info_keeps_other_backends_apart():
-    text = "Metal : EMBED_LIBRARY = 1 | BF16 = 1 | CPU : NEON = 1 | BF16 = 0 | CUDA : ARCHS = 860,890 | "
-    assert parse_system_info(text) == {
-        "Metal.EMBED_LIBRARY": "1", "Metal.BF16": "1", "NEON": "1", "BF16": "0", "CUDA.ARCHS": "860,890"}
-
-
-def test_system_info_without_backend_names_is_cpu():
-    assert parse_system_info("AVX = 1 | AVX_VNNI = 0 | AVX2 = 1 | LLAMAFILE = 1 | ") == {
-        "AVX": "1", "AVX_VNNI": "0", "AVX2": "1", "LLAMAFILE": "1"}
-    assert parse_system_info("") == {}
-
-
 # --- hardware ids --------------------------------------------------------------------------------
 
 
 def test_hardware_id_is_readable_and_stable():
     zen4 = cpuinfo("amd-zen4-epyc-9b14")
-    hardware_id = derive_hardware_id(zen4, microarch="zen4")
-    assert ID_SHAPE.fullmatch(hardware_id) and hardware_id.startswith("x86_64-zen4-8c-")
-    assert derive_hardware_id(cpuinfo("amd-zen4-epyc-9b14"), microarch="zen4") == hardware_id
+    hardware_id = derive_hardware_id(zen4)
+    assert ID_SHAPE.fullmatch(hardware_id) and hardware_id.startswith("x86_64-amd_f25m17-8c-")
+    assert derive_hardware_id(cpuinfo("amd-zen4-epyc-9b14")) == hardware_id
+    assert cpu_generation(cpuinfo("intel-sapphire-rapids-8481c")) == "intel_f6m143"
+    assert cpu_generation(cpuinfo("google-axion-c4a-standard-32", "aarch64")) == "neoverse_v2"
 
 
 def test_hardware_id_tells_apart_machines_sold_as_one_kind():
     zen4 = cpuinfo("amd-zen4-epyc-9b14")
     no_avx512 = replace(zen4, flags=frozenset(f for f in zen4.flags if not f.startswith("avx512")))
+    masked = replace(zen4, model_name="AMD EPYC")   # what a hypervisor shows for Zen 4 and Zen 5 alike
     machines = [
-        derive_hardware_id(zen4, microarch="zen4"),
-        derive_hardware_id(no_avx512, microarch="zen4"),       # same name and cores, no AVX-512
-        derive_hardware_id(zen4, microarch="x86_64_v4"),       # archspec sees it differently
-        derive_hardware_id(replace(zen4, logical_cores=16, physical_cores=8), microarch="zen4"),
-        derive_hardware_id(replace(zen4, physical_cores=8), microarch="zen4"),  # SMT off, same vCPUs
-        derive_hardware_id(cpuinfo("amd-zen3-epyc-7b13"), microarch="zen3"),
-        derive_hardware_id(cpuinfo("amd-zen3-epyc-7b13"), microarch="zen4"),  # only the CPU itself differs
-        derive_hardware_id(cpuinfo("intel-sapphire-rapids-8481c"), microarch="sapphirerapids"),
-        derive_hardware_id(cpuinfo("google-axion-c4a-standard-32", "aarch64"), microarch="neoverse_v2"),
-        derive_hardware_id(cpuinfo("aws-graviton3-c7g-4xlarge", "aarch64"), microarch="neoverse_v1"),
+        derive_hardware_id(zen4),
+        derive_hardware_id(no_avx512),                                      # same name and cores, no AVX-512
+        derive_hardware_id(masked),
+        derive_hardware_id(replace(masked, family="26", model_number="2")),   # Zen 5 behind the same name
+        derive_hardware_id(replace(masked, model_number="160")),            # another model of the same family
+        derive_hardware_id(replace(zen4, logical_cores=16, physical_cores=8)),
+        derive_hardware_id(replace(zen4, physical_cores=8)),                # SMT off, same vCPUs
+        derive_hardware_id(cpuinfo("amd-zen3-epyc-7b13")),
+        derive_hardware_id(cpuinfo("intel-sapphire-rapids-8481c")),
+        derive_hardware_id(cpuinfo("google-axion-c4a-standard-32", "aarch64")),
+        derive_hardware_id(cpuinfo("aws-graviton3-c7g-4xlarge", "aarch64")),
     ]
     assert len(set(machines)) == len(machines)
     assert all(validate_hardware_id(m, source="derived") == m and ID_SHAPE.fullmatch(m) for m in machines)
 
 
-def test_hardware_id_ignores_flags_llama_cpp_does_not_use():
+def test_hardware_id_ignores_what_only_describes_the_machine():
     zen4 = cpuinfo("amd-zen4-epyc-9b14")
-    # Kernels add mitigation and hypervisor flags across versions; those must not move the baselines.
-    other_kernel = replace(zen4, flags=(zen4.flags - {"hypervisor", "ibpb", "avx512_bitalg"}) | {"bhi_ctrl"})
-    assert derive_hardware_id(other_kernel, microarch="zen4") == derive_hardware_id(zen4, microarch="zen4")
+    # Kernels add mitigation and hypervisor flags across versions; those must not move the baselines,
+    # nor may a stepping that guests report inconsistently.
+    other_kernel = replace(zen4, flags=(zen4.flags - {"hypervisor", "ibpb", "avx512_bitalg"}) | {"bhi_ctrl"},
+                           stepping="2")
+    assert derive_hardware_id(other_kernel) == derive_hardware_id(zen4)
 
 
 def test_odd_cpu_names_still_give_a_safe_id():
-    odd = CpuInfo("x86/64", "Vendor/X", "Model: 9 (weird) / name", 2, 2, frozenset())
-    hardware_id = derive_hardware_id(odd, microarch="../" + "a" * 200)
+    odd = CpuInfo("x86/64", "Vendor/X", "../" + "a" * 200, 2, 2, frozenset())
+    hardware_id = derive_hardware_id(odd)
     assert validate_hardware_id(hardware_id, source="derived") == hardware_id
     assert hardware_id.startswith("x86_64-" + "a" * 40 + "-2c-")
-    assert derive_hardware_id(odd, microarch="").startswith("x86_64-unknown-2c-")
+    assert derive_hardware_id(replace(odd, vendor="", model_name="unknown")).startswith("x86_64-unknown-2c-")
+    weird = derive_hardware_id(replace(odd, family="2/5", model_number="../17"))
+    assert validate_hardware_id(weird, source="derived") == weird and "-vendor_x_f2_5m_17-" in weird
 
 
 BAD_IDS = ["a/b", "a/../b", "..", ".", ".hidden", "", "x" * 101, "a b", "c:\\x", "é", "a\nb", "trailing.", "con",
@@ -265,7 +131,9 @@ def fingerprint(**changes):
         hardware_id="x86_64-zen4-8c-12345678", hardware_id_source="derived", arch="x86_64",
         cpu_vendor="AuthenticAMD", cpu_model="AMD EPYC 9B14", microarch="zen4", logical_cores=8, physical_cores=4,
         isa_features=("avx2", "avx512_vnni", "avx512f"), memory_bytes=32 * 2**30, os="Linux 6.1.0-18-cloud-amd64",
-        python="3.11.7", llama_cpp_python="0.3.16", llama_cpp_system_info=parse_system_info(X86_INFO))
+        python="3.11.7", llama_cpp_python="0.3.16", llama_cpp_system_info=parse_system_info(X86_INFO),
+        cpu_family="25", cpu_model_number="17", cpu_stepping="1", microcode="0x1000065",
+        caches="L1d 32K, L1i 32K, L2 1024K, L3 32768K", dmi="", hardware_id_scheme=2)
     return replace(base, **changes)
 
 
@@ -302,12 +170,32 @@ def test_differences_name_what_changes_performance():
                           llama_cpp_python="0.3.17",
                           llama_cpp_system_info={**parse_system_info(X86_INFO), "AVX512": "0"})
     assert fingerprint().differences(changed) == [
-        "microarch zen4 -> zen3",
         "logical_cores 8 -> 4",
         "llama_cpp_python 0.3.16 -> 0.3.17",
+        "microarch zen4 -> zen3",
         "isa_features +avx_vnni -avx512_vnni -avx512f",
         "llama.cpp AVX512 1 -> 0",
     ]
+
+
+def test_differences_name_another_cpu_generation_behind_the_same_name():
+    # An id given by hand (--axion-hardware) can cover machines of two generations: say which.
+    zen5 = fingerprint(cpu_model="AMD EPYC", cpu_family="26", cpu_model_number="2", cpu_stepping="0",
+                       microcode="0xb002116", caches="L1d 48K, L1i 32K, L2 1024K, L3 32768K")
+    assert fingerprint(cpu_model="AMD EPYC").differences(zen5) == [
+        "cpu_family 25 -> 26", "cpu_model_number 17 -> 2", "cpu_stepping 1 -> 0", "microcode 0x1000065 -> 0xb002116",
+        "caches L1d 32K, L1i 32K, L2 1024K, L3 32768K -> L1d 48K, L1i 32K, L2 1024K, L3 32768K"]
+
+
+def test_a_fingerprint_of_the_old_id_scheme_reads_and_says_what_it_cannot_tell():
+    old = {k: v for k, v in fingerprint().to_json().items()
+           if k not in ("cpu_family", "cpu_model_number", "cpu_stepping", "microcode", "caches", "dmi",
+                        "hardware_id_scheme")}
+    stored = HardwareFingerprint.from_json(old, source="old.json")
+    assert (stored.hardware_id_scheme, stored.cpu_family, stored.cpu_model_number) == (1, "", "")
+    assert stored.differences(fingerprint()) == [
+        "recorded under hardware id scheme 1, which did not tell CPU generations apart (no CPU family or model): "
+        "it may come from another CPU; record it again"]
 
 
 def test_differences_ignore_python_os_memory_and_the_id_source():
@@ -332,7 +220,8 @@ def test_collect_hardware_on_this_machine():
     assert fp.memory_bytes == psutil.virtual_memory().total > 0
     assert fp.hardware_id_source == "derived" and ID_SHAPE.fullmatch(fp.hardware_id)
     assert validate_hardware_id(fp.hardware_id, source="derived") == fp.hardware_id
-    assert fp.microarch == microarch_name() != "" and fp.hardware_id.split("-")[1] == fp.microarch
+    assert fp.microarch == microarch_name() != "" and fp.hardware_id_scheme == 2
+    assert fp.hardware_id.split("-")[1] == cpu_generation(hardware._collect_cpu(Path("/proc/cpuinfo").read_text()))
     assert (fp.llama_cpp_python, fp.llama_cpp_system_info["REPACK"]) == ("0.3.16", "1")
     assert HardwareFingerprint.from_json(json.loads(json.dumps(fp.to_json()))) == fp
     assert collect_hardware().hardware_id == fp.hardware_id  # same machine, same id
@@ -345,7 +234,8 @@ def test_collect_hardware_on_linux_agrees_with_proc_cpuinfo():
     assert (fp.cpu_vendor, fp.cpu_model, fp.logical_cores) == (cpu.vendor, cpu.model_name, cpu.logical_cores)
     assert fp.isa_features == features(cpu) and fp.isa_features  # every x86_64/aarch64 CPU has some
     expected = replace(cpu, physical_cores=psutil.cpu_count(logical=False) or cpu.physical_cores)
-    assert fp.hardware_id == derive_hardware_id(expected, microarch=fp.microarch)
+    assert fp.hardware_id == derive_hardware_id(expected)
+    assert (fp.cpu_family, fp.cpu_model_number) == (cpu.family, cpu.model_number)
 
 
 def test_collect_hardware_honours_a_valid_override_and_rejects_a_bad_one():
@@ -365,12 +255,36 @@ def test_collectors_fall_back_instead_of_raising(monkeypatch, tmp_path):
     monkeypatch.setattr(psutil, "cpu_count", broken)
     monkeypatch.setattr(psutil, "virtual_memory", broken)
     # No /proc/cpuinfo (macOS, Windows): the core count comes from os, the flags from archspec.
-    cpu = hardware._collect_cpu(str(tmp_path / "missing"))
+    cpu = hardware._collect_cpu("")
     assert cpu.logical_cores == cpu.physical_cores == os.cpu_count()
     assert cpu.flags == archspec.cpu.host().features
     fp = collect_hardware()
     assert fp.memory_bytes > 0  # from sysconf
     assert 1 <= fp.physical_cores <= fp.logical_cores
+    derived = collect_hardware().hardware_id
     monkeypatch.setattr(archspec.cpu, "host", broken)
     assert microarch_name() == "unknown"
-    assert collect_hardware().hardware_id.split("-")[1] == "unknown"
+    assert collect_hardware().hardware_id == derived   # archspec only describes; the id does not rest on it
+    monkeypatch.setattr(hardware, "SYS_ROOT", str(tmp_path / "no-sys"))
+    assert (collect_hardware().caches, collect_hardware().dmi) == ("", "")
+
+
+def test_the_fingerprint_keeps_what_describes_the_machine(monkeypatch, tmp_path):
+    cache = tmp_path / "devices" / "system" / "cpu" / "cpu0" / "cache"
+    for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "1024K"),
+                                                 (3, "Unified", "32768K")]):
+        folder = cache / f"index{index}"
+        folder.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{value}\n")
+    dmi = tmp_path / "class" / "dmi" / "id"
+    dmi.mkdir(parents=True)
+    (dmi / "sys_vendor").write_text("Amazon EC2\n")
+    (dmi / "product_name").write_text("c7a.2xlarge\n")
+    monkeypatch.setattr(hardware, "SYS_ROOT", str(tmp_path))
+    monkeypatch.setattr(hardware, "CPUINFO_PATH", str(DATA / "amd-zen4-epyc-9b14.cpuinfo"))
+    fp = collect_hardware()
+    assert (fp.cpu_family, fp.cpu_model_number, fp.cpu_stepping, fp.microcode) == ("25", "17", "1", "0xffffffff")
+    assert fp.caches == "L1d 48K, L1i 32K, L2 1024K, L3 32768K" and fp.dmi == "Amazon EC2 c7a.2xlarge"
+    assert fp.hardware_id.startswith("x86_64-amd_f25m17-8c-")
+    assert fp.cpu_description == f"AMD EPYC 9B14 (family 25 model 17 stepping 1, archspec {fp.microarch})"

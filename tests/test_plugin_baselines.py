@@ -3,6 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from pytest_axion import refresh
 
@@ -143,18 +146,48 @@ def test_inconclusive_warns_and_fails_only_with_strict(pytester):
     strict.stdout.fnmatch_lines(["*inconclusive*(--axion-strict)*"])
 
 
-def test_a_noisy_refresh_is_refused_unless_forced(pytester, monkeypatch):
+def test_a_noisy_refresh_records_wide_bands_and_strict_refuses(pytester, monkeypatch):
     pytester.makepyfile(SUITE)
-    # Every run counts as too noisy when the limit is below zero (pytester runs in this process).
+    # Every entry counts as noisy when the limit is below zero (pytester runs in this process).
     monkeypatch.setattr(refresh, "REFRESH_MAX_BETWEEN_RUN_CV", -1.0)
-    refused = record(pytester)
+    recorded = record(pytester)
+    assert recorded.ret == 0
+    recorded.stdout.fnmatch_lines(["noisy: 2 entr(ies) recorded with a wide band from their own spread*",
+                                   "  *test_*::*: runs disagree by *%*, so its band is *%", "written: *"])
+    path = stored(pytester)
+    before = path.read_bytes()
+    refused = record(pytester, "--axion-strict")
     assert refused.ret == 1
-    refused.stdout.fnmatch_lines(["REFUSED: the runs are too noisy to be a reference (2 problem(s), worst: *); "
-                                  "nothing was written: *--axion-force*"])
+    refused.stdout.fnmatch_lines(["REFUSED (--axion-strict): 2 entr(ies) too noisy to be a tight reference, worst: *; "
+                                  "nothing was written: *"])
+    assert path.read_bytes() == before
+
+
+def test_a_refresh_on_a_busy_machine_ends_before_measuring_with_the_reason(pytester):
+    pytester.makepyfile(SUITE)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        result = record(pytester)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --axion-refresh-baselines: other processes keep * CPU(s) of this machine "
+                                 "busy (limit 0.5 for 2 llama.cpp thread(s)), *; stop them or wait until the machine "
+                                 "is quiet, then refresh again (nothing was measured or written)"])
+    assert not (pytester.path / "baselines").exists()
+
+
+def test_a_later_refresh_run_that_overruns_its_bound_stops_the_refresh(pytester, monkeypatch):
+    pytester.makepyfile(SUITE)
+    monkeypatch.setattr(refresh, "CHILD_RUN_MIN_TIMEOUT_S", 0.0)
+    monkeypatch.setattr(refresh, "CHILD_RUN_TIME_FACTOR", 0.01)   # a later run may take 1% of run 1: it cannot
+    result = record(pytester)
+    result.stdout.fnmatch_lines(["axion refresh: run 1 of 3 took * s; 2 more run(s), each after a 0 s pause: about "
+                                 "* (until ~* UTC); a run that takes over * s stops the refresh",
+                                 "ERROR: refresh run 2 of 3 took over * s, 0.01x run 1: the machine is much slower or "
+                                 "busier than when the refresh began (its output: *run-2.log); nothing was written: *"])
     assert not list((pytester.path / "baselines").glob("*/*.json"))
-    forced = record(pytester, "--axion-force")
-    assert forced.ret == 0
-    forced.stdout.fnmatch_lines(["recorded despite 2 noise problem(s) (--axion-force)*", "written: *"])
 
 
 def test_a_refresh_where_no_test_met_its_slos_records_nothing(pytester):
@@ -193,3 +226,35 @@ def test_read_only_baselines_still_gate_and_a_refresh_into_a_bad_folder_stops_be
     refused.stdout.fnmatch_lines(["ERROR: cannot write baseline file *blocker*: make the baselines folder writable, "
                                   "or point --axion-baselines elsewhere"])
     assert "axion refresh: run 2 of 3" not in refused.stdout.str()   # found before the other runs measured
+
+
+def test_a_baseline_of_another_cpu_generation_behind_the_same_name_is_no_baseline_never_regressed(
+        pytester, monkeypatch, tmp_path):
+    # Two EPYC generations that a hypervisor shows as "AMD EPYC" alike, with the same flags and cores:
+    # only CPUID family and model tell them apart.
+    from pytest_axion import hardware
+    template = (Path(__file__).parent / "data" / "cpuinfo" / "amd-zen4-epyc-9b14.cpuinfo").read_text()
+    machines = {}
+    for name, family, model in (("zen4", 25, 17), ("zen5", 26, 2)):
+        text = template.replace("AMD EPYC 9B14", "AMD EPYC").replace("cpu family\t: 25", f"cpu family\t: {family}")
+        machines[name] = tmp_path / f"{name}.cpuinfo"
+        machines[name].write_text(text.replace("model\t\t: 17", f"model\t\t: {model}"))
+    pytester.makepyfile(SUITE)
+    monkeypatch.setattr(hardware, "CPUINFO_PATH", str(machines["zen4"]))
+    record(pytester, runs=1).assert_outcomes(passed=2)
+    rewrite(stored(pytester), scaled(2.0))   # the zen4 baseline would fail this machine if it were used
+
+    monkeypatch.setattr(hardware, "CPUINFO_PATH", str(machines["zen5"]))
+    other = pytester.runpytest(*FAST, "--axion-report=r.json")
+    other.assert_outcomes(passed=2)
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["hardware"]["hardware_id"].split("-")[1] == "amd_f26m2"
+    assert stored(pytester).parent.name.split("-")[1] == "amd_f25m17"
+    assert {row["baseline"]["verdict"] for row in report["results"]} == {"no-baseline"}
+    other.stdout.fnmatch_lines(["hardware: x86_64-amd_f26m2-8c-* (derived): AMD EPYC (family 26 model 2 stepping 1, *",
+                                "baseline: none for this hardware and model at *amd_f26m2*"])
+
+    monkeypatch.setattr(hardware, "CPUINFO_PATH", str(machines["zen4"]))
+    same = pytester.runpytest(*FAST)
+    same.assert_outcomes(failed=2)
+    same.stdout.fnmatch_lines(["*prompt_tps pp32: regressed:*"])

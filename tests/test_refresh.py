@@ -10,12 +10,14 @@ from pytest_axion.records import Measurement
 from pytest_axion.refresh import (
     RunData,
     child_arguments,
+    child_timeout_s,
     combine,
     diff_rows,
     git_commit,
     merge_runs,
-    noise_problems,
+    noisy_entries,
     passed_nodeids,
+    plan_line,
     provenance,
     run_from_report,
 )
@@ -29,9 +31,9 @@ def m(nodeid, level, metric="prompt_tps", spread=(0.99, 1.0, 1.01)):
 def test_child_arguments_drop_refresh_xdist_and_report_options_and_add_their_own():
     parent = ["tests/conformance", "--axion-slo", "--axion-refresh-baselines", "--axion-runs", "3",
               "--axion-run-spacing=5", "-n", "2", "-nauto", "--axion-report", "r.json", "--axion-plots=figs",
-              "--axion-force", "-k", "prompt", "--axion-baselines", "b"]
+              "--axion-strict", "-k", "prompt", "--axion-baselines", "b"]
     assert child_arguments(parent, Path("/tmp/run-2.json")) == [
-        "tests/conformance", "--axion-slo", "-k", "prompt", "--axion-baselines", "b",
+        "tests/conformance", "--axion-slo", "--axion-strict", "-k", "prompt", "--axion-baselines", "b",
         "--axion-no-baselines", "-p", "no:cacheprovider", "--axion-report", "/tmp/run-2.json"]
     assert "--axion-slo" in child_arguments(["tests"], Path("r.json"))
 
@@ -51,17 +53,25 @@ def test_merge_keeps_only_tests_that_passed_in_every_run():
     assert skipped == [f"{m('t::b', 1).key}: its test passed in 2 of 3 runs"]
 
 
-def test_noise_problems_name_runs_that_disagree_or_spread_and_spare_per_step_latency():
+def test_noisy_entries_name_runs_that_disagree_or_spread_with_their_band_and_spare_per_step_latency():
     calm, _ = merge_runs([RunData((m("t::a", v),), frozenset({"t::a"})) for v in (100, 101, 99)])
-    assert noise_problems(calm) == []
+    assert noisy_entries(calm) == []
     apart, _ = merge_runs([RunData((m("t::a", v),), frozenset({"t::a"})) for v in (100, 130, 80)])
-    [problem] = noise_problems(apart)
-    assert "runs disagree by 24%" in problem
+    [problem] = noisy_entries(apart)
+    assert "runs disagree by 24% (quiet: <= 15%), so its band is 49%" in problem
     wide = (0.6, 1.0, 1.4)
     spread, _ = merge_runs([RunData((m("t::a", 100, spread=wide),), frozenset({"t::a"}))] * 3)
-    assert "repetitions spread 40%" in noise_problems(spread)[0]
+    assert "repetitions spread 40%" in noisy_entries(spread)[0]
     itl, _ = merge_runs([RunData((m("t::a", 100, "itl_ms", spread=wide),), frozenset({"t::a"}))] * 3)
-    assert noise_problems(itl) == []
+    assert noisy_entries(itl) == []
+
+
+def test_later_runs_are_bounded_by_run_one_and_the_plan_says_so():
+    assert child_timeout_s(10) == 120 and child_timeout_s(100) == 300
+    line = plan_line(runs=3, first_run_s=100, spacing_s=60)
+    assert line.startswith("axion refresh: run 1 of 3 took 100 s; 2 more run(s), each after a 60 s pause: about "
+                           "5.3 min (until ~")
+    assert line.endswith("UTC); a run that takes over 300 s stops the refresh")
 
 
 def test_combine_keeps_unmeasured_old_entries_and_diff_shows_old_to_new():

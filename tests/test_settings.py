@@ -1,11 +1,13 @@
 import pytest
 
+from pytest_axion.cpu import UsableCores
 from pytest_axion.errors import HardwareIdError, SettingsError
 from pytest_axion.settings import OPTIONS, resolve_settings
 
 
-def resolve(cli=None, ini=None, physical=2, logical=4):
-    return resolve_settings(cli or {}, ini or {}, physical_cores=physical, logical_cores=logical)
+def resolve(cli=None, ini=None, physical=2, logical=4, quota=None):
+    return resolve_settings(cli or {}, ini or {}, cores=UsableCores(logical=logical, physical=physical,
+                                                                    quota_cpus=quota, machine_logical=64))
 
 
 def test_defaults_use_physical_cores_and_five_repetitions():
@@ -35,7 +37,17 @@ def test_non_numeric_ini_value_names_the_ini_key():
 def test_more_threads_than_cpus_is_a_warning_not_an_error():
     settings = resolve(cli={"threads": "8"}, logical=2)
     assert settings.threads.value == 8
-    assert any("exceeds the 2 logical CPU(s)" in w for w in settings.warnings)
+    assert any("exceeds the 2 CPU(s) this process may use" in w for w in settings.warnings)
+
+
+def test_a_cgroup_quota_below_the_cores_sets_the_default_threads_and_the_warning():
+    # docker --cpus=1.5 on a big host: llama.cpp must not start one thread per core of the host.
+    settings = resolve(physical=8, logical=16, quota=1.5)
+    assert (settings.threads.value, settings.threads.source) == (1, "default")
+    assert settings.cores.describe() == ("8 physical core(s) of the 16 CPU(s) this process may use (machine: 64), "
+                                         "cgroup CPU quota 1.5")
+    crowded = resolve(cli={"threads": "4"}, physical=8, logical=16, quota=1.5)
+    assert any("exceeds the 1.5 CPU(s) this process may use" in w for w in crowded.warnings)
 
 
 def test_hardware_id_with_path_separators_is_rejected():

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from pytest_axion.errors import SettingsError
@@ -14,6 +17,7 @@ from pytest_axion.shape import (
     scaling_checks,
     steadiness_checks,
 )
+from pytest_axion.sizing import prompt_fill_tokens
 
 CALM = (0.99, 1.0, 1.01, 0.995, 1.005)
 
@@ -156,3 +160,36 @@ def test_a_pass_is_not_measured_again_and_one_attempt_means_no_confirmation():
     [alone] = confirm_shape("t", scaling(155, 190, 181), steady_within=None, gen_scaling=1.5, attempts=1,
                             measure_again=measure_again)
     assert alone.verdict == FAIL and calls == []
+
+
+# The reference suite as a 16-core Xeon measured it (shared/many-core): every cell's samples.
+MANY_CORE = Path(__file__).parent / "data" / "many-core" / "reference-suite-16t-report.json"
+
+
+def many_core_prompt_cells(test=None):
+    rows = json.loads(MANY_CORE.read_text())["results"]
+    return [Measurement.from_json(row) for row in rows
+            if row["metric"] == "prompt_tps" and (test is None or row["nodeid"].endswith(test))]
+
+
+def test_a_machine_not_yet_saturated_is_told_apart_from_an_unsteady_build():
+    [check] = steadiness_checks(many_core_prompt_cells("test_prompt_encoding"), SteadyLimits.both(0.25))
+    assert not check.passed and check.levels_off_at == 512
+    assert check.message == (
+        "prompt_tps not steady: prompt speed still rising with tokens per batch: 1779 t/s at 32 -> 6257 t/s at "
+        "512; below about 512 tokens this machine is not saturated (spread 124% > 25%; size prompts x users to at "
+        "least 32 tokens per thread)")
+
+
+def test_the_sizing_rule_applied_to_the_16_core_figures_keeps_the_promise():
+    # Every prompt cell of the 16-core run with at least prompt_fill_tokens(16) = 512 tokens per call.
+    filled = [m for m in many_core_prompt_cells() if m.n_prompt * m.batch_size >= prompt_fill_tokens(16)]
+    assert len(filled) == 3
+    [check] = steadiness_checks(filled, SteadyLimits(prompt_tps=0.25, gen_tps=None, named=True))
+    assert check.passed, check.message
+
+
+def test_an_uneven_build_gets_no_saturation_excuse():
+    cells = prompt_cells(330, 340, 165, 335)   # one cell at half speed amid level ones: not a climb
+    [check] = steadiness_checks(cells, SteadyLimits.both(0.25))
+    assert not check.passed and "still rising" not in check.message and "not steady: 165 t/s" in check.message

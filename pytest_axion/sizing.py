@@ -1,0 +1,70 @@
+"""How large a workload must be to fill a machine, and where measured prompt speed levels off. Pure.
+
+Prompt encoding speed depends on the tokens decoded in one call (prompt length x users), not on how
+they split into users: 128 tokens as one prompt or as four of 32 ran alike on 16 cores (3596 vs 3651
+t/s). It rises with those tokens until the threads have enough work each, then levels off: at 90% of
+the fastest speed after about 16 tokens with 1 thread, 64 with 2 (llama-bench, this project's 2-vCPU
+EPYC VMs) and about 512 with 16 (a 16-core Xeon, ``shared/many-core``). So a promise that prompt speed
+is steady only means something on calls of at least that many tokens: ``TOKENS_PER_THREAD`` per
+thread, and never more than one micro-batch (llama.cpp splits longer calls into ``n_ubatch`` pieces,
+512 by default, so beyond it the speed cannot keep rising).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+TOKENS_PER_THREAD = 32
+DEFAULT_N_UBATCH = 512       # llama.cpp's (and llama-bench's) micro-batch
+LEVEL_OFF_FRACTION = 0.9     # "levelled off": within 10% of the fastest measured speed
+RISING_RANK_CORRELATION = 0.8
+
+
+def prompt_fill_tokens(threads: int, *, n_ubatch: int = DEFAULT_N_UBATCH) -> int:
+    """Tokens per call that keep ``threads`` threads busy: 32 per thread, at most one micro-batch."""
+    return max(1, min(n_ubatch, TOKENS_PER_THREAD * max(1, threads)))
+
+
+def levels_off_at(points: Sequence[tuple[int, float]]) -> int | None:
+    """The fewest tokens per call at which speed reached 90% of the fastest measured; None without points.
+
+    ``points`` are (tokens per call, median tokens/s).
+    """
+    if not points:
+        return None
+    fastest = max(speed for _, speed in points)
+    return min(tokens for tokens, speed in points if speed >= LEVEL_OFF_FRACTION * fastest)
+
+
+def still_rising(points: Sequence[tuple[int, float]]) -> bool:
+    """Speed grows with the tokens per call (rank correlation >= 0.8) and levels off above the smallest call:
+    the machine was not yet saturated by the smaller calls, which is not a build that runs unevenly."""
+    if len({tokens for tokens, _ in points}) < 3:
+        return False
+    knee = levels_off_at(points)
+    return knee is not None and knee > min(tokens for tokens, _ in points) and _rank_correlation(points) >= \
+        RISING_RANK_CORRELATION
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 0, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2
+        start = end + 1
+    return ranks
+
+
+def _rank_correlation(points: Sequence[tuple[int, float]]) -> float:
+    """Spearman's rank correlation between tokens per call and speed."""
+    x, y = _ranks([float(t) for t, _ in points]), _ranks([s for _, s in points])
+    mean_x, mean_y = sum(x) / len(x), sum(y) / len(y)
+    covariance = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True))
+    spread = (sum((a - mean_x) ** 2 for a in x) * sum((b - mean_y) ** 2 for b in y)) ** 0.5
+    return covariance / spread if spread else 0.0
