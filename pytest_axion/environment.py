@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psutil
 
+from pytest_axion.records import busy_limit
+
 DEFAULT_SYS_CPU_ROOT = "/sys/devices/system/cpu"
 _PERFORMANCE = "performance"
 # Kernel governor names: short lowercase identifiers (performance, powersave, schedutil, ondemand, ...).
@@ -123,9 +125,28 @@ def swap_warning(swap_used_bytes: int | None = None) -> str | None:
     )
 
 
+def openmp_warning(threads: int, environ: dict[str, str] | None = None) -> str | None:
+    """Warn about OpenMP settings that quietly give llama.cpp fewer or sleepier threads than asked for.
+
+    llama.cpp's CPU backend runs each step as ``#pragma omp parallel num_threads(n)`` and takes the
+    threads OpenMP grants; a thread limit or dynamic adjustment grants fewer, and a passive wait policy
+    puts the threads to sleep between the many short operations of a token.
+    """
+    env = dict(os.environ) if environ is None else environ
+    problems = []
+    limit = env.get("OMP_THREAD_LIMIT", "").strip()
+    if limit.isdigit() and int(limit) < threads:
+        problems.append(f"OMP_THREAD_LIMIT={limit} grants fewer than the {threads} threads asked for")
+    if env.get("OMP_DYNAMIC", "").strip().lower() in ("true", "1", "yes"):
+        problems.append("OMP_DYNAMIC=true lets OpenMP grant fewer threads than asked for")
+    if env.get("OMP_WAIT_POLICY", "").strip().lower() == "passive" or env.get("GOMP_SPINCOUNT", "").strip() == "0":
+        problems.append("a passive OpenMP wait policy puts the threads to sleep between operations")
+    if not problems:
+        return None
+    return f"{'; '.join(problems)}: llama.cpp runs slower than it can; unset them for measurements"
+
+
 BUSY_SAMPLE_S = 0.25
-BUSY_MIN_CPUS = 0.5          # other work using more than half a CPU ...
-BUSY_THREAD_FRACTION = 0.25  # ... and more than a quarter of llama.cpp's threads' worth counts as busy
 
 
 def _busy_seconds() -> float:
@@ -138,27 +159,52 @@ def _busy_seconds() -> float:
 
 
 def _own_seconds() -> float:
-    own = psutil.Process().cpu_times()
-    return float(own.user + own.system)
+    """CPU time of this process and of every live process it started (an engine worker, say)."""
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            own = process.cpu_times()
+        except psutil.Error:   # a child that ended meanwhile
+            continue
+        total += own.user + own.system
+    return total
+
+
+class OtherCpuMeter:
+    """How many CPUs' worth of other processes' work ran between :meth:`start` and :meth:`stop`.
+
+    Two reads of the kernel's CPU accounting around a workload: cheap, and direct evidence of
+    contention where timing statistics can only guess. None where psutil cannot tell.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+
+    def start(self) -> OtherCpuMeter:
+        try:
+            self._start = (_busy_seconds(), _own_seconds(), time.perf_counter())
+        except Exception:  # psutil raises assorted errors where CPU accounting is unavailable
+            self._start = None
+        return self
+
+    def stop(self) -> float | None:
+        if self._start is None:
+            return None
+        busy, own, started = self._start
+        try:
+            elapsed = time.perf_counter() - started
+            other = (_busy_seconds() - busy) - (_own_seconds() - own)
+        except Exception:  # as in start()
+            return None
+        return max(0.0, other) / elapsed if elapsed > 0 else None
 
 
 def other_processes_cpus(interval_s: float = BUSY_SAMPLE_S) -> float | None:
-    """CPUs' worth of time that other processes (and the hypervisor's steal) used over ``interval_s``.
-
-    Reads the machine; None where psutil cannot tell.
-    """
-    try:
-        busy, own, start = _busy_seconds(), _own_seconds(), time.perf_counter()
-        time.sleep(interval_s)
-        elapsed = time.perf_counter() - start
-        return max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / elapsed
-    except Exception:  # psutil raises assorted errors where CPU accounting is unavailable
-        return None
-
-
-def busy_limit(threads: int) -> float:
-    """How many CPUs of other work make a measurement with ``threads`` threads untrustworthy."""
-    return max(BUSY_MIN_CPUS, BUSY_THREAD_FRACTION * threads)
+    """CPUs' worth of time that other processes (and the hypervisor's steal) used over ``interval_s``."""
+    meter = OtherCpuMeter().start()
+    time.sleep(interval_s)
+    return meter.stop()
 
 
 def busy_warning(other_cpus: float | None, *, threads: int) -> str | None:
@@ -180,7 +226,7 @@ def environment_warnings(
     sys_cpu_root: str | Path = DEFAULT_SYS_CPU_ROOT,
     other_cpus: float | None = None,
 ) -> list[str]:
-    """All environment warnings, in order: governor, load average, threads, swap, other busy processes.
+    """All environment warnings, in order: governor, load average, threads, swap, other busy processes, OpenMP.
 
     ``None`` inputs are read from the machine; anything unavailable yields no warning, never an error.
     """
@@ -190,5 +236,6 @@ def environment_warnings(
         threads_warning(threads, physical_cores),
         swap_warning(swap_used_bytes),
         busy_warning(other_cpus, threads=threads),
+        openmp_warning(threads),
     )
     return [warning for warning in checks if warning is not None]

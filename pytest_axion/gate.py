@@ -134,4 +134,5 @@ class BaselineGate:
                              estimator=self.settings.estimator)
         busy = busy_reason(current.samples, higher_is_better=higher, baseline_within_cv=stored.within_run_cv(),
                            per_repetition=current.metric != "itl_ms")
-        return Attempt(comparison=comparison, busy=busy, samples=current.samples)
+        return Attempt(comparison=comparison, busy=busy, samples=current.samples,
+                       other_cpus=current.other_cpus if current.contended else None)

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pytest_axion.engine import BatchedRun, EngineError, GenerationRun, LlamaEngine, ProgressCallback, PromptRun
+from pytest_axion.engine import (
+    MAX_SEQUENCES,
+    BatchedRun,
+    EngineError,
+    GenerationRun,
+    LlamaEngine,
+    ProgressCallback,
+    PromptRun,
+    WarmUpRun,
+)
+from pytest_axion.environment import OtherCpuMeter
 from pytest_axion.errors import MeasurementError, ModelFileError
 from pytest_axion.gguf import read_gguf_info
 from pytest_axion.hardware import HardwareFingerprint, collect_hardware
 from pytest_axion.model import ModelFingerprint, embedded_model_path, fingerprint_model
 from pytest_axion.records import Measurement
 from pytest_axion.settings import Settings
+from pytest_axion.sizing import prompt_fill_tokens
 from pytest_axion.worker import PairedEngine, Run
 
 
@@ -27,6 +39,7 @@ class LoadedModel:
     hardware: HardwareFingerprint
     threads: int
     load_seconds: float
+    warm_up: WarmUpRun | None = None
 
     def close(self) -> None:
         self.engine.close()
@@ -48,6 +61,8 @@ def load_model(settings: Settings) -> LoadedModel:
     except EngineError as err:
         raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
     load_seconds = time.perf_counter() - start
+    # Until the speed settles, so that the session's first cell is not measured cold.
+    warm_up = engine.warm_up(prompt_fill_tokens(settings.threads.value))
     hardware = collect_hardware(
         system_info=engine.facts.system_info,
         llama_cpp_python_version=engine.facts.llama_cpp_python_version,
@@ -55,7 +70,7 @@ def load_model(settings: Settings) -> LoadedModel:
         override_source=settings.hardware.source,
     )
     return LoadedModel(engine=engine, model=fingerprint_model(path, info=info), hardware=hardware,
-                       threads=settings.threads.value, load_seconds=load_seconds)
+                       threads=settings.threads.value, load_seconds=load_seconds, warm_up=warm_up)
 
 
 # -- raw timings -> measurements ----------------------------------------------------------------
@@ -87,19 +102,23 @@ def batched_measurements(run: BatchedRun, *, nodeid: str, threads: int) -> dict[
     }
 
 
-def measurements_of(run: Run, *, nodeid: str, threads: int) -> dict[str, Measurement]:
-    """Every metric of a run record, by metric name."""
+def measurements_of(run: Run, *, nodeid: str, threads: int, other_cpus: float | None = None) -> dict[str, Measurement]:
+    """Every metric of a run record, by metric name, each knowing how much other work ran meanwhile."""
     if isinstance(run, PromptRun):
-        return {"prompt_tps": prompt_measurement(run, nodeid=nodeid, threads=threads)}
-    if isinstance(run, GenerationRun):
-        return {"gen_tps": generation_measurement(run, nodeid=nodeid, threads=threads)}
-    return batched_measurements(run, nodeid=nodeid, threads=threads)
+        measured = {"prompt_tps": prompt_measurement(run, nodeid=nodeid, threads=threads)}
+    elif isinstance(run, GenerationRun):
+        measured = {"gen_tps": generation_measurement(run, nodeid=nodeid, threads=threads)}
+    else:
+        measured = batched_measurements(run, nodeid=nodeid, threads=threads)
+    return {metric: dataclasses.replace(m, other_cpus=other_cpus) for metric, m in measured.items()}
 
 
 def engine_run(engine: LlamaEngine | PairedEngine, kind: str, *, repetitions: int,
-               progress: ProgressCallback | None, **shape: int) -> Run:
-    """One workload on one engine: ``kind`` is prompt, generation or batched."""
+               progress: ProgressCallback | None, **shape: int) -> tuple[Run, float | None]:
+    """One workload on one engine (``kind`` is prompt, generation or batched), and the CPUs' worth of
+    other processes' work that ran meanwhile."""
     run: Run
+    meter = OtherCpuMeter().start()
     if kind == "prompt":
         run = engine.run_prompt(shape["n_prompt"], repetitions=repetitions, progress=progress)
     elif kind == "generation":
@@ -107,7 +126,7 @@ def engine_run(engine: LlamaEngine | PairedEngine, kind: str, *, repetitions: in
     else:
         run = engine.run_batched(shape["n_prompt"], shape["n_gen"], shape["batch_size"], repetitions=repetitions,
                                  progress=progress)
-    return run
+    return run, meter.stop()
 
 
 # (A's measurements, B's measurements) of one workload, by metric
@@ -144,15 +163,55 @@ class BatchedResult:
         return self.cells[batch_size]
 
 
+DEFAULT_CAPACITY_BUDGET_S = 45.0
+DEFAULT_SEARCH_REPETITIONS = 3
+
+
+@dataclass(frozen=True)
+class CapacitySearch:
+    """Where per-user speed falls below a promise as users are added: the bracket, and why the search ended."""
+
+    nodeid: str
+    n_prompt: int
+    n_gen: int
+    threshold_tps: float
+    threshold_label: str
+    per_user_tps: tuple[tuple[int, float], ...]   # (batch size, median per-user tokens/s), as measured
+    stopped: str                                   # why no larger batch was measured
+
+    @property
+    def most_passing(self) -> int:
+        """The most users that all got the promised speed, at every measured size up to it (0: none)."""
+        most = 0
+        for batch_size, speed in self.per_user_tps:
+            if speed < self.threshold_tps:
+                break
+            most = batch_size
+        return most
+
+    @property
+    def fewest_failing(self) -> int | None:
+        return next((b for b, speed in self.per_user_tps if speed < self.threshold_tps), None)
+
+    def to_json(self) -> dict[str, object]:
+        return {"n_prompt": self.n_prompt, "n_gen": self.n_gen, "threshold_tps": self.threshold_tps,
+                "threshold_label": self.threshold_label, "most_passing": self.most_passing,
+                "fewest_failing": self.fewest_failing, "stopped": self.stopped,
+                "per_user_tps": [{"batch_size": b, "median": v} for b, v in self.per_user_tps]}
+
+
 class Axion:
-    """What a test uses to measure: ``axion.prompt()``, ``axion.generate()``, ``axion.batched()``.
+    """What a test uses to measure: ``axion.prompt()``, ``axion.generate()``, ``axion.batched()``,
+    ``axion.capacity()``.
 
     Every result is also recorded for the session report.
     """
 
     def __init__(self, loaded: LoadedModel, *, nodeid: str, repetitions: int,
                  record: Callable[[Measurement], None], progress: ProgressCallback | None = None,
-                 record_pair: PairRecorder | None = None) -> None:
+                 record_pair: PairRecorder | None = None,
+                 promised_per_user: Callable[[], tuple[float, str] | None] = lambda: None,
+                 record_capacity: Callable[[CapacitySearch], None] = lambda _: None) -> None:
         self.loaded = loaded
         self.nodeid = nodeid
         self.repetitions = repetitions
@@ -160,6 +219,8 @@ class Axion:
         self._record = record
         self._record_pair = record_pair
         self._progress = progress
+        self._promised_per_user = promised_per_user
+        self._record_capacity = record_capacity
 
     @property
     def model(self) -> ModelFingerprint:
@@ -172,6 +233,14 @@ class Axion:
     @property
     def threads(self) -> int:
         return self.loaded.threads
+
+    @property
+    def fill_tokens(self) -> int:
+        """Tokens per call (prompt x users) that keep this run's threads busy: 32 per thread, at most 512.
+
+        Prompt speed is only steady above this (see :mod:`pytest_axion.sizing`); size prompt workloads with it.
+        """
+        return prompt_fill_tokens(self.threads)
 
     def prompt(self, n_tokens: int = 512, *, repetitions: int | None = None) -> Measurement:
         """Prompt processing speed of an n_tokens prompt (llama-bench ``pp``), tokens/s."""
@@ -191,25 +260,87 @@ class Axion:
             cells[batch_size] = BatchedCell.of(batch_size, measurements)
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
 
+    def capacity(self, n_prompt: int = 16, n_gen: int = 16, *, per_user_tps: float | None = None,
+                 batch_sizes: Sequence[int] = (1, 2, 4, 8), max_users: int = MAX_SEQUENCES,
+                 budget_s: float = DEFAULT_CAPACITY_BUDGET_S, repetitions: int | None = None,
+                 search_repetitions: int = DEFAULT_SEARCH_REPETITIONS) -> BatchedResult:
+        """``batched()`` at ``batch_sizes``, then doubling the users until each no longer gets ``per_user_tps``.
+
+        The promise defaults to the test's ``axion_slo(per_user_tps=...)`` (``"reading"`` included). The
+        doubling stops at the first size that misses it (the capacity then lies in between), at
+        ``max_users``, or before a size predicted (from the last one, linearly) to overrun ``budget_s``
+        seconds of measuring beyond ``batch_sizes``; the summary says which. Sizes beyond
+        ``batch_sizes`` take ``search_repetitions`` each: they show where capacity ends, which a
+        promise with ``max_batch`` does not enforce. The per-user speed depends on the users far more
+        than on short prompt and output lengths (2 threads: 26.6 t/s each at 8 users with 16+16 tokens,
+        29.5 with 64+32; 4.4 and 4.1 at 64 users), so short ones let the search reach the end in time.
+        """
+        promise = (float(per_user_tps), f"{per_user_tps:g} t/s") if per_user_tps else self._promised_per_user()
+        if promise is None:
+            raise MeasurementError(f"{self.nodeid}: axion.capacity() needs a per-user speed to search for: declare "
+                                   "axion_slo(per_user_tps=...) or pass per_user_tps=")
+        threshold, label = promise
+        cells: dict[int, BatchedCell] = {}
+        seconds: dict[int, float] = {}
+
+        def measure(batch_size: int, reps: int | None) -> float:
+            start = time.perf_counter()
+            measured = self._measure("batched", reps, n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size)
+            cells[batch_size] = BatchedCell.of(batch_size, measured)
+            seconds[batch_size] = time.perf_counter() - start
+            return cells[batch_size].per_user_tps.median
+
+        for batch_size in _distinct_sizes(batch_sizes):
+            measure(batch_size, repetitions)
+        spent, size = 0.0, max(cells)
+        stopped = (f"max_users ({max_users})" if max_users < MAX_SEQUENCES
+                   else f"the most users llama.cpp holds in one context ({max_users})")
+        while all(cell.per_user_tps.median >= threshold for cell in cells.values()):
+            following = size * 2
+            if following > max_users:
+                break
+            predicted = seconds[size] * following / size * self._runs(search_repetitions) / self._runs(
+                repetitions if size in batch_sizes else search_repetitions)
+            if spent + predicted > budget_s:
+                stopped = (f"the time budget: {following} users would take about {predicted:.0f} s, over the "
+                           f"{max(0.0, budget_s - spent):.0f} s left of {budget_s:.0f} s")
+                break
+            measure(following, search_repetitions)
+            spent += seconds[following]
+            size = following
+        else:
+            stopped = "a size below the promise"
+        self._record_capacity(CapacitySearch(
+            nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, threshold_tps=threshold, threshold_label=label,
+            per_user_tps=tuple((b, cells[b].per_user_tps.median) for b in sorted(cells)), stopped=stopped))
+        return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
+
     def _measure(self, kind: str, repetitions: int | None, **shape: int) -> dict[str, Measurement]:
         """One workload: measured here, or on both sides of an A/B session (then one sample per round)."""
         engine = self.loaded.engine
         with self._engine_errors():
             if isinstance(engine, PairedEngine):
+                meter = OtherCpuMeter().start()
                 paired = engine.measure_pair(kind, **shape)
-                measured = measurements_of(paired.current, nodeid=self.nodeid, threads=self.threads)
+                other = meter.stop()
+                measured = measurements_of(paired.current, nodeid=self.nodeid, threads=self.threads,
+                                           other_cpus=other)
                 if self._record_pair is not None:
-                    self._record_pair(measurements_of(paired.baseline, nodeid=self.nodeid, threads=self.threads),
-                                      measured)
+                    self._record_pair(measurements_of(paired.baseline, nodeid=self.nodeid, threads=self.threads,
+                                                      other_cpus=other), measured)
             else:
-                run = engine_run(engine, kind, repetitions=self._reps(repetitions), progress=self._progress,
-                                 **shape)
-                measured = measurements_of(run, nodeid=self.nodeid, threads=self.threads)
+                run, other = engine_run(engine, kind, repetitions=self._reps(repetitions), progress=self._progress,
+                                        **shape)
+                measured = measurements_of(run, nodeid=self.nodeid, threads=self.threads, other_cpus=other)
         self._keep(list(measured.values()))
         return measured
 
     def _reps(self, repetitions: int | None) -> int:
         return self.repetitions if repetitions is None else repetitions
+
+    def _runs(self, repetitions: int | None) -> int:
+        """Timed repetitions plus the warm-up: what a cell's time is proportional to."""
+        return self._reps(repetitions) + 1
 
     @contextmanager
     def _engine_errors(self) -> Iterator[None]:
@@ -241,10 +372,10 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
         done.add(workload)
         kind, shape_args = workload_request(m)
         try:
-            run = engine_run(engine, kind, repetitions=repetitions, progress=progress, **shape_args)
+            run, other = engine_run(engine, kind, repetitions=repetitions, progress=progress, **shape_args)
         except EngineError as err:
             raise MeasurementError(f"{m.nodeid}: measuring again: {err}") from None
-        results = list(measurements_of(run, nodeid=m.nodeid, threads=threads).values())
+        results = list(measurements_of(run, nodeid=m.nodeid, threads=threads, other_cpus=other).values())
         fresh.update((r.key, r) for r in results)
     return fresh
 

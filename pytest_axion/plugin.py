@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from pytest_axion.engine import ProgressCallback
 from pytest_axion.errors import AxionError, AxionWarning
@@ -23,6 +20,7 @@ from pytest_axion.report import (
     shape_table,
     write_report,
 )
+from pytest_axion.runlock import RunLock
 from pytest_axion.session import AxionSession, settings_for_this_machine
 from pytest_axion.settings import OPTIONS, Settings
 from pytest_axion.shape import FAIL as SHAPE_FAIL
@@ -64,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if settings.enabled:
             session.check_features(settings.require_features, source="--axion-require-features")
             _check_distribution(config)
-        if settings.refresh and not _is_xdist_worker(config):
+        if settings.refresh and not settings.force and not _is_xdist_worker(config):
             session.check_quiet_for_refresh()
     except AxionError as err:
         raise pytest.UsageError(str(err)) from None
@@ -72,14 +70,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # -- pytest-xdist -------------------------------------------------------------------------------------
-# Measurements taken while another worker measures on the same cores are wrong, so under `-n N` every
-# test that uses the axion fixtures holds one lock of this run for its whole protocol (setup with the
-# model load, call, teardown): measuring tests run one at a time, whichever worker has them; other
-# tests go on in parallel. The model is loaded only by workers that get a measuring test. (Routing
-# them all to one worker with xdist_group/--dist loadgroup would load the model once, but with
-# pytest 9.2 and xdist 3.8 xdist cannot name the groups any more: it sets item._nodeid, which pytest
-# no longer reads, so the tests spread anyway.) Each worker sends what it measured to the controller,
-# which reports, plots and refreshes once.
+# Measurements taken while another worker computes on the same cores are wrong, so under `-n N` every
+# test that uses the axion fixtures holds this run's lock alone for its whole protocol (setup with the
+# model load, call, teardown), and every other test holds it shared (pytest_axion.runlock): a measuring
+# test waits for the tests running on other workers and they wait for it. The model is loaded only by
+# workers that get a measuring test. (Routing them all to one worker with xdist_group/--dist loadgroup
+# would load the model once, but with pytest 9.2 and xdist 3.8 xdist cannot name the groups any more: it
+# sets item._nodeid, which pytest no longer reads, so the tests spread anyway.) Each worker sends what it
+# measured to the controller, which reports, plots and refreshes once.
 
 _AXION_FIXTURES = frozenset({"axion", "axion_model"})
 
@@ -94,19 +92,15 @@ def _check_distribution(config: pytest.Config) -> None:
                          "(pytest-axion lets one measuring test run at a time)")
 
 
-def _measuring_lock(config: pytest.Config) -> FileLock:
-    run = config.workerinput.get("testrunuid", "run")  # type: ignore[attr-defined]
-    return FileLock(os.path.join(tempfile.gettempdir(), f"pytest-axion-measuring-{run}.lock"))
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     config = item.config
     session = config.stash.get(SESSION_KEY, None)
-    measuring = _AXION_FIXTURES & set(getattr(item, "fixturenames", ()))
-    if session is None or not session.settings.enabled or not measuring or not _is_xdist_worker(config):
+    if session is None or not session.settings.enabled or not _is_xdist_worker(config):
         return (yield)
-    with _measuring_lock(config):
+    lock = RunLock(config.workerinput.get("testrunuid", "run"))  # type: ignore[attr-defined]
+    measuring = _AXION_FIXTURES & set(getattr(item, "fixturenames", ()))
+    with lock.measuring() if measuring else lock.sharing():
         return (yield)
 
 
@@ -168,7 +162,7 @@ def axion_model(request: pytest.FixtureRequest) -> LoadedModel:
 @pytest.fixture
 def axion(axion_model: LoadedModel, request: pytest.FixtureRequest) -> Axion:
     """Measure from a test: ``axion.prompt(512)``, ``axion.generate(128)``, ``axion.batched(...)``."""
-    return request.config.stash[SESSION_KEY].harness(request.node.nodeid)
+    return request.config.stash[SESSION_KEY].harness(request.node.nodeid, request.node.stash.get(SLO_SPEC_KEY, None))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -349,7 +343,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         if table:
             write("")
             write(table)
-    lines = capacity_lines(run.outcomes)
+    lines = capacity_lines(run.outcomes, run.capacity_searches)
     if lines:
         write("")
     for line in lines:

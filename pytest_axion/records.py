@@ -26,12 +26,24 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
+# Contention: other processes using more than half a CPU, and more than a quarter of llama.cpp's threads'
+# worth, while a workload runs make its figures describe them rather than the build.
+BUSY_MIN_CPUS = 0.5
+BUSY_THREAD_FRACTION = 0.25
+
+
+def busy_limit(threads: int) -> float:
+    """CPUs' worth of other work beyond which a measurement with ``threads`` threads is contended."""
+    return max(BUSY_MIN_CPUS, BUSY_THREAD_FRACTION * threads)
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One metric of one workload shape, with all its samples.
 
     For throughput and TTFT there is one sample per repetition; for ``itl_ms`` one per generation
-    step of every repetition, so that its percentiles mean something.
+    step of every repetition, so that its percentiles mean something. ``other_cpus`` is how many
+    CPUs' worth of other processes' work (and hypervisor steal) ran meanwhile, None where unknown.
     """
 
     nodeid: str
@@ -41,6 +53,12 @@ class Measurement:
     n_gen: int
     threads: int
     samples: tuple[float, ...]
+    other_cpus: float | None = None
+
+    @property
+    def contended(self) -> bool:
+        """Measured while other work took CPUs llama.cpp's threads needed (see :func:`busy_limit`)."""
+        return self.other_cpus is not None and self.other_cpus > busy_limit(self.threads)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -90,6 +108,7 @@ class Measurement:
             "threads": self.threads,
             "samples": list(self.samples),
             "summary": self.summary.to_json(),
+            "other_cpus": self.other_cpus,
         }
 
     @classmethod
@@ -102,4 +121,5 @@ class Measurement:
             n_gen=int(data["n_gen"]),
             threads=int(data["threads"]),
             samples=tuple(float(v) for v in data["samples"]),
+            other_cpus=None if data.get("other_cpus") is None else float(data["other_cpus"]),
         )

@@ -38,7 +38,7 @@ REFRESH_MAX_WITHIN_RUN_CV = 0.25    # single-step figures (tg1) spread ~20% norm
 CHILD_RUN_TIME_FACTOR = 3.0         # a later run may take this many times as long as run 1 ...
 CHILD_RUN_MIN_TIMEOUT_S = 120.0     # ... and never less than this
 # Options of the parent run that a child run must not repeat (value-taking ones consume their value).
-_PARENT_ONLY_FLAGS = ("--axion-refresh-baselines",)
+_PARENT_ONLY_FLAGS = ("--axion-refresh-baselines", "--axion-force")
 _PARENT_ONLY_VALUED = ("--axion-runs", "--axion-run-spacing", "--axion-report", "--axion-plots", "-n",
                        "--numprocesses", "--junitxml", "--junit-xml")
 

@@ -20,10 +20,11 @@ from pytest_axion import __version__
 from pytest_axion.ab import PairedComparison
 from pytest_axion.atomic import write_json_atomically
 from pytest_axion.cpu import parse_system_info
-from pytest_axion.engine import ModelFacts
+from pytest_axion.engine import ModelFacts, WarmUpRun
 from pytest_axion.errors import AxionError
 from pytest_axion.gate import no_baseline_message
 from pytest_axion.hardware import HardwareFingerprint
+from pytest_axion.harness import CapacitySearch
 from pytest_axion.model import ModelFingerprint
 from pytest_axion.reading import ReadingSpeed
 from pytest_axion.records import Measurement
@@ -55,6 +56,8 @@ class RunRecord:
     shape_verdicts: Mapping[str, Sequence[ShapeVerdict]] = dataclasses.field(default_factory=dict)
     ab: AbSession | None = None                       # None: not an A/B session
     environment: tuple[str, ...] = ()                 # warnings about the machine when measuring started
+    capacity_searches: Mapping[str, CapacitySearch] = dataclasses.field(default_factory=dict)
+    warm_up: WarmUpRun | None = None
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,21 @@ def header_lines(run: RunRecord) -> list[str]:
         f"{shown}",
         f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
         f"{run.reading.label}",
+        *warm_up_lines(run.warm_up),
         *baseline_lines(run.baseline),
         *(run.ab.header_lines() if run.ab else []),
         *(f"environment: {warning}" for warning in run.environment),
     ]
+
+
+def warm_up_lines(warm_up: WarmUpRun | None) -> list[str]:
+    """How long the session warmed up before its first measurement, and whether the speed settled."""
+    if warm_up is None or not warm_up.seconds:
+        return []
+    first, last = (warm_up.n_prompt / s for s in (warm_up.seconds[0], warm_up.seconds[-1]))
+    how = "until the speed settled" if warm_up.settled else "and the speed had not settled (a busy machine?)"
+    return [f"warm-up: {len(warm_up.seconds)} prompt(s) of {warm_up.n_prompt} tokens in {sum(warm_up.seconds):.1f} s "
+            f"{how} (first {_fmt(first)} t/s, last {_fmt(last)} t/s)"]
 
 
 def baseline_lines(status: BaselineStatus | None) -> list[str]:
@@ -254,8 +268,9 @@ def shape_table(shape_verdicts: Mapping[str, Sequence[ShapeVerdict]]) -> str:
     return table
 
 
-def capacity_lines(outcomes: Mapping[str, SloOutcome]) -> list[str]:
-    """Per test with a per-user SLO: the largest batch at which every user still gets it."""
+def capacity_lines(outcomes: Mapping[str, SloOutcome],
+                   searches: Mapping[str, CapacitySearch] | None = None) -> list[str]:
+    """Per test with a per-user SLO: how many concurrent users get it, as a bracket when a search found the end."""
     lines = []
     for nodeid, outcome in outcomes.items():
         if outcome.capacity is None:
@@ -263,10 +278,20 @@ def capacity_lines(outcomes: Mapping[str, SloOutcome]) -> list[str]:
         per_user = [v for v in outcome.verdicts if v.key == "per_user_tps"]
         label = per_user[0].threshold_label or f"{_fmt(per_user[0].threshold)} t/s"
         measured = sorted({v.batch_size for v in per_user})
-        # Every measured size passed: the true capacity lies beyond what was measured.
-        bound = "at least " if outcome.capacity == measured[-1] else ""
-        lines.append(f"capacity {_short(nodeid)}: {bound}{outcome.capacity} concurrent user(s) at "
-                     f"{label} (measured batch sizes {', '.join(map(str, measured))})")
+        sizes = f"measured batch sizes {', '.join(map(str, measured))}"
+        search = (searches or {}).get(nodeid)
+        if search is not None and search.fewest_failing is not None:
+            speed = dict(search.per_user_tps)[search.fewest_failing]
+            lines.append(f"capacity {_short(nodeid)}: {outcome.capacity} concurrent user(s) at {label}; "
+                         f"{search.fewest_failing} did not ({_fmt(speed)} t/s each) ({sizes})")
+        elif search is not None:
+            lines.append(f"capacity {_short(nodeid)}: at least {outcome.capacity} concurrent user(s) at {label} "
+                         f"({sizes}; no larger size measured: {search.stopped})")
+        else:
+            # Every measured size passed: the true capacity lies beyond what was measured.
+            bound = "at least " if outcome.capacity == measured[-1] else ""
+            lines.append(f"capacity {_short(nodeid)}: {bound}{outcome.capacity} concurrent user(s) at "
+                         f"{label} ({sizes})")
     return lines
 
 
@@ -317,8 +342,10 @@ def build_report(run: RunRecord) -> dict[str, Any]:
     tests = []
     for nodeid in nodeids:
         outcome = run.outcomes.get(nodeid)
+        search = run.capacity_searches.get(nodeid)
         tests.append({"nodeid": nodeid, "outcome": run.test_outcomes.get(nodeid, "unknown"),
                       "capacity": outcome.capacity if outcome else None,
+                      "capacity_search": search.to_json() if search else None,
                       "slo_passed": not outcome.failures if outcome else None,
                       "shape": [v.to_json() for v in run.shape_verdicts.get(nodeid, [])]})
     return {
@@ -335,6 +362,8 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "baseline": run.baseline.to_json() if run.baseline is not None else None,
         "ab": run.ab.to_json() if run.ab is not None else None,
         "environment_warnings": list(run.environment),
+        "warm_up": ({"n_prompt": run.warm_up.n_prompt, "seconds": list(run.warm_up.seconds),
+                     "settled": run.warm_up.settled} if run.warm_up else None),
         "results": results,
         "tests": tests,
     }

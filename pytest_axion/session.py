@@ -16,7 +16,7 @@ from pytest_axion.baselines import Baseline, baseline_path, check_writable, read
 from pytest_axion.cpu import parse_system_info, usable_cores
 from pytest_axion.engine import EngineError, ModelFacts, ProgressCallback
 from pytest_axion.engine import system_info as engine_system_info
-from pytest_axion.environment import busy_limit, environment_warnings, other_processes_cpus
+from pytest_axion.environment import environment_warnings, other_processes_cpus
 from pytest_axion.errors import AxionError, MeasurementError, SettingsError
 from pytest_axion.features import missing_features, missing_message
 from pytest_axion.gate import BaselineGate, GateSettings
@@ -24,6 +24,7 @@ from pytest_axion.gguf import read_gguf_info
 from pytest_axion.hardware import collect_hardware
 from pytest_axion.harness import (
     Axion,
+    CapacitySearch,
     LoadedModel,
     load_model,
     measurements_of,
@@ -33,11 +34,11 @@ from pytest_axion.harness import (
 )
 from pytest_axion.model import embedded_model_path
 from pytest_axion.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
-from pytest_axion.records import Measurement
+from pytest_axion.records import Measurement, busy_limit
 from pytest_axion.report import AbSession, AbSide, BaselineStatus, RunRecord
 from pytest_axion.settings import Settings, resolve_settings
 from pytest_axion.shape import ShapeCheck, ShapeVerdict, confirm_shape
-from pytest_axion.slo import SloOutcome, SloSpec, evaluate_slos
+from pytest_axion.slo import READING, SloOutcome, SloSpec, evaluate_slos
 from pytest_axion.verdicts import REGRESSED, BaselineVerdict
 from pytest_axion.worker import PairedEngine
 
@@ -71,6 +72,7 @@ class AxionSession:
         self.shape_verdicts: dict[str, list[ShapeVerdict]] = {}
         self.ab_pairs: list[tuple[Measurement, Measurement]] = []   # (A, B) of every metric, A/B session only
         self.ab_verdicts: dict[str, PairedComparison] = {}
+        self.capacity_searches: dict[str, CapacitySearch] = {}
         self.environment: tuple[str, ...] = ()   # warnings about the machine, read when measuring starts
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
@@ -100,12 +102,24 @@ class AxionSession:
             raise AxionError(
                 f"--axion-refresh-baselines: other processes keep {other:.1f} CPU(s) of this machine busy (limit "
                 f"{busy_limit(threads):.1f} for {threads} llama.cpp thread(s)), so a baseline recorded now would "
-                "describe them, not your build; stop them or wait until the machine is quiet, then refresh again "
-                "(nothing was measured or written)")
+                "describe them, not your build; stop them or wait until the machine is quiet, then refresh again, "
+                "or add --axion-force to record it anyway (nothing was measured or written)")
 
-    def harness(self, nodeid: str) -> Axion:
+    def harness(self, nodeid: str, spec: SloSpec | None = None) -> Axion:
+        def promised_per_user() -> tuple[float, str] | None:
+            if spec is None or spec.per_user_tps is None:
+                return None
+            if spec.per_user_tps == READING:
+                reading = self.reading_speed()
+                return reading.tokens_per_s, reading.label
+            return float(spec.per_user_tps), f"{float(spec.per_user_tps):g} t/s"
+
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
-                     record=self.measurements.append, progress=self.progress, record_pair=self._record_pair)
+                     record=self.measurements.append, progress=self.progress, record_pair=self._record_pair,
+                     promised_per_user=promised_per_user, record_capacity=self._record_capacity)
+
+    def _record_capacity(self, search: CapacitySearch) -> None:
+        self.capacity_searches[search.nodeid] = search
 
     def _record_pair(self, baseline: dict[str, Measurement], current: dict[str, Measurement]) -> None:
         self.ab_pairs += [(baseline[metric], current[metric]) for metric in current]
@@ -326,7 +340,8 @@ class AxionSession:
                          reading=self.reading_speed(), measurements=self.measurements, outcomes=self.outcomes,
                          baseline=self.baseline_status(), baseline_verdicts=self.baseline_verdicts,
                          shape_verdicts=self.shape_verdicts, ab=self._ab_session(),
-                         test_outcomes=self.test_outcomes(), environment=self.environment)
+                         test_outcomes=self.test_outcomes(), environment=self.environment,
+                         capacity_searches=self.capacity_searches, warm_up=loaded.warm_up)
 
     def _ab_session(self) -> AbSession | None:
         sides, settings = self.ab_sides, self.settings
@@ -354,6 +369,7 @@ class AxionSession:
                 outcomes={**first.outcomes, **record.outcomes},
                 baseline_verdicts={**first.baseline_verdicts, **record.baseline_verdicts},
                 shape_verdicts={**first.shape_verdicts, **record.shape_verdicts},
+                capacity_searches={**first.capacity_searches, **record.capacity_searches},
                 load_seconds=max(first.load_seconds, record.load_seconds),
                 environment=tuple(dict.fromkeys([*first.environment, *record.environment])))
         self._adopted = record

@@ -87,6 +87,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "separate runs (model loads) a baseline refresh records (default 3)", "K"),
     OptionSpec("run_spacing", "--axion-run-spacing", "axion_run_spacing", "float",
                "seconds between the runs of a refresh (default 60)", "S"),
+    OptionSpec("force", "--axion-force", None, "flag",
+               "record a refresh even when other processes keep the machine busy (the noisy entries get the "
+               "wide band their spread gives them)"),
     OptionSpec("ab_baseline", "--axion-ab-baseline", "axion_ab_baseline", "str",
                "A/B session: measure every workload also with the llama-cpp-python of this Python "
                "interpreter (A, e.g. .venv-old/bin/python), alternating with the current one (B), and "
@@ -140,6 +143,7 @@ class Settings:
     refresh: bool = False
     runs: Sourced[int] = Sourced(DEFAULT_RUNS, "default")
     run_spacing_s: Sourced[float] = Sourced(DEFAULT_RUN_SPACING_S, "default")
+    force: bool = False
     ab_baseline: Sourced[str | None] = Sourced(None, "default")  # None: no A/B session
     ab_rounds: Sourced[int] = Sourced(DEFAULT_AB_ROUNDS, "default")
     ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
@@ -227,6 +231,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         refresh=refresh,
         runs=runs,
         run_spacing_s=_as_seconds(raw["run_spacing"], default=DEFAULT_RUN_SPACING_S),
+        force=bool(raw["force"].value),
         ab_baseline=ab_baseline,
         ab_rounds=ab_rounds,
         ab_tolerance=ab_tolerance,

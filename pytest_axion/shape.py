@@ -63,12 +63,13 @@ class ShapeCheck:
     involved: tuple[str, ...]   # the group's measurement keys: what a confirming attempt measures again
     curve: tuple[tuple[str, float], ...] = ()   # every cell: label -> median tokens/s
     levels_off_at: int | None = None            # prompt_tps: fewest tokens per batch reaching 90% of the fastest
+    contended: float | None = None              # most CPUs of other work while a contended cell ran, else None
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "group": self.group, "metric": self.metric, "passed": self.passed,
                 "observed": self.observed, "threshold": self.threshold, "message": self.message,
                 "curve": [{"cell": label, "median": value} for label, value in self.curve],
-                "levels_off_at_tokens": self.levels_off_at}
+                "levels_off_at_tokens": self.levels_off_at, "contended_other_cpus": self.contended}
 
 
 def _fmt(value: float) -> str:
@@ -108,7 +109,8 @@ def _steady(cells: list[Measurement], limit: float, group: str, metric: str) -> 
                    f"(spread {spread:.0%} {comparison} {limit:.0%})")
     return ShapeCheck(key=STEADY, group=group, metric=metric, passed=passed, observed=spread, threshold=limit,
                       message=message, involved=tuple(m.key for m in cells),
-                      curve=tuple((_label(m, varying), m.median) for m in cells), levels_off_at=knee)
+                      curve=tuple((_label(m, varying), m.median) for m in cells), levels_off_at=knee,
+                      contended=_contention(cells))
 
 
 def steadiness_checks(measurements: Sequence[Measurement], limits: SteadyLimits) -> list[ShapeCheck]:
@@ -134,6 +136,12 @@ def steadiness_checks(measurements: Sequence[Measurement], limits: SteadyLimits)
     elif not prompt_checks and not gen_checks:
         raise SettingsError(f"{STEADY} needs {needs_prompt}, or {needs_gen}; this test measured neither")
     return prompt_checks + gen_checks
+
+
+def _contention(cells: Sequence[Measurement]) -> float | None:
+    """The most other work seen while a contended cell ran; None when no cell was contended."""
+    seen = [m.other_cpus for m in cells if m.contended and m.other_cpus is not None]
+    return max(seen) if seen else None
 
 
 def _median_se(m: Measurement) -> float:
@@ -177,7 +185,8 @@ def scaling_checks(measurements: Sequence[Measurement], factor: float) -> list[S
                        f"({curve_text} t/s)")
         checks.append(ShapeCheck(key=SCALING, group=group, metric="gen_tps", passed=passed, observed=ratio,
                                  threshold=factor, message=message, curve=curve,
-                                 involved=tuple(by_batch[b].key for b in sizes)))
+                                 involved=tuple(by_batch[b].key for b in sizes),
+                                 contended=_contention(list(by_batch.values()))))
     if not checks:
         raise SettingsError(f"{SCALING} needs gen_tps at batch 1 and at least one larger batch of the same "
                             "workload; measure with axion.batched(..., batch_sizes=[1, ...])")
@@ -213,15 +222,28 @@ class ShapeVerdict:
     def verdict(self) -> str:
         if self.first.passed:
             return PASS
-        return FAIL if not any(a.passed for a in self.attempts) else INCONCLUSIVE
+        if any(a.passed for a in self.attempts) or self.every_miss_contended:
+            return INCONCLUSIVE
+        return FAIL
+
+    @property
+    def every_miss_contended(self) -> bool:
+        """Every attempt missed while other processes took CPUs from llama.cpp: no evidence about the build."""
+        return all(a.contended is not None for a in self.attempts if not a.passed)
 
     def message(self) -> str:
         text = self.first.message
         if len(self.attempts) > 1:
             figures = ", ".join(f"{a.observed:.2f}" if a.key == SCALING else f"{a.observed:.0%}"
                                 for a in self.attempts)
-            agree = "every attempt missed" if self.verdict == FAIL else "attempts disagree: not failed"
+            agree = ("every attempt missed" if self.verdict == FAIL
+                     else "attempts disagree: not failed" if any(a.passed for a in self.attempts)
+                     else "every attempt missed")
             text += f"; attempts {figures} ({agree})"
+        if not self.first.passed and self.every_miss_contended:
+            most = max(a.contended or 0.0 for a in self.attempts)
+            text += (f"; measured while other processes used up to {most:.1f} CPU(s) in every attempt that missed: "
+                     "the figures describe them, not the build (run where nothing else competes)")
         return text
 
     def to_json(self) -> dict[str, Any]:

@@ -213,18 +213,24 @@ def busy_reason(samples: Sequence[float], *, higher_is_better: bool, baseline_wi
 
 @dataclass(frozen=True)
 class Attempt:
-    """One measurement of the current code compared with the baseline."""
+    """One measurement of the current code compared with the baseline.
+
+    ``busy`` is what the samples suggest (spread, a falling run); ``other_cpus`` is direct evidence:
+    the CPUs' worth of other processes' work while a contended measurement ran (None: not contended).
+    """
 
     comparison: Comparison
     busy: str | None
     samples: tuple[float, ...]
+    other_cpus: float | None = None
 
     @property
     def verdict(self) -> str:
         return self.comparison.verdict
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.comparison.to_json(), "busy": self.busy, "samples": list(self.samples)}
+        return {**self.comparison.to_json(), "busy": self.busy, "samples": list(self.samples),
+                "other_cpus": self.other_cpus}
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,11 @@ def decide(attempts: Sequence[Attempt]) -> tuple[str, str]:
         return first.verdict, reason
     figures = ", ".join(f"{a.comparison.speedup:.2f}x" for a in attempts)
     if all(_slower(a) for a in attempts):
+        if all(a.other_cpus is not None for a in attempts):
+            most = max(a.other_cpus or 0.0 for a in attempts)
+            return INCONCLUSIVE, (f"slower in every attempt ({figures}), each measured while other processes used up "
+                                  f"to {most:.1f} CPU(s): the figures describe them, not the build; measure where "
+                                  "nothing else competes")
         if fading(attempts):
             return INCONCLUSIVE, (f"the slowdown faded with every attempt ({figures}): a slow spell of the "
                                   "machine passing, not a steady regression" + (f"; {busy_text}" if busy_text else ""))

@@ -22,7 +22,15 @@ from typing import IO, Any
 
 from pytest_axion import engine as engine_module
 from pytest_axion.ab import round_order
-from pytest_axion.engine import BatchedRun, EngineError, GenerationRun, ModelFacts, ProgressCallback, PromptRun
+from pytest_axion.engine import (
+    BatchedRun,
+    EngineError,
+    GenerationRun,
+    ModelFacts,
+    ProgressCallback,
+    PromptRun,
+    WarmUpRun,
+)
 from pytest_axion.errors import AxionError
 
 ENGINE_SCRIPT = Path(engine_module.__file__).resolve()
@@ -136,6 +144,10 @@ class EngineProcess:
     def count_tokens(self, text: str) -> int:
         return int(self.request("count_tokens", text=text)["tokens"])
 
+    def warm_up(self, n_prompt: int) -> WarmUpRun:
+        reply = self.request("warm_up", n_prompt=n_prompt)
+        return WarmUpRun(n_prompt=reply["n_prompt"], seconds=tuple(reply["seconds"]), settled=reply["settled"])
+
     def close(self) -> None:
         if self._process.poll() is None:
             try:
@@ -178,6 +190,7 @@ class PairedEngine:
         self._progress = progress
         self._pythons = (baseline_python, current_python)
         self.model_path, self.threads = model_path, threads
+        self._warm_up_tokens = 0
         self._start()
         self.facts = self.current.facts
 
@@ -201,6 +214,8 @@ class PairedEngine:
         """
         self.close()
         self._start()
+        if self._warm_up_tokens:
+            self.warm_up(self._warm_up_tokens)
 
     def measure_pair(self, kind: str, **shape: int) -> PairedRun:
         sides = {"A": self.baseline, "B": self.current}
@@ -228,6 +243,12 @@ class PairedEngine:
 
     def count_tokens(self, text: str) -> int:
         return self.current.count_tokens(text)
+
+    def warm_up(self, n_prompt: int) -> WarmUpRun:
+        """Both sides, A first; B's figures are returned (A's settle the same way); again after a restart."""
+        self._warm_up_tokens = n_prompt
+        self.baseline.warm_up(n_prompt)
+        return self.current.warm_up(n_prompt)
 
     def close(self) -> None:
         self.baseline.close()

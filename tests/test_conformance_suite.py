@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from pytest_axion.report import validate_report
+from tests.replay import MANY_CORE, TWO_THREADS, recorded_cells, replay
 
 SUITE = Path(__file__).parent / "conformance"
 
@@ -14,8 +15,8 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines([
         "*axion performance*",
-        "*test_every_user_reads_comfortably*per_user_tps*4*64*32*>= 5.00 t/s (reading)*pass*",
-        "*test_every_user_reads_comfortably*per_user_tps*8*64*32*>= 5.00 t/s (reading)*info*",
+        "*test_every_user_reads_comfortably*per_user_tps*4*16*16*>= 5.00 t/s (reading)*pass*",
+        "*test_every_user_reads_comfortably*per_user_tps*8*16*16*>= 5.00 t/s (reading)*info*",
         "capacity *test_every_user_reads_comfortably: * concurrent user(s) at reading speed 5 t/s (default)*",
     ])
     data = json.loads(report.read_text())
@@ -32,3 +33,80 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
 def test_reference_suite_skips_without_axion_slo(pytester):
     result = pytester.runpytest(str(SUITE))
     result.assert_outcomes(skipped=4)
+
+
+# -- the suite's promises replayed on recorded figures (tests/replay.py) ---------------------------------
+
+REPLAY = ["--axion-slo", "--axion-no-baselines", "--axion-confirm-spacing=0", "-p", "no:cacheprovider"]
+
+
+def test_the_suite_replayed_at_two_threads_passes_with_its_capacity_bracket(pytester, monkeypatch):
+    replay(monkeypatch, TWO_THREADS)
+    result = pytester.runpytest(*REPLAY, "--axion-threads=2", str(SUITE))
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["capacity *test_every_user_reads_comfortably: 32 concurrent user(s) at reading "
+                                 "speed 5 t/s (default); 64 did not (* t/s each) (measured batch sizes 1, 2, 4, 8, "
+                                 "16, 32, 64)"])
+
+
+def test_a_build_whose_generation_does_not_scale_fails_the_suite(pytester, monkeypatch):
+    def flat(cell, samples):
+        n_prompt, n_gen, batch = cell
+        if n_prompt != 8 or batch == 1:
+            return samples
+        return {**samples, "gen_tps": recorded_cells(TWO_THREADS)[(8, n_gen, 1)]["gen_tps"]}
+    replay(monkeypatch, TWO_THREADS, flat)
+    result = pytester.runpytest(*REPLAY, "--axion-threads=2", str(SUITE))
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*_ test_token_generation _*",
+                                 "gen_tps does not scale: * is 1.00x batch 1 * < 1.15x *; attempts 1.00, 1.00, 1.00 "
+                                 "(every attempt missed)"])
+
+
+def test_a_build_with_one_slow_prompt_cell_fails_steadiness_without_the_saturation_excuse(pytester, monkeypatch):
+    def uneven(cell, samples):
+        return {**samples, "prompt_tps": [v / 2 for v in samples["prompt_tps"]]} if cell == (64, 1, 2) else samples
+    replay(monkeypatch, TWO_THREADS, uneven)
+    result = pytester.runpytest(*REPLAY, "--axion-threads=2", str(SUITE))
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*_ test_prompt_encoding _*",
+                                 "prompt_tps not steady: * t/s at pp 64 batch 2 vs * (spread *% > 25%); attempts * "
+                                 "(every attempt missed)"])
+    assert "still rising" not in result.stdout.str()
+
+
+UNSIZED_PROMPT_TEST = """
+import pytest
+
+@pytest.mark.axion_slo(prompt_tps=50, steady_within=0.25)
+def test_prompt_encoding(axion):
+    for n_prompt in (32, 128):   # the suite's sizes before they followed the machine
+        axion.batched(n_prompt=n_prompt, n_gen=1, batch_sizes=[1, 2, 3, 4])
+"""
+SIZED_CELLS_TEST = """
+import pytest
+
+@pytest.mark.axion_slo(prompt_tps=50, steady_within={"prompt_tps": 0.25})
+def test_filled_cells(axion):
+    # Every recorded 16-core cell of at least axion.fill_tokens (512) tokens per call.
+    assert axion.fill_tokens == 512
+    axion.batched(n_prompt=128, n_gen=1, batch_sizes=[4])
+    axion.batched(n_prompt=64, n_gen=32, batch_sizes=[8])
+    axion.batched(n_prompt=256, n_gen=4, batch_sizes=[2])
+"""
+
+
+def test_sixteen_cores_replayed_an_unsaturated_machine_is_explained_and_sized_cells_keep_the_promise(
+        pytester, monkeypatch):
+    replay(monkeypatch, MANY_CORE)
+    pytester.makepyfile(test_unsized=UNSIZED_PROMPT_TEST, test_sized=SIZED_CELLS_TEST)
+    result = pytester.runpytest(*REPLAY, "--axion-threads=16")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*_ test_prompt_encoding _*",
+        "prompt_tps not steady: prompt speed still rising with "
+        "tokens per batch: 1779 t/s at 32 -> 6257 t/s at 512; below about 512 tokens this machine is not saturated "
+        "(spread 124% > 25%; size prompts x users to at least 32 tokens per thread); attempts 124%, 124%, 124% "
+        "(every attempt missed)"])
+    result.stdout.fnmatch_lines(["*test_sized.py::test_filled_cells*prompt_tps*spread 17%*pass*512 tokens*",
+                                 "*test_unsized.py::test_prompt_encoding*prompt_tps*spread 124%*FAIL*512 tokens*"])

@@ -178,3 +178,36 @@ def test_environment_warnings_with_real_machine_defaults_returns_strings() -> No
     warnings = environment_warnings(threads=1, physical_cores=1)
     assert isinstance(warnings, list)
     assert all(isinstance(w, str) and w and "\n" not in w for w in warnings)
+
+
+def test_openmp_settings_that_starve_llama_cpp_are_named():
+    from pytest_axion.environment import openmp_warning
+
+    assert openmp_warning(8, {}) is None
+    assert openmp_warning(8, {"OMP_THREAD_LIMIT": "16", "OMP_NUM_THREADS": "2"}) is None   # num_threads(n) wins
+    warning = openmp_warning(8, {"OMP_THREAD_LIMIT": "4", "OMP_DYNAMIC": "TRUE", "OMP_WAIT_POLICY": "passive"})
+    assert warning == ("OMP_THREAD_LIMIT=4 grants fewer than the 8 threads asked for; OMP_DYNAMIC=true lets OpenMP "
+                       "grant fewer threads than asked for; a passive OpenMP wait policy puts the threads to sleep "
+                       "between operations: llama.cpp runs slower than it can; unset them for measurements")
+
+
+def test_other_busy_processes_are_counted_and_named_but_our_own_children_are_not():
+    import subprocess
+    import sys
+
+    from pytest_axion.environment import busy_warning, other_processes_cpus
+    from tests.busy import busy_core
+
+    assert busy_warning(0.2, threads=2) is None and busy_warning(None, threads=2) is None
+    assert "other processes kept 1.0 CPU(s) busy" in busy_warning(1.0, threads=2)
+    assert busy_warning(3.0, threads=16) is None   # a quarter of 16 threads' CPUs is tolerated
+    with busy_core():
+        measured = other_processes_cpus(0.5)
+    assert measured is not None and measured > 0.8
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])   # like an engine worker
+    try:
+        own = other_processes_cpus(0.5)
+    finally:
+        child.kill()
+        child.wait()
+    assert own is not None and own < 0.5

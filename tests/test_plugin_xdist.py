@@ -71,7 +71,7 @@ def test_dash_n_2_gives_the_same_rows_as_a_run_without_xdist(pytester, monkeypat
 def test_a_refresh_under_xdist_writes_one_baseline_in_the_controller(pytester):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--axion-refresh-baselines", "--axion-runs=1",
-                                           "--axion-baselines=bl")
+                                           "--axion-force", "--axion-baselines=bl")
     result.assert_outcomes(passed=5)
     [written] = list((pytester.path / "bl").glob("*/*.json"))
     entries = json.loads(written.read_text())["entries"]

@@ -31,7 +31,7 @@ def m(nodeid, level, metric="prompt_tps", spread=(0.99, 1.0, 1.01)):
 def test_child_arguments_drop_refresh_xdist_and_report_options_and_add_their_own():
     parent = ["tests/conformance", "--axion-slo", "--axion-refresh-baselines", "--axion-runs", "3",
               "--axion-run-spacing=5", "-n", "2", "-nauto", "--axion-report", "r.json", "--axion-plots=figs",
-              "--axion-strict", "-k", "prompt", "--axion-baselines", "b"]
+              "--axion-strict", "--axion-force", "-k", "prompt", "--axion-baselines", "b"]
     assert child_arguments(parent, Path("/tmp/run-2.json")) == [
         "tests/conformance", "--axion-slo", "--axion-strict", "-k", "prompt", "--axion-baselines", "b",
         "--axion-no-baselines", "-p", "no:cacheprovider", "--axion-report", "/tmp/run-2.json"]

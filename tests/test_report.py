@@ -44,7 +44,7 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert rows[2]["samples"] == [4.0, 4.4, 3.6] and rows[2]["median"] == 4.0
     assert rows[2]["slo"][0]["verdict"] == "FAIL" and "< 5.00 t/s" in rows[2]["slo"][0]["message"]
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
-                                "slo_passed": False, "shape": []}]
+                                "capacity_search": None, "slo_passed": False, "shape": []}]
     assert report["schema_version"] == 4 and report["ab"] is None and report["baseline"] is None
     assert rows[0]["baseline"] is None and rows[0]["ab"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -193,3 +194,17 @@ def test_an_uneven_build_gets_no_saturation_excuse():
     cells = prompt_cells(330, 340, 165, 335)   # one cell at half speed amid level ones: not a climb
     [check] = steadiness_checks(cells, SteadyLimits.both(0.25))
     assert not check.passed and "still rising" not in check.message and "not steady: 165 t/s" in check.message
+
+
+def test_a_miss_measured_while_other_processes_competed_is_inconclusive():
+    def attempt(other_cpus):
+        cells = [dataclasses.replace(m, other_cpus=other_cpus) for m in prompt_cells(330, 160, 335, 340)]
+        [check] = steadiness_checks(cells, SteadyLimits.both(0.25))
+        return check
+    contended = ShapeVerdict("t.py::x", (attempt(1.0), attempt(0.9), attempt(1.2)))
+    assert contended.verdict == INCONCLUSIVE and contended.first.contended == 1.0
+    assert contended.message().endswith("measured while other processes used up to 1.2 CPU(s) in every attempt that "
+                                        "missed: the figures describe them, not the build (run where nothing else "
+                                        "competes)")
+    once_quiet = ShapeVerdict("t.py::x", (attempt(1.0), attempt(0.1), attempt(None)))
+    assert once_quiet.verdict == FAIL   # a miss on a quiet machine is evidence

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -204,3 +205,14 @@ def test_replayed_noise_without_confirmation_cries_wolf_more():
     with_confirm, _ = replay("pp", 1.0)
     without, _ = replay("pp", 1.0, confirm=0)
     assert without > with_confirm
+
+
+def test_a_slowdown_measured_while_other_processes_competed_in_every_attempt_is_inconclusive():
+    contended = [dataclasses.replace(attempt(s, REGRESSED), other_cpus=cpus)
+                 for s, cpus in [(0.6, 1.0), (0.62, 0.9), (0.61, 1.1)]]
+    verdict, reason = decide(contended)
+    assert verdict == INCONCLUSIVE
+    assert reason == ("slower in every attempt (0.60x, 0.62x, 0.61x), each measured while other processes used up to "
+                      "1.1 CPU(s): the figures describe them, not the build; measure where nothing else competes")
+    once_quiet = [*contended[:2], dataclasses.replace(contended[2], other_cpus=None)]
+    assert decide(once_quiet)[0] == REGRESSED
