@@ -147,6 +147,7 @@ def openmp_warning(threads: int, environ: dict[str, str] | None = None) -> str |
 
 
 BUSY_SAMPLE_S = 0.25
+METER_MIN_S = 0.25
 
 
 def _busy_seconds() -> float:
@@ -175,7 +176,8 @@ class OtherCpuMeter:
     """How many CPUs' worth of other processes' work ran between :meth:`start` and :meth:`stop`.
 
     Two reads of the kernel's CPU accounting around a workload: cheap, and direct evidence of
-    contention where timing statistics can only guess. None where psutil cannot tell.
+    contention where timing statistics can only guess. None where psutil cannot tell, or over less
+    than ``METER_MIN_S``.
     """
 
     def __init__(self) -> None:
@@ -197,7 +199,8 @@ class OtherCpuMeter:
             other = (_busy_seconds() - busy) - (_own_seconds() - own)
         except Exception:  # as in start()
             return None
-        return max(0.0, other) / elapsed if elapsed > 0 else None
+        # The kernel counts CPU time in ticks of 10 ms: over a shorter span the figure is noise.
+        return max(0.0, other) / elapsed if elapsed >= METER_MIN_S else None
 
 
 def other_processes_cpus(interval_s: float = BUSY_SAMPLE_S) -> float | None:
