@@ -18,7 +18,7 @@ def test_scaling(axion):
 """
 
 
-def test_impossible_steadiness_and_scaling_fail_with_the_cells_named(pytester):
+def test_impossible_steadiness_and_scaling_fail_with_the_cells_named(pytester, contention_ignored):
     pytester.makepyfile(IMPOSSIBLE)
     result = pytester.runpytest(*FAST, "--axion-report=r.json")
     result.assert_outcomes(failed=2)
