@@ -1,7 +1,8 @@
 """Fidelity: does the plugin's engine measure what llama.cpp's own tools measure?
 
 Runs `llama-bench` / `llama-batched-bench` (built from the installed llama-cpp-python's sdist, see
-llama_tools.py) and the plugin's engine on the same model and threads, interleaved workload by
+llama_tools.py) and the plugin's engine, in the worker process every session measures with, on the
+same model and threads, interleaved workload by
 workload, alternating which side goes first (ABBA), so that both sides live through the same slow
 episodes of a shared machine. Prints plugin/tool ratios of medians; the target is >= 0.97 for every
 workload. A benchmark, never run in CI:
@@ -30,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llama_tools import build_tools, installed_version
 
-from pytest_axion.engine import LlamaEngine, system_info
-from pytest_axion.model import embedded_model_path
+from pytest_axion.engines.worker import EngineProcess
+from pytest_axion.machine.model import embedded_model_path
 
 TARGET_RATIO = 0.97
 BATCHED_PROMPT, BATCHED_GEN = 128, 64
@@ -75,14 +76,14 @@ def tool_batched_per_user(batched_bench: Path, model: Path, *, threads: int, rep
     return samples
 
 
-def plugin_side(engine: LlamaEngine, name: str, reps: int) -> list[float]:
+def plugin_side(engine: EngineProcess, name: str, reps: int) -> list[float]:
     if name == "pp512":
-        return [512 / s for s in engine.run_prompt(512, repetitions=reps).seconds]
+        return [512 / s for s in engine.run("prompt", n_prompt=512, repetitions=reps).seconds]
     if name == "tg128":
-        return [128 / s for s in engine.run_generation(128, repetitions=reps).seconds]
+        return [128 / s for s in engine.run("generation", n_gen=128, repetitions=reps).seconds]
     batch_size = int(name.rsplit("B=", 1)[1])
-    run = engine.run_batched(BATCHED_PROMPT, BATCHED_GEN, batch_size, repetitions=reps)
-    return [BATCHED_GEN / s for s in run.gen_seconds]
+    run = engine.run("batched", n_prompt=BATCHED_PROMPT, n_gen=BATCHED_GEN, batch_size=batch_size, repetitions=reps)
+    return [BATCHED_GEN / s for s in run.gen_seconds]  # type: ignore[union-attr]
 
 
 def tool_side(tools: dict[str, Path], model: Path, name: str, *, threads: int, reps: int) -> list[float]:
@@ -106,7 +107,8 @@ def machine_line() -> str:
     return f"{model_name}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
-def report(workloads: list[Workload], *, threads: int, rounds: int, reps: int, seconds: float) -> str:
+def report(workloads: list[Workload], *, threads: int, rounds: int, reps: int, seconds: float,
+           system_info: str) -> str:
     rows = []
     for w in workloads:
         tool_median = statistics.median(v for r in w.tool for v in r)
@@ -119,7 +121,8 @@ def report(workloads: list[Workload], *, threads: int, rounds: int, reps: int, s
     head = [
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {machine_line()}",
-        f"- llama-cpp-python {installed_version()}; llama.cpp: {system_info()}",
+        f"- llama-cpp-python {installed_version()}; llama.cpp: {system_info}",
+        "- plugin side: the worker process (pytest_axion/engines/llama.py) every session measures with",
         f"- threads {threads}, {rounds} rounds x {reps} repetitions per side, interleaved ABBA; {seconds / 60:.1f} min",
         "",
     ]
@@ -140,7 +143,7 @@ def main() -> None:
 
     model = args.model or embedded_model_path()
     tools = build_tools()
-    engine = LlamaEngine(str(model), threads=args.threads)
+    engine = EngineProcess(sys.executable, model_path=str(model), threads=args.threads)
     workloads = [Workload(name) for name in ("pp512", "tg128", "per-user tg B=1", "per-user tg B=2",
                                              "per-user tg B=4")]
     start = time.monotonic()
@@ -155,9 +158,9 @@ def main() -> None:
                     w.plugin.append(plugin_side(engine, w.name, args.reps))
             print(f"round {round_index + 1}/{args.rounds} {w.name}: tool {statistics.median(w.tool[-1]):.1f} "
                   f"plugin {statistics.median(w.plugin[-1]):.1f} t/s", file=sys.stderr, flush=True)
-    engine.close()
     print(report(workloads, threads=args.threads, rounds=args.rounds, reps=args.reps,
-                 seconds=time.monotonic() - start))
+                 seconds=time.monotonic() - start, system_info=engine.facts.system_info))
+    engine.close()
     if args.json:
         args.json.write_text(json.dumps({w.name: {"tool": w.tool, "plugin": w.plugin} for w in workloads}, indent=1))
 

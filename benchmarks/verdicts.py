@@ -2,17 +2,21 @@
 
 Phases, each a series of separate `pytest --axion-slo` processes against one recorded baseline:
 
-  baseline    `pytest-axion refresh --runs 3` over the reference suite and the light suite
+  baseline    `pytest-axion refresh --runs 3` over the light suite
   unchanged   the reference suite, unchanged code, default settings, spread over >= 30 minutes:
               every run that fails with a `regressed` verdict is a false alarm (target 0 of 20)
-  persistent  the light suite while a background process keeps one core busy for the whole run:
-              every run should fail with `regressed` (target 20 of 20)
-  duty        the light suite under a partial background load (busy D ms of every 100 ms), to find
-              the smallest slowdown the gate reliably catches
-  transient   the light suite with the busy process only during the first seconds of the run:
-              confirmation must turn it into `inconclusive`, never a failure
+  unchanged   the light suite (three tests), unchanged code, default settings: every run that fails
+              is a false alarm (target 0 of 20); every run with an inconclusive verdict would fail
+              under --axion-strict (target at most 2 of 20)
+  persistent  the light suite measured by a slowed build (``--axion-python`` = slowed_python.py: the
+              worker stopped 25% of every 100 ms, a 0.75x slowdown of the measured process itself):
+              every run should fail on the baseline (target at least 19 of 20)
+  transient   the light suite with a busy process on one core during the first seconds of the run
+              only: confirmation must make it pass or inconclusive, never a failure (target 0)
+  contended   the light suite with a busy process for the whole run: other processes' work, not the
+              build, so inconclusive, never a failure (a machine made busy is no evidence on the build)
 
-    python benchmarks/verdicts.py --out verdicts.json                # everything (about 90 minutes)
+    python benchmarks/verdicts.py --out verdicts.json                # everything (about 60 minutes)
     python benchmarks/verdicts.py --phases unchanged --runs 5        # one phase, fewer runs
 
 Nothing else may run on the machine meanwhile (two measuring processes distort each other).
@@ -37,11 +41,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = "tests/conformance"
 LIGHT = "benchmarks/verdict_suite"
 BUSY_LOOP = "import time\nwhile True:\n    pass\n"
-DUTY_LOOP = ("import time,sys\nd=float(sys.argv[1])/1000\nwhile True:\n    t=time.perf_counter()\n"
-             "    while time.perf_counter()-t<d: pass\n    time.sleep(0.1-d)\n")
 
 
 def pytest_command(*args: str) -> list[str]:
@@ -56,25 +57,36 @@ def run_suite(suite: str, baselines: Path, report: Path, extra: list[str], log: 
                                               "--axion-report", str(report), *extra), cwd=ROOT, stdout=out,
                                stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    data = json.loads(report.read_text()) if report.exists() else {"results": []}
-    verdicts = Counter()
+    data = json.loads(report.read_text()) if report.exists() else {"verdicts": []}
+    verdicts: Counter[str] = Counter()   # "<kind> <outcome>", every kind of promise
     speedups, attempts = [], []
-    for row in data["results"]:
-        judged = row.get("baseline")
-        if judged is None:
-            continue
-        verdicts[judged["verdict"]] += 1
-        if judged["attempts"]:
-            speedups.append(judged["attempts"][0]["speedup"])
-            attempts.append([round(a["speedup"], 3) for a in judged["attempts"]])
+    for verdict in data.get("verdicts", []):
+        verdicts[f"{verdict['kind']} {verdict['outcome']}"] += 1
+        detail = verdict["readings"][0]["detail"]
+        if verdict["kind"] == "baseline" and "speedup" in detail:
+            speedups.append(detail["speedup"])
+            if len(verdict["readings"]) > 1:
+                attempts.append([r["figure"] for r in verdict["readings"]])
     geo = math.exp(statistics.fmean(math.log(s) for s in speedups)) if speedups else None
     return {"exit": code, "seconds": round(seconds, 1), "verdicts": dict(verdicts), "geomean_speedup": geo,
-            "min_speedup": min(speedups) if speedups else None,
-            "regressed_attempts": [a for a in attempts if len(a) > 1], "log": str(log)}
+            "min_speedup": min(speedups) if speedups else None, "confirmed_attempts": attempts, "log": str(log)}
 
 
 def failed_by_regression(run: dict[str, Any]) -> bool:
-    return run["exit"] == 1 and run["verdicts"].get("regressed", 0) > 0
+    return run["exit"] == 1 and run["verdicts"].get("baseline fail", 0) > 0
+
+
+def inconclusive(run: dict[str, Any]) -> bool:
+    return any(key.endswith(" inconclusive") for key in run["verdicts"])
+
+
+def slowed_interpreter(work: Path, stop: float) -> Path:
+    """An executable 'python' whose workers run ``1 - stop`` as fast (benchmarks/slowed_python.py)."""
+    script = work / f"slowed-python-{stop:g}"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'benchmarks' / 'slowed_python.py'} --stop {stop} "
+                      '-- "$@"\n')
+    script.chmod(0o755)
+    return script
 
 
 class Background:
@@ -90,7 +102,7 @@ class Background:
 
 def phase_baseline(work: Path, runs: int) -> None:
     code = subprocess.call([sys.executable, "-m", "pytest_axion.cli", "refresh", "--runs", str(runs),
-                            REFERENCE, LIGHT, "-p", "no:cacheprovider", "-q",
+                            LIGHT, "-p", "no:cacheprovider", "-q",
                             "--axion-baselines", str(work / "baselines")], cwd=ROOT)
     if code != 0:
         sys.exit(f"baseline refresh failed with exit code {code}")
@@ -116,7 +128,7 @@ def series(name: str, work: Path, count: int, suite: str, extra: list[str], *, g
                 stopper.wait()
         result["started"] = datetime.datetime.now().isoformat(timespec="seconds")
         results.append(result)
-        flag = "FAIL(regressed)" if failed_by_regression(result) else f"exit {result['exit']}"
+        flag = "FAIL(baseline)" if failed_by_regression(result) else f"exit {result['exit']}"
         print(f"[{name} {i + 1}/{count}] {flag} in {result['seconds']} s, geomean speedup "
               f"{result['geomean_speedup']:.3f}, verdicts {result['verdicts']}", flush=True)
         if i + 1 < count:
@@ -131,6 +143,7 @@ def summary(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     for r in results:
         verdicts.update(r["verdicts"])
     return {"phase": name, "runs": len(results), "failed_by_regression": failures,
+            "runs_with_inconclusive": sum(inconclusive(r) for r in results),
             "other_failures": sum(r["exit"] != 0 and not failed_by_regression(r) for r in results),
             "median_geomean_speedup": statistics.median(speedups) if speedups else None,
             "verdicts": dict(verdicts)}
@@ -143,16 +156,17 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phases", default="baseline,unchanged,persistent,duty,transient")
+    parser.add_argument("--phases", default="baseline,unchanged,persistent,transient")
     parser.add_argument("--runs", type=int, default=20,
-                        help="runs per phase (duty: a third per level; transient: half)")
+                        help="runs per phase (transient and contended: half)")
     parser.add_argument("--work", type=Path, default=None, help="folder for baselines, reports, logs")
     parser.add_argument("--unchanged-gap", type=float, default=10.0, help="seconds between unchanged runs")
     parser.add_argument("--slow-confirm-spacing", type=float, default=5.0,
-                        help="confirm spacing in the persistent and duty phases (the slowdown outlasts it)")
+                        help="confirm spacing in the persistent and contended phases (the slowdown outlasts it)")
     parser.add_argument("--slow-k", default="test_prompt",
                         help="-k selection of the light suite for the slowdown phases (keeps 20 runs short)")
-    parser.add_argument("--duty-levels", default="40", help="busy ms per 100 ms (10 gave no slowdown)")
+    parser.add_argument("--slowdown-stop", type=float, default=0.25,
+                        help="persistent phase: fraction of every 100 ms the slowed build's worker is stopped")
     parser.add_argument("--transient-seconds", type=float, default=6.0,
                         help="the busy process runs this long from the start: over the first attempt only")
     parser.add_argument("--out", type=Path, default=Path("verdicts.json"))
@@ -168,17 +182,15 @@ def main() -> None:
         phase_baseline(work, 3)
     slow = ["--axion-confirm-spacing", str(args.slow_confirm_spacing), "-k", args.slow_k]
     if "unchanged" in phases:
-        results = series("unchanged", work, args.runs, REFERENCE, [], gap_s=args.unchanged_gap)
+        results = series("unchanged", work, args.runs, LIGHT, [], gap_s=args.unchanged_gap)
         record["phases"]["unchanged"] = {"summary": summary("unchanged", results), "runs": results}
     if "persistent" in phases:
-        results = series("persistent", work, args.runs, LIGHT, slow, gap_s=5, background=(BUSY_LOOP,))
+        slowed = ["--axion-python", str(slowed_interpreter(work, args.slowdown_stop))]
+        results = series("persistent", work, args.runs, LIGHT, [*slow, *slowed], gap_s=5)
         record["phases"]["persistent"] = {"summary": summary("persistent", results), "runs": results}
-    if "duty" in phases:
-        for level in args.duty_levels.split(","):
-            name = f"duty{level}"
-            results = series(name, work, max(1, args.runs // 3), LIGHT, slow, gap_s=5,
-                             background=(DUTY_LOOP, level))
-            record["phases"][name] = {"summary": summary(name, results), "runs": results}
+    if "contended" in phases:
+        results = series("contended", work, max(1, args.runs // 2), LIGHT, slow, gap_s=5, background=(BUSY_LOOP,))
+        record["phases"]["contended"] = {"summary": summary("contended", results), "runs": results}
     if "transient" in phases:
         results = series("transient", work, max(1, args.runs // 2), LIGHT,
                          ["--axion-confirm-spacing", "20", "-k", args.slow_k],

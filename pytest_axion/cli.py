@@ -11,11 +11,10 @@ from typing import TextIO
 
 from tabulate import tabulate
 
-from pytest_axion.baselines import Baseline, baseline_files, read_baseline, summarise_entries
-from pytest_axion.comparison import TABLE_HEADERS, any_regressed, compare_sides, load_side, table_rows, version_lines
 from pytest_axion.errors import AxionError, BaselineError
-from pytest_axion.settings import parse_tolerance
-from pytest_axion.verdicts import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS
+from pytest_axion.promises.speedup import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
+from pytest_axion.store.baselines import Baseline, baseline_files, read_baseline, summarise_entries
+from pytest_axion.store.compare import TABLE_HEADERS, any_regressed, compare_sides, load_side, table_rows, version_lines
 
 DEFAULT_BASELINES = Path("baselines")
 

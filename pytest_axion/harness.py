@@ -2,39 +2,40 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pytest_axion.engine import (
+from pytest_axion.engines.base import Engine
+from pytest_axion.engines.records import (
     MAX_SEQUENCES,
-    BatchedRun,
+    CapacitySearch,
     EngineError,
-    GenerationRun,
-    LlamaEngine,
+    Measurement,
     ProgressCallback,
-    PromptRun,
+    Run,
     WarmUpRun,
+    measurements_of,
+    workload_of,
+    workload_request,
 )
-from pytest_axion.environment import OtherCpuMeter
+from pytest_axion.engines.worker import EngineProcess, PairedEngine, WorkerError
 from pytest_axion.errors import MeasurementError, ModelFileError
-from pytest_axion.gguf import read_gguf_info
-from pytest_axion.hardware import HardwareFingerprint, collect_hardware
-from pytest_axion.model import ModelFingerprint, embedded_model_path, fingerprint_model
-from pytest_axion.records import Measurement
+from pytest_axion.machine.environment import OtherCpuMeter
+from pytest_axion.machine.gguf import read_gguf_info
+from pytest_axion.machine.hardware import HardwareFingerprint, collect_hardware
+from pytest_axion.machine.model import ModelFingerprint, embedded_model_path, fingerprint_model
+from pytest_axion.machine.sizing import prompt_fill_tokens
 from pytest_axion.settings import Settings
-from pytest_axion.sizing import prompt_fill_tokens
-from pytest_axion.worker import PairedEngine, Run
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model loaded into llama.cpp, with the fingerprints of the model and the machine."""
 
-    engine: LlamaEngine | PairedEngine   # PairedEngine: an A/B session (--axion-ab-baseline)
+    engine: Engine   # a worker process; a PairedEngine of two in an A/B session (--axion-ab-baseline)
     model: ModelFingerprint
     hardware: HardwareFingerprint
     threads: int
@@ -50,16 +51,18 @@ def load_model(settings: Settings) -> LoadedModel:
     path = settings.model.value or str(embedded_model_path())
     info = read_gguf_info(path)  # refuse bad files before llama.cpp can crash on them
     start = time.perf_counter()
-    engine: LlamaEngine | PairedEngine
+    engine: Engine
+    python = settings.python.value or sys.executable
     try:
         if settings.ab_baseline.value is not None:
-            # Both sides in worker processes, so that neither has the pytest process as an advantage.
-            engine = PairedEngine(settings.ab_baseline.value, sys.executable, model_path=path,
+            engine = PairedEngine(settings.ab_baseline.value, python, model_path=path,
                                   threads=settings.threads.value, rounds=settings.ab_rounds.value)
         else:
-            engine = LlamaEngine(path, threads=settings.threads.value)
-    except EngineError as err:
-        raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
+            engine = EngineProcess(python, model_path=path, threads=settings.threads.value)
+    except (EngineError, WorkerError) as err:
+        if type(err) is WorkerError and "could not load" in str(err):
+            raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
+        raise
     load_seconds = time.perf_counter() - start
     # Until the speed settles, so that the session's first cell is not measured cold.
     warm_up = engine.warm_up(prompt_fill_tokens(settings.threads.value))
@@ -73,59 +76,12 @@ def load_model(settings: Settings) -> LoadedModel:
                        threads=settings.threads.value, load_seconds=load_seconds, warm_up=warm_up)
 
 
-# -- raw timings -> measurements ----------------------------------------------------------------
-
-def prompt_measurement(run: PromptRun, *, nodeid: str, threads: int) -> Measurement:
-    return Measurement(nodeid=nodeid, metric="prompt_tps", batch_size=1, n_prompt=run.n_prompt, n_gen=0,
-                       threads=threads, samples=tuple(run.n_prompt / s for s in run.seconds))
-
-
-def generation_measurement(run: GenerationRun, *, nodeid: str, threads: int) -> Measurement:
-    return Measurement(nodeid=nodeid, metric="gen_tps", batch_size=1, n_prompt=0, n_gen=run.n_gen,
-                       threads=threads, samples=tuple(run.n_gen / s for s in run.seconds))
-
-
-def batched_measurements(run: BatchedRun, *, nodeid: str, threads: int) -> dict[str, Measurement]:
-    """llama-batched-bench's figures: S_PP, S_TG, S_TG / B, T_PP as TTFT, and per-step latency."""
-    b, pp, tg = run.batch_size, run.n_prompt, run.n_gen
-    samples = {
-        "prompt_tps": [b * pp / s for s in run.prompt_seconds],
-        "gen_tps": [b * tg / s for s in run.gen_seconds],
-        "per_user_tps": [tg / s for s in run.gen_seconds],
-        "ttft_ms": [s * 1e3 for s in run.prompt_seconds],
-        "itl_ms": [s * 1e3 for steps in run.step_seconds for s in steps],
-    }
-    return {
-        metric: Measurement(nodeid=nodeid, metric=metric, batch_size=b, n_prompt=pp, n_gen=tg,
-                            threads=threads, samples=tuple(values))
-        for metric, values in samples.items()
-    }
-
-
-def measurements_of(run: Run, *, nodeid: str, threads: int, other_cpus: float | None = None) -> dict[str, Measurement]:
-    """Every metric of a run record, by metric name, each knowing how much other work ran meanwhile."""
-    if isinstance(run, PromptRun):
-        measured = {"prompt_tps": prompt_measurement(run, nodeid=nodeid, threads=threads)}
-    elif isinstance(run, GenerationRun):
-        measured = {"gen_tps": generation_measurement(run, nodeid=nodeid, threads=threads)}
-    else:
-        measured = batched_measurements(run, nodeid=nodeid, threads=threads)
-    return {metric: dataclasses.replace(m, other_cpus=other_cpus) for metric, m in measured.items()}
-
-
-def engine_run(engine: LlamaEngine | PairedEngine, kind: str, *, repetitions: int,
+def engine_run(engine: Engine, kind: str, *, repetitions: int,
                progress: ProgressCallback | None, **shape: int) -> tuple[Run, float | None]:
     """One workload on one engine (``kind`` is prompt, generation or batched), and the CPUs' worth of
     other processes' work that ran meanwhile."""
-    run: Run
     meter = OtherCpuMeter().start()
-    if kind == "prompt":
-        run = engine.run_prompt(shape["n_prompt"], repetitions=repetitions, progress=progress)
-    elif kind == "generation":
-        run = engine.run_generation(shape["n_gen"], repetitions=repetitions, progress=progress)
-    else:
-        run = engine.run_batched(shape["n_prompt"], shape["n_gen"], shape["batch_size"], repetitions=repetitions,
-                                 progress=progress)
+    run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)
     return run, meter.stop()
 
 
@@ -167,39 +123,6 @@ DEFAULT_CAPACITY_BUDGET_S = 45.0
 DEFAULT_SEARCH_REPETITIONS = 3
 
 
-@dataclass(frozen=True)
-class CapacitySearch:
-    """Where per-user speed falls below a promise as users are added: the bracket, and why the search ended."""
-
-    nodeid: str
-    n_prompt: int
-    n_gen: int
-    threshold_tps: float
-    threshold_label: str
-    per_user_tps: tuple[tuple[int, float], ...]   # (batch size, median per-user tokens/s), as measured
-    stopped: str                                   # why no larger batch was measured
-
-    @property
-    def most_passing(self) -> int:
-        """The most users that all got the promised speed, at every measured size up to it (0: none)."""
-        most = 0
-        for batch_size, speed in self.per_user_tps:
-            if speed < self.threshold_tps:
-                break
-            most = batch_size
-        return most
-
-    @property
-    def fewest_failing(self) -> int | None:
-        return next((b for b, speed in self.per_user_tps if speed < self.threshold_tps), None)
-
-    def to_json(self) -> dict[str, object]:
-        return {"n_prompt": self.n_prompt, "n_gen": self.n_gen, "threshold_tps": self.threshold_tps,
-                "threshold_label": self.threshold_label, "most_passing": self.most_passing,
-                "fewest_failing": self.fewest_failing, "stopped": self.stopped,
-                "per_user_tps": [{"batch_size": b, "median": v} for b, v in self.per_user_tps]}
-
-
 class Axion:
     """What a test uses to measure: ``axion.prompt()``, ``axion.generate()``, ``axion.batched()``,
     ``axion.capacity()``.
@@ -238,7 +161,7 @@ class Axion:
     def fill_tokens(self) -> int:
         """Tokens per call (prompt x users) that keep this run's threads busy: 32 per thread, at most 512.
 
-        Prompt speed is only steady above this (see :mod:`pytest_axion.sizing`); size prompt workloads with it.
+        Prompt speed is only steady above this (see :mod:`pytest_axion.machine.sizing`); size prompt workloads with it.
         """
         return prompt_fill_tokens(self.threads)
 
@@ -378,28 +301,6 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
         results = list(measurements_of(run, nodeid=m.nodeid, threads=threads, other_cpus=other).values())
         fresh.update((r.key, r) for r in results)
     return fresh
-
-
-def workload_of(m: Measurement) -> tuple[str, int, int, int]:
-    """The workload a measurement came from: its several metrics share one."""
-    return (_workload_kind(m), m.batch_size, m.n_prompt, m.n_gen)
-
-
-def workload_request(m: Measurement) -> tuple[str, dict[str, int]]:
-    """(kind, shape arguments) to measure the workload behind ``m`` again."""
-    kind = _workload_kind(m)
-    shape = {"prompt": {"n_prompt": m.n_prompt}, "generation": {"n_gen": m.n_gen},
-             "batched": {"n_prompt": m.n_prompt, "n_gen": m.n_gen, "batch_size": m.batch_size}}[kind]
-    return kind, shape
-
-
-def _workload_kind(m: Measurement) -> str:
-    """Which harness call produced a measurement, read from its shape."""
-    if m.n_gen == 0 and m.batch_size == 1 and m.metric == "prompt_tps":
-        return "prompt"
-    if m.n_prompt == 0 and m.batch_size == 1:
-        return "generation"
-    return "batched"
 
 
 def _distinct_sizes(batch_sizes: Iterable[int]) -> list[int]:

@@ -4,31 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_axion.engine import ProgressCallback
 from pytest_axion.errors import AxionError, AxionWarning
-from pytest_axion.harness import Axion, LoadedModel
-from pytest_axion.plots import check_matplotlib, draw_ab_ratios, draw_figures
-from pytest_axion.report import (
-    ab_table,
-    capacity_lines,
-    header_lines,
-    measurement_table,
-    refresh_lines,
-    shape_table,
-    write_report,
-)
-from pytest_axion.runlock import RunLock
-from pytest_axion.session import AxionSession, settings_for_this_machine
-from pytest_axion.settings import OPTIONS, Settings
-from pytest_axion.shape import FAIL as SHAPE_FAIL
-from pytest_axion.shape import INCONCLUSIVE as SHAPE_INCONCLUSIVE
-from pytest_axion.slo import MARKER, SloSpec, marker_help, merge_marker_kwargs, parse_slo
-from pytest_axion.verdicts import INCONCLUSIVE, NO_BASELINE, REGRESSED
+from pytest_axion.promises.marker import MARKER, SloSpec, marker_help, merge_marker_kwargs, parse_slo
+from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE
+from pytest_axion.settings import OPTIONS, Settings, settings_for_this_machine
 
-SESSION_KEY = pytest.StashKey[AxionSession]()
+if TYPE_CHECKING:   # the measuring and reporting side is imported only by runs with --axion-slo
+    from pytest_axion.engines.records import ProgressCallback
+    from pytest_axion.harness import Axion, LoadedModel
+
+SESSION_KEY = pytest.StashKey["AxionSession"]()
 SLO_SPEC_KEY = pytest.StashKey[SloSpec]()
 
 _SKIP_REASON = "performance measurement is off: run pytest with --axion-slo to measure"
@@ -55,13 +44,17 @@ def pytest_configure(config: pytest.Config) -> None:
     ini = {spec.ini: str(config.getini(spec.ini)) for spec in OPTIONS if spec.ini is not None}
     try:
         settings = settings_for_this_machine(cli, ini)
+        if not settings.enabled:
+            return   # no session: a run without --axion-slo imports nothing that measures or reports
+        from pytest_axion.report.plots import check_matplotlib
+        from pytest_axion.session import AxionSession
+
         if settings.plots.value is not None:
             check_matplotlib(settings.plots.source)
         session = AxionSession(settings, baselines_root=_baselines_root(config, settings),
                                progress=_progress_writer(config))
-        if settings.enabled:
-            session.check_features(settings.require_features, source="--axion-require-features")
-            _check_distribution(config)
+        session.check_features(settings.require_features, source="--axion-require-features")
+        _check_distribution(config)
         if settings.refresh and not settings.force and not _is_xdist_worker(config):
             session.check_quiet_for_refresh()
     except AxionError as err:
@@ -96,8 +89,10 @@ def _check_distribution(config: pytest.Config) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     config = item.config
     session = config.stash.get(SESSION_KEY, None)
-    if session is None or not session.settings.enabled or not _is_xdist_worker(config):
+    if session is None or not _is_xdist_worker(config):
         return (yield)
+    from pytest_axion.runlock import RunLock
+
     lock = RunLock(config.workerinput.get("testrunuid", "run"))  # type: ignore[attr-defined]
     measuring = _AXION_FIXTURES & set(getattr(item, "fixturenames", ()))
     with lock.measuring() if measuring else lock.sharing():
@@ -148,8 +143,8 @@ def _progress_writer(config: pytest.Config) -> ProgressCallback:
 @pytest.fixture(scope="session")
 def axion_model(request: pytest.FixtureRequest) -> LoadedModel:
     """The model, loaded once per session (per xdist worker); skipped without ``--axion-slo``."""
-    session = request.config.stash[SESSION_KEY]
-    if not session.settings.enabled:
+    session = request.config.stash.get(SESSION_KEY, None)
+    if session is None:
         pytest.skip(_SKIP_REASON)
     try:
         loaded = session.load()
@@ -162,7 +157,11 @@ def axion_model(request: pytest.FixtureRequest) -> LoadedModel:
 @pytest.fixture
 def axion(axion_model: LoadedModel, request: pytest.FixtureRequest) -> Axion:
     """Measure from a test: ``axion.prompt(512)``, ``axion.generate(128)``, ``axion.batched(...)``."""
-    return request.config.stash[SESSION_KEY].harness(request.node.nodeid, request.node.stash.get(SLO_SPEC_KEY, None))
+    try:   # a fresh worker when llama.cpp crashed in an earlier test; if it crashes again, one line
+        return request.config.stash[SESSION_KEY].harness(request.node.nodeid,
+                                                         request.node.stash.get(SLO_SPEC_KEY, None))
+    except AxionError as err:
+        raise pytest.fail.Exception(str(err), pytrace=False) from None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -173,8 +172,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         spec = parse_slo(args, merge_marker_kwargs(m.kwargs for m in markers), where=item.nodeid)
         item.stash[SLO_SPEC_KEY] = spec
-        session = item.config.stash[SESSION_KEY]
-        if session.settings.enabled:  # before the fixtures load the model or anything is measured
+        session = item.config.stash.get(SESSION_KEY, None)
+        if session is not None:  # before the fixtures load the model or anything is measured
             session.check_features(spec.requires, source=f"{item.nodeid}: requires")
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
@@ -187,32 +186,28 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         result = yield
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
-    session = item.config.stash[SESSION_KEY]
-    if not session.settings.enabled:
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None:
         return result
-    spec = item.stash.get(SLO_SPEC_KEY, None)
-    failures: list[str] = []
     try:
-        if spec is not None:
-            failures += _check_slos(item, session, spec)
-            failures += _check_shape(item, session, spec)
-        failures += _check_baselines(item, session, spec.tolerance if spec is not None else None)
-        failures += _check_ab(item, session)
+        verdicts = session.judge(item.nodeid, item.stash.get(SLO_SPEC_KEY, None), _wait_writer(item))
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
+    from pytest_axion.report.junit import junit_properties
+
+    item.user_properties.extend(junit_properties(verdicts))
+    failures = []
+    for verdict in verdicts:   # every kind of promise alike: fail fails; inconclusive warns, or fails if strict
+        if verdict.outcome == FAIL:
+            failures.append(verdict.message())
+        elif verdict.outcome == INCONCLUSIVE:
+            if session.settings.strict:
+                failures.append(f"{verdict.message()} (--axion-strict)")
+            else:
+                item.warn(AxionWarning(verdict.message()))
     if failures:
         raise pytest.fail.Exception("\n".join(failures), pytrace=False)
     return result
-
-
-def _check_slos(item: pytest.Item, session: AxionSession, spec: SloSpec) -> list[str]:
-    outcome = session.check_slos(item.nodeid, spec)
-    for verdict in outcome.verdicts:
-        name = f"axion_slo.{verdict.key}.b{verdict.batch_size}.pp{verdict.n_prompt}.tg{verdict.n_gen}"
-        item.user_properties.append((name, f"{verdict.verdict}: {verdict.message()}"))
-    if outcome.capacity is not None:
-        item.user_properties.append(("axion_slo.capacity", str(outcome.capacity)))
-    return [v.message() for v in outcome.failures]
 
 
 def _wait_writer(item: pytest.Item) -> Callable[[str], None]:
@@ -224,46 +219,6 @@ def _wait_writer(item: pytest.Item) -> Callable[[str], None]:
     return wait_message
 
 
-def _judge(item: pytest.Item, session: AxionSession, prop: str, verdict: str, message: str) -> list[str]:
-    """Every comparison's rule: a failing verdict fails; inconclusive warns (fails with --axion-strict)."""
-    item.user_properties.append((prop, f"{verdict}: {message}"))
-    if verdict in (REGRESSED, SHAPE_FAIL):
-        return [message]
-    if verdict in (INCONCLUSIVE, SHAPE_INCONCLUSIVE):
-        if session.settings.strict:
-            return [f"{message} (--axion-strict)"]
-        item.warn(AxionWarning(message))
-    elif verdict == NO_BASELINE and session.settings.require_baseline:
-        return [f"{message} (--axion-require-baseline)"]
-    return []
-
-
-def _check_shape(item: pytest.Item, session: AxionSession, spec: SloSpec) -> list[str]:
-    """Steadiness and scaling: a confirmed miss fails."""
-    failures = []
-    for verdict in session.check_shape(item.nodeid, spec, _wait_writer(item)):
-        check = verdict.first
-        failures += _judge(item, session, f"axion_slo.{check.key}.{check.group.replace(' ', '_')}", verdict.verdict,
-                           verdict.message())
-    return failures
-
-
-def _check_baselines(item: pytest.Item, session: AxionSession, tolerance: float | None) -> list[str]:
-    """Regressed fails; no-baseline fails only with --axion-require-baseline."""
-    failures = []
-    for verdict in session.check_baselines(item.nodeid, tolerance, _wait_writer(item)):
-        failures += _judge(item, session, f"axion_baseline.{verdict.key}", verdict.verdict, verdict.message())
-    return failures
-
-
-def _check_ab(item: pytest.Item, session: AxionSession) -> list[str]:
-    """A/B session: a paired regression of B against A fails the test."""
-    failures = []
-    for verdict in session.check_ab(item.nodeid, _wait_writer(item)):
-        failures += _judge(item, session, f"axion_ab.{verdict.key}", verdict.verdict, verdict.message)
-    return failures
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -271,7 +226,7 @@ def pytest_runtest_makereport(
     """Keep every phase's outcome: a refresh records only tests that passed."""
     report = yield
     session = item.config.stash.get(SESSION_KEY, None)
-    if session is not None and session.settings.enabled:
+    if session is not None:
         session.test_phases.append((item.nodeid, report.outcome))
     return report
 
@@ -289,6 +244,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     run = axion.run_record()
     if run is None:
         return
+    from pytest_axion.report.json_report import write_report
+    from pytest_axion.report.plots import draw_ab_ratios, draw_figures
+
     settings = axion.settings
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     started = False
@@ -317,7 +275,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                          title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads",
                          reading_tokens_per_s=run.reading.tokens_per_s, reading_label=run.reading.label)
             if run.ab is not None:
-                draw_ab_ratios(list(run.ab.verdicts.values()), Path(settings.plots.value),
+                draw_ab_ratios(run.verdicts, Path(settings.plots.value),
                                title=f"{run.model.label} on {run.hardware.hardware_id}\n"
                                      f"B: llama-cpp-python {run.ab.current.facts.llama_cpp_python_version}, "
                                      f"A: {run.ab.baseline.facts.llama_cpp_python_version}")
@@ -331,6 +289,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     run = session.run_record() if session is not None else None
     if session is None or run is None:
         return
+    from pytest_axion.report.terminal import (
+        ab_table,
+        capacity_lines,
+        header_lines,
+        measurement_table,
+        promise_table,
+        refresh_lines,
+    )
+
     write = terminalreporter.write_line
     terminalreporter.section("axion performance", sep="=")
     for line in header_lines(run):
@@ -338,12 +305,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for warning in session.settings.warnings:
         write(f"warning: {warning}", yellow=True)
     write("")
-    write(measurement_table(run.measurements, run.outcomes, run.baseline_verdicts))
-    for table in (shape_table(run.shape_verdicts), ab_table(run.ab) if run.ab else ""):
+    write(measurement_table(run.measurements, run.verdicts))
+    for table in (promise_table(run.verdicts), ab_table(run.verdicts)):
         if table:
             write("")
             write(table)
-    lines = capacity_lines(run.outcomes, run.capacity_searches)
+    lines = capacity_lines(run.verdicts, run.capacity_searches)
     if lines:
         write("")
     for line in lines:

@@ -7,49 +7,42 @@ import pickle
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pytest_axion import refresh as refreshing
-from pytest_axion.ab import PairedComparison, compare_paired
-from pytest_axion.baselines import Baseline, baseline_path, check_writable, read_baseline, update_baseline
-from pytest_axion.cpu import parse_system_info, usable_cores
-from pytest_axion.engine import EngineError, ModelFacts, ProgressCallback
-from pytest_axion.engine import system_info as engine_system_info
-from pytest_axion.environment import environment_warnings, other_processes_cpus
+from pytest_axion.engines.records import (
+    EngineError,
+    Measurement,
+    ModelFacts,
+    ProgressCallback,
+    busy_limit,
+    measurements_of,
+    workload_of,
+    workload_request,
+)
+from pytest_axion.engines.worker import PairedEngine, probe_build
 from pytest_axion.errors import AxionError, MeasurementError, SettingsError
-from pytest_axion.features import missing_features, missing_message
-from pytest_axion.gate import BaselineGate, GateSettings
-from pytest_axion.gguf import read_gguf_info
-from pytest_axion.hardware import collect_hardware
 from pytest_axion.harness import (
     Axion,
     CapacitySearch,
     LoadedModel,
     load_model,
-    measurements_of,
     remeasure,
-    workload_of,
-    workload_request,
 )
-from pytest_axion.model import embedded_model_path
-from pytest_axion.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
-from pytest_axion.records import Measurement, busy_limit
-from pytest_axion.report import AbSession, AbSide, BaselineStatus, RunRecord
-from pytest_axion.settings import Settings, resolve_settings
-from pytest_axion.shape import ShapeCheck, ShapeVerdict, confirm_shape
-from pytest_axion.slo import READING, SloOutcome, SloSpec, evaluate_slos
-from pytest_axion.verdicts import REGRESSED, BaselineVerdict
-from pytest_axion.worker import PairedEngine
-
-
-def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
-    """Resolve settings with this machine's core counts as the defaults and limits."""
-    settings = resolve_settings(cli, ini, cores=usable_cores())
-    if settings.enabled:
-        # A missing or broken model is a usage error, found before any test runs.
-        read_gguf_info(settings.model.value or str(embedded_model_path()))
-    return settings
+from pytest_axion.machine.cpu import parse_system_info
+from pytest_axion.machine.environment import OtherCpuMeter, environment_warnings, other_processes_cpus
+from pytest_axion.machine.features import missing_features, missing_message
+from pytest_axion.machine.hardware import collect_hardware
+from pytest_axion.promises.confirm import confirm
+from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
+from pytest_axion.promises.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
+from pytest_axion.promises.thresholds import per_user_limit
+from pytest_axion.promises.verdict import Verdict
+from pytest_axion.report.record import AbSession, AbSide, BaselineStatus, RunRecord
+from pytest_axion.settings import Settings
+from pytest_axion.store import refresh as refreshing
+from pytest_axion.store.baselines import Baseline, baseline_path, check_writable, read_baseline, update_baseline
+from pytest_axion.store.gate import BaselineGate, GateSettings
 
 
 class AxionSession:
@@ -60,8 +53,7 @@ class AxionSession:
         self.settings = settings
         self.baselines_root = baselines_root
         self.measurements: list[Measurement] = []
-        self.outcomes: dict[str, SloOutcome] = {}
-        self.baseline_verdicts: dict[str, BaselineVerdict] = {}
+        self.verdicts: list[Verdict] = []   # every promise of every test, after its confirmations
         self.test_phases: list[tuple[str, str]] = []   # (nodeid, outcome) of every phase that measured
         self.progress = progress
         self._sleep = sleep
@@ -69,9 +61,7 @@ class AxionSession:
         self._reading: ReadingSpeed | None = None
         self._gate: BaselineGate | None = None
         self.refresh_result: refreshing.RefreshResult | None = None
-        self.shape_verdicts: dict[str, list[ShapeVerdict]] = {}
         self.ab_pairs: list[tuple[Measurement, Measurement]] = []   # (A, B) of every metric, A/B session only
-        self.ab_verdicts: dict[str, PairedComparison] = {}
         self.capacity_searches: dict[str, CapacitySearch] = {}
         self.environment: tuple[str, ...] = ()   # warnings about the machine, read when measuring starts
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
@@ -84,7 +74,10 @@ class AxionSession:
         return self._loaded
 
     def load(self) -> LoadedModel:
-        """Load the model on first use; later calls return the same instance."""
+        """Load the model on first use; later calls return the same instance, with a fresh worker if
+        llama.cpp crashed since (the test that saw the crash has failed with its one-line error)."""
+        if self._loaded is not None and not getattr(self._loaded.engine, "alive", True):
+            self._loaded.engine.restart()
         if self._loaded is None:
             # Read before the model loads: the load itself would raise the load average.
             self.environment = tuple(environment_warnings(
@@ -109,10 +102,8 @@ class AxionSession:
         def promised_per_user() -> tuple[float, str] | None:
             if spec is None or spec.per_user_tps is None:
                 return None
-            if spec.per_user_tps == READING:
-                reading = self.reading_speed()
-                return reading.tokens_per_s, reading.label
-            return float(spec.per_user_tps), f"{float(spec.per_user_tps):g} t/s"
+            limit, label = per_user_limit(spec.per_user_tps, PromiseContext(nodeid, reading=self.reading_speed))
+            return limit, label or f"{limit:g} t/s"
 
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
                      record=self.measurements.append, progress=self.progress, record_pair=self._record_pair,
@@ -130,44 +121,6 @@ class AxionSession:
         engine = self._loaded.engine if self._loaded is not None else None
         return (engine.baseline.facts, engine.current.facts) if isinstance(engine, PairedEngine) else None
 
-    def check_ab(self, nodeid: str, wait_message: Callable[[str], None] | None = None) -> list[PairedComparison]:
-        """Paired verdicts of the test's measurements in an A/B session (empty otherwise).
-
-        A regression is measured again in fresh worker processes, up to --axion-confirm times, and
-        stands only if every attempt regresses; otherwise it is inconclusive, with every attempt shown.
-        """
-        settings = self.settings
-        rounds, tolerance = settings.ab_rounds.value, settings.ab_tolerance.value
-        verdicts = [compare_paired(a, b, rounds=rounds, tolerance=tolerance)
-                    for a, b in self.ab_pairs if b.nodeid == nodeid]
-        engine = self._loaded.engine if self._loaded is not None else None
-        fresh: dict[tuple[str, int, int, int], dict[str, tuple[Measurement, Measurement]]] = {}
-        for attempt in range(settings.confirm.value):
-            suspects = [i for i, v in enumerate(verdicts) if v.verdict == REGRESSED and len(v.attempts) == attempt]
-            if not suspects or not isinstance(engine, PairedEngine):
-                break
-            if wait_message is not None:
-                wait_message(f"{verdicts[suspects[0]].message}; measuring again in fresh worker processes "
-                             f"(attempt {attempt + 2} of {settings.confirm.value + 1})")
-            engine.restart()
-            fresh.clear()
-            for i in suspects:
-                b = next(b for _, b in self.ab_pairs if b.key == verdicts[i].key)
-                workload = workload_of(b)
-                if workload not in fresh:
-                    kind, shape = workload_request(b)
-                    try:
-                        paired = engine.measure_pair(kind, **shape)
-                    except EngineError as err:
-                        raise MeasurementError(f"{nodeid}: measuring again in fresh processes: {err}") from None
-                    again_a = measurements_of(paired.baseline, nodeid=b.nodeid, threads=b.threads)
-                    again_b = measurements_of(paired.current, nodeid=b.nodeid, threads=b.threads)
-                    fresh[workload] = {metric: (again_a[metric], again_b[metric]) for metric in again_b}
-                again = compare_paired(*fresh[workload][b.metric], rounds=rounds, tolerance=tolerance)
-                verdicts[i] = verdicts[i].with_attempt(again)
-        self.ab_verdicts.update((v.key, v) for v in verdicts)
-        return verdicts
-
     def reading_speed(self) -> ReadingSpeed:
         """The reading speed in tokens/s; words per minute are converted with the model's tokenizer."""
         if self._reading is None:
@@ -181,24 +134,14 @@ class AxionSession:
             self._reading = resolve_reading_speed(spec, tokens_per_word=ratio, tokenizer=tokenizer)
         return self._reading
 
-    def check_slos(self, nodeid: str, spec: SloSpec) -> SloOutcome:
-        """Judge the test's declared promises against what it measured; kept for the reports."""
-        measured = [m for m in self.measurements if m.nodeid == nodeid]
-        outcome = evaluate_slos(spec, measured, nodeid=nodeid, reading=self.reading_speed())
-        self.outcomes[nodeid] = outcome
-        return outcome
-
     @property
     def gate(self) -> BaselineGate | None:
         """This machine's baseline (read once, after the model is loaded); None when not comparing."""
         if self._gate is None and self.settings.compare_baselines and self._loaded is not None:
             loaded, settings = self._loaded, self.settings
-            gate_settings = GateSettings(estimator=settings.estimator.value, confirm=settings.confirm.value,
-                                         spacing_s=settings.confirm_spacing_s.value,
-                                         default_tolerance=settings.tolerance.value)
-            extra = {} if self._sleep is None else {"sleep": self._sleep}
+            gate_settings = GateSettings(estimator=settings.estimator.value, default_tolerance=settings.tolerance.value)
             self._gate = BaselineGate(self.baselines_root, hardware=loaded.hardware, model=loaded.model,
-                                      threads=loaded.threads, settings=gate_settings, **extra)
+                                      threads=loaded.threads, settings=gate_settings)
         return self._gate
 
     def check_features(self, required: Sequence[str], *, source: str) -> None:
@@ -206,49 +149,67 @@ class AxionSession:
         if not required:
             return
         if self._build is None:
-            text = engine_system_info()
+            text = probe_build(self.settings.python.value or sys.executable)["system_info"]
             self._build = (parse_system_info(text), collect_hardware(system_info=text).isa_features)
         info, isa = self._build
         missing = missing_features(required, system_info=info, isa_features=isa)
         if missing:
             raise SettingsError(missing_message(missing, source=source, system_info=info, isa_features=isa))
 
-    def check_shape(self, nodeid: str, spec: SloSpec, wait_message: Callable[[str], None]) -> list[ShapeVerdict]:
-        """Steadiness and scaling, each miss confirmed by measuring its group of cells again."""
-        if spec.steady_within is None and spec.gen_scaling is None:
-            return []
-        settings, loaded = self.settings, self.load()
-        attempts = 1 + settings.confirm.value
-
-        def measure_again(missed: ShapeCheck, cells: list[Measurement]) -> dict[str, Measurement]:
-            wait_message(f"{missed.message}; measuring again after a {settings.confirm_spacing_s.value:.0f} s "
-                         f"pause (up to {attempts} attempts)")
-            (self._sleep or time.sleep)(settings.confirm_spacing_s.value)
-            return remeasure(loaded, cells, repetitions=settings.repetitions.value, progress=self.progress)
-
-        verdicts = confirm_shape(nodeid, [m for m in self.measurements if m.nodeid == nodeid],
-                                 steady_within=spec.steady_within, gen_scaling=spec.gen_scaling,
-                                 attempts=attempts, measure_again=measure_again)
-        self.shape_verdicts[nodeid] = verdicts
-        return verdicts
-
     def read_baseline(self) -> None:
         """Read this machine's baseline now (if comparing), so that a corrupt file is reported first."""
         _ = self.gate
 
-    def check_baselines(self, nodeid: str, tolerance: float | None,
-                        wait_message: Callable[[str], None]) -> list[BaselineVerdict]:
-        """Compare the test's measurements with the stored baseline, confirming regressions first."""
-        gate = self.gate
+    def judge(self, nodeid: str, spec: SloSpec | None, wait_message: Callable[[str], None]) -> list[Verdict]:
+        """Every promise of the test (its marker's, the stored baseline's, the A/B gate's) through the one
+        confirm procedure: one pause per attempt for all suspects, measured again in a fresh worker."""
         measured = [m for m in self.measurements if m.nodeid == nodeid]
-        if gate is None or not measured:
+        if not measured:
             return []
-        loaded = self.load()
-        verdicts = gate.judge(measured, tolerance=tolerance, wait_message=wait_message,
-                              remeasure=lambda ms: remeasure(loaded, ms, repetitions=self.settings.repetitions.value,
-                                                             progress=self.progress))
-        self.baseline_verdicts.update((v.key, v) for v in verdicts)
+        settings = self.settings
+        ab_side = ({b.key: a for a, b in self.ab_pairs if b.nodeid == nodeid}
+                   if settings.ab_baseline.value is not None else None)
+        context = PromiseContext(nodeid=nodeid, reading=self.reading_speed, default_tolerance=settings.tolerance.value,
+                                 gate=self.gate, require_baseline=settings.require_baseline,
+                                 ab_baseline_side=ab_side, ab_rounds=settings.ab_rounds.value,
+                                 ab_tolerance=settings.ab_tolerance.value)
+        attempts = 1 + settings.confirm.value
+
+        def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
+            spacing = settings.confirm_spacing_s.value
+            wait_message(f"{why}; attempt {attempt} of {attempts} after a {spacing:.0f} s pause, in a fresh worker")
+            (self._sleep or time.sleep)(spacing)
+            return self._measure_again(suspects, ab_side)
+
+        verdicts = confirm(nodeid, promises_for(spec, context), measured, attempts=attempts,
+                           measure_again=measure_again)
+        self.verdicts += verdicts
         return verdicts
+
+    def _measure_again(self, suspects: Sequence[Measurement],
+                       ab_side: dict[str, Measurement] | None) -> dict[str, Measurement]:
+        """The suspects' workloads, each once, in a fresh worker (a process keeps offsets of its own for life:
+        a miss must reproduce in a new one); in an A/B session both sides, A's figures into ``ab_side``."""
+        loaded = self.load()
+        engine = loaded.engine
+        engine.restart()
+        if not isinstance(engine, PairedEngine) or ab_side is None:
+            return remeasure(loaded, suspects, repetitions=self.settings.repetitions.value, progress=self.progress)
+        fresh: dict[str, Measurement] = {}
+        for first in {workload_of(m): m for m in suspects}.values():
+            kind, shape = workload_request(first)
+            meter = OtherCpuMeter().start()
+            try:
+                paired = engine.measure_pair(kind, **shape)
+            except EngineError as err:
+                raise MeasurementError(f"{first.nodeid}: measuring again in fresh processes: {err}") from None
+            other = meter.stop()
+            again_a = measurements_of(paired.baseline, nodeid=first.nodeid, threads=first.threads, other_cpus=other)
+            again_b = measurements_of(paired.current, nodeid=first.nodeid, threads=first.threads, other_cpus=other)
+            for metric, b in again_b.items():
+                ab_side[b.key] = again_a[metric]
+                fresh[b.key] = b
+        return fresh
 
     def baseline_status(self) -> BaselineStatus | None:
         gate = self._gate
@@ -337,9 +298,8 @@ class AxionSession:
             return None
         return RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
                          repetitions=self.settings.repetitions.value, load_seconds=loaded.load_seconds,
-                         reading=self.reading_speed(), measurements=self.measurements, outcomes=self.outcomes,
-                         baseline=self.baseline_status(), baseline_verdicts=self.baseline_verdicts,
-                         shape_verdicts=self.shape_verdicts, ab=self._ab_session(),
+                         reading=self.reading_speed(), measurements=self.measurements, verdicts=self.verdicts,
+                         baseline=self.baseline_status(), ab=self._ab_session(),
                          test_outcomes=self.test_outcomes(), environment=self.environment,
                          capacity_searches=self.capacity_searches, warm_up=loaded.warm_up)
 
@@ -349,7 +309,7 @@ class AxionSession:
             return None
         return AbSession(baseline=AbSide(settings.ab_baseline.value, sides[0]),
                          current=AbSide(sys.executable, sides[1]), rounds=settings.ab_rounds.value,
-                         tolerance=settings.ab_tolerance.value, verdicts=self.ab_verdicts)
+                         tolerance=settings.ab_tolerance.value)
 
     def export_state(self) -> bytes | None:
         """An xdist worker's run for its controller (pickle: both ends are this same installation)."""
@@ -366,9 +326,8 @@ class AxionSession:
             first = self._adopted
             record = dataclasses.replace(
                 first, measurements=[*first.measurements, *record.measurements],
-                outcomes={**first.outcomes, **record.outcomes},
-                baseline_verdicts={**first.baseline_verdicts, **record.baseline_verdicts},
-                shape_verdicts={**first.shape_verdicts, **record.shape_verdicts},
+                verdicts=[*first.verdicts, *record.verdicts],   # every kind, A/B included: one list
+                ab=first.ab or record.ab, baseline=first.baseline or record.baseline,
                 capacity_searches={**first.capacity_searches, **record.capacity_searches},
                 load_seconds=max(first.load_seconds, record.load_seconds),
                 environment=tuple(dict.fromkeys([*first.environment, *record.environment])))

@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pytest_axion.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
-from pytest_axion.cpu import UsableCores
 from pytest_axion.errors import SettingsError
-from pytest_axion.features import parse_features
-from pytest_axion.hardware import validate_hardware_id
-from pytest_axion.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
-from pytest_axion.verdicts import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS
+from pytest_axion.machine.cpu import UsableCores, usable_cores
+from pytest_axion.machine.features import parse_features
+from pytest_axion.machine.hardware import validate_hardware_id
+from pytest_axion.promises.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
+from pytest_axion.promises.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
+from pytest_axion.promises.speedup import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
 
 T = TypeVar("T")
 
@@ -90,6 +90,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("force", "--axion-force", None, "flag",
                "record a refresh even when other processes keep the machine busy (the noisy entries get the "
                "wide band their spread gives them)"),
+    OptionSpec("python", "--axion-python", "axion_python", "str",
+               "the Python interpreter whose llama-cpp-python measures, in a worker process of its own "
+               "(default: this one; e.g. a venv with another llama.cpp build)", "PYTHON"),
     OptionSpec("ab_baseline", "--axion-ab-baseline", "axion_ab_baseline", "str",
                "A/B session: measure every workload also with the llama-cpp-python of this Python "
                "interpreter (A, e.g. .venv-old/bin/python), alternating with the current one (B), and "
@@ -144,6 +147,7 @@ class Settings:
     runs: Sourced[int] = Sourced(DEFAULT_RUNS, "default")
     run_spacing_s: Sourced[float] = Sourced(DEFAULT_RUN_SPACING_S, "default")
     force: bool = False
+    python: Sourced[str | None] = Sourced(None, "default")       # None: this interpreter (sys.executable)
     ab_baseline: Sourced[str | None] = Sourced(None, "default")  # None: no A/B session
     ab_rounds: Sourced[int] = Sourced(DEFAULT_AB_ROUNDS, "default")
     ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
@@ -232,6 +236,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         runs=runs,
         run_spacing_s=_as_seconds(raw["run_spacing"], default=DEFAULT_RUN_SPACING_S),
         force=bool(raw["force"].value),
+        python=_as_optional_str(raw["python"]),
         ab_baseline=ab_baseline,
         ab_rounds=ab_rounds,
         ab_tolerance=ab_tolerance,
@@ -275,19 +280,6 @@ def _as_bool(raw: Sourced[object]) -> bool:
     raise SettingsError(f"{raw.source} must be true or false, got {raw.value!r}")
 
 
-def parse_tolerance(text: str, *, source: str) -> float:
-    """'10%' or '0.1' -> 0.1; must lie in [0, 1)."""
-    cleaned = text.strip()
-    try:
-        value = float(cleaned[:-1]) / 100 if cleaned.endswith("%") else float(cleaned)
-    except ValueError:
-        raise SettingsError(f"{source} must be a fraction such as 0.1 or a percentage such as 10%, "
-                            f"got {text!r}") from None
-    if not 0 <= value < 1:
-        raise SettingsError(f"{source} must be at least 0 and below 100%, got {text!r}")
-    return value
-
-
 def _as_tolerance(raw: Sourced[object], *, default: float = DEFAULT_TOLERANCE) -> Sourced[float]:
     if raw.value is None:
         return Sourced(default, "default")
@@ -314,3 +306,16 @@ def _convert(raw: Sourced[object], convert: Callable[[str], T], expected: str) -
         return convert(str(raw.value).strip())
     except ValueError:
         raise SettingsError(f"{raw.source} must be {expected}, got {raw.value!r}") from None
+
+
+def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
+    """Resolve settings with this machine's core counts as the defaults and limits."""
+    settings = resolve_settings(cli, ini, cores=usable_cores())
+    if settings.enabled:
+        # A missing or broken model is a usage error, found before any test runs (imported here: a run
+        # without --axion-slo pays nothing for the GGUF reader).
+        from pytest_axion.machine.gguf import read_gguf_info
+        from pytest_axion.machine.model import embedded_model_path
+
+        read_gguf_info(settings.model.value or str(embedded_model_path()))
+    return settings

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion.model import embedded_model_path
+from pytest_axion.machine.model import embedded_model_path
 
 
 @pytest.fixture(scope="session")
@@ -13,10 +13,12 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(model_path):
-    """One real llama.cpp engine for the engine tests (loading takes a fraction of a second)."""
-    from pytest_axion.engine import LlamaEngine
+    """One real llama.cpp worker process for the engine tests (loading takes a fraction of a second)."""
+    import sys
 
-    loaded = LlamaEngine(str(model_path), threads=2)
+    from pytest_axion.engines.worker import EngineProcess
+
+    loaded = EngineProcess(sys.executable, model_path=str(model_path), threads=2)
     yield loaded
     loaded.close()
 
@@ -25,4 +27,4 @@ def engine(model_path):
 def contention_ignored(monkeypatch):
     """For tests of what a promise says about a real miss: a machine made busy on purpose (a shared CI runner)
     must not turn their verdict into 'inconclusive: other processes used ...', which has tests of its own."""
-    monkeypatch.setattr("pytest_axion.records.BUSY_MIN_CPUS", float("inf"))
+    monkeypatch.setattr("pytest_axion.engines.records.BUSY_MIN_CPUS", float("inf"))

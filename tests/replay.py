@@ -9,11 +9,12 @@ model elsewhere; nothing here replaces that.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_axion.engine import BatchedRun, EngineError, ModelFacts, WarmUpRun
+from pytest_axion.engines.records import BatchedRun, EngineError, ModelFacts, Run, WarmUpRun
 
 DATA = Path(__file__).parent / "data"
 MANY_CORE = DATA / "many-core" / "reference-suite-16t-report.json"
@@ -42,8 +43,11 @@ class ReplayEngine:
                                 n_ctx_train=8192, model_buffers=("CPU_REPACK",), system_info="CPU : AVX2 = 1 |",
                                 llama_cpp_python_version="replay")
 
-    def run_batched(self, n_prompt: int, n_gen: int, batch_size: int, *, repetitions: int, warmup: bool = True,
-                    progress: object = None) -> BatchedRun:
+    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: object = None,
+            **shape: int) -> Run:
+        if kind != "batched":
+            raise EngineError(f"the replayed report holds batched cells only, not {kind}")
+        n_prompt, n_gen, batch_size = shape["n_prompt"], shape["n_gen"], shape["batch_size"]
         cell = (n_prompt, n_gen, batch_size)
         if cell not in self.cells:
             raise EngineError(f"no recorded cell pp{n_prompt} tg{n_gen} x{batch_size} in the replayed report")
@@ -62,10 +66,20 @@ class ReplayEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    @property
+    def alive(self) -> bool:
+        return True
+
+    def restart(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
 def replay(monkeypatch, report: Path, doctor: Doctor | None = None) -> None:
     """Make pytester runs in this process measure ``report`` instead of loading llama.cpp."""
-    monkeypatch.setattr("pytest_axion.harness.LlamaEngine", lambda path, threads: ReplayEngine(report, doctor))
+    # The module as sys.modules has it now: pytester forgets what a run imported (the plugin imports the harness
+    # only under --axion-slo), while the package keeps an attribute pointing at the forgotten copy.
+    harness = importlib.import_module("pytest_axion.harness")
+    monkeypatch.setattr(harness, "EngineProcess", lambda python, model_path, threads: ReplayEngine(report, doctor))

@@ -3,16 +3,18 @@ import random
 
 import pytest
 
-from pytest_axion.ab import (
+from pytest_axion.engines.records import Measurement
+from pytest_axion.engines.worker import round_order
+from pytest_axion.promises.ab import (
+    AbPromise,
     compare_paired,
     hodges_lehmann,
     per_round,
-    round_order,
     spread_of_ratios,
     unpaired_ratios,
     wilcoxon_k,
 )
-from pytest_axion.records import Measurement
+from pytest_axion.promises.confirm import confirm
 
 
 def measurement(metric, samples, n_gen=16):
@@ -101,15 +103,25 @@ def test_pairing_shrinks_the_spread_of_the_ratios():
     assert math.isclose(spread_of_ratios([1.0, 1.0]), 0.0)
 
 
-def test_a_regression_stands_only_while_every_fresh_attempt_regresses():
+def test_as_a_promise_a_regression_stands_only_while_every_fresh_attempt_regresses():
     a, b = drifting_pairs(10, 0.90)
-    first = compare_paired(measurement("gen_tps", a), measurement("gen_tps", b), rounds=10)
     again_a, again_b = drifting_pairs(10, 0.90, seed=7)
-    confirmed = first.with_attempt(compare_paired(measurement("gen_tps", again_a), measurement("gen_tps", again_b),
-                                                  rounds=10))
-    assert confirmed.verdict == "regressed" and "(confirmed)" in confirmed.message
     same_a, same_b = drifting_pairs(10, 1.0, seed=8)
-    lucky = first.with_attempt(compare_paired(measurement("gen_tps", same_a), measurement("gen_tps", same_b),
-                                              rounds=10))
-    assert lucky.verdict == "inconclusive" and "not reproduced: not failed" in lucky.message
-    assert [a["verdict"] for a in lucky.to_json()["attempts"]] == ["ok"]
+    b_first = measurement("gen_tps", b)
+
+    def judged(*fresh_pairs):
+        side = {b_first.key: measurement("gen_tps", a)}
+
+        def measure_again(suspects, attempt, why):   # as the session does: A's fresh figures go into the side
+            fa, fb = fresh_pairs[attempt - 2]
+            side[b_first.key] = measurement("gen_tps", fa)
+            return {b_first.key: measurement("gen_tps", fb)}
+        [verdict] = confirm("t.py::test", [AbPromise(side, rounds=10, tolerance=0.05)], [b_first], attempts=2,
+                            measure_again=measure_again)
+        return verdict
+
+    confirmed = judged((again_a, again_b))
+    assert confirmed.outcome == "fail" and confirmed.kind == "ab"
+    assert confirmed.first.message.startswith("gen_tps pp32+tg16 x2: regressed: B/A 0.898x")
+    lucky = judged((same_a, same_b))
+    assert lucky.outcome == "inconclusive" and [r.status for r in lucky.readings] == ["missed", "met"]

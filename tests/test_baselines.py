@@ -8,8 +8,10 @@ import textwrap
 
 import pytest
 
-from pytest_axion import baselines
-from pytest_axion.baselines import (
+from pytest_axion.errors import BaselineError, HardwareIdError
+from pytest_axion.machine.hardware import collect_hardware
+from pytest_axion.store import baselines
+from pytest_axion.store.baselines import (
     Baseline,
     BaselineEntry,
     baseline_files,
@@ -21,8 +23,6 @@ from pytest_axion.baselines import (
     update_baseline,
     write_baseline,
 )
-from pytest_axion.errors import BaselineError, HardwareIdError
-from pytest_axion.hardware import collect_hardware
 
 HARDWARE = collect_hardware(system_info="CPU : AVX2 = 1 | REPACK = 1 |", hardware_id_override="hw-1",
                             override_source="test").to_json()
@@ -209,9 +209,9 @@ def test_kill_9_in_the_middle_of_a_write_keeps_the_old_file_and_the_leftover_is_
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from pytest_axion import atomic
+        from pytest_axion.store import atomic
         from tests.test_baselines import make_baseline
-        from pytest_axion.baselines import write_baseline
+        from pytest_axion.store.baselines import write_baseline
         # die like kill -9 at the worst moment: the new file is complete but not yet renamed
         atomic.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
         write_baseline(Path({str(path)!r}), make_baseline(level=200.0))

@@ -3,8 +3,8 @@ import json
 import subprocess
 import sys
 
-from pytest_axion.baselines import baseline_path, write_baseline
 from pytest_axion.cli import main, show, validate
+from pytest_axion.store.baselines import baseline_path, write_baseline
 from tests.test_baselines import make_baseline
 
 

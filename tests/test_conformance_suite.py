@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from pytest_axion.report import validate_report
+from pytest_axion.report.json_report import validate_report
 from tests.replay import MANY_CORE, TWO_THREADS, recorded_cells, replay
 
 SUITE = Path(__file__).parent / "conformance"
@@ -22,8 +22,10 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     data = json.loads(report.read_text())
     validate_report(data)
     assert all(test["slo_passed"] for test in data["tests"])
-    checked = {test["nodeid"].split("::")[1]: {check["group"] for check in test.get("shape", [])}
-               for test in data["tests"]}
+    checked: dict[str, set[str]] = {}
+    for verdict in data["verdicts"]:
+        if verdict["kind"] in ("steady", "scaling"):
+            checked.setdefault(verdict["nodeid"].split("::")[1], set()).add(verdict["label"])
     assert "prompt_tps" in checked["test_prompt_encoding"]
     # steady_within={"gen_tps": ...}: the 8-token prompts of the generation test are not held to it
     assert checked["test_token_generation"] == {"gen_tps at batch 1", "gen_tps at batch 2", "gen_tps at batch 4",
@@ -59,8 +61,8 @@ def test_a_build_whose_generation_does_not_scale_fails_the_suite(pytester, monke
     result = pytester.runpytest(*REPLAY, "--axion-threads=2", str(SUITE))
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*_ test_token_generation _*",
-                                 "gen_tps does not scale: * is 1.00x batch 1 * < 1.15x *; attempts 1.00, 1.00, 1.00 "
-                                 "(every attempt missed)"])
+                                 "fail: gen_tps does not scale: * is 1.00x batch 1 * < 1.15x *; "
+                                 "attempts 1.00x, 1.00x, 1.00x; missed in every attempt"])
 
 
 def test_a_build_with_one_slow_prompt_cell_fails_steadiness_without_the_saturation_excuse(pytester, monkeypatch):
@@ -70,8 +72,8 @@ def test_a_build_with_one_slow_prompt_cell_fails_steadiness_without_the_saturati
     result = pytester.runpytest(*REPLAY, "--axion-threads=2", str(SUITE))
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*_ test_prompt_encoding _*",
-                                 "prompt_tps not steady: * t/s at pp 64 batch 2 vs * (spread *% > 25%); attempts * "
-                                 "(every attempt missed)"])
+                                 "fail: prompt_tps not steady: * t/s at pp 64 batch 2 vs * (spread *% > "
+                                 "25%); attempts *; missed in every attempt"])
     assert "still rising" not in result.stdout.str()
 
 
@@ -104,9 +106,9 @@ def test_sixteen_cores_replayed_an_unsaturated_machine_is_explained_and_sized_ce
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*_ test_prompt_encoding _*",
-        "prompt_tps not steady: prompt speed still rising with "
+        "fail: prompt_tps not steady: prompt speed still rising with "
         "tokens per batch: 1779 t/s at 32 -> 6257 t/s at 512; below about 512 tokens this machine is not saturated "
-        "(spread 124% > 25%; size prompts x users to at least 32 tokens per thread); attempts 124%, 124%, 124% "
-        "(every attempt missed)"])
+        "(spread 124% > 25%; size prompts x users to at least 32 tokens per thread); attempts spread 124%, spread "
+        "124%, spread 124%; missed in every attempt"])
     result.stdout.fnmatch_lines(["*test_sized.py::test_filled_cells*prompt_tps*spread 17%*pass*512 tokens*",
-                                 "*test_unsized.py::test_prompt_encoding*prompt_tps*spread 124%*FAIL*512 tokens*"])
+                                 "*test_unsized.py::test_prompt_encoding*prompt_tps*spread 124%*fail*512 tokens*"])

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion.cpu import (
+from pytest_axion.machine.cpu import (
     UsableCores,
     llama_isa_features,
     parse_cpuinfo,

@@ -1,38 +1,52 @@
-"""Real-model tests of the engine: physics, not fixed numbers."""
+"""Real-model tests of the engine, through the worker process the plugin measures with: physics, not fixed
+numbers."""
 
 import pytest
 
-from pytest_axion.engine import EngineError, LlamaEngine, system_info
+from pytest_axion.engines.records import EngineError
+from pytest_axion.engines.worker import probe_build
+
+
+def prompt(engine, n_prompt, **kw):
+    return engine.run("prompt", n_prompt=n_prompt, **kw)
+
+
+def generation(engine, n_gen, **kw):
+    return engine.run("generation", n_gen=n_gen, **kw)
+
+
+def batched(engine, n_prompt, n_gen, batch_size, **kw):
+    return engine.run("batched", n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, **kw)
 
 
 def test_facts_come_from_llama_cpp(engine):
     facts = engine.facts
     assert 100e6 < facts.n_params < 200e6
     assert facts.n_vocab > 1000 and facts.n_ctx_train >= 2048
-    assert "CPU" in facts.system_info and facts.system_info == system_info()
+    assert "CPU" in facts.system_info and facts.system_info == probe_build()["system_info"]
     assert facts.model_buffers, "llama.cpp logs at least one model buffer"
 
 
 def test_prompt_run_has_one_positive_sample_per_repetition(engine):
-    run = engine.run_prompt(64, repetitions=3)
+    run = prompt(engine, 64, repetitions=3)
     assert run.n_prompt == 64 and len(run.seconds) == 3
     assert all(s > 0 for s in run.seconds)
 
 
 def test_generation_run_has_one_positive_sample_per_repetition(engine):
-    run = engine.run_generation(16, repetitions=2)
+    run = generation(engine, 16, repetitions=2)
     assert len(run.seconds) == 2 and all(s > 0 for s in run.seconds)
 
 
 def test_longer_prompts_take_longer(engine):
-    short = min(engine.run_prompt(16, repetitions=3).seconds)
-    long = min(engine.run_prompt(256, repetitions=3).seconds)
+    short = min(prompt(engine, 16, repetitions=3).seconds)
+    long = min(prompt(engine, 256, repetitions=3).seconds)
     assert long > short
 
 
 def test_batching_raises_total_generation_throughput(engine):
-    single = engine.run_batched(32, 16, 1, repetitions=3)
-    four = engine.run_batched(32, 16, 4, repetitions=3)
+    single = batched(engine, 32, 16, 1, repetitions=3)
+    four = batched(engine, 32, 16, 4, repetitions=3)
     best_total_1 = 1 * 16 / min(single.gen_seconds)
     best_total_4 = 4 * 16 / min(four.gen_seconds)
     assert best_total_4 > best_total_1
@@ -41,36 +55,38 @@ def test_batching_raises_total_generation_throughput(engine):
 
 
 def test_time_to_first_token_grows_with_prompt_length(engine):
-    short = engine.run_batched(16, 4, 2, repetitions=3)
-    long = engine.run_batched(256, 4, 2, repetitions=3)
+    short = batched(engine, 16, 4, 2, repetitions=3)
+    long = batched(engine, 256, 4, 2, repetitions=3)
     assert min(long.prompt_seconds) > min(short.prompt_seconds)
 
 
 def test_prompt_longer_than_n_batch_is_decoded_in_chunks(model_path):
+    from pytest_axion.engines.llama import LlamaEngine  # the worker's core, in this process
+
     small_batches = LlamaEngine(str(model_path), threads=2, n_batch=64, n_ubatch=64)
     try:
         run = small_batches.run_prompt(200, repetitions=1)
         batched = small_batches.run_batched(100, 2, 2, repetitions=1)
     finally:
         small_batches.close()
-    assert run.seconds[0] > 0 and batched.prompt_seconds[0] > 0
+    assert run["seconds"][0] > 0 and batched["prompt_seconds"][0] > 0
 
 
 def test_workload_beyond_the_training_context_is_refused(engine):
     with pytest.raises(EngineError, match="training context"):
-        engine.run_prompt(engine.facts.n_ctx_train + 1, repetitions=1)
+        prompt(engine, engine.facts.n_ctx_train + 1, repetitions=1)
 
 
 def test_more_users_than_a_context_can_hold_are_refused_before_llama_cpp_sees_them(engine):
     with pytest.raises(EngineError, match=r"batch size 1000 exceeds the 256 sequences llama\.cpp holds in one context"):
-        engine.run_batched(8, 4, 1000, repetitions=1)
+        batched(engine, 8, 4, 1000, repetitions=1)
     with pytest.raises(EngineError, match="training context"):
-        engine.run_batched(engine.facts.n_ctx_train, 1, 2, repetitions=1)
+        batched(engine, engine.facts.n_ctx_train, 1, 2, repetitions=1)
 
 
 def test_zero_repetitions_are_refused(engine):
     with pytest.raises(EngineError, match="repetitions must be at least 1"):
-        engine.run_generation(4, repetitions=0)
+        generation(engine, 4, repetitions=0)
 
 
 def test_tokenizer_counts_tokens(engine):

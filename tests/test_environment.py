@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion import environment
-from pytest_axion.environment import (
+from pytest_axion.machine import environment
+from pytest_axion.machine.environment import (
     environment_warnings,
     governor_warning,
     load_warning,
@@ -181,7 +181,7 @@ def test_environment_warnings_with_real_machine_defaults_returns_strings() -> No
 
 
 def test_openmp_settings_that_starve_llama_cpp_are_named():
-    from pytest_axion.environment import openmp_warning
+    from pytest_axion.machine.environment import openmp_warning
 
     assert openmp_warning(8, {}) is None
     assert openmp_warning(8, {"OMP_THREAD_LIMIT": "16", "OMP_NUM_THREADS": "2"}) is None   # num_threads(n) wins
@@ -195,7 +195,7 @@ def test_other_busy_processes_are_counted_and_named_but_our_own_children_are_not
     import subprocess
     import sys
 
-    from pytest_axion.environment import busy_warning, other_processes_cpus
+    from pytest_axion.machine.environment import busy_warning, other_processes_cpus
     from tests.busy import busy_core
 
     assert busy_warning(0.2, threads=2) is None and busy_warning(None, threads=2) is None

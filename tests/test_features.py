@@ -1,7 +1,7 @@
 import pytest
 
 from pytest_axion.errors import SettingsError
-from pytest_axion.features import missing_features, missing_message, parse_features
+from pytest_axion.machine.features import missing_features, missing_message, parse_features
 
 INFO = {"AVX2": "1", "AVX512": "1", "REPACK": "1", "LLAMAFILE": "1", "OPENMP": "1", "Metal.X": "1"}
 

@@ -3,9 +3,9 @@ import struct
 
 import pytest
 
-from pytest_axion import gguf
 from pytest_axion.errors import ModelFileError
-from pytest_axion.gguf import read_gguf_info
+from pytest_axion.machine import gguf
+from pytest_axion.machine.gguf import read_gguf_info
 
 
 def gguf_bytes(*, version=3, tensors=(("a", (4, 2)), ("b", (8,))), kvs=None, tensor_count=None):

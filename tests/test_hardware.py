@@ -8,10 +8,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_axion import hardware
-from pytest_axion.cpu import CpuInfo, llama_isa_features, parse_cpuinfo, parse_lscpu, parse_system_info
 from pytest_axion.errors import HardwareIdError
-from pytest_axion.hardware import (
+from pytest_axion.machine import hardware
+from pytest_axion.machine.cpu import CpuInfo, llama_isa_features, parse_cpuinfo, parse_lscpu, parse_system_info
+from pytest_axion.machine.hardware import (
     HardwareFingerprint,
     collect_hardware,
     cpu_generation,

@@ -3,9 +3,9 @@ from importlib import metadata
 
 import pytest
 
-from pytest_axion import model as model_module
 from pytest_axion.errors import ModelFileError
-from pytest_axion.model import embedded_model_path, fingerprint_model, sha256_cached
+from pytest_axion.machine import model as model_module
+from pytest_axion.machine.model import embedded_model_path, fingerprint_model, sha256_cached
 
 
 def test_embedded_model_is_found_without_importing_its_package(model_path):

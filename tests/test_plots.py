@@ -2,10 +2,11 @@ import sys
 
 import pytest
 
-from pytest_axion.ab import compare_paired
+from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
-from pytest_axion.plots import check_matplotlib, draw_ab_ratios, draw_figures
-from pytest_axion.records import Measurement
+from pytest_axion.promises.ab import AbPromise
+from pytest_axion.promises.confirm import confirm
+from pytest_axion.report.plots import check_matplotlib, draw_ab_ratios, draw_figures
 
 
 def fake_run():
@@ -47,7 +48,8 @@ def test_ab_ratio_figure_shows_throughput_pairs_only(tmp_path):
     a = Measurement("t::p", "prompt_tps", 1, 32, 0, 2, tuple(300.0 + i for i in range(8)))
     b = Measurement("t::p", "prompt_tps", 1, 32, 0, 2, tuple(270.0 + i for i in range(8)))
     ta = Measurement("t::p", "ttft_ms", 1, 32, 0, 2, tuple(100.0 + i for i in range(8)))
-    verdicts = [compare_paired(a, b, rounds=8), compare_paired(ta, ta, rounds=8)]
+    side = {b.key: a, ta.key: ta}
+    verdicts = confirm("t::p", [AbPromise(side, rounds=8, tolerance=0.05)], [b, ta], attempts=1, measure_again=None)
     written = draw_ab_ratios(verdicts, tmp_path / "figs", title="m on hw")
     assert [p.name for p in written] == ["fig4-ab-ratios.png", "fig4-ab-ratios.svg"]
     assert all(p.stat().st_size > 1000 for p in written)

@@ -1,6 +1,10 @@
 """The plugin as a user drives it from the command line (pytester), on the real embedded model."""
 
+import json
+
 import pytest
+
+from .test_worker import segfaulting_loader
 
 MEASURING_TEST = """
 def test_prompt(axion):
@@ -127,3 +131,41 @@ def test_a_workload_that_cannot_fit_fails_that_test_in_one_line(pytester):
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*test_too_long*exceed the model's training context*"])
     assert "Traceback" not in result.stdout.str()
+
+
+CRASHING_SESSION = """
+import os, signal, threading
+
+def test_before(axion):
+    axion.prompt(16)
+
+def test_segfault_mid_measurement(axion):
+    threading.Timer(1.0, os.kill, (axion.loaded.engine.pid, signal.SIGSEGV)).start()
+    axion.prompt(256, repetitions=500)   # minutes of work: the signal lands in it
+
+def test_worker_dies_while_loading(axion):
+    axion.prompt(16)
+
+def test_after(axion):
+    axion.prompt(16)
+"""
+
+
+def test_a_crash_of_llama_cpp_fails_that_test_in_one_line_and_the_session_and_report_go_on(pytester, tmp_path):
+    pytester.makepyfile(CRASHING_SESSION)
+    python = segfaulting_loader(tmp_path, only_start=2)   # the worker started after the first crash
+    result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-no-baselines",
+                                f"--axion-python={python}", "--axion-report=r.json")
+    result.assert_outcomes(passed=2, failed=1, errors=1)   # a worker that cannot load fails the test's setup
+    result.stdout.fnmatch_lines([
+        "llama.cpp crashed with SIGSEGV (a segmentation fault in native code) while loading the model with model "
+        "*SmolLM2*.gguf (llama.cpp worker, *segv-python); llama.cpp's last log lines: llama_model_loader: loaded "
+        "meta data with 33 key-value pairs; the next test gets a fresh worker*",
+        "llama.cpp crashed with SIGSEGV (a segmentation fault in native code) while measuring prompt n_prompt=256 "
+        "with model *SmolLM2*.gguf (llama.cpp worker, *segv-python); llama.cpp's last log lines: *; the next test "
+        "gets a fresh worker*",
+    ], consecutive=False)
+    assert "Traceback" not in result.stdout.str() and "Fatal Python error" not in result.stdout.str()
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert [r["nodeid"].split("::")[1] for r in report["results"]] == ["test_before", "test_after"]
+    assert report["tests"][0]["outcome"] == "passed"

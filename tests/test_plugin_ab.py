@@ -3,7 +3,7 @@
 import json
 import sys
 
-from pytest_axion.report import validate_report
+from pytest_axion.report.json_report import validate_report
 
 from .test_worker import crashing_interpreter
 
@@ -19,13 +19,17 @@ def test_prompt(axion):
 @pytest.mark.axion_slo(per_user_tps=1, max_batch=2)
 def test_users(axion):
     axion.batched(n_prompt=16, n_gen=4, batch_sizes=[1, 2])
+
+def test_generate(axion):
+    axion.generate(8)
 """
+PAIRED_ROWS = 1 + 2 * 5 + 1   # pp32, five metrics per batch size, tg8
 
 
 def test_an_a_a_session_names_both_sides_and_reports_paired_verdicts(pytester):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest(*AB, f"--axion-ab-baseline={sys.executable}", "--axion-report=r.json")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([
         "A/B baseline (A): llama-cpp-python *, llama.cpp * (ggml *), * [[]*python*]",
         "A/B current  (B): llama-cpp-python *",
@@ -35,19 +39,24 @@ def test_an_a_a_session_names_both_sides_and_reports_paired_verdicts(pytester):
                                  "*test_prompt*prompt_tps*pp32*tokens/s*x*6*"])
     report = json.loads((pytester.path / "r.json").read_text())
     validate_report(report)
-    assert report["schema_version"] == 4 and report["ab"]["rounds"] == 6 and report["baseline"] is None
-    rows = [r for r in report["results"] if r["ab"] is not None]
-    assert len(rows) == len(report["results"]) == 1 + 2 * 5   # pp32, and five metrics per batch size
+    assert report["schema_version"] == 5 and report["ab"]["rounds"] == 6 and report["baseline"] is None
+    paired = {v["involved"][0]: v for v in report["verdicts"] if v["kind"] == "ab"}
+    rows = report["results"]
+    assert len(paired) == len(rows) == PAIRED_ROWS
     assert all(len(r["samples"]) == 6 or r["metric"] == "itl_ms" for r in rows)
-    assert all(len(r["ab"]["ratios"]) == 6 and len(r["ab"]["baseline_samples"]) == len(r["samples"]) for r in rows)
-    assert {r["ab"]["verdict"] for r in rows} <= {"ok", "improved", "inconclusive"}
+    keys = {r["nodeid"] + "::" + "::".join([r["metric"], f"b{r['batch_size']}", f"pp{r['n_prompt']}",
+                                            f"tg{r['n_gen']}", f"t{r['threads']}"]): r for r in rows}
+    for key, verdict in paired.items():
+        detail = verdict["readings"][0]["detail"]
+        assert len(detail["ratios"]) == 6 and len(detail["baseline_samples"]) == len(keys[key]["samples"])
+    assert {v["outcome"] for v in paired.values()} <= {"pass", "inconclusive"}
     assert report["ab"]["baseline"]["llama_cpp_python_version"] == report["ab"]["current"]["llama_cpp_python_version"]
 
 
 def test_a_missing_baseline_interpreter_fails_the_tests_with_one_line(pytester):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest(*AB, "--axion-ab-baseline=/no/such/python")
-    result.assert_outcomes(errors=2)
+    result.assert_outcomes(errors=3)
     result.stdout.fnmatch_lines(["*A/B baseline (--axion-ab-baseline) interpreter /no/such/python does not exist*"])
 
 
@@ -55,7 +64,22 @@ def test_a_baseline_that_crashes_mid_session_loses_nothing_measured_before(pytes
     pytester.makepyfile(SUITE)
     crashing = crashing_interpreter(tmp_path, 8)   # the prompt test's 6 rounds pass, the next workload dies
     result = pytester.runpytest(*AB, f"--axion-ab-baseline={crashing}", "--axion-report=r.json")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines([f"*interpreter {crashing} stopped with exit code 9 while measuring batched*"])
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([f"llama.cpp crashed with exit code 9 while measuring batched * (A/B baseline "
+                                 f"(--axion-ab-baseline), {crashing}); llama.cpp's last log lines: *"])
     report = json.loads((pytester.path / "r.json").read_text())
-    assert [r["metric"] for r in report["results"]] == ["prompt_tps"] and report["results"][0]["ab"] is not None
+    # The prompt test's figures and verdicts survive; the generation test after the crash measures in fresh workers.
+    assert [r["metric"] for r in report["results"]] == ["prompt_tps", "gen_tps"]
+    assert [v["kind"] for v in report["verdicts"] if v["nodeid"].endswith("test_prompt")] == ["threshold", "ab"]
+
+
+def test_an_a_a_session_under_xdist_keeps_every_paired_verdict(pytester):
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess(*AB, f"--axion-ab-baseline={sys.executable}", "-n", "2",
+                                           "--axion-report=r.json")
+    result.assert_outcomes(passed=3)
+    report = json.loads((pytester.path / "r.json").read_text())
+    validate_report(report)
+    assert len([v for v in report["verdicts"] if v["kind"] == "ab"]) == len(report["results"]) == PAIRED_ROWS
+    assert report["ab"]["rounds"] == 6
+    result.stdout.fnmatch_lines(["test*metric*workload*A median*B median*unit*B/A*95% CI*pairs*verdict"])

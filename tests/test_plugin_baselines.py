@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion import refresh
+from pytest_axion.store import refresh
 from tests.busy import busy_core
 
 SUITE = """
@@ -27,8 +27,9 @@ FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "--axion-co
 CALM = "--axion-tolerance=0.5"
 
 
-def record(pytester, *extra, runs=3, force=True):
-    # --axion-force: these tests record in order to test something else, on a machine that may be busy.
+def record(pytester, *extra, runs=1, force=True):
+    # Most tests record in order to test something else, on a machine that may be busy: one run (no later run
+    # to overrun its time bound on a noisy machine) and --axion-force. The refresh's own tests ask for three.
     return pytester.runpytest(*FAST, "--axion-refresh-baselines", f"--axion-runs={runs}", "--axion-run-spacing=0",
                               *(["--axion-force"] if force else []), *extra)
 
@@ -46,9 +47,9 @@ def rewrite(path, change):
 
 
 def stored_at(level):
-    """Every stored run made steady at ``level`` (tokens/s or ms): the gate's verdict then rests on that level,
+    """Three stored runs made steady at ``level`` (tokens/s or ms): the gate's verdict then rests on that level,
     not on what this (possibly busy) machine happened to record, which can be 40x off with one core busy."""
-    return lambda runs: [{"samples": [level * f for f in (0.99, 1.0, 1.01)]} for _ in runs]
+    return lambda runs: [{"samples": [level * f for f in (0.99, 1.0, 1.01)]} for _ in range(3)]
 
 
 FAR_FASTER, FAR_SLOWER = 1e6, 1e-3   # than any machine measures this model
@@ -56,7 +57,7 @@ FAR_FASTER, FAR_SLOWER = 1e6, 1e-3   # than any machine measures this model
 
 def test_refresh_records_separate_runs_with_provenance_and_the_gate_then_judges(pytester):
     pytester.makepyfile(SUITE)
-    result = record(pytester)
+    result = record(pytester, runs=3)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["axion refresh: run 3 of 3 finished in * s (exit 0)",
                                  "baseline refresh: 3 run(s) -> *baselines*.json",
@@ -75,8 +76,8 @@ def test_refresh_records_separate_runs_with_provenance_and_the_gate_then_judges(
                                 "*baseline*speedup ?95% CI?*tries*vs baseline*"])
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["baseline"]["found"] and report["baseline"]["estimator"] == "median"
-    verdicts = [row["baseline"]["verdict"] for row in report["results"]]
-    assert len(verdicts) == 2 and set(verdicts) <= {"ok", "improved", "inconclusive"}
+    verdicts = [v["outcome"] for v in report["verdicts"] if v["kind"] == "baseline"]
+    assert len(verdicts) == 2 and set(verdicts) <= {"pass", "inconclusive"}
 
     compared = subprocess.run([sys.executable, "-m", "pytest_axion.cli", "compare", str(stored(pytester)), "r.json",
                                "--tolerance", "0.5"], cwd=pytester.path, capture_output=True, text=True)
@@ -91,12 +92,12 @@ def test_a_baseline_far_faster_than_reality_fails_regressed_with_figures_and_att
     result = pytester.runpytest(*FAST, "--axion-report=r.json")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "*prompt_tps pp32: regressed: * tokens/s vs baseline * tokens/s (median of 3 run(s)), speedup 0.*x "
-        "?*?, band *; attempts 0.*x, 0.*x, 0.*x*",
-        "*gen_tps tg8: regressed:*attempts 0.*x, 0.*x, 0.*x*",
+        "fail: prompt_tps pp32: regressed: * tokens/s vs baseline * tokens/s (median of 3 "
+        "run(s)), speedup 0.*x ?*?, band *; attempts 0.*x, 0.*x, 0.*x; missed in every attempt",
+        "fail: gen_tps tg8: regressed:*attempts 0.*x, 0.*x, 0.*x*",
     ])
-    rows = json.loads((pytester.path / "r.json").read_text())["results"]
-    assert [len(row["baseline"]["attempts"]) for row in rows] == [3, 3]
+    verdicts = json.loads((pytester.path / "r.json").read_text())["verdicts"]
+    assert [len(v["readings"]) for v in verdicts if v["kind"] == "baseline"] == [3, 3]
     compared = subprocess.run([sys.executable, "-m", "pytest_axion.cli", "compare", str(stored(pytester)), "r.json"],
                               cwd=pytester.path, capture_output=True, text=True)
     assert compared.returncode == 1 and "regressed" in compared.stdout
@@ -136,20 +137,21 @@ def test_no_baseline_is_said_once_and_fails_only_when_required(pytester):
     assert result.stdout.str().count("baseline: none for this hardware") == 1
     required = pytester.runpytest(*FAST, "--axion-require-baseline")
     required.assert_outcomes(failed=2)
-    required.stdout.fnmatch_lines(["*no-baseline: no baseline file for this hardware (--axion-require-baseline)*"])
+    required.stdout.fnmatch_lines(["fail: * no-baseline: none for this hardware and model at * "
+                                   "(--axion-require-baseline)*"])
 
 
 def test_a_noisy_refresh_records_wide_bands_and_strict_refuses(pytester, monkeypatch):
     pytester.makepyfile(SUITE)
     # Every entry counts as noisy when the limit is below zero (pytester runs in this process).
     monkeypatch.setattr(refresh, "REFRESH_MAX_BETWEEN_RUN_CV", -1.0)
-    recorded = record(pytester)
+    recorded = record(pytester, runs=3)
     assert recorded.ret == 0
     recorded.stdout.fnmatch_lines(["noisy: * entr(ies) recorded with a wide band from their own spread*",
                                    "  *test_*::*: runs disagree by *%*, so its band is *%", "written: *"])
     path = stored(pytester)
     before = path.read_bytes()
-    refused = record(pytester, "--axion-strict")
+    refused = record(pytester, "--axion-strict", runs=3)
     assert refused.ret == 1
     refused.stdout.fnmatch_lines(["REFUSED (--axion-strict): * entr(ies) too noisy to be a tight reference, worst: *; "
                                   "nothing was written: *"])
@@ -172,7 +174,7 @@ def test_a_later_refresh_run_that_overruns_its_bound_stops_the_refresh(pytester,
     pytester.makepyfile(SUITE)
     monkeypatch.setattr(refresh, "CHILD_RUN_MIN_TIMEOUT_S", 0.0)
     monkeypatch.setattr(refresh, "CHILD_RUN_TIME_FACTOR", 0.01)   # a later run may take 1% of run 1: it cannot
-    result = record(pytester)
+    result = record(pytester, runs=3)
     result.stdout.fnmatch_lines(["axion refresh: run 1 of 3 took * s; 2 more run(s), each after a 0 s pause: about "
                                  "* (until ~* UTC); a run that takes over * s stops the refresh",
                                  "ERROR: refresh run 2 of 3 took over * s, 0.01x run 1: the machine is much slower or "
@@ -180,7 +182,7 @@ def test_a_later_refresh_run_that_overruns_its_bound_stops_the_refresh(pytester,
     assert not list((pytester.path / "baselines").glob("*/*.json"))
 
 
-def test_a_refresh_where_no_test_met_its_slos_records_nothing(pytester):
+def test_a_refresh_where_no_test_met_its_slos_records_nothing(pytester, contention_ignored):
     pytester.makepyfile("""
 import pytest
 
@@ -188,7 +190,7 @@ import pytest
 def test_prompt(axion):
     axion.prompt(32)
 """)
-    result = record(pytester)
+    result = record(pytester, runs=3)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["ERROR: --axion-refresh-baselines: no measuring test passed*"])
     assert "run 2 of 3" not in result.stdout.str()
@@ -202,7 +204,7 @@ def test_read_only_baselines_still_gate_and_a_refresh_into_a_bad_folder_stops_be
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("pytest_axion.baselines.write_json_atomically", refuse)  # any write would fail (even root)
+    monkeypatch.setattr("pytest_axion.store.baselines.write_json_atomically", refuse)  # any write fails, even as root
     folder.chmod(0o555)
     try:
         gated = pytester.runpytest(*FAST, CALM)
@@ -222,7 +224,7 @@ def test_a_baseline_of_another_cpu_generation_behind_the_same_name_is_no_baselin
         pytester, monkeypatch, tmp_path, contention_ignored):
     # Two EPYC generations that a hypervisor shows as "AMD EPYC" alike, with the same flags and cores:
     # only CPUID family and model tell them apart.
-    from pytest_axion import hardware
+    from pytest_axion.machine import hardware
     template = (Path(__file__).parent / "data" / "cpuinfo" / "amd-zen4-epyc-9b14.cpuinfo").read_text()
     machines = {}
     for name, family, model in (("zen4", 25, 17), ("zen5", 26, 2)):
@@ -240,14 +242,15 @@ def test_a_baseline_of_another_cpu_generation_behind_the_same_name_is_no_baselin
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["hardware"]["hardware_id"].split("-")[1] == "amd_f26m2"
     assert stored(pytester).parent.name.split("-")[1] == "amd_f25m17"
-    assert {row["baseline"]["verdict"] for row in report["results"]} == {"no-baseline"}
+    baseline = [v for v in report["verdicts"] if v["kind"] == "baseline"]
+    assert {(v["outcome"], v["readings"][0]["detail"]["word"]) for v in baseline} == {("info", "no-baseline")}
     other.stdout.fnmatch_lines(["hardware: x86_64-amd_f26m2-8c-* (derived): AMD EPYC (family 26 model 2 stepping 1, *",
                                 "baseline: none for this hardware and model at *amd_f26m2*"])
 
     monkeypatch.setattr(hardware, "CPUINFO_PATH", str(machines["zen4"]))
     same = pytester.runpytest(*FAST)
     same.assert_outcomes(failed=2)
-    same.stdout.fnmatch_lines(["*prompt_tps pp32: regressed:*"])
+    same.stdout.fnmatch_lines(["fail: prompt_tps pp32: regressed:*"])
 
 
 LONGER = """
@@ -271,11 +274,12 @@ def test_a_slowdown_measured_while_other_processes_compete_is_inconclusive_and_f
         warned = pytester.runpytest(*FAST, "--axion-report=r.json")
         strict = pytester.runpytest(*FAST, "--axion-strict")
     warned.assert_outcomes(passed=2)
-    warned.stdout.fnmatch_lines(["*AxionWarning: prompt_tps pp256: inconclusive: *; slower in every attempt (*), each "
-                                 "measured while other processes used up to * CPU(s): the figures describe them, not "
-                                 "the build; measure where nothing else competes*"])
-    rows = json.loads((pytester.path / "r.json").read_text())["results"]
-    assert all(row["other_cpus"] > 0.5 for row in rows)
-    assert all(attempt["other_cpus"] > 0.5 for row in rows for attempt in row["baseline"]["attempts"])
+    warned.stdout.fnmatch_lines(["*AxionWarning: inconclusive: prompt_tps pp256: "
+                                 "regressed: *; every attempt was measured while other processes used up to * CPU(s): "
+                                 "the figures describe them, not the build; measure where nothing else competes*"])
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert all(row["other_cpus"] > 0.5 for row in report["results"])
+    baseline = [v for v in report["verdicts"] if v["kind"] == "baseline"]
+    assert baseline and all(r["other_cpus"] > 0.5 for v in baseline for r in v["readings"])
     strict.assert_outcomes(failed=2)
     strict.stdout.fnmatch_lines(["*inconclusive*(--axion-strict)*"])

@@ -23,17 +23,17 @@ def test_impossible_steadiness_and_scaling_fail_with_the_cells_named(pytester, c
     result = pytester.runpytest(*FAST, "--axion-report=r.json")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "prompt_tps not steady: * t/s at batch * vs * t/s at batch * (spread *% > 0%); attempts *%, *%, *% "
-        "(every attempt missed)",
-        "gen_tps does not scale: * t/s at batch 2 is *x batch 1 (* t/s) < 100x (batch 1, 2: *, * t/s); "
-        "attempts *, *, * (every attempt missed)",
+        "fail: prompt_tps not steady: * t/s at batch * vs * t/s at batch * (spread *% > 0%); attempts "
+        "spread *%, spread *%, spread *%; missed in every attempt",
+        "fail: gen_tps does not scale: * t/s at batch 2 is *x batch 1 (* t/s) < 100x (batch 1, 2: *, "
+        "* t/s); attempts *x, *x, *x; missed in every attempt",
     ])
-    result.stdout.fnmatch_lines(["*test_scaling*gen_tps pp8+tg8*scales >= 100x*FAIL*batch 1: *, batch 2: *"])
+    result.stdout.fnmatch_lines(["*test_scaling*scaling*gen_tps pp8+tg8*>= 100x*fail*batch 1: *, batch 2: *"])
     report = json.loads((pytester.path / "r.json").read_text())
-    assert report["schema_version"] == 4
-    shapes = {t["nodeid"].split("::")[1]: t["shape"] for t in report["tests"]}
-    assert shapes["test_scaling"][0]["verdict"] == "FAIL" and len(shapes["test_scaling"][0]["attempts"]) == 3
-    assert [c["cell"] for c in shapes["test_scaling"][0]["curve"]] == ["batch 1", "batch 2"]
+    assert report["schema_version"] == 5
+    shapes = {v["nodeid"].split("::")[1]: v for v in report["verdicts"] if v["kind"] in ("steady", "scaling")}
+    assert shapes["test_scaling"]["outcome"] == "fail" and len(shapes["test_scaling"]["readings"]) == 3
+    assert [c["cell"] for c in shapes["test_scaling"]["readings"][0]["detail"]["curve"]] == ["batch 1", "batch 2"]
 
 
 def test_generous_promises_pass_and_show_in_junit(pytester):
@@ -48,8 +48,8 @@ def test_shape(axion):
     result = pytester.runpytest(*FAST, "--junitxml=j.xml")
     result.assert_outcomes(passed=1)
     xml = (pytester.path / "j.xml").read_text()
-    assert 'name="axion_slo.steady_within.prompt_tps" value="pass: prompt_tps steady:' in xml
-    assert 'name="axion_slo.gen_scaling.gen_tps_pp8+tg8" value="pass: gen_tps scales:' in xml
+    assert 'name="axion.steady.steady_within.prompt_tps" value="pass: prompt_tps steady:' in xml
+    assert 'name="axion.scaling.gen_scaling.gen_tps_pp8+tg8" value="pass: gen_tps scales:' in xml
 
 
 def test_unknown_required_feature_is_a_usage_error_before_measuring(pytester):

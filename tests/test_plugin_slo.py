@@ -5,9 +5,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_axion.report import validate_report
+from pytest_axion.report.json_report import validate_report
 
-FAST = ["--axion-slo", "--axion-repetitions=2"]
+FAST = ["--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=0"]
 SUITE = """
 import pytest
 
@@ -16,7 +16,7 @@ def test_ok(axion):
     axion.prompt(32)
     axion.generate(8)
 
-@pytest.mark.axion_slo(per_user_tps="reading", max_batch=2)
+@pytest.mark.axion_slo(per_user_tps="reading", max_batch=2, itl_ms=10000)
 def test_users(axion):
     axion.batched(n_prompt=16, n_gen=8, batch_sizes=[1, 2])
 """
@@ -26,10 +26,10 @@ def test_markers_lists_axion_slo_with_its_keys(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.axion_slo(prompt_tps=50.0, gen_tps=20.0, per_user_tps='reading', "
                                  "ttft_ms=2000, ttft_percentile=50, max_batch=4, steady_within=0.15, gen_scaling=1.5, "
-                                 "requires=?'KLEIDIAI'?, tolerance=0.10): *"])
+                                 "tolerance=0.10, itl_ms=200, itl_percentile=99, requires=?'KLEIDIAI'?): *"])
 
 
-def test_impossible_slo_fails_with_figures_and_statistic(pytester):
+def test_impossible_slo_fails_with_figures_and_statistic_after_a_fresh_attempt(pytester, contention_ignored):
     pytester.makepyfile("""
         import pytest
 
@@ -37,11 +37,14 @@ def test_impossible_slo_fails_with_figures_and_statistic(pytester):
         def test_impossible(axion):
             axion.batched(n_prompt=16, n_gen=8, batch_sizes=[1, 2])
     """)
-    result = pytester.runpytest(*FAST)
+    result = pytester.runpytest(*FAST, "--axion-confirm=1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*per_user_tps at batch 1: * t/s < 1000000.0 t/s (median of 2)",
-        "*per_user_tps at batch 2: * t/s < 1000000.0 t/s (median of 2)",
+        "*2 promise(s) not met (per_user_tps at batch 1: * t/s; per_user_tps at batch 2: * t/s); attempt 2 of 2 "
+        "after a 0 s pause, in a fresh worker",
+        "fail: per_user_tps at batch 1 (pp16+tg8): * t/s < 1000000.0 t/s (median of 2); "
+        "attempts * t/s, * t/s; missed in every attempt",
+        "fail: per_user_tps at batch 2 (pp16+tg8): * t/s < 1000000.0 t/s (median of 2)*",
         "capacity *::test_impossible: 0 concurrent user(s) at 1000000.0 t/s*",
     ])
     assert "Traceback" not in result.stdout.str()
@@ -62,9 +65,14 @@ def test_passing_suite_with_capacity_report_and_junit(pytester, tmp_path):
     assert {r["metric"] for r in data["results"]} == {"prompt_tps", "gen_tps", "per_user_tps", "ttft_ms", "itl_ms"}
     assert all(len(r["samples"]) == 2 or r["metric"] == "itl_ms" for r in data["results"])
     properties = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
-    assert properties["axion_slo.per_user_tps.b2.pp16.tg8"].startswith("pass: per_user_tps at batch 2: ")
-    assert properties["axion_slo.prompt_tps.b1.pp32.tg0"].startswith("pass: ")
-    assert properties["axion_slo.capacity"] == "2"
+    assert properties["axion.threshold.per_user_tps.b2.pp16.tg8"].startswith(
+        "pass: per_user_tps at batch 2 (pp16+tg8): ")
+    assert properties["axion.threshold.prompt_tps.b1.pp32.tg0"].startswith("pass: ")
+    assert properties["axion.capacity"] == "2"
+    assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].startswith("pass: itl_ms at batch 2 (pp16+tg8): ")
+    assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].endswith("<= 10000.0 ms (p99 of 16)")
+    verdicts = {v["name"]: v for v in data["verdicts"]}
+    assert verdicts["per_user_tps.b2.pp16.tg8"]["outcome"] == "pass" and data["schema_version"] == 5
 
 
 @pytest.mark.parametrize("marker, expected", [

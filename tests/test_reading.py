@@ -1,7 +1,7 @@
 import pytest
 
 from pytest_axion.errors import SettingsError
-from pytest_axion.reading import parse_reading_speed, resolve_reading_speed, sample_text, tokens_per_word
+from pytest_axion.promises.reading import parse_reading_speed, resolve_reading_speed, sample_text, tokens_per_word
 
 
 @pytest.mark.parametrize("text, value, unit", [

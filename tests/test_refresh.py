@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion.baselines import baseline_from_json
+from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import AxionError
-from pytest_axion.hardware import HardwareFingerprint
-from pytest_axion.records import Measurement
-from pytest_axion.refresh import (
+from pytest_axion.machine.hardware import HardwareFingerprint
+from pytest_axion.store.baselines import baseline_from_json
+from pytest_axion.store.refresh import (
     RunData,
     child_arguments,
     child_timeout_s,
@@ -24,8 +24,8 @@ from pytest_axion.refresh import (
 from tests.test_baselines import HARDWARE, make_baseline
 
 
-def m(nodeid, level, metric="prompt_tps", spread=(0.99, 1.0, 1.01)):
-    return Measurement(nodeid, metric, 1, 512, 0, 2, tuple(level * f for f in spread))
+def m(nodeid, level, metric="prompt_tps", spread=(0.99, 1.0, 1.01), batch=1):
+    return Measurement(nodeid, metric, batch, 512, 0, 2, tuple(level * f for f in spread))
 
 
 def test_child_arguments_drop_refresh_xdist_and_report_options_and_add_their_own():
@@ -115,3 +115,13 @@ def test_run_from_report_reads_outcomes_and_refuses_old_reports():
     assert run.passed == frozenset({"t::a"}) and run.measurements[0].median == 100
     with pytest.raises(AxionError, match=r"r\.json lacks"):
         run_from_report({"results": []}, source="r.json")
+
+
+def test_a_cell_measured_in_some_runs_only_says_so():
+    # A capacity search stops where the machine's speed says: one run may measure 64 users, the next not.
+    runs = [RunData((m("t::a", 100), m("t::a", 5, batch=64)), frozenset({"t::a"})),
+            RunData((m("t::a", 101),), frozenset({"t::a"}))]
+    entries, skipped = merge_runs(runs)
+    assert len(entries) == 1
+    assert skipped == [f"{m('t::a', 5, batch=64).key}: measured in 1 of 2 runs (a search that stopped at other "
+                       "sizes)"]

@@ -3,22 +3,17 @@ import dataclasses
 import jsonschema
 import pytest
 
-from pytest_axion.hardware import collect_hardware
-from pytest_axion.model import ModelFingerprint
-from pytest_axion.reading import ReadingSpeed
-from pytest_axion.records import Measurement
-from pytest_axion.report import (
-    RunRecord,
-    build_report,
-    capacity_lines,
-    header_lines,
-    measurement_table,
-    shape_table,
-    validate_report,
-    write_report,
-)
-from pytest_axion.shape import ShapeVerdict, evaluate_shape
-from pytest_axion.slo import evaluate_slos, parse_slo
+from pytest_axion.engines.records import Measurement
+from pytest_axion.machine.hardware import collect_hardware
+from pytest_axion.machine.model import ModelFingerprint
+from pytest_axion.promises.confirm import confirm
+from pytest_axion.promises.marker import PromiseContext, parse_slo, promises_for
+from pytest_axion.promises.reading import ReadingSpeed
+from pytest_axion.promises.shape import ShapePromise
+from pytest_axion.report.json_report import build_report, validate_report, write_report
+from pytest_axion.report.junit import junit_properties
+from pytest_axion.report.record import RunRecord
+from pytest_axion.report.terminal import capacity_lines, header_lines, measurement_table, promise_table
 
 READING = ReadingSpeed(5.0, "reading speed 5 t/s (default)")
 MODEL = ModelFingerprint(file_name="m.gguf", path="/m.gguf", sha256="a" * 64, architecture="llama",
@@ -30,10 +25,11 @@ def run_record():
                     for b, v in ((1, 20.0), (2, 9.0), (4, 4.0))]
     measurements.append(Measurement("t.py::test_users", "ttft_ms", 4, 128, 64, 2, (900.0, 950.0)))
     spec = parse_slo((), {"per_user_tps": "reading"}, where="t.py::test_users")
-    outcome = evaluate_slos(spec, measurements, nodeid="t.py::test_users", reading=READING)
+    promises = promises_for(spec, PromiseContext("t.py::test_users", reading=lambda: READING))
+    verdicts = confirm("t.py::test_users", promises, measurements, attempts=1, measure_again=None)
     return RunRecord(model=MODEL, hardware=collect_hardware(system_info="CPU : AVX2 = 1 | REPACK = 1 |"), threads=2,
                      repetitions=3, load_seconds=0.1, reading=READING, measurements=measurements,
-                     outcomes={"t.py::test_users": outcome}, test_outcomes={"t.py::test_users": "failed"})
+                     verdicts=verdicts, test_outcomes={"t.py::test_users": "failed"})
 
 
 def test_report_validates_and_keeps_samples_and_verdicts():
@@ -42,11 +38,13 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     rows = report["results"]
     assert [r["batch_size"] for r in rows[:3]] == [1, 2, 4]
     assert rows[2]["samples"] == [4.0, 4.4, 3.6] and rows[2]["median"] == 4.0
-    assert rows[2]["slo"][0]["verdict"] == "FAIL" and "< 5.00 t/s" in rows[2]["slo"][0]["message"]
+    assert rows[2]["verdicts"] == ["axion.threshold.per_user_tps.b4.pp128.tg64"] and rows[3]["verdicts"] == []
+    failed = report["verdicts"][2]
+    assert failed["outcome"] == "fail" and "< 5.00 t/s" in failed["message"] and failed["kind"] == "threshold"
+    assert failed["readings"][0]["status"] == "missed" and failed["readings"][0]["detail"]["batch_size"] == 4
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
-                                "capacity_search": None, "slo_passed": False, "shape": []}]
-    assert report["schema_version"] == 4 and report["ab"] is None and report["baseline"] is None
-    assert rows[0]["baseline"] is None and rows[0]["ab"] is None
+                                "capacity_search": None, "slo_passed": False}]
+    assert report["schema_version"] == 5 and report["ab"] is None and report["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 
@@ -65,9 +63,9 @@ def test_schema_rejects_broken_reports(breakage):
 
 def test_table_shows_slo_and_verdict_and_capacity_is_summarised():
     run = run_record()
-    table = measurement_table(run.measurements, run.outcomes)
-    assert "test_users" in table and ">= 5.00 t/s (reading)" in table and "FAIL" in table
-    assert capacity_lines(run.outcomes) == [
+    table = measurement_table(run.measurements, run.verdicts)
+    assert "test_users" in table and ">= 5.00 t/s (reading)" in table and " fail" in table
+    assert capacity_lines(run.verdicts) == [
         "capacity t.py::test_users: 2 concurrent user(s) at reading speed 5 t/s (default) "
         "(measured batch sizes 1, 2, 4)"]
     assert any("reading speed 5 t/s" in line for line in header_lines(run))
@@ -84,25 +82,28 @@ def test_unwritable_report_path_is_one_line_error(tmp_path):
 def judged_record():
     from dataclasses import replace
 
-    from pytest_axion.report import BaselineStatus
-    from pytest_axion.verdicts import Attempt, BaselineVerdict, Side, compare
+    from pytest_axion.promises.baseline import baseline_reading
+    from pytest_axion.promises.speedup import Side, compare
+    from pytest_axion.promises.verdict import Judgement, verdict_of
+    from pytest_axion.report.record import BaselineStatus
 
     run = run_record()
     first = run.measurements[0]
     comparison = compare(Side(((20.0, 20.5, 19.5), (19.0, 19.4), (21.0,))), Side((first.samples,)),
                          higher_is_better=True)
-    verdict = BaselineVerdict(key=first.key, label="per_user_tps pp128+tg64", metric=first.metric, unit=first.unit,
-                              estimator="median", tolerance=0.1, verdict=comparison.verdict, reason="",
-                              attempts=(Attempt(comparison, None, first.samples),), baseline_runs=3)
+    reading = baseline_reading(comparison, label="per_user_tps pp128+tg64", unit=first.unit, runs=3,
+                               estimator="median", tolerance=0.1)
+    verdict = verdict_of(first.nodeid, [Judgement(first.key, "baseline", "per_user_tps pp128+tg64 vs baseline",
+                                                  (first.key,), reading)])
     status = BaselineStatus(path="baselines/hw/m.json", found=True, estimator="median", tolerance=0.1, confirm=2,
                             runs=3, recorded_at="2026-11-25T00:00:00+00:00", llama_cpp_python="0.3.36",
                             git_commit="abc", differences=("threads 4 -> 2",))
-    return replace(run, baseline=status, baseline_verdicts={first.key: verdict})
+    return replace(run, baseline=status, verdicts=[*run.verdicts, verdict])
 
 
 def test_baseline_columns_header_and_report_fields():
     run = judged_record()
-    table = measurement_table(run.measurements, run.outcomes, run.baseline_verdicts)
+    table = measurement_table(run.measurements, run.verdicts)
     assert "speedup [95% CI]" in table and "vs baseline" in table and "1.00x [" in table
     lines = header_lines(run)
     assert any(line.startswith("baseline: baselines/hw/m.json (3 run(s) per entry") and "estimator median" in line
@@ -110,35 +111,58 @@ def test_baseline_columns_header_and_report_fields():
     assert "baseline differs from this run: threads 4 -> 2" in lines
     report = build_report(run)
     validate_report(report)
-    judged = report["results"][0]["baseline"]
-    assert judged["verdict"] == "ok" and judged["attempts"][0]["interval"][0] < 1 < judged["attempts"][0]["interval"][1]
-    assert report["baseline"]["differences"] == ["threads 4 -> 2"] and report["results"][1]["baseline"] is None
+    judged = report["verdicts"][-1]
+    interval = judged["readings"][0]["detail"]["interval"]
+    assert judged["outcome"] == "pass" and judged["kind"] == "baseline" and interval[0] < 1 < interval[1]
+    assert report["baseline"]["differences"] == ["threads 4 -> 2"]
+    assert report["results"][0]["verdicts"][-1] == "axion.baseline." + run.measurements[0].key
 
 
-def test_a_version_1_report_still_validates():
+def version_4_report():
+    """A report as schema version 4 wrote it: verdicts per measurement and per kind (SLO, baseline, shape)."""
     report = build_report(run_record())
-    report["schema_version"] = 1
-    del report["baseline"]
+    report["schema_version"] = 4
+    del report["verdicts"]
     for row in report["results"]:
-        del row["baseline"]
-    validate_report(report)
-
-
-def test_a_version_2_report_without_shape_verdicts_still_validates():
-    report = build_report(run_record())
-    report["schema_version"] = 2
+        del row["verdicts"]
+        row["slo"] = [{"nodeid": row["nodeid"], "key": "per_user_tps", "metric": "per_user_tps", "batch_size": 4,
+                       "n_prompt": 128, "n_gen": 64, "statistic": "median", "n_samples": 3, "observed": 4.0,
+                       "threshold": 5.0, "unit": "tokens/s", "passed": False, "enforced": True,
+                       "threshold_label": "reading speed 5 t/s (default)", "verdict": "FAIL",
+                       "message": "per_user_tps at batch 4: 4.00 t/s < 5.00 t/s"}]
+        if (row["metric"], row["batch_size"]) != ("per_user_tps", 4):
+            row["slo"] = []
+        row["baseline"] = None
+        row["ab"] = None
     for test in report["tests"]:
-        del test["shape"]
-    validate_report(report)
+        test["shape"] = []
+    return report
+
+
+def test_older_reports_still_validate():
+    validate_report(version_4_report())
+    version_1 = version_4_report()
+    version_1["schema_version"] = 1
+    del version_1["baseline"]
+    for row in version_1["results"]:
+        del row["baseline"]
+    validate_report(version_1)
+
+
+def test_junit_properties_name_every_verdict_alike_and_the_capacity():
+    run = judged_record()
+    properties = dict(junit_properties(run.verdicts))
+    assert properties["axion.threshold.per_user_tps.b4.pp128.tg64"].startswith("fail: per_user_tps at batch 4")
+    assert properties["axion.baseline." + run.measurements[0].key].startswith("pass: per_user_tps pp128+tg64: ok")
+    assert properties["axion.capacity"] == "2"
 
 
 def scaling_run():
     cells = [Measurement("t.py::test_batch", "gen_tps", b, 8, 16, 2, (v, v, v))
              for b, v in ((1, 40.0), (2, 60.0), (4, 52.0))]
-    first = evaluate_shape(cells, steady_within=None, gen_scaling=1.5)
-    again = evaluate_shape([*cells[:2], Measurement("t.py::test_batch", "gen_tps", 4, 8, 16, 2, (70.0,) * 3)],
-                           steady_within=None, gen_scaling=1.5)
-    verdict = ShapeVerdict("t.py::test_batch", (first[0], again[0]))
+    again = {cells[2].key: Measurement("t.py::test_batch", "gen_tps", 4, 8, 16, 2, (70.0,) * 3)}
+    [verdict] = confirm("t.py::test_batch", [ShapePromise(None, 1.5)], cells, attempts=3,
+                        measure_again=lambda suspects, attempt, why: again)
     return cells, verdict
 
 
@@ -146,16 +170,17 @@ def test_shape_verdicts_reach_the_report_and_their_table_with_every_attempt():
     cells, verdict = scaling_run()
     record = run_record()
     record = RunRecord(**{**record.__dict__, "measurements": [*record.measurements, *cells],
-                          "shape_verdicts": {"t.py::test_batch": [verdict]}})
+                          "verdicts": [*record.verdicts, verdict]})
     report = build_report(record)
     validate_report(report)
-    shape = next(t for t in report["tests"] if t["nodeid"] == "t.py::test_batch")["shape"]
-    assert shape[0]["verdict"] == "inconclusive" and [a["passed"] for a in shape[0]["attempts"]] == [False, True]
-    assert [c["cell"] for c in shape[0]["curve"]] == ["batch 1", "batch 2", "batch 4"]
-    table = shape_table(record.shape_verdicts)
-    assert "gen_tps pp8+tg16" in table and "scales >= 1.5x" in table and "1.30x" in table
+    shape = report["verdicts"][-1]
+    assert shape["outcome"] == "inconclusive" and [r["status"] for r in shape["readings"]] == ["missed", "met"]
+    assert [c["cell"] for c in shape["readings"][0]["detail"]["curve"]] == ["batch 1", "batch 2", "batch 4"]
+    table = promise_table(record.verdicts)
+    assert "gen_tps pp8+tg16" in table and ">= 1.5x" in table and "1.30x, 1.75x" in table and "scaling" in table
     assert "inconclusive" in table and "batch 1: 40.0, batch 2: 60.0, batch 4: 52.0" in table
-    assert shape_table({}) == ""
+    assert "per_user_tps" not in table   # per-measurement promises sit on the measurement rows
+    assert promise_table([]) == ""
 
 
 def test_environment_warnings_are_in_the_header_and_the_report():

@@ -1,7 +1,7 @@
 import pytest
 
-from pytest_axion.cpu import UsableCores
 from pytest_axion.errors import HardwareIdError, SettingsError
+from pytest_axion.machine.cpu import UsableCores
 from pytest_axion.settings import OPTIONS, resolve_settings
 
 

@@ -4,21 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
-from pytest_axion.records import Measurement
-from pytest_axion.shape import (
-    FAIL,
-    INCONCLUSIVE,
-    PASS,
-    ShapeVerdict,
-    SteadyLimits,
-    confirm_shape,
-    evaluate_shape,
-    replace_measurements,
-    scaling_checks,
-    steadiness_checks,
-)
-from pytest_axion.sizing import prompt_fill_tokens
+from pytest_axion.machine.sizing import prompt_fill_tokens
+from pytest_axion.promises.confirm import confirm
+from pytest_axion.promises.shape import ShapePromise, SteadyLimits, evaluate_shape, scaling_checks, steadiness_checks
+from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, PASS
 
 CALM = (0.99, 1.0, 1.01, 0.995, 1.005)
 
@@ -110,57 +101,48 @@ def test_scaling_needs_batch_one_and_a_larger_batch():
         scaling_checks([cell("gen_tps", 2, 8, 16, 100), cell("gen_tps", 4, 8, 16, 120)], 1.5)
 
 
-def test_verdict_fails_only_if_every_attempt_misses():
-    miss = scaling_checks(scaling(155, 190, 265), 100)[0]
-    hit = scaling_checks(scaling(155, 190, 265), 1.5)[0]
-    assert ShapeVerdict("t", (hit,)).verdict == PASS
-    assert ShapeVerdict("t", (miss, miss, miss)).verdict == FAIL
-    disagreed = ShapeVerdict("t", (miss, hit))
-    assert disagreed.verdict == INCONCLUSIVE and "attempts disagree" in disagreed.message()
-
-
-def test_evaluate_and_replace():
+def test_evaluate_names_each_check():
     cells = scaling(155, 190, 265)
     assert [c.key for c in evaluate_shape(cells, steady_within=None, gen_scaling=1.5)] == ["gen_scaling"]
-    fresh = cell("gen_tps", 4, 8, 16, 100)
-    assert replace_measurements(cells, {fresh.key: fresh})[2].median == 100
 
 
 def confirming(levels_per_attempt):
     """A re-measurer that returns the next attempt's levels for the cells it is asked about."""
     calls = []
 
-    def measure_again(check, cells):
+    def measure_again(cells, attempt, why):
         calls.append(sorted(c.key for c in cells))
         levels = levels_per_attempt[len(calls) - 1]
         return {c.key: cell(c.metric, c.batch_size, c.n_prompt, c.n_gen, levels[c.batch_size]) for c in cells}
     return measure_again, calls
 
 
+def scaling_verdicts(cells, attempts, measure_again, factor=1.5):
+    return confirm("t", [ShapePromise(None, factor)], cells, attempts=attempts, measure_again=measure_again)
+
+
 def test_a_cell_slowed_once_is_measured_again_and_does_not_fail_alone():
     # batch 4 caught by a slow spell (150 instead of ~265): measured again, it scales
     measure_again, calls = confirming([{1: 155, 2: 200, 4: 260}])
-    [verdict] = confirm_shape("t", scaling(155, 190, 150), steady_within=None, gen_scaling=1.5, attempts=3,
-                              measure_again=measure_again)
-    assert verdict.verdict == INCONCLUSIVE and [a.passed for a in verdict.attempts] == [False, True]
+    [verdict] = scaling_verdicts(scaling(155, 190, 150), 3, measure_again)
+    assert verdict.outcome == INCONCLUSIVE and [r.status for r in verdict.readings] == ["missed", "met"]
+    assert verdict.kind == "scaling" and "attempts disagree" in verdict.message()
     assert calls == [sorted(c.key for c in scaling(155, 190, 150))]  # the whole curve, not just its ends
 
 
 def test_a_miss_that_persists_through_every_attempt_fails():
     measure_again, calls = confirming([{1: 156, 2: 170, 4: 180}, {1: 154, 2: 171, 4: 178}])
-    [verdict] = confirm_shape("t", scaling(155, 190, 181), steady_within=None, gen_scaling=1.5, attempts=3,
-                              measure_again=measure_again)
-    assert verdict.verdict == FAIL and len(calls) == 2 and "every attempt missed" in verdict.message()
+    [verdict] = scaling_verdicts(scaling(155, 190, 181), 3, measure_again)
+    assert verdict.outcome == FAIL and len(calls) == 2 and "missed in every attempt" in verdict.message()
+    assert [r.figure for r in verdict.readings] == ["1.17x", "1.15x", "1.16x"]
 
 
 def test_a_pass_is_not_measured_again_and_one_attempt_means_no_confirmation():
     measure_again, calls = confirming([])
-    verdicts = confirm_shape("t", scaling(155, 190, 265), steady_within=None, gen_scaling=1.5, attempts=3,
-                             measure_again=measure_again)
-    assert [v.verdict for v in verdicts] == [PASS] and calls == []
-    [alone] = confirm_shape("t", scaling(155, 190, 181), steady_within=None, gen_scaling=1.5, attempts=1,
-                            measure_again=measure_again)
-    assert alone.verdict == FAIL and calls == []
+    verdicts = scaling_verdicts(scaling(155, 190, 265), 3, measure_again)
+    assert [v.outcome for v in verdicts] == [PASS] and calls == []
+    [alone] = scaling_verdicts(scaling(155, 190, 181), 1, measure_again)
+    assert alone.outcome == FAIL and calls == []
 
 
 # The reference suite as a 16-core Xeon measured it (shared/many-core): every cell's samples.
@@ -198,13 +180,18 @@ def test_an_uneven_build_gets_no_saturation_excuse():
 
 def test_a_miss_measured_while_other_processes_competed_is_inconclusive():
     def attempt(other_cpus):
-        cells = [dataclasses.replace(m, other_cpus=other_cpus) for m in prompt_cells(330, 160, 335, 340)]
-        [check] = steadiness_checks(cells, SteadyLimits.both(0.25))
-        return check
-    contended = ShapeVerdict("t.py::x", (attempt(1.0), attempt(0.9), attempt(1.2)))
-    assert contended.verdict == INCONCLUSIVE and contended.first.contended == 1.0
-    assert contended.message().endswith("measured while other processes used up to 1.2 CPU(s) in every attempt that "
-                                        "missed: the figures describe them, not the build (run where nothing else "
-                                        "competes)")
-    once_quiet = ShapeVerdict("t.py::x", (attempt(1.0), attempt(0.1), attempt(None)))
-    assert once_quiet.verdict == FAIL   # a miss on a quiet machine is evidence
+        return [dataclasses.replace(m, other_cpus=other_cpus) for m in prompt_cells(330, 160, 335, 340)]
+
+    def remeasured(*others):
+        def measure_again(cells, number, why):
+            return {m.key: m for m in attempt(others[number - 2])}
+        return measure_again
+
+    steady = ShapePromise(SteadyLimits.both(0.25), None)
+    [contended] = confirm("t.py::x", [steady], attempt(1.0), attempts=3, measure_again=remeasured(0.9, 1.2))
+    assert contended.outcome == INCONCLUSIVE and contended.first.other_cpus == 1.0
+    assert contended.message().endswith("every attempt was measured while other processes used up to 1.2 CPU(s): "
+                                        "the figures describe them, not the build; measure where nothing else "
+                                        "competes")
+    [once_quiet] = confirm("t.py::x", [steady], attempt(1.0), attempts=3, measure_again=remeasured(0.1, None))
+    assert once_quiet.outcome == FAIL   # a miss on a quiet machine is evidence

@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_axion.sizing import levels_off_at, prompt_fill_tokens, still_rising
+from pytest_axion.machine.sizing import levels_off_at, prompt_fill_tokens, still_rising
 
 # llama-bench pp1..pp512 on this project's 2-vCPU EPYC VM (BENCHMARKS.md), tokens -> t/s.
 ONE_THREAD = [(1, 77), (2, 112), (4, 104), (8, 154), (16, 172), (32, 167), (64, 180), (128, 184), (256, 178),

@@ -2,14 +2,17 @@
 
 import ast
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
-from pytest_axion.engine import BatchedRun, EngineError, PromptRun
-from pytest_axion.worker import ENGINE_SCRIPT, EngineProcess, PairedEngine, WorkerError
+from pytest_axion.engines.records import BatchedRun, EngineError, PromptRun
+from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineCrash, EngineProcess, PairedEngine, WorkerError
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +31,29 @@ def test_the_engine_module_needs_nothing_but_llama_cpp_and_the_standard_library(
     assert imported - set(sys.stdlib_module_names) == {"llama_cpp"}
 
 
-def test_worker_answers_like_the_in_process_engine(worker, engine):
-    assert worker.facts.llama_cpp_python_version == engine.facts.llama_cpp_python_version
-    assert worker.facts.system_info == engine.facts.system_info and worker.facts.ggml_commit != "unknown"
-    run = worker.run_prompt(16, repetitions=2)
+def test_worker_answers_with_run_records_and_progress(worker, model_path):
+    from pytest_axion.engines.llama import LlamaEngine  # the worker's core, in this process
+
+    in_process = LlamaEngine(str(model_path), threads=2)
+    try:
+        assert worker.facts.n_vocab == in_process.facts["n_vocab"] and worker.facts.ggml_commit != "unknown"
+        assert worker.count_tokens("The quick brown fox") == in_process.count_tokens("The quick brown fox")
+    finally:
+        in_process.close()
+    seen = []
+    run = worker.run("prompt", n_prompt=16, repetitions=2, progress=lambda *args: seen.append(args))
     assert isinstance(run, PromptRun) and run.n_prompt == 16 and len(run.seconds) == 2 and min(run.seconds) > 0
-    batched = worker.run_batched(8, 3, 2, repetitions=1, warmup=False)
+    assert seen == [("pp16", 1, 2), ("pp16", 2, 2)]
+    batched = worker.run("batched", n_prompt=8, n_gen=3, batch_size=2, repetitions=1, warmup=False)
     assert isinstance(batched, BatchedRun) and len(batched.step_seconds[0]) == 3
-    assert worker.count_tokens("The quick brown fox") == engine.count_tokens("The quick brown fox")
 
 
 def test_engine_errors_cross_the_process_boundary_as_engine_errors(worker):
     with pytest.raises(EngineError, match="exceed the model's training context"):
-        worker.run_prompt(10**6, repetitions=1)
+        worker.run("prompt", n_prompt=10**6, repetitions=1)
     with pytest.raises(WorkerError, match=r"ValueError: unknown request .dance."):
         worker.request("dance")
-    assert len(worker.run_prompt(8, repetitions=1).seconds) == 1   # still serving
+    assert len(worker.run("prompt", n_prompt=8, repetitions=1).seconds) == 1   # still serving
 
 
 def test_raw_protocol_is_json_lines_with_a_ready_line_first(model_path):
@@ -51,8 +61,8 @@ def test_raw_protocol_is_json_lines_with_a_ready_line_first(model_path):
     done = subprocess.run([sys.executable, str(ENGINE_SCRIPT), "--model", str(model_path), "--threads", "2"],
                           input=requests, capture_output=True, text=True, timeout=120)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert done.returncode == 0 and [next(iter(line)) for line in lines] == ["ready", "ok"]
-    assert lines[0]["protocol"] == 1 and lines[1]["ok"]["n_gen"] == 4
+    assert done.returncode == 0 and [next(iter(line)) for line in lines] == ["ready", "progress", "ok"]
+    assert lines[0]["protocol"] == 2 and lines[1]["progress"] == ["tg4", 1, 1] and lines[2]["ok"]["n_gen"] == 4
 
 
 def test_paired_engine_alternates_sides_and_keeps_one_sample_per_round(model_path):
@@ -107,7 +117,56 @@ def crashing_interpreter(tmp_path, after_requests):
 def test_a_worker_that_dies_mid_session_is_one_line_with_its_exit_code(model_path, tmp_path):
     process = EngineProcess(str(crashing_interpreter(tmp_path, 1)), model_path=str(model_path), threads=2,
                             label="A/B baseline")
-    process.run_prompt(8, repetitions=1)
-    with pytest.raises(WorkerError, match=r"crashing-python stopped with exit code 9 while measuring prompt"):
-        process.run_prompt(8, repetitions=1)
+    process.run("prompt", n_prompt=8, repetitions=1)
+    with pytest.raises(WorkerError, match=r"crashed with exit code 9 while measuring prompt n_prompt=8 .*crashing-py"):
+        process.run("prompt", n_prompt=8, repetitions=1)
     process.close()  # closing a dead worker is quiet
+
+
+def segfaulting_loader(tmp_path, only_start=None):
+    """An interpreter whose llama.cpp segfaults for real (a read of address 0) while it loads the model: at
+    every start, or only at start number ``only_start`` (counted in a file)."""
+    counter = tmp_path / "worker-starts"
+    (tmp_path / "segv_load.py").write_text(textwrap.dedent(f"""\
+        import ctypes, os, runpy, sys
+        import llama_cpp
+        starts = (int(open({str(counter)!r}).read()) if os.path.exists({str(counter)!r}) else 0) + 1
+        open({str(counter)!r}, "w").write(str(starts))
+        def load(*args):
+            print("llama_model_loader: loaded meta data with 33 key-value pairs", file=sys.stderr, flush=True)
+            ctypes.string_at(0)   # SIGSEGV inside native code
+        if {only_start!r} in (None, starts):
+            llama_cpp.llama_model_load_from_file = load
+        sys.argv = sys.argv[1:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        """))
+    script = tmp_path / "segv-python"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'segv_load.py'} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_segfault_in_the_middle_of_a_measurement_is_one_line_and_the_next_worker_measures(model_path):
+    process = EngineProcess(sys.executable, model_path=str(model_path), threads=2)
+    try:
+        killer = threading.Timer(1.0, os.kill, (process.pid, signal.SIGSEGV))
+        killer.start()
+        with pytest.raises(EngineCrash) as err:
+            process.run("prompt", n_prompt=256, repetitions=500)   # minutes of work: the signal lands in it
+        killer.join()
+        message = str(err.value)
+        assert "\n" not in message and "SIGSEGV" in message and "while measuring prompt n_prompt=256" in message
+        assert f"with model {model_path}" in message and "llama.cpp's last log lines: " in message
+        assert not process.alive
+        process.restart()
+        assert len(process.run("prompt", n_prompt=8, repetitions=1).seconds) == 1
+    finally:
+        process.close()
+
+
+def test_a_worker_that_segfaults_while_loading_names_the_signal_and_llama_cpps_last_line(model_path, tmp_path):
+    with pytest.raises(EngineCrash) as err:
+        EngineProcess(str(segfaulting_loader(tmp_path)), model_path=str(model_path), threads=2)
+    message = str(err.value)
+    assert "crashed with SIGSEGV (a segmentation fault in native code) while loading the model" in message
+    assert "llama_model_loader: loaded meta data with 33 key-value pairs" in message and "\n" not in message

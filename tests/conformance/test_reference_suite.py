@@ -22,7 +22,7 @@ The promises are the publication's, kept literally where it gave figures:
   it fails. The generation test holds only generation steady: its 8-token prompts really do run faster
   as the batch fills the cores, which is not what the publication's steadiness was about.
 
-The workloads follow the machine (``axion.fill_tokens``, see ``pytest_axion.sizing``), because what
+The workloads follow the machine (``axion.fill_tokens``, see ``pytest_axion.machine.sizing``), because what
 fills 2 cores leaves 16 idle. Prompt speed depends on the tokens of one call (prompt x users) and
 levels off, at 90% of its fastest, after about 16 tokens with 1 thread, 64 with 2 (llama-bench on a
 2-vCPU EPYC) and 512 with 16 (a 16-core Xeon, where 32-token prompts ran at 1778 t/s and 512-token

@@ -10,32 +10,29 @@ any number of pairs. Times (ms) are inverted, so a ratio above 1 always means B 
 
 Verdicts, as the baseline gate's: ``regressed`` when the ratio is below ``1 - tolerance`` and the
 interval excludes 1; ``improved`` likewise above; beyond the band but not significant is
-``inconclusive``; anything else ``ok``. A regression stands only if it reproduces in fresh worker
-processes (:meth:`PairedComparison.with_attempt`; the caller measures). Pure.
+``inconclusive``; anything else ``ok``. As a promise (:class:`AbPromise`), a regression is a miss and
+an inconclusive comparison unsure: both are measured again in fresh worker processes by the one
+confirm procedure, and fail only as every promise fails. Pure.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
-from pytest_axion.records import Measurement
+from pytest_axion.engines.records import Measurement
+from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
+from pytest_axion.promises.speedup import IMPROVED, INCONCLUSIVE, OK, REGRESSED
+from pytest_axion.promises.verdict import MET, MISSED, UNSURE, Judgement, Reading
 from pytest_axion.stats import median
-from pytest_axion.verdicts import IMPROVED, INCONCLUSIVE, OK, REGRESSED
 
 DEFAULT_AB_TOLERANCE = 0.05
 DEFAULT_AB_ROUNDS = 10
 CONFIDENCE = 0.95
-
-
-def round_order(rounds: int) -> list[str]:
-    """ABBA ABBA ...: each round is one repetition per side; the first side alternates."""
-    return ["AB" if i % 2 == 0 else "BA" for i in range(rounds)]
 
 
 def per_round(m: Measurement, rounds: int) -> list[float]:
@@ -98,35 +95,21 @@ class PairedComparison:
     verdict: str
     baseline_samples: tuple[float, ...]
     current_samples: tuple[float, ...]
-    attempts: tuple[PairedComparison, ...] = ()   # confirmations in fresh worker processes
-
-    def with_attempt(self, again: PairedComparison) -> PairedComparison:
-        """This verdict after one more attempt: a regression stands only while every attempt regresses."""
-        attempts = (*self.attempts, again)
-        confirmed = self.verdict == REGRESSED and again.verdict == REGRESSED
-        return dataclasses.replace(self, attempts=attempts, verdict=REGRESSED if confirmed else INCONCLUSIVE)
 
     @property
     def message(self) -> str:
         lo, hi = self.interval
         level = f"{CONFIDENCE:.0%} CI" if self.exact_interval else "range, too few pairs for a 95% CI"
-        text = (f"{self.metric} {self.workload}: {self.verdict}: B/A {self.ratio:.3f}x [{lo:.3f}-{hi:.3f} {level}] "
+        return (f"{self.metric} {self.workload}: {self.verdict}: B/A {self.ratio:.3f}x [{lo:.3f}-{hi:.3f} {level}] "
                 f"over {len(self.ratios)} pairs, A {_fmt(self.baseline_median)} vs B {_fmt(self.current_median)} "
                 f"{self.unit}, tolerance {self.tolerance:.0%}")
-        if self.attempts:
-            figures = ", ".join(f"{a.ratio:.3f}x [{a.interval[0]:.3f}-{a.interval[1]:.3f}] {a.verdict}"
-                                for a in self.attempts)
-            outcome = "confirmed" if self.verdict == REGRESSED else "not reproduced: not failed"
-            text += f"; in fresh worker processes: {figures} ({outcome})"
-        return text
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "verdict": self.verdict, "ratio": self.ratio, "interval": list(self.interval),
+        return {"key": self.key, "nodeid": self.nodeid, "metric": self.metric, "workload": self.workload,
+                "unit": self.unit, "verdict": self.verdict, "ratio": self.ratio, "interval": list(self.interval),
                 "exact_interval": self.exact_interval, "tolerance": self.tolerance, "ratios": list(self.ratios),
                 "baseline_median": self.baseline_median, "current_median": self.current_median,
-                "baseline_samples": list(self.baseline_samples), "message": self.message,
-                "attempts": [{"ratio": a.ratio, "interval": list(a.interval), "verdict": a.verdict,
-                              "ratios": list(a.ratios)} for a in self.attempts]}
+                "baseline_samples": list(self.baseline_samples), "current_samples": list(self.current_samples)}
 
 
 def _fmt(value: float) -> str:
@@ -171,3 +154,39 @@ def spread_of_ratios(ratios: Sequence[float]) -> float:
 def unpaired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
     """Ratios of consecutive rounds of *different* pairs: what pairing saves, measured on the same data."""
     return [y / x for (x, _), (_, y) in pairwise(zip(a, b, strict=True))]
+
+
+_STATUS = {REGRESSED: MISSED, INCONCLUSIVE: UNSURE}
+
+
+@dataclass(frozen=True)
+class AbPromise:
+    """B no slower than A beyond the tolerance, pair by pair, for every measurement of one test."""
+
+    baseline_side: Mapping[str, Measurement]   # A's measurement by B's key; a confirming attempt refreshes it
+    rounds: int
+    tolerance: float
+
+    def judge(self, measurements: Sequence[Measurement]) -> list[Judgement]:
+        judgements = []
+        for m in measurements:
+            a = self.baseline_side.get(m.key)
+            if a is None:
+                continue
+            c = compare_paired(a, m, rounds=self.rounds, tolerance=self.tolerance)
+            reading = Reading(status=_STATUS.get(c.verdict, MET), figure=f"{c.ratio:.3f}x", message=c.message,
+                              shortfall=(1 - self.tolerance) - c.ratio,
+                              other_cpus=m.other_cpus if m.contended else None, detail=c.to_json())
+            judgements.append(Judgement(name=m.key, kind="ab", label=f"{m.metric} {m.shape} B/A", involved=(m.key,),
+                                        reading=reading))
+        return judgements
+
+
+def promises(spec: SloSpec | None, context: PromiseContext) -> list[Any]:
+    if context.ab_baseline_side is None:
+        return []
+    return [AbPromise(context.ab_baseline_side, context.ab_rounds, context.ab_tolerance)]
+
+
+KIND_ORDER = 50   # where its keys appear in the marker's help
+MARKER_KEYS: tuple[MarkerKey, ...] = ()   # the A/B gate is switched on by --axion-ab-baseline, not the marker

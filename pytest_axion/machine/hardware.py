@@ -18,7 +18,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
-from pytest_axion.cpu import (
+from pytest_axion.errors import HardwareIdError
+from pytest_axion.machine.cpu import (
     CpuInfo,
     clean,
     cpuinfo_blocks,
@@ -28,7 +29,6 @@ from pytest_axion.cpu import (
     parse_system_info,
     unique,
 )
-from pytest_axion.errors import HardwareIdError
 
 _ID_ALLOWED = re.compile(r"[A-Za-z0-9._-]")
 _ID_MAX_CHARS = 100

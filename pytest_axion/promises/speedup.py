@@ -12,8 +12,8 @@ see the project's noise notes). So a comparison
 - calls ``regressed`` only when the speedup is beyond the band *and* its interval excludes 1
   (asv's rule: significant and large); beyond the band but not significant is ``inconclusive``.
 
-A first ``regressed`` attempt is confirmed by fresh attempts after a pause (:func:`decide`); the
-caller measures them. Everything here is pure and deterministic (a fixed bootstrap seed).
+An attempt below the band is confirmed by fresh attempts after a pause, as every kind of promise is
+(:mod:`pytest_axion.promises.confirm`). Everything here is pure and deterministic (a fixed bootstrap seed).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
+from dataclasses import dataclass
 from typing import Any
 
+from pytest_axion.errors import SettingsError
 from pytest_axion.stats import cv, median
 
 OK, IMPROVED, REGRESSED, INCONCLUSIVE, NO_BASELINE = "ok", "improved", "regressed", "inconclusive", "no-baseline"
@@ -211,138 +211,14 @@ def busy_reason(samples: Sequence[float], *, higher_is_better: bool, baseline_wi
     return None
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One measurement of the current code compared with the baseline.
-
-    ``busy`` is what the samples suggest (spread, a falling run); ``other_cpus`` is direct evidence:
-    the CPUs' worth of other processes' work while a contended measurement ran (None: not contended).
-    """
-
-    comparison: Comparison
-    busy: str | None
-    samples: tuple[float, ...]
-    other_cpus: float | None = None
-
-    @property
-    def verdict(self) -> str:
-        return self.comparison.verdict
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.comparison.to_json(), "busy": self.busy, "samples": list(self.samples),
-                "other_cpus": self.other_cpus}
-
-
-@dataclass(frozen=True)
-class BaselineVerdict:
-    """The gate's answer for one measurement, with every attempt that led to it."""
-
-    key: str
-    label: str       # what a person reads: metric and workload, e.g. "gen_tps tg128"
-    metric: str
-    unit: str
-    estimator: str
-    tolerance: float
-    verdict: str
-    reason: str
-    attempts: tuple[Attempt, ...] = ()
-    baseline_runs: int = 0
-    differences: tuple[str, ...] = field(default=())
-
-    @property
-    def first(self) -> Comparison | None:
-        return self.attempts[0].comparison if self.attempts else None
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict == REGRESSED
-
-    def message(self) -> str:
-        if self.first is None:
-            return f"{self.label}: {self.verdict}: {self.reason}"
-        c = self.first
-        figures = (f"{_fmt(c.current_level)} {self.unit} vs baseline {_fmt(c.baseline_level)} {self.unit} "
-                   f"({self.estimator} of {self.baseline_runs} run(s)), speedup {c.speedup:.2f}x "
-                   f"[{c.low:.2f}-{c.high:.2f}], band {c.band:.0%}")
-        attempts = ", ".join(f"{a.comparison.speedup:.2f}x" for a in self.attempts)
-        text = f"{self.label}: {self.verdict}: {figures}; attempts {attempts}"
-        if self.reason:
-            text += f"; {self.reason}"
-        if self.differences:
-            text += f"; baseline differs: {'; '.join(self.differences)}"
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "label": self.label, "metric": self.metric, "unit": self.unit,
-                "estimator": self.estimator,
-                "tolerance": self.tolerance, "verdict": self.verdict, "reason": self.reason,
-                "baseline_runs": self.baseline_runs, "differences": list(self.differences),
-                "attempts": [a.to_json() for a in self.attempts]}
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
-
-
-def _slower(attempt: Attempt) -> bool:
-    """Below the band, significant or not: on a busy machine a real slowdown can be too noisy to prove."""
-    c = attempt.comparison
-    return c.speedup < 1 - c.band
-
-
-def needs_confirmation(attempts: Sequence[Attempt], confirm: int) -> bool:
-    """Measure again while the first attempt regressed, every later one is still below the band, and
-    attempts remain."""
-    return (bool(attempts) and attempts[0].verdict == REGRESSED and all(_slower(a) for a in attempts)
-            and len(attempts) < 1 + confirm)
-
-
-def fading(attempts: Sequence[Attempt]) -> bool:
-    """Each attempt faster than the one before, the last beyond the first attempt's interval.
-
-    A change in the code does not wear off within minutes; a busy spell of the machine does.
-    """
-    speedups = [a.comparison.speedup for a in attempts]
-    return (len(attempts) >= 2 and all(b > a for a, b in pairwise(speedups))
-            and speedups[-1] > attempts[0].comparison.high)
-
-
-def decide(attempts: Sequence[Attempt]) -> tuple[str, str]:
-    """The final verdict and its reason from the first attempt and its confirmations.
-
-    ``regressed`` only if the first attempt regressed significantly, every confirming attempt is also
-    below the band (a busy machine can make a real slowdown too noisy to prove twice), and the
-    slowdown did not fade from attempt to attempt; attempts that disagree (one within the band or
-    faster) give ``inconclusive`` with every figure. Contention is reported, not hidden: a slowdown
-    that outlasts the spaced attempts is a regression on this machine whatever its cause, and its
-    reason says the machine was busy; a single busy attempt with no confirmation behind it is only
-    ``inconclusive``.
-    """
-    if not attempts:
-        raise ValueError("decide() needs at least one attempt")
-    first = attempts[0]
-    busy = [f"attempt {i + 1}: {a.busy}" for i, a in enumerate(attempts) if a.busy]
-    busy_text = "; ".join(busy)
-    if first.verdict != REGRESSED:
-        reason = busy_text
-        if first.verdict == INCONCLUSIVE and not reason:
-            reason = "slower beyond the band, but the interval includes no change: not enough evidence"
-        return first.verdict, reason
-    figures = ", ".join(f"{a.comparison.speedup:.2f}x" for a in attempts)
-    if all(_slower(a) for a in attempts):
-        if all(a.other_cpus is not None for a in attempts):
-            most = max(a.other_cpus or 0.0 for a in attempts)
-            return INCONCLUSIVE, (f"slower in every attempt ({figures}), each measured while other processes used up "
-                                  f"to {most:.1f} CPU(s): the figures describe them, not the build; measure where "
-                                  "nothing else competes")
-        if fading(attempts):
-            return INCONCLUSIVE, (f"the slowdown faded with every attempt ({figures}): a slow spell of the "
-                                  "machine passing, not a steady regression" + (f"; {busy_text}" if busy_text else ""))
-        if len(attempts) == 1 and busy:
-            return INCONCLUSIVE, f"measured on a busy machine and not confirmed: {busy_text}"
-        if busy:
-            return REGRESSED, (f"slower in every attempt; the machine looked busy ({busy_text}): check what else "
-                               "runs on it before blaming the code")
-        return REGRESSED, ""
-    return INCONCLUSIVE, (f"attempts disagree ({figures}): a transient slowdown, not a steady regression"
-                          + (f"; {busy_text}" if busy_text else ""))
+def parse_tolerance(text: str, *, source: str) -> float:
+    """'10%' or '0.1' -> 0.1; must lie in [0, 1)."""
+    cleaned = text.strip()
+    try:
+        value = float(cleaned[:-1]) / 100 if cleaned.endswith("%") else float(cleaned)
+    except ValueError:
+        raise SettingsError(f"{source} must be a fraction such as 0.1 or a percentage such as 10%, "
+                            f"got {text!r}") from None
+    if not 0 <= value < 1:
+        raise SettingsError(f"{source} must be at least 0 and below 100%, got {text!r}")
+    return value

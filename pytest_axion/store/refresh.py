@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from pytest_axion import __version__
-from pytest_axion.baselines import Baseline, BaselineEntry
+from pytest_axion.engines.records import METRICS, Measurement
 from pytest_axion.errors import AxionError
-from pytest_axion.hardware import HardwareFingerprint
-from pytest_axion.records import METRICS, Measurement
+from pytest_axion.machine.hardware import HardwareFingerprint
+from pytest_axion.promises.speedup import BAND_SPREADS, DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, MIN_BETWEEN_RUN_SD, Side
 from pytest_axion.stats import cv
-from pytest_axion.verdicts import BAND_SPREADS, DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, MIN_BETWEEN_RUN_SD, Side
+from pytest_axion.store.baselines import Baseline, BaselineEntry
 
 REFRESH_MAX_BETWEEN_RUN_CV = 0.15   # these machines drift 9-12% between runs; beyond 15% something was off
 REFRESH_MAX_WITHIN_RUN_CV = 0.25    # single-step figures (tg1) spread ~20% normally; beyond 25%: contention
@@ -169,7 +169,10 @@ def merge_runs(runs: Sequence[RunData]) -> tuple[dict[str, BaselineEntry], list[
     for key in every_key:
         found = by_key.get(key, [])
         if len(found) < len(runs):
-            skipped.append(f"{key}: its test passed in {len(found)} of {len(runs)} runs")
+            measured = sum(any(m.key == key for m in run.measurements) for run in runs)
+            why = (f"its test passed in {len(found)} of {len(runs)} runs" if measured == len(runs) else
+                   f"measured in {measured} of {len(runs)} runs (a search that stopped at other sizes)")
+            skipped.append(f"{key}: {why}")
             continue
         first = found[0]
         entries[key] = BaselineEntry(nodeid=first.nodeid, metric=first.metric, batch_size=first.batch_size,

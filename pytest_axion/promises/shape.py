@@ -10,29 +10,30 @@ and never lower at a larger batch than at a smaller one beyond the two cells' ow
 
 Cells of one test are measured minutes apart at most, so they share most of the machine's drift;
 still, a cell caught by a slow spell could fail a check alone, so a miss is confirmed by measuring
-every cell of the group again, fresh (:func:`confirm_shape`; the same rule as the baseline gate: fail
-only when every attempt misses). Every cell, not just the two extremes: a slow spell often slows
-several neighbouring cells, and a cell kept from the slowed attempt would fail the next one. Pure.
+every cell of the group again, fresh (the one confirm procedure of :mod:`pytest_axion.promises.confirm`).
+Every cell, not just the two extremes: a slow spell often slows several neighbouring cells, and a
+cell kept from the slowed attempt would fail the next one. Pure.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
-from pytest_axion.records import Measurement
-from pytest_axion.sizing import TOKENS_PER_THREAD, levels_off_at, still_rising
+from pytest_axion.machine.sizing import TOKENS_PER_THREAD, levels_off_at, still_rising
+from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec, positive, positive_number
+from pytest_axion.promises.verdict import MET, MISSED, Judgement, Reading
 from pytest_axion.stats import median
 
 STEADY = "steady_within"
 SCALING = "gen_scaling"
 NOISE_Z = 2.0               # a fall counts when it exceeds this many standard errors of the difference
 MEDIAN_SE_FACTOR = 1.2533   # standard error of a median ~ sqrt(pi/2) * sd / sqrt(n)
-PASS, FAIL, INCONCLUSIVE = "pass", "FAIL", "inconclusive"
 STEADY_METRICS = ("prompt_tps", "gen_tps")
 
 
@@ -203,71 +204,54 @@ def evaluate_shape(measurements: Sequence[Measurement], *, steady_within: Steady
     return checks
 
 
-def replace_measurements(measurements: Sequence[Measurement], fresh: dict[str, Measurement]) -> list[Measurement]:
-    return [fresh.get(m.key, m) for m in measurements]
+def _steady_limits(raw: Any, where: str) -> SteadyLimits:
+    """A number for both speeds, or ``{"prompt_tps": x, "gen_tps": y}`` naming the speeds to check."""
+    if not isinstance(raw, Mapping):
+        return SteadyLimits.both(positive_number(raw, STEADY, where, also="or a dict such as {'gen_tps': 0.15}"))
+    unknown = sorted(str(k) for k in raw if k not in STEADY_METRICS)
+    if unknown or not raw:
+        got = f"got {', '.join(unknown)}" if unknown else "got an empty dict"
+        raise SettingsError(f"{where}: {STEADY}'s keys must be {' or '.join(STEADY_METRICS)}, {got}")
+    limits = {name: positive_number(value, f"{STEADY}[{name!r}]", where) for name, value in raw.items()}
+    return SteadyLimits(prompt_tps=limits.get("prompt_tps"), gen_tps=limits.get("gen_tps"), named=True)
+
+
+KIND_ORDER = 30   # where its keys appear in the marker's help
+MARKER_KEYS = (
+    MarkerKey(STEADY, "steady_within=0.15",
+              "prompt speed across the test's batch and prompt sizes, and generation speed across generation "
+              "lengths at each batch size, stay within this spread of their median; {'gen_tps': 0.15} checks "
+              "only the named speeds", _steady_limits),
+    MarkerKey(SCALING, "gen_scaling=1.5",
+              "total generation speed at the largest batch is at least this many times batch 1, and never falls "
+              "with batch size beyond its noise", positive(SCALING)),
+)
+
+
+def _reading(check: ShapeCheck) -> Reading:
+    if check.key == SCALING:
+        figure, shortfall = f"{check.observed:.2f}x", (check.threshold - check.observed) / check.threshold
+    else:
+        figure, shortfall = f"spread {check.observed:.0%}", (check.observed - check.threshold) / check.threshold
+    return Reading(status=MET if check.passed else MISSED, figure=figure, message=check.message, shortfall=shortfall,
+                   other_cpus=check.contended, detail=check.to_json())
 
 
 @dataclass(frozen=True)
-class ShapeVerdict:
-    """A shape promise after its confirmations: every attempt's check kept."""
+class ShapePromise:
+    """The shape promises of one test: each checked group of cells is one promise."""
 
-    nodeid: str
-    attempts: tuple[ShapeCheck, ...]
+    steady_within: SteadyLimits | None
+    gen_scaling: float | None
 
-    @property
-    def first(self) -> ShapeCheck:
-        return self.attempts[0]
-
-    @property
-    def verdict(self) -> str:
-        if self.first.passed:
-            return PASS
-        if any(a.passed for a in self.attempts) or self.every_miss_contended:
-            return INCONCLUSIVE
-        return FAIL
-
-    @property
-    def every_miss_contended(self) -> bool:
-        """Every attempt missed while other processes took CPUs from llama.cpp: no evidence about the build."""
-        return all(a.contended is not None for a in self.attempts if not a.passed)
-
-    def message(self) -> str:
-        text = self.first.message
-        if len(self.attempts) > 1:
-            figures = ", ".join(f"{a.observed:.2f}" if a.key == SCALING else f"{a.observed:.0%}"
-                                for a in self.attempts)
-            agree = ("every attempt missed" if self.verdict == FAIL
-                     else "attempts disagree: not failed" if any(a.passed for a in self.attempts)
-                     else "every attempt missed")
-            text += f"; attempts {figures} ({agree})"
-        if not self.first.passed and self.every_miss_contended:
-            most = max(a.contended or 0.0 for a in self.attempts)
-            text += (f"; measured while other processes used up to {most:.1f} CPU(s) in every attempt that missed: "
-                     "the figures describe them, not the build (run where nothing else competes)")
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.first.to_json(), "verdict": self.verdict, "message_full": self.message(),
-                "attempts": [{"observed": a.observed, "passed": a.passed} for a in self.attempts]}
+    def judge(self, measurements: Sequence[Measurement]) -> list[Judgement]:
+        checks = evaluate_shape(measurements, steady_within=self.steady_within, gen_scaling=self.gen_scaling)
+        return [Judgement(name=f"{check.key}.{check.group.replace(' ', '_')}",
+                          kind="steady" if check.key == STEADY else "scaling", label=check.group,
+                          involved=check.involved, reading=_reading(check)) for check in checks]
 
 
-def confirm_shape(nodeid: str, measurements: Sequence[Measurement], *, steady_within: SteadyLimits | None,
-                  gen_scaling: float | None, attempts: int,
-                  measure_again: Callable[[ShapeCheck, list[Measurement]], dict[str, Measurement]],
-                  ) -> list[ShapeVerdict]:
-    """Every check of one test; a miss has its whole group measured again, up to ``attempts`` attempts in all.
-
-    ``measure_again(check, cells)`` waits as it sees fit and returns fresh measurements by key. A miss
-    fails only when every attempt misses (:attr:`ShapeVerdict.verdict`), so a cell caught by a slow
-    spell cannot fail a promise alone.
-    """
-    verdicts = []
-    for check in evaluate_shape(measurements, steady_within=steady_within, gen_scaling=gen_scaling):
-        tried, current = [check], list(measurements)
-        while not tried[-1].passed and len(tried) < attempts:
-            involved = [m for m in current if m.key in tried[-1].involved]
-            current = replace_measurements(current, measure_again(tried[-1], involved))
-            again = evaluate_shape(current, steady_within=steady_within, gen_scaling=gen_scaling)
-            tried.append(next(c for c in again if (c.key, c.group) == (check.key, check.group)))
-        verdicts.append(ShapeVerdict(nodeid, tuple(tried)))
-    return verdicts
+def promises(spec: SloSpec | None, context: PromiseContext) -> list[Any]:
+    if spec is None or (spec.steady_within is None and spec.gen_scaling is None):
+        return []
+    return [ShapePromise(spec.steady_within, spec.gen_scaling)]

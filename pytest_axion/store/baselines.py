@@ -23,10 +23,10 @@ import fastjsonschema
 import jsonschema
 from filelock import FileLock, Timeout
 
-from pytest_axion.atomic import TEMP_PREFIX, write_json_atomically
 from pytest_axion.errors import BaselineError, HardwareIdError
-from pytest_axion.hardware import validate_hardware_id
+from pytest_axion.machine.hardware import validate_hardware_id
 from pytest_axion.stats import cv, median
+from pytest_axion.store.atomic import TEMP_PREFIX, write_json_atomically
 
 BASELINE_SCHEMA_VERSION = 1
 MAX_BASELINE_BYTES = 32 * 2**20  # far above any real baseline; caps what a corrupt file can cost

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_axion.ab import PairedComparison
+from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
-from pytest_axion.records import Measurement
+from pytest_axion.promises.verdict import Verdict
 
 PLOTS_HINT = "pip install 'pytest-axion[plots]'"
 # A phase of fewer tokens than this exists only to drive the other phase (a 1-token generation after a
@@ -101,29 +101,32 @@ def draw_figures(measurements: Sequence[Measurement], directory: Path, *, title:
     return written
 
 
-def draw_ab_ratios(verdicts: Sequence[PairedComparison], directory: Path, *, title: str) -> list[Path]:
-    """Every pair's ratio B/A per throughput measurement, its estimate and interval, and the tolerance band."""
+def draw_ab_ratios(verdicts: Sequence[Verdict], directory: Path, *, title: str) -> list[Path]:
+    """Every pair's ratio B/A per throughput measurement (the A/B verdicts' first attempts), its estimate and
+    interval, and the tolerance band; coloured by outcome."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [v for v in verdicts if v.metric in ("prompt_tps", "gen_tps")]  # the others repeat these timings
+    # Throughput only: the other metrics repeat these timings.
+    shown = [(v.first.detail, v.outcome) for v in verdicts
+             if v.kind == "ab" and v.first.detail.get("metric") in ("prompt_tps", "gen_tps")]
     if not shown:
         return []
     directory.mkdir(parents=True, exist_ok=True)
-    colours = {"ok": "tab:blue", "improved": "tab:green", "regressed": "crimson", "inconclusive": "tab:orange"}
+    colours = {"pass": "tab:blue", "fail": "crimson", "inconclusive": "tab:orange", "info": "grey"}
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(shown) + 1.8), dpi=120)
-    tolerance = shown[0].tolerance
+    tolerance = shown[0][0]["tolerance"]
     ax.axvspan(1 - tolerance, 1 + tolerance, color="grey", alpha=0.15, label=f"tolerance +-{tolerance:.0%}")
     ax.axvline(1.0, color="grey", linewidth=0.8)
-    for row, v in enumerate(shown):
-        ax.scatter(v.ratios, [row] * len(v.ratios), s=9, color="grey", alpha=0.6, zorder=2)
-        lo, hi = v.interval
-        ax.errorbar([v.ratio], [row], xerr=[[v.ratio - lo], [hi - v.ratio]], fmt="o", color=colours[v.verdict],
-                    capsize=3, zorder=3)
-    ax.set_yticks(range(len(shown)), [f"{v.nodeid.rsplit('::', 1)[-1]} {v.metric} {v.workload}" for v in shown],
-                  fontsize=7)
+    for row, (pair, outcome) in enumerate(shown):
+        ax.scatter(pair["ratios"], [row] * len(pair["ratios"]), s=9, color="grey", alpha=0.6, zorder=2)
+        ratio, (lo, hi) = pair["ratio"], pair["interval"]
+        colour = "tab:green" if pair["verdict"] == "improved" else colours[outcome]
+        ax.errorbar([ratio], [row], xerr=[[ratio - lo], [hi - ratio]], fmt="o", color=colour, capsize=3, zorder=3)
+    ax.set_yticks(range(len(shown)), [f"{p['nodeid'].rsplit('::', 1)[-1]} {p['metric']} {p['workload']}"
+                                      for p, _ in shown], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("speed ratio B/A per pair (dots), estimate and 95% interval (bars); > 1: B faster")
     ax.set_title(f"A/B paired ratios\n{title}", fontsize=10)

@@ -3,7 +3,10 @@
 This module imports only ``llama_cpp`` and the standard library, so it can also run as a worker under
 another Python that has nothing but llama-cpp-python installed (``PYTHON path/to/engine.py --model M
 --threads T``, see :func:`serve`): the A/B upgrade gate measures two installations with the same code.
-It returns raw timings; turning them into tokens/s and verdicts happens elsewhere.
+It returns raw timings as plain dicts (the fields of :mod:`pytest_axion.engines.records`' run records,
+which the worker client builds); turning them into tokens/s and verdicts happens elsewhere. The plugin
+runs it only as a worker process (:mod:`pytest_axion.engines.worker`), so that a crash of llama.cpp
+cannot take pytest down with it.
 
 The workloads mirror llama.cpp's own tools, so that the figures can be compared with them:
 - ``run_prompt(n)`` is llama-bench's ``pp n``: one prompt of n random tokens (BOS first), decoded in
@@ -20,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
-import dataclasses
 import json
 import os
 import random
@@ -28,7 +30,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
@@ -47,59 +48,6 @@ class EngineError(Exception):
     """llama.cpp refused a model, a context or a batch; the message is one line."""
 
 
-@dataclass(frozen=True)
-class PromptRun:
-    """Wall-clock seconds of each repetition of a prompt of ``n_prompt`` tokens."""
-
-    n_prompt: int
-    seconds: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class GenerationRun:
-    """Wall-clock seconds of each repetition of ``n_gen`` single-token decodes."""
-
-    n_gen: int
-    seconds: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class BatchedRun:
-    """Per repetition: prompt phase seconds, generation phase seconds, and each generation step."""
-
-    n_prompt: int
-    n_gen: int
-    batch_size: int
-    prompt_seconds: tuple[float, ...]
-    gen_seconds: tuple[float, ...]
-    step_seconds: tuple[tuple[float, ...], ...]
-
-
-@dataclass(frozen=True)
-class WarmUpRun:
-    """Seconds of each untimed prompt of ``n_prompt`` tokens decoded until the speed settled."""
-
-    n_prompt: int
-    seconds: tuple[float, ...]
-    settled: bool
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What llama.cpp itself reports about the loaded model and build."""
-
-    description: str
-    n_params: int
-    size_bytes: int
-    n_vocab: int
-    n_ctx_train: int
-    model_buffers: tuple[str, ...]  # e.g. ("CPU_Mapped", "CPU_REPACK", "CPU_KLEIDIAI")
-    system_info: str
-    llama_cpp_python_version: str
-    ggml_commit: str = "unknown"    # the llama.cpp/ggml commit the library was built from
-    ggml_version: str = "unknown"
-
-
 class _LlamaLog:
     """Captures llama.cpp's log lines instead of letting them flood the terminal.
 
@@ -107,12 +55,15 @@ class _LlamaLog:
     """
 
     def __init__(self) -> None:
+        self.echo = False   # a worker also writes each line to stderr at once: the client's view after a crash
         self._lines: collections.deque[str] = collections.deque(maxlen=2000)
         self._lock = threading.Lock()
         self._callback = llama_cpp.llama_log_callback(self._on_log)
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
 
     def _on_log(self, level: int, text: bytes, user_data: Any) -> None:
+        if self.echo:
+            os.write(2, text)
         with self._lock:
             self._lines.append(text.decode("utf-8", errors="replace"))
 
@@ -140,6 +91,12 @@ def system_info() -> str:
     """llama.cpp's build flags as ``llama_print_system_info()`` prints them."""
     _ensure_backend()
     return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", errors="replace").strip()
+
+
+def build_facts() -> dict[str, str]:
+    """The build's flags and version, known without loading a model (what ``--probe`` prints)."""
+    return {"system_info": system_info(),
+            "llama_cpp_python_version": str(getattr(llama_cpp, "__version__", "unknown"))}
 
 
 def ggml_build() -> tuple[str, str]:
@@ -272,23 +229,23 @@ class LlamaEngine:
         commit, version = ggml_build()
         desc = ctypes.create_string_buffer(256)
         llama_cpp.llama_model_desc(self.model, desc, len(desc))
-        self.facts = ModelFacts(
-            description=desc.value.decode("utf-8", errors="replace"),
-            n_params=int(llama_cpp.llama_model_n_params(self.model)),
-            size_bytes=int(llama_cpp.llama_model_size(self.model)),
-            n_vocab=self.n_vocab,
-            n_ctx_train=int(llama_cpp.llama_model_n_ctx_train(self.model)),
-            model_buffers=_model_buffers(load_log),
-            system_info=system_info(),
-            llama_cpp_python_version=str(getattr(llama_cpp, "__version__", "unknown")),
-            ggml_commit=commit,
-            ggml_version=version,
-        )
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.model))
+        self.facts: dict[str, Any] = {
+            "description": desc.value.decode("utf-8", errors="replace"),
+            "n_params": int(llama_cpp.llama_model_n_params(self.model)),
+            "size_bytes": int(llama_cpp.llama_model_size(self.model)),
+            "n_vocab": self.n_vocab,
+            "n_ctx_train": self.n_ctx_train,
+            "model_buffers": list(_model_buffers(load_log)),
+            **build_facts(),
+            "ggml_commit": commit,
+            "ggml_version": version,
+        }
 
     # -- workloads -------------------------------------------------------------------------------
 
     def warm_up(self, n_prompt: int, *, settle: float = 0.05, min_runs: int = 3, max_runs: int = 30,
-                max_seconds: float = 10.0) -> WarmUpRun:
+                max_seconds: float = 10.0) -> dict[str, Any]:
         """Decode an n_prompt-token prompt until the last ``min_runs`` speeds agree within ``settle``.
 
         A fresh process measures cold at first (page faults on the mapped weights, caches, clocks): a
@@ -311,10 +268,10 @@ class LlamaEngine:
         finally:
             batch.free()
             ctx.clear()
-        return WarmUpRun(n_prompt=n_prompt, seconds=tuple(seconds), settled=_settled(seconds, min_runs, settle))
+        return {"n_prompt": n_prompt, "seconds": seconds, "settled": _settled(seconds, min_runs, settle)}
 
     def run_prompt(self, n_prompt: int, *, repetitions: int, warmup: bool = True,
-                   progress: ProgressCallback | None = None) -> PromptRun:
+                   progress: ProgressCallback | None = None) -> dict[str, Any]:
         """llama-bench ``pp n_prompt``: seconds to decode an n_prompt-token prompt, per repetition."""
         _check_positive(n_prompt=n_prompt, repetitions=repetitions)
         self._check_fits(n_prompt)
@@ -333,10 +290,10 @@ class LlamaEngine:
         finally:
             batch.free()
             ctx.clear()
-        return PromptRun(n_prompt=n_prompt, seconds=tuple(seconds))
+        return {"n_prompt": n_prompt, "seconds": seconds}
 
     def run_generation(self, n_gen: int, *, repetitions: int, warmup: bool = True,
-                       progress: ProgressCallback | None = None) -> GenerationRun:
+                       progress: ProgressCallback | None = None) -> dict[str, Any]:
         """llama-bench ``tg n_gen``: seconds for n_gen single-token decodes, per repetition."""
         _check_positive(n_gen=n_gen, repetitions=repetitions)
         self._check_fits(n_gen)
@@ -356,10 +313,10 @@ class LlamaEngine:
             for step in steps:
                 step.free()
             ctx.clear()
-        return GenerationRun(n_gen=n_gen, seconds=tuple(seconds))
+        return {"n_gen": n_gen, "seconds": seconds}
 
     def run_batched(self, n_prompt: int, n_gen: int, batch_size: int, *, repetitions: int,
-                    warmup: bool = True, progress: ProgressCallback | None = None) -> BatchedRun:
+                    warmup: bool = True, progress: ProgressCallback | None = None) -> dict[str, Any]:
         """llama-batched-bench cell (pp, tg, b): prompt phase, then tg steps of b tokens each."""
         _check_positive(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, repetitions=repetitions)
         if batch_size > MAX_SEQUENCES:
@@ -387,16 +344,15 @@ class LlamaEngine:
                 prompt_seconds.append(self._timed_prompt(ctx, prompt_views))
                 step_seconds: list[float] = []
                 gen_seconds.append(self._timed_steps(ctx, steps, step_seconds=step_seconds))
-                all_steps.append(tuple(step_seconds))
+                all_steps.append(step_seconds)
                 _report(progress, f"batched pp{n_prompt} tg{n_gen} B={batch_size}", len(gen_seconds), repetitions)
         finally:
             prompt.free()
             for step in steps:
                 step.free()
             ctx.clear()
-        return BatchedRun(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size,
-                          prompt_seconds=tuple(prompt_seconds), gen_seconds=tuple(gen_seconds),
-                          step_seconds=tuple(all_steps))
+        return {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": batch_size, "prompt_seconds": prompt_seconds,
+                "gen_seconds": gen_seconds, "step_seconds": all_steps}
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens the model's own tokenizer makes of ``text`` (no BOS)."""
@@ -456,10 +412,10 @@ class LlamaEngine:
         return ctx
 
     def _check_fits(self, tokens_per_sequence: int) -> None:
-        if tokens_per_sequence > self.facts.n_ctx_train:
+        if tokens_per_sequence > self.n_ctx_train:
             raise EngineError(
                 f"{tokens_per_sequence} tokens per sequence exceed the model's training context of "
-                f"{self.facts.n_ctx_train}: use smaller prompt/generation sizes"
+                f"{self.n_ctx_train}: use smaller prompt/generation sizes"
             )
 
     def _random_token(self) -> int:
@@ -512,27 +468,28 @@ def _report(progress: ProgressCallback | None, what: str, done: int, total: int)
 #   {"op": "prompt", "n_prompt": 512, "repetitions": 5, "warmup": true}
 #   {"op": "generation", "n_gen": 128, ...}   {"op": "batched", "n_prompt": .., "n_gen": .., "batch_size": ..}
 #   {"op": "count_tokens", "text": ".."}      {"op": "warm_up", "n_prompt": 64}      {"op": "close"}
-# -> {"ok": {...the run's fields...}} or {"error": {"type": "EngineError", "message": "..."}}.
-# Its first line says it is ready: {"ready": {...ModelFacts...}, "protocol": 1} (or an error line).
+# -> {"ok": {...the run's fields...}} or {"error": {"type": "EngineError", "message": "..."}}, after any
+# number of {"progress": [workload, done, total]} lines (one per repetition).
+# Its first line says it is ready: {"ready": {...model facts...}, "protocol": 2} (or an error line).
+# llama.cpp's log goes to stderr as it is written, so that the client can quote it after a crash.
+# ``--probe`` prints the build's facts as one JSON line and exits, without loading a model.
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
-def _handle(engine: LlamaEngine, request: dict[str, Any]) -> dict[str, Any]:
+def _handle(engine: LlamaEngine, request: dict[str, Any], progress: ProgressCallback) -> dict[str, Any]:
     op = request.get("op")
     repetitions, warmup = int(request.get("repetitions", 1)), bool(request.get("warmup", True))
     if op == "prompt":
-        return dataclasses.asdict(engine.run_prompt(int(request["n_prompt"]), repetitions=repetitions,
-                                                    warmup=warmup))
+        return engine.run_prompt(int(request["n_prompt"]), repetitions=repetitions, warmup=warmup, progress=progress)
     if op == "generation":
-        return dataclasses.asdict(engine.run_generation(int(request["n_gen"]), repetitions=repetitions,
-                                                        warmup=warmup))
+        return engine.run_generation(int(request["n_gen"]), repetitions=repetitions, warmup=warmup,
+                                     progress=progress)
     if op == "batched":
-        return dataclasses.asdict(engine.run_batched(int(request["n_prompt"]), int(request["n_gen"]),
-                                                     int(request["batch_size"]), repetitions=repetitions,
-                                                     warmup=warmup))
+        return engine.run_batched(int(request["n_prompt"]), int(request["n_gen"]), int(request["batch_size"]),
+                                  repetitions=repetitions, warmup=warmup, progress=progress)
     if op == "warm_up":
-        return dataclasses.asdict(engine.warm_up(int(request["n_prompt"])))
+        return engine.warm_up(int(request["n_prompt"]))
     if op == "count_tokens":
         return {"tokens": engine.count_tokens(str(request["text"]))}
     raise ValueError(f"unknown request {op!r}")
@@ -541,18 +498,28 @@ def _handle(engine: LlamaEngine, request: dict[str, Any]) -> dict[str, Any]:
 def serve(argv: list[str] | None = None) -> int:
     """Load a model once and answer measurement requests on stdin/stdout until "close" or end of input."""
     parser = argparse.ArgumentParser(description="pytest-axion measurement worker (JSON lines on stdin/stdout)")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--model")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-batch", type=int, default=DEFAULT_N_BATCH)
     parser.add_argument("--n-ubatch", type=int, default=DEFAULT_N_UBATCH)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--probe", action="store_true", help="print the build's facts as JSON and exit")
     args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(build_facts()))
+        return 0
+    if not args.model:
+        parser.error("--model is required")
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
+    _ensure_backend().echo = True
 
     def send(message: dict[str, Any]) -> None:
         protocol.write(json.dumps(message) + "\n")
+
+    def progress(what: str, done: int, total: int) -> None:
+        send({"progress": [what, done, total]})
 
     try:
         engine = LlamaEngine(args.model, threads=args.threads, n_batch=args.n_batch, n_ubatch=args.n_ubatch,
@@ -560,13 +527,13 @@ def serve(argv: list[str] | None = None) -> int:
     except EngineError as err:
         send({"error": {"type": "EngineError", "message": str(err)}})
         return 1
-    send({"ready": dataclasses.asdict(engine.facts), "protocol": PROTOCOL_VERSION})
+    send({"ready": engine.facts, "protocol": PROTOCOL_VERSION})
     for line in sys.stdin:
         try:
             request = json.loads(line)
             if request.get("op") == "close":
                 break
-            send({"ok": _handle(engine, request)})
+            send({"ok": _handle(engine, request, progress)})
         except EngineError as err:
             send({"error": {"type": "EngineError", "message": str(err)}})
         except (ValueError, KeyError, TypeError) as err:

@@ -1,0 +1,1 @@
+"""What measures: the records every engine returns, the Engine interface, and the llama.cpp worker."""

@@ -1,0 +1,1 @@
+"""What was measured, and where: the model file, the machine, its cores and its environment."""

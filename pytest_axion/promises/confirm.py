@@ -1,0 +1,58 @@
+"""The one confirm-before-fail procedure, for every kind of promise a test declares.
+
+Attempt 1 reads every promise from what the test measured. Every promise not yet met (missed, or
+unsure) is a suspect; while suspects remain and attempts are left, ``measure_again`` pauses once and
+measures the workloads of *all* suspects again, fresh (each workload once, however many promises rest
+on it), and each suspect is read again from the fresh figures. A test whose baseline and steadiness
+both look off waits through one series of attempts, not one per kind. The outcome of each promise is
+then :func:`pytest_axion.promises.verdict.decide` of its readings. Pure: the caller measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from pytest_axion.engines.records import Measurement
+from pytest_axion.promises.verdict import Judgement, Verdict, verdict_of, wants_another_attempt
+
+# (the measurements to measure again, the attempt's number, a line saying why) -> fresh measurements by key
+MeasureAgain = Callable[[Sequence[Measurement], int, str], Mapping[str, Measurement]]
+
+
+class Promise(Protocol):
+    """A kind of promise, bound to one test's declaration: reads measurements into judgements."""
+
+    def judge(self, measurements: Sequence[Measurement]) -> list[Judgement]:
+        """One judgement per promise it makes of these measurements (the same names every attempt)."""
+        ...
+
+
+def confirm(nodeid: str, promises: Sequence[Promise], measurements: Sequence[Measurement], *, attempts: int,
+            measure_again: MeasureAgain) -> list[Verdict]:
+    """Every promise's verdict, each suspect confirmed by up to ``attempts - 1`` fresh attempts."""
+    current = {m.key: m for m in measurements}
+    tried: dict[tuple[int, str], list[Judgement]] = {}
+    for index, promise in enumerate(promises):
+        for judgement in promise.judge(list(current.values())):
+            tried[(index, judgement.name)] = [judgement]
+
+    def suspects() -> list[tuple[int, str]]:
+        return [ident for ident, js in tried.items()
+                if js[0].settled is None and wants_another_attempt([j.reading for j in js], attempts)
+                and len(js) == attempt]   # read in every attempt so far
+
+    attempt = 1
+    while pending := suspects():
+        involved = list(dict.fromkeys(key for ident in pending for key in tried[ident][-1].involved))
+        why = "; ".join(dict.fromkeys(f"{tried[i][-1].label}: {tried[i][-1].reading.figure}" for i in pending))
+        fresh = measure_again([current[key] for key in involved if key in current], attempt + 1,
+                              f"{len(pending)} promise(s) not met ({why})")
+        current.update(fresh)
+        attempt += 1
+        for index in sorted({index for index, _ in pending}):
+            again = {j.name: j for j in promises[index].judge(list(current.values()))}
+            for ident in pending:
+                if ident[0] == index and ident[1] in again:
+                    tried[ident].append(again[ident[1]])
+    return [verdict_of(nodeid, judgements, attempts=attempts) for judgements in tried.values()]

@@ -1,0 +1,96 @@
+"""The run for machines: the JSON report, checked against the shipped schema before it is written."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from collections.abc import Mapping
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from pytest_axion import __version__
+from pytest_axion.errors import AxionError
+from pytest_axion.promises.thresholds import capacity
+from pytest_axion.promises.verdict import FAIL
+from pytest_axion.report.record import RunRecord
+from pytest_axion.store.atomic import write_json_atomically
+
+REPORT_SCHEMA_VERSION = 5
+READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5)
+
+
+def _schema(name: str) -> dict[str, Any]:
+    text = (resources.files("pytest_axion") / "schemas" / name).read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def build_report(run: RunRecord) -> dict[str, Any]:
+    """The JSON report: fingerprints, settings, every measurement with samples and verdicts."""
+    results = []
+    for m in run.measurements:
+        row = m.to_json()
+        row["median"] = m.summary.median
+        row["verdicts"] = [v.property_name for v in run.verdicts if m.key in v.involved and v.nodeid == m.nodeid]
+        results.append(row)
+    nodeids = list(dict.fromkeys([*(m.nodeid for m in run.measurements), *(v.nodeid for v in run.verdicts)]))
+    tests = []
+    for nodeid in nodeids:
+        mine = [v for v in run.verdicts if v.nodeid == nodeid]
+        promised = [v for v in mine if v.kind not in ("baseline", "ab")]
+        search = run.capacity_searches.get(nodeid)
+        tests.append({"nodeid": nodeid, "outcome": run.test_outcomes.get(nodeid, "unknown"),
+                      "capacity": capacity(mine), "capacity_search": search.to_json() if search else None,
+                      "slo_passed": all(v.outcome != FAIL for v in promised) if promised else None})
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tool": {"name": "pytest-axion", "version": __version__},
+        "settings": {"threads": run.threads, "repetitions": run.repetitions,
+                     "reading_speed_tokens_per_s": run.reading.tokens_per_s, "reading_speed": run.reading.label},
+        "model": run.model.to_json(),
+        "hardware": run.hardware.to_json(),
+        "software": {"python": platform.python_version(), "pytest": _version("pytest"),
+                     "llama_cpp_python": run.hardware.llama_cpp_python,
+                     "llama_cpp_system_info": dict(sorted(run.hardware.llama_cpp_system_info.items()))},
+        "baseline": run.baseline.to_json() if run.baseline is not None else None,
+        "ab": run.ab.to_json() if run.ab is not None else None,
+        "environment_warnings": list(run.environment),
+        "warm_up": ({"n_prompt": run.warm_up.n_prompt, "seconds": list(run.warm_up.seconds),
+                     "settled": run.warm_up.settled} if run.warm_up else None),
+        "results": results,
+        "verdicts": [v.to_json() for v in run.verdicts],
+        "tests": tests,
+    }
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def validate_report(report: Mapping[str, Any]) -> None:
+    """Raise jsonschema.ValidationError if the report does not match the shipped schema.
+
+    Reports of every readable version validate: version 1 lacks only the baseline parts; versions 1-4
+    keep verdicts per measurement and per kind, version 5 in one top-level list, every kind alike.
+    """
+    jsonschema.validate(report, _schema("report.schema.json"))
+
+
+def write_report(path: Path, run: RunRecord) -> dict[str, Any]:
+    """Build, validate and write the JSON report; an unwritable path is a one-line error."""
+    report = build_report(run)
+    validate_report(report)
+    try:
+        write_json_atomically(path, report)
+    except OSError as err:
+        raise AxionError(f"cannot write the report {path}: {err.strerror or err}: choose a writable "
+                         "--axion-report path") from None
+    return report

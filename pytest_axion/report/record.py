@@ -1,0 +1,96 @@
+"""Everything one run produced, in one record: the input of every report (terminal, JSON, JUnit, figures)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_axion.engines.records import CapacitySearch, Measurement, ModelFacts, WarmUpRun
+from pytest_axion.machine.cpu import parse_system_info
+from pytest_axion.machine.hardware import HardwareFingerprint
+from pytest_axion.machine.model import ModelFingerprint
+from pytest_axion.promises.reading import ReadingSpeed
+from pytest_axion.promises.verdict import Verdict
+
+_FLAGS_SHOWN = ("KLEIDIAI", "REPACK", "OPENMP", "LLAMAFILE", "AVX512", "AVX2", "SVE", "DOTPROD", "MATMUL_INT8")
+
+
+def shown_flags(flags: Mapping[str, str]) -> str:
+    """The llama.cpp build flags that matter for speed, as ``REPACK=1 OPENMP=1 ...``."""
+    return " ".join(f"{name}={flags[name]}" for name in _FLAGS_SHOWN if name in flags) or "no flags reported"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything one run produced: the input of every report."""
+
+    model: ModelFingerprint
+    hardware: HardwareFingerprint
+    threads: int
+    repetitions: int
+    load_seconds: float
+    reading: ReadingSpeed
+    measurements: Sequence[Measurement]
+    verdicts: Sequence[Verdict] = ()                  # every promise of every test, every kind alike
+    baseline: BaselineStatus | None = None          # None: not compared (off, or refreshing)
+    test_outcomes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # nodeid -> passed/failed/skipped
+    ab: AbSession | None = None                       # None: not an A/B session
+    environment: tuple[str, ...] = ()                 # warnings about the machine when measuring started
+    capacity_searches: Mapping[str, CapacitySearch] = dataclasses.field(default_factory=dict)
+    warm_up: WarmUpRun | None = None
+
+
+@dataclass(frozen=True)
+class AbSide:
+    """One side of an A/B session: which interpreter, and the llama.cpp build it loaded."""
+
+    python: str
+    facts: ModelFacts
+
+    @property
+    def description(self) -> str:
+        f = self.facts
+        return (f"llama-cpp-python {f.llama_cpp_python_version}, llama.cpp {f.ggml_commit} (ggml {f.ggml_version}), "
+                f"{shown_flags(parse_system_info(f.system_info))} [{self.python}]")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"python": self.python, **dataclasses.asdict(self.facts)}
+
+
+@dataclass(frozen=True)
+class AbSession:
+    baseline: AbSide
+    current: AbSide
+    rounds: int
+    tolerance: float
+
+    def header_lines(self) -> list[str]:
+        return [f"A/B baseline (A): {self.baseline.description}",
+                f"A/B current  (B): {self.current.description}",
+                f"A/B: {self.rounds} rounds in ABBA order, one repetition per side each; paired ratio B/A "
+                f"(Hodges-Lehmann, 95% Wilcoxon interval), tolerance {self.tolerance:.0%}"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": self.baseline.to_json(), "current": self.current.to_json(), "rounds": self.rounds,
+                "tolerance": self.tolerance}
+
+
+@dataclass(frozen=True)
+class BaselineStatus:
+    """Which stored baseline the run was judged against, and how it differs from this run's setup."""
+
+    path: str
+    found: bool
+    estimator: str
+    tolerance: float
+    confirm: int
+    runs: int = 0
+    recorded_at: str | None = None
+    llama_cpp_python: str | None = None
+    git_commit: str | None = None
+    differences: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "differences": list(self.differences)}

@@ -1,0 +1,225 @@
+"""The run for people: the header, the measurement table, the promise and A/B tables, capacity and refresh lines.
+
+Every table reads the one verdict record (:class:`pytest_axion.promises.verdict.Verdict`): a promise on one
+measurement (a threshold, the stored baseline, the A/B gate) appears on that measurement's row; a promise
+over several cells (steadiness, scaling, and any kind that comes next) gets a row of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+from tabulate import tabulate
+
+from pytest_axion.engines.records import CapacitySearch, Measurement, WarmUpRun
+from pytest_axion.promises.thresholds import capacity
+from pytest_axion.promises.verdict import Verdict
+from pytest_axion.report.record import BaselineStatus, RunRecord, shown_flags
+from pytest_axion.store.gate import no_baseline_message
+from pytest_axion.store.refresh import DIFF_HEADERS, RefreshResult
+
+PER_MEASUREMENT_KINDS = ("threshold", "baseline", "ab")   # one row each: the measurement's own
+
+
+def header_lines(run: RunRecord) -> list[str]:
+    """What was measured, on what, with what: the lines above the table."""
+    model, hardware = run.model, run.hardware
+    flags = hardware.llama_cpp_system_info
+    shown = shown_flags(flags)
+    return [
+        f"model: {model.file_name} ({model.architecture}, {model.quantization}, "
+        f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 {model.sha256[:12]}) "
+        f"loaded in {run.load_seconds:.2f} s",
+        f"hardware: {hardware.hardware_id} ({hardware.hardware_id_source}): {hardware.cpu_description}, "
+        f"{hardware.logical_cores} logical / {hardware.physical_cores} physical cores",
+        f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: "
+        f"{shown}",
+        f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
+        f"{run.reading.label}",
+        *warm_up_lines(run.warm_up),
+        *baseline_lines(run.baseline),
+        *(run.ab.header_lines() if run.ab else []),
+        *(f"environment: {warning}" for warning in run.environment),
+    ]
+
+
+def warm_up_lines(warm_up: WarmUpRun | None) -> list[str]:
+    """How long the session warmed up before its first measurement, and whether the speed settled."""
+    if warm_up is None or not warm_up.seconds:
+        return []
+    first, last = (warm_up.n_prompt / s for s in (warm_up.seconds[0], warm_up.seconds[-1]))
+    how = "until the speed settled" if warm_up.settled else "and the speed had not settled (a busy machine?)"
+    return [f"warm-up: {len(warm_up.seconds)} prompt(s) of {warm_up.n_prompt} tokens in {sum(warm_up.seconds):.1f} s "
+            f"{how} (first {_fmt(first)} t/s, last {_fmt(last)} t/s)"]
+
+
+def baseline_lines(status: BaselineStatus | None) -> list[str]:
+    if status is None:
+        return []
+    rule = (f"estimator {status.estimator} per run, tolerance {status.tolerance:.0%} (or 2x the baseline's "
+            f"between-run spread), {status.confirm} confirming attempt(s) before a regression fails")
+    if not status.found:
+        return [f"baseline: {no_baseline_message(status.path)}"]
+    lines = [f"baseline: {status.path} ({status.runs} run(s) per entry, recorded {status.recorded_at} with "
+             f"llama-cpp-python {status.llama_cpp_python}, git {(status.git_commit or 'none')[:12]}); {rule}"]
+    if status.differences:
+        lines.append(f"baseline differs from this run: {'; '.join(status.differences)}")
+    return lines
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def _short(nodeid: str) -> str:
+    path, _, name = nodeid.partition("::")
+    return f"{os.path.basename(path)}::{name}" if name else nodeid
+
+
+def _on(verdicts: Iterable[Verdict], kind: str) -> dict[str, Verdict]:
+    """The verdicts of one per-measurement kind, by the measurement key they rest on."""
+    return {v.involved[0]: v for v in verdicts if v.kind == kind and len(v.involved) == 1}
+
+
+def _slo_cells(verdict: Verdict | None) -> list[str]:
+    if verdict is None:
+        return ["", ""]
+    return [str(verdict.first.detail.get("promise", "")), verdict.outcome]
+
+
+def _baseline_cells(verdict: Verdict | None) -> list[str]:
+    if verdict is None:
+        return ["", "", "", ""]
+    d = verdict.first.detail
+    if "speedup" not in d:
+        return ["-", "-", "0", d.get("word", verdict.outcome)]
+    low, high = d["interval"]
+    return [_fmt(d["baseline_level"]), f"{d['speedup']:.2f}x [{low:.2f}-{high:.2f}]", str(len(verdict.readings)),
+            verdict.outcome if verdict.outcome != "pass" else d.get("word", "ok")]
+
+
+def measurement_table(measurements: Iterable[Measurement], verdicts: Sequence[Verdict] = ()) -> str:
+    """One row per measurement: workload, median with dispersion, its SLO and its baseline verdict.
+
+    ``speedup`` is the current run's estimator over the baseline's (above 1 is faster, latency included),
+    with its 95% interval; ``tries`` counts the attempts, confirmations included.
+    """
+    slos, baselines = _on(verdicts, "threshold"), _on(verdicts, "baseline")
+    rows = []
+    for m in measurements:
+        s = m.summary
+        row = [_short(m.nodeid), m.metric, m.batch_size, m.n_prompt, m.n_gen,
+               f"{_fmt(s.median)} {m.unit}", _fmt(s.iqr), f"{s.cv * 100:.1f}%", s.n, *_slo_cells(slos.get(m.key))]
+        if baselines:
+            row += _baseline_cells(baselines.get(m.key))
+        rows.append(row)
+    headers = ["test", "metric", "batch", "prompt", "gen", "median", "IQR", "CV", "n", "SLO", "verdict"]
+    if baselines:
+        headers += ["baseline", "speedup [95% CI]", "tries", "vs baseline"]
+    table: str = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    return table
+
+
+def promise_table(verdicts: Sequence[Verdict]) -> str:
+    """Promises over several cells, one row each: every attempt's figure, the outcome, and the cells.
+
+    For prompt speed, "levels off" is the fewest tokens per batch (prompt x users) that reached 90% of
+    the fastest cell: below it the machine's threads were not all busy.
+    """
+    rows = []
+    for v in verdicts:
+        if v.kind in PER_MEASUREMENT_KINDS and len(v.involved) == 1:
+            continue
+        d = v.first.detail
+        knee = f"{d['levels_off_at_tokens']} tokens" if d.get("levels_off_at_tokens") is not None else ""
+        curve = ", ".join(f"{c['cell']}: {_fmt(c['median'])}" for c in d.get("curve", []))
+        rows.append([_short(v.nodeid), v.kind, v.label, _promise_text(v), ", ".join(r.figure for r in v.readings),
+                     v.outcome, knee, curve])
+    if not rows:
+        return ""
+    table: str = tabulate(rows, headers=["test", "promise", "cells", "limit", "observed (each attempt)", "verdict",
+                                         "levels off at", "median t/s per cell"], tablefmt="simple",
+                          disable_numparse=True)
+    return table
+
+
+def _promise_text(v: Verdict) -> str:
+    threshold = v.first.detail.get("threshold")
+    if threshold is None:
+        return ""
+    return f"within {threshold:.0%}" if v.kind == "steady" else f">= {threshold:g}x" if v.kind == "scaling" else str(
+        threshold)
+
+
+def ab_table(verdicts: Sequence[Verdict]) -> str:
+    """One row per measurement: both sides' medians, the paired ratio and its interval, the verdict."""
+    rows = []
+    for v in verdicts:
+        if v.kind != "ab":
+            continue
+        d = v.first.detail
+        lo, hi = d["interval"]
+        rows.append([_short(d["nodeid"]), d["metric"], d["workload"], _fmt(d["baseline_median"]),
+                     _fmt(d["current_median"]), d["unit"], f"{d['ratio']:.3f}x",
+                     f"[{lo:.3f}-{hi:.3f}]" + ("" if d["exact_interval"] else "*"), len(d["ratios"]),
+                     ", ".join(r.figure for r in v.readings), v.outcome])
+    if not rows:
+        return ""
+    table: str = tabulate(rows, headers=["test", "metric", "workload", "A median", "B median", "unit", "B/A",
+                                         "95% CI", "pairs", "attempts", "verdict"], tablefmt="simple",
+                          disable_numparse=True)
+    return table
+
+
+def capacity_lines(verdicts: Sequence[Verdict], searches: Mapping[str, CapacitySearch] | None = None) -> list[str]:
+    """Per test with a per-user promise: how many concurrent users get it, as a bracket when a search found
+    the end."""
+    lines = []
+    for nodeid in dict.fromkeys(v.nodeid for v in verdicts):
+        mine = [v for v in verdicts if v.nodeid == nodeid]
+        most = capacity(mine)
+        if most is None:
+            continue
+        per_user = [v.first.detail for v in mine if v.kind == "threshold"
+                    and v.first.detail.get("metric") == "per_user_tps"]
+        label = per_user[0]["threshold_label"] or f"{_fmt(per_user[0]['threshold'])} t/s"
+        measured = sorted({d["batch_size"] for d in per_user})
+        sizes = f"measured batch sizes {', '.join(map(str, measured))}"
+        search = (searches or {}).get(nodeid)
+        if search is not None and search.fewest_failing is not None:
+            speed = dict(search.per_user_tps)[search.fewest_failing]
+            lines.append(f"capacity {_short(nodeid)}: {most} concurrent user(s) at {label}; "
+                         f"{search.fewest_failing} did not ({_fmt(speed)} t/s each) ({sizes})")
+        elif search is not None:
+            lines.append(f"capacity {_short(nodeid)}: at least {most} concurrent user(s) at {label} "
+                         f"({sizes}; no larger size measured: {search.stopped})")
+        else:
+            # Every measured size passed: the true capacity lies beyond what was measured.
+            bound = "at least " if most == measured[-1] else ""
+            lines.append(f"capacity {_short(nodeid)}: {bound}{most} concurrent user(s) at {label} ({sizes})")
+    return lines
+
+
+def refresh_lines(result: RefreshResult | None) -> list[str]:
+    """The refresh's old -> new table, what it left out, and whether it wrote."""
+    if result is None:
+        return []
+    lines = ["", f"baseline refresh: {result.runs} run(s) -> {result.path}",
+             tabulate(result.rows, headers=DIFF_HEADERS, tablefmt="simple", disable_numparse=True)]
+    lines += [f"not recorded: {text}" for text in result.skipped]
+    if result.noisy and not result.written:
+        lines.append(f"REFUSED (--axion-strict): {len(result.noisy)} entr(ies) too noisy to be a tight reference, "
+                     f"worst: {result.noisy[0]}; nothing was written: refresh again when the machine is quiet, or "
+                     "without --axion-strict to record them with the wide band their spread gives them")
+    elif result.noisy:
+        lines.append(f"noisy: {len(result.noisy)} entr(ies) recorded with a wide band from their own spread "
+                     "(regressions smaller than the band cannot be seen there; refresh on a quiet machine to "
+                     "tighten it):")
+        lines += [f"  {text}" for text in result.noisy[:10]]
+        if len(result.noisy) > 10:
+            lines.append(f"  ... and {len(result.noisy) - 10} more")
+    if result.written:
+        lines.append(f"written: {result.path} ({len(result.rows)} entries recorded)")
+    return lines
+
