@@ -9,16 +9,17 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_axion.errors import AxionError, AxionWarning
-from pytest_axion.promises.marker import MARKER, SloSpec, marker_help, merge_marker_kwargs, parse_slo
-from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE
-from pytest_axion.settings import OPTIONS, Settings, settings_for_this_machine
+from pytest_axion.options import MARKER, MARKER_SHORT_HELP, OPTIONS, options_given
 
-if TYPE_CHECKING:   # the measuring and reporting side is imported only by runs with --axion-slo
+# A pytest run that does not use the plugin imports this module and the option table, nothing more: the
+# settings, the promises, the engine and the reports are imported where a run first needs them.
+if TYPE_CHECKING:
     from pytest_axion.engines.records import ProgressCallback
     from pytest_axion.harness import Axion, LoadedModel
+    from pytest_axion.settings import Settings
 
 SESSION_KEY = pytest.StashKey["AxionSession"]()
-SLO_SPEC_KEY = pytest.StashKey[SloSpec]()
+SLO_SPEC_KEY = pytest.StashKey["SloSpec"]()
 
 _SKIP_REASON = "performance measurement is off: run pytest with --axion-slo to measure"
 
@@ -39,10 +40,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", marker_help())
+    if config.getoption("markers", False):   # `pytest --markers`: every key, from every kind of promise
+        from pytest_axion.promises.marker import marker_help
+
+        config.addinivalue_line("markers", marker_help())
+    else:
+        config.addinivalue_line("markers", MARKER_SHORT_HELP)
     cli = {spec.name: config.getoption(_dest(spec.name)) for spec in OPTIONS}
+    if not options_given(cli):
+        return   # not used in this run: ini values are read and checked when a run measures
     ini = {spec.ini: str(config.getini(spec.ini)) for spec in OPTIONS if spec.ini is not None}
     try:
+        from pytest_axion.settings import settings_for_this_machine
+
         settings = settings_for_this_machine(cli, ini)
         if not settings.enabled:
             return   # no session: a run without --axion-slo imports nothing that measures or reports
@@ -168,6 +178,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     markers = list(item.iter_markers(MARKER))
     if not markers:
         return
+    from pytest_axion.promises.marker import merge_marker_kwargs, parse_slo
+
     args = [arg for marker in markers for arg in marker.args]
     try:
         spec = parse_slo(args, merge_marker_kwargs(m.kwargs for m in markers), where=item.nodeid)
@@ -193,6 +205,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         verdicts = session.judge(item.nodeid, item.stash.get(SLO_SPEC_KEY, None), _wait_writer(item))
     except AxionError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None
+    from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE
     from pytest_axion.report.junit import junit_properties
 
     item.user_properties.extend(junit_properties(verdicts))

@@ -169,3 +169,26 @@ def test_a_crash_of_llama_cpp_fails_that_test_in_one_line_and_the_session_and_re
     report = json.loads((pytester.path / "r.json").read_text())
     assert [r["nodeid"].split("::")[1] for r in report["results"]] == ["test_before", "test_after"]
     assert report["tests"][0]["outcome"] == "passed"
+
+
+def test_importing_the_plugin_loads_neither_llama_cpp_nor_the_measuring_side():
+    import subprocess
+    import sys
+
+    code = ("import sys, pytest_axion.plugin; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'llama_cpp' or m in "
+            "('pytest_axion.session', 'pytest_axion.harness', 'pytest_axion.engines.worker', 'jsonschema', 'numpy')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_run_without_the_plugins_options_knows_the_marker_under_strict_markers(pytester):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.axion_slo(prompt_tps=50)
+        def test_marked():
+            pass
+    """)
+    pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
+    pytester.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.axion_slo(prompt_tps=50.0, *"])

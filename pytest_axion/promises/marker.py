@@ -19,8 +19,7 @@ from typing import Any
 
 from pytest_axion.errors import SettingsError
 from pytest_axion.machine.features import parse_features
-
-MARKER = "axion_slo"
+from pytest_axion.options import MARKER
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,103 @@
+"""The plugin's command-line options and ini keys as data: what pytest registers at start-up.
+
+Pure data and nothing to import, so that a pytest run that does not use pytest-axion pays for this
+table and not for the code that measures (see ``benchmarks/import_overhead.py``); ``settings.py``
+resolves and validates the values once a run asks for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MARKER = "axion_slo"
+# What ``pytest --markers`` does not ask for: the marker is registered with this line, and with every key
+# (gathered from the kinds of promise) only when the marker help is shown.
+MARKER_SHORT_HELP = (f"{MARKER}(**promises): performance promises checked under --axion-slo "
+                     "(`pytest --markers` lists its keys)")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str           # attribute name in Settings
+    flag: str           # command-line flag
+    ini: str | None     # ini key, or None for command-line only
+    kind: str           # "flag" (command line only), "bool" (flag or ini), "str", "int", "float"
+    help: str
+    metavar: str | None = None
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("enabled", "--axion-slo", None, "flag",
+               "run the performance measurements and check the declared SLOs (without it, tests that "
+               "use the axion fixtures are skipped)"),
+    OptionSpec("model", "--axion-model", "axion_model", "str",
+               "GGUF model to measure (default: the embedded SmolLM2-135M Q4_1 from pytest-axion[model])",
+               "PATH"),
+    OptionSpec("threads", "--axion-threads", "axion_threads", "int",
+               "threads for llama.cpp (default, as llama.cpp's tools: one per physical core this process may "
+               "use, within its CPU affinity and cgroup quota)", "N"),
+    OptionSpec("repetitions", "--axion-repetitions", "axion_repetitions", "int",
+               "timed repetitions per measurement, after one warm-up (default: 5, as llama-bench)", "R"),
+    OptionSpec("reading_speed", "--axion-reading-speed", "axion_reading_speed", "str",
+               "human reading speed for per_user_tps='reading': tokens/s ('5', the default) or words per "
+               "minute ('238wpm', converted with the model's tokenizer)", "SPEED"),
+    OptionSpec("report", "--axion-report", "axion_report", "str",
+               "write a JSON report of every measurement and verdict (schema: pytest_axion/schemas/"
+               "report.schema.json)", "PATH"),
+    OptionSpec("plots", "--axion-plots", "axion_plots", "str",
+               "draw the benchmark's three figures (PNG and SVG) into this folder; needs pytest-axion[plots]",
+               "DIR"),
+    OptionSpec("hardware", "--axion-hardware", "axion_hardware", "str",
+               "hardware id that selects baselines, e.g. gcp-c4a-standard-32 (default: derived from the "
+               "CPU; letters, digits, '.', '_' and '-' only)", "ID"),
+    OptionSpec("require_features", "--axion-require-features", "axion_require_features", "str",
+               "comma-separated llama.cpp build flags (KLEIDIAI,REPACK) or CPU features (sve,i8mm) the run "
+               "needs: a missing one stops the run before anything is measured", "LIST"),
+    OptionSpec("baselines", "--axion-baselines", "axion_baselines", "str",
+               "folder of stored per-hardware baselines (default: baselines/ in the rootdir)", "DIR"),
+    OptionSpec("no_baselines", "--axion-no-baselines", None, "flag",
+               "check the SLOs only: do not compare with stored baselines"),
+    OptionSpec("require_baseline", "--axion-require-baseline", "axion_require_baseline", "bool",
+               "fail measurements that have no stored baseline for this hardware and model (default: "
+               "report them as no-baseline)"),
+    OptionSpec("tolerance", "--axion-tolerance", "axion_tolerance", "str",
+               "smallest slowdown against the baseline that counts as a regression: a fraction such as 0.1 "
+               "(the default) or a percentage; widened to twice the baseline's between-run spread; marker key "
+               "tolerance= sets it per test", "FRAC"),
+    OptionSpec("estimator", "--axion-estimator", "axion_estimator", "str",
+               "statistic of each run compared with the baseline: median (default) or best", "NAME"),
+    OptionSpec("confirm", "--axion-confirm", "axion_confirm", "int",
+               "fresh attempts that must also regress before a regression fails (default 2)", "N"),
+    OptionSpec("confirm_spacing", "--axion-confirm-spacing", "axion_confirm_spacing", "float",
+               "seconds to pause before each confirming attempt, to outlast a busy spell (default 60)", "S"),
+    OptionSpec("strict", "--axion-strict", "axion_strict", "bool",
+               "fail inconclusive verdicts too (default: warn); a refresh refuses noisy entries instead of "
+               "recording them with a wide band"),
+    OptionSpec("refresh", "--axion-refresh-baselines", None, "flag",
+               "record this run's measurements (tests that passed) as the new baselines, from --axion-runs "
+               "separate runs; prints the old -> new diff"),
+    OptionSpec("runs", "--axion-runs", "axion_runs", "int",
+               "separate runs (model loads) a baseline refresh records (default 3)", "K"),
+    OptionSpec("run_spacing", "--axion-run-spacing", "axion_run_spacing", "float",
+               "seconds between the runs of a refresh (default 60)", "S"),
+    OptionSpec("force", "--axion-force", None, "flag",
+               "record a refresh even when other processes keep the machine busy (the noisy entries get the "
+               "wide band their spread gives them)"),
+    OptionSpec("python", "--axion-python", "axion_python", "str",
+               "the Python interpreter whose llama-cpp-python measures, in a worker process of its own "
+               "(default: this one; e.g. a venv with another llama.cpp build)", "PYTHON"),
+    OptionSpec("ab_baseline", "--axion-ab-baseline", "axion_ab_baseline", "str",
+               "A/B session: measure every workload also with the llama-cpp-python of this Python "
+               "interpreter (A, e.g. .venv-old/bin/python), alternating with the current one (B), and "
+               "judge the paired ratios B/A instead of the stored baselines", "PYTHON"),
+    OptionSpec("ab_rounds", "--axion-ab-rounds", "axion_ab_rounds", "int",
+               "rounds of an A/B session: one repetition per side each, ABBA order (default 10)", "N"),
+    OptionSpec("ab_tolerance", "--axion-ab-tolerance", "axion_ab_tolerance", "str",
+               "smallest B/A slowdown that counts as a regression in an A/B session: a fraction such as 0.05 "
+               "(the default) or a percentage", "FRAC"),
+)
+
+
+def options_given(cli: dict[str, object]) -> bool:
+    """Whether the command line used any of the plugin's options (values as pytest parsed them)."""
+    return any(value not in (None, False) for value in cli.values())
