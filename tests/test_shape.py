@@ -125,8 +125,8 @@ def test_a_cell_slowed_once_is_measured_again_and_does_not_fail_alone():
     # batch 4 caught by a slow spell (150 instead of ~265): measured again, it scales
     measure_again, calls = confirming([{1: 155, 2: 200, 4: 260}])
     [verdict] = scaling_verdicts(scaling(155, 190, 150), 3, measure_again)
-    assert verdict.outcome == INCONCLUSIVE and [r.status for r in verdict.readings] == ["missed", "met"]
-    assert verdict.kind == "scaling" and "attempts disagree" in verdict.message()
+    assert verdict.outcome == PASS and [r.status for r in verdict.readings] == ["missed", "met"]
+    assert verdict.kind == "scaling" and "a slow spell of the machine, not the build" in verdict.message()
     assert calls == [sorted(c.key for c in scaling(155, 190, 150))]  # the whole curve, not just its ends
 
 

@@ -6,13 +6,15 @@ whatever comes next) reads the measurements of one attempt into a :class:`Readin
 as a slowdown whose interval still reaches no change). :func:`decide` turns the readings of all
 attempts into one of four outcomes, the same for every kind:
 
-- ``pass``: the first attempt met the promise, or it was unsure and fresh attempts met it;
+- ``pass``: the first attempt met the promise, or a fresh attempt met it after misses that no other
+  process explains (a slower build cannot measure as fast as its baseline on demand; a machine in a
+  slow spell can, a minute later);
 - ``fail``: no attempt met it, and enough of them missed clearly (all of them when every reading
   is clear-cut; with ``--axion-confirm 2``, at least two clear misses, an unsure first attempt
   earning one attempt more), not because of other processes competing for the cores, and not a
   slowdown fading attempt by attempt;
-- ``inconclusive``: attempts disagree (a miss, then a fresh attempt that met it: a slow spell), every
-  miss was measured while other processes took the CPUs, or nothing was ever clear;
+- ``inconclusive``: misses measured while other processes took the CPUs (whether or not a fresh
+  attempt then met the promise), a miss that faded attempt by attempt, or nothing ever clear;
 - ``info``: shown, never enforced (a batch size beyond ``max_batch``, no baseline stored).
 
 ``--axion-strict`` fails ``inconclusive`` alike for every kind. Pure: no pytest, no engine.
@@ -159,10 +161,16 @@ def decide(readings: Sequence[Reading], *, attempts: int = 1) -> tuple[str, str]
     if first.status == MET:
         return PASS, ""
     if any(r.status == MET for r in readings):
+        contended = [r.other_cpus for r in readings if r.status != MET and r.other_cpus is not None]
+        if contended:
+            return INCONCLUSIVE, (f"attempts disagree: missed while other processes used up to {max(contended):.1f} "
+                                  "CPU(s), then a fresh attempt met it: the machine was busy, so this run says "
+                                  "little about the build; measure where nothing else competes")
         if all(r.status != MISSED for r in readings):
             return PASS, "the first attempt was beyond the limit but not significantly, and a fresh attempt met it"
-        return INCONCLUSIVE, ("attempts disagree: a miss, then a fresh attempt that met the promise (a slow spell "
-                              "of the machine, not a steady miss)" + (f"; {busy}" if busy else ""))
+        # A slower build cannot measure as fast as its baseline on demand; a machine in a slow spell can.
+        return PASS, (f"slower at first ({figures}), then a fresh attempt met it: a slow spell of the machine, not "
+                      "the build" + (f"; {busy}" if busy else ""))
     if all(r.other_cpus is not None for r in readings):
         most = max(r.other_cpus or 0.0 for r in readings)
         return INCONCLUSIVE, (f"every attempt was measured while other processes used up to {most:.1f} CPU(s): the "
