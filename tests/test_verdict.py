@@ -91,6 +91,9 @@ def test_a_slowdown_that_fades_attempt_by_attempt_is_inconclusive():
     # Steady, or not fading: a regression.
     assert decide([attempt(0.50), attempt(0.52), attempt(0.53)])[0] == FAIL
     assert decide([attempt(0.60), attempt(0.50), attempt(0.70)])[0] == FAIL
+    # A promise far out of reach (a spread of 0.1%) whose miss shrinks by chance, 7% -> 6% -> 3%, has not faded.
+    far = [reading(MISSED, shortfall=(spread - 0.001) / 0.001) for spread in (0.07, 0.06, 0.03)]
+    assert decide(far, attempts=3)[0] == FAIL
 
 
 def test_a_busy_first_attempt_alone_never_fails_and_a_confirmed_one_says_the_machine_looked_busy():
@@ -154,7 +157,7 @@ def replay(metric, slowdown, *, step=2, attempts=3):
 
 def test_replayed_noise_false_alarms_and_detection_stay_where_they_were_measured():
     # Figures of this replay with the current rules (BENCHMARKS.md): false alarms pp 3/169, tg 2/137; a 25%
-    # slowdown caught in pp 144/169, tg 122/137; a halving in all. The Zen 3 recording has slow episodes of up to
+    # slowdown caught in pp 166/169, tg 123/137; a halving in all. The Zen 3 recording has slow episodes of up to
     # seven minutes, longer than the confirmations span, which is what the misses and alarms are made of.
     limits = {"pp": (0.03, 0.80), "tg": (0.03, 0.85)}
     for metric, (max_alarms, min_caught) in limits.items():
