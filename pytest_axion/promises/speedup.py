@@ -28,8 +28,7 @@ from typing import Any
 from pytest_axion.errors import SettingsError
 from pytest_axion.stats import cv, median
 
-OK, IMPROVED, REGRESSED, INCONCLUSIVE, NO_BASELINE = "ok", "improved", "regressed", "inconclusive", "no-baseline"
-VERDICTS = (OK, IMPROVED, REGRESSED, INCONCLUSIVE, NO_BASELINE)
+OK, IMPROVED, REGRESSED, INCONCLUSIVE = "ok", "improved", "regressed", "inconclusive"   # what one comparison says
 
 DEFAULT_TOLERANCE = 0.10
 DEFAULT_ESTIMATOR = "median"
