@@ -122,7 +122,7 @@ def report(workloads: list[Workload], *, threads: int, rounds: int, reps: int, s
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {machine_line()}",
         f"- llama-cpp-python {installed_version()}; llama.cpp: {system_info}",
-        "- plugin side: the worker process (pytest_axion/engines/llama.py) every session measures with",
+        "- plugin side: a fresh worker process each round (pytest_axion/engines/llama.py), as sessions measure",
         f"- threads {threads}, {rounds} rounds x {reps} repetitions per side, interleaved ABBA; {seconds / 60:.1f} min",
         "",
     ]
@@ -143,12 +143,17 @@ def main() -> None:
 
     model = args.model or embedded_model_path()
     tools = build_tools()
-    engine = EngineProcess(sys.executable, model_path=str(model), threads=args.threads)
     workloads = [Workload(name) for name in ("pp512", "tg128", "per-user tg B=1", "per-user tg B=2",
                                              "per-user tg B=4")]
     start = time.monotonic()
+    system_info = ""
     for round_index in range(args.rounds):
         tool_first = round_index % 2 == 0  # ABBA: alternate who goes first
+        # A fresh worker each round, as each tool sample is a fresh process: a process keeps offsets of its
+        # own for life (where buffers and threads land), worth up to 15% at B=4 here, so one long-lived
+        # worker is one draw of that offset, not a measure of the engine (BENCHMARKS.md, "process draws").
+        engine = EngineProcess(sys.executable, model_path=str(model), threads=args.threads)
+        system_info = engine.facts.system_info
         for w in workloads:
             sides = ["tool", "plugin"] if tool_first else ["plugin", "tool"]
             for side in sides:
@@ -158,9 +163,9 @@ def main() -> None:
                     w.plugin.append(plugin_side(engine, w.name, args.reps))
             print(f"round {round_index + 1}/{args.rounds} {w.name}: tool {statistics.median(w.tool[-1]):.1f} "
                   f"plugin {statistics.median(w.plugin[-1]):.1f} t/s", file=sys.stderr, flush=True)
+        engine.close()
     print(report(workloads, threads=args.threads, rounds=args.rounds, reps=args.reps,
-                 seconds=time.monotonic() - start, system_info=engine.facts.system_info))
-    engine.close()
+                 seconds=time.monotonic() - start, system_info=system_info))
     if args.json:
         args.json.write_text(json.dumps({w.name: {"tool": w.tool, "plugin": w.plugin} for w in workloads}, indent=1))
 

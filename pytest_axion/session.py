@@ -190,9 +190,12 @@ class AxionSession:
                        ab_side: dict[str, Measurement] | None) -> dict[str, Measurement]:
         """The suspects' workloads, each once, in a fresh worker (a process keeps offsets of its own for life:
         a miss must reproduce in a new one); in an A/B session both sides, A's figures into ``ab_side``."""
+        # load() already starts a fresh worker when the last one crashed (or none was started yet)
+        running = self._loaded is not None and getattr(self._loaded.engine, "alive", True)
         loaded = self.load()
         engine = loaded.engine
-        engine.restart()
+        if running:
+            engine.restart()
         if not isinstance(engine, PairedEngine) or ab_side is None:
             return remeasure(loaded, suspects, repetitions=self.settings.repetitions.value, progress=self.progress)
         fresh: dict[str, Measurement] = {}
