@@ -83,6 +83,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("force", "--axion-force", None, "flag",
                "record a refresh even when other processes keep the machine busy (the noisy entries get the "
                "wide band their spread gives them)"),
+    OptionSpec("efficiency", "--axion-efficiency", "axion_efficiency", "str",
+               "the machine's own limits (memory bandwidth, float32 compute) that efficiency figures and "
+               "promises are read against: cached (default: measured once per hardware id and thread count, "
+               "kept a week), fresh (measured in this run) or off", "MODE"),
     OptionSpec("python", "--axion-python", "axion_python", "str",
                "the Python interpreter whose llama-cpp-python measures, in a worker process of its own "
                "(default: this one; e.g. a venv with another llama.cpp build)", "PYTHON"),

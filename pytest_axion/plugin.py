@@ -208,7 +208,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE
     from pytest_axion.report.junit import junit_properties
 
-    item.user_properties.extend(junit_properties(verdicts))
+    item.user_properties.extend(junit_properties(verdicts, session.efficiency_of(item.nodeid)))
     failures = []
     for verdict in verdicts:   # every kind of promise alike: fail fails; inconclusive warns, or fails if strict
         if verdict.outcome == FAIL:
@@ -257,8 +257,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     run = axion.run_record()
     if run is None:
         return
+    from pytest_axion.promises.efficiency import efficiency_figures
     from pytest_axion.report.json_report import write_report
-    from pytest_axion.report.plots import draw_ab_ratios, draw_figures
+    from pytest_axion.report.plots import draw_ab_ratios, draw_figures, draw_roofline
 
     settings = axion.settings
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -292,6 +293,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                                title=f"{run.model.label} on {run.hardware.hardware_id}\n"
                                      f"B: llama-cpp-python {run.ab.current.facts.llama_cpp_python_version}, "
                                      f"A: {run.ab.baseline.facts.llama_cpp_python_version}")
+            if run.roofs is not None:
+                draw_roofline(efficiency_figures(run.measurements, run.roofs), run.roofs, Path(settings.plots.value),
+                              title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads")
     except AxionError as err:
         say(f"ERROR: {err}", red=True)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -305,6 +309,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     from pytest_axion.report.terminal import (
         ab_table,
         capacity_lines,
+        efficiency_lines,
         header_lines,
         measurement_table,
         promise_table,
@@ -323,15 +328,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         if table:
             write("")
             write(table)
-    lines = capacity_lines(run.verdicts, run.capacity_searches)
-    if lines:
-        write("")
-    for line in lines:
-        write(line)
+    for lines in (efficiency_lines(run), capacity_lines(run.verdicts, run.capacity_searches)):
+        if lines:
+            write("")
+        for line in lines:
+            write(line)
     for line in refresh_lines(session.refresh_result):
         write(line)
     if session.settings.report.value is not None:
         write(f"report: {session.settings.report.value}")
     if session.settings.plots.value is not None:
-        last = "fig4" if run.ab is not None else "fig3"
-        write(f"figures: {session.settings.plots.value}/fig1..{last} (.png, .svg)")
+        extra = ", fig4-ab-ratios" if run.ab is not None else ""
+        extra += ", fig5-roofline" if run.roofs is not None else ""
+        write(f"figures: {session.settings.plots.value}/fig1..fig3{extra} (.png, .svg)")

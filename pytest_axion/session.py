@@ -29,11 +29,16 @@ from pytest_axion.harness import (
     load_model,
     remeasure,
 )
+from pytest_axion.machine.costs import CostsError, model_costs
 from pytest_axion.machine.cpu import parse_system_info
 from pytest_axion.machine.environment import OtherCpuMeter, environment_warnings, other_processes_cpus
 from pytest_axion.machine.features import missing_features, missing_message
+from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import collect_hardware
+from pytest_axion.machine.limits import LimitsError, limits_for
+from pytest_axion.machine.model import embedded_model_path
 from pytest_axion.promises.confirm import confirm
+from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
 from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.promises.thresholds import per_user_limit
@@ -67,6 +72,9 @@ class AxionSession:
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
         self.started = time.monotonic()   # the session's start: how long run 1 of a refresh took
+        self._roofs: Roofs | None = None
+        self.roofs_source = ""            # "measured in this run" or "cached, measured ..."
+        self.roofs_missing = ""           # why there are no efficiency figures, when they were wanted
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -134,6 +142,36 @@ class AxionSession:
             self._reading = resolve_reading_speed(spec, tokens_per_word=ratio, tokenizer=tokenizer)
         return self._reading
 
+    def roofs(self) -> Roofs:
+        """The model's costs and the machine's limits that efficiency is read against, measured (or read from
+        the cache) once, on first use; raises AxionError when they cannot be had."""
+        if self._roofs is None:
+            loaded = self.load()
+            try:
+                costs = model_costs(read_gguf_info(self.settings.model.value or str(embedded_model_path())))
+            except CostsError as err:
+                raise AxionError(str(err)) from None
+            limits, self.roofs_source = limits_for(loaded.hardware.hardware_id, loaded.threads,
+                                                   costs.step_weight_bytes, mode=self.settings.efficiency.value)
+            self._roofs = Roofs(costs, limits)
+        return self._roofs
+
+    def _report_roofs(self) -> Roofs | None:
+        """The roofs for the reports: None when efficiency is off or could not be measured (said once)."""
+        if self.settings.efficiency.value == "off" or self.roofs_missing:
+            return None
+        try:
+            return self.roofs()
+        except (LimitsError, AxionError) as err:
+            self.roofs_missing = str(err)
+            return None
+
+    def efficiency_of(self, nodeid: str) -> list[EfficiencyFigure]:
+        """One test's efficiency figures (none when efficiency is off or its roofs could not be had)."""
+        mine = [m for m in self.measurements if m.nodeid == nodeid]
+        roofs = self._report_roofs() if mine else None
+        return efficiency_figures(mine, roofs) if roofs is not None else []
+
     @property
     def gate(self) -> BaselineGate | None:
         """This machine's baseline (read once, after the model is loaded); None when not comparing."""
@@ -172,7 +210,8 @@ class AxionSession:
         context = PromiseContext(nodeid=nodeid, reading=self.reading_speed, default_tolerance=settings.tolerance.value,
                                  gate=self.gate, require_baseline=settings.require_baseline,
                                  ab_baseline_side=ab_side, ab_rounds=settings.ab_rounds.value,
-                                 ab_tolerance=settings.ab_tolerance.value)
+                                 ab_tolerance=settings.ab_tolerance.value,
+                                 roofs=None if settings.efficiency.value == "off" else self.roofs)
         attempts = 1 + settings.confirm.value
 
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
@@ -304,7 +343,8 @@ class AxionSession:
                          reading=self.reading_speed(), measurements=self.measurements, verdicts=self.verdicts,
                          baseline=self.baseline_status(), ab=self._ab_session(),
                          test_outcomes=self.test_outcomes(), environment=self.environment,
-                         capacity_searches=self.capacity_searches, warm_up=loaded.warm_up)
+                         capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
+                         roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing)
 
     def _ab_session(self) -> AbSession | None:
         sides, settings = self.ab_sides, self.settings
@@ -332,6 +372,7 @@ class AxionSession:
                 verdicts=[*first.verdicts, *record.verdicts],   # every kind, A/B included: one list
                 ab=first.ab or record.ab, baseline=first.baseline or record.baseline,
                 capacity_searches={**first.capacity_searches, **record.capacity_searches},
+                roofs=first.roofs or record.roofs, roofs_source=first.roofs_source or record.roofs_source,
                 load_seconds=max(first.load_seconds, record.load_seconds),
                 environment=tuple(dict.fromkeys([*first.environment, *record.environment])))
         self._adopted = record

@@ -31,6 +31,8 @@ DEFAULT_RUNS = 3
 DEFAULT_RUN_SPACING_S = 60.0
 MAX_RUNS = 50
 MAX_REPETITIONS = 1000
+EFFICIENCY_MODES = ("cached", "fresh", "off")
+DEFAULT_EFFICIENCY = "cached"
 
 
 _ONE_CORE = UsableCores(logical=1, physical=1)
@@ -71,6 +73,7 @@ class Settings:
     ab_baseline: Sourced[str | None] = Sourced(None, "default")  # None: no A/B session
     ab_rounds: Sourced[int] = Sourced(DEFAULT_AB_ROUNDS, "default")
     ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
+    efficiency: Sourced[str] = Sourced(DEFAULT_EFFICIENCY, "default")   # cached, fresh or off
     warnings: tuple[str, ...] = ()
     cores: UsableCores = _ONE_CORE   # what the default thread count rests on
 
@@ -137,6 +140,11 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         raise SettingsError(f"{ab_rounds.source} must be between 2 and {MAX_REPETITIONS}, got {ab_rounds.value}")
     ab_tolerance = _as_tolerance(raw["ab_tolerance"], default=DEFAULT_AB_TOLERANCE)
 
+    efficiency = _as_optional_str(raw["efficiency"])
+    if efficiency.value is not None and efficiency.value not in EFFICIENCY_MODES:
+        raise SettingsError(f"{efficiency.source} must be one of {', '.join(EFFICIENCY_MODES)}, "
+                            f"got {efficiency.value!r}")
+
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
 
@@ -158,6 +166,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         force=bool(raw["force"].value),
         python=_as_optional_str(raw["python"]),
         ab_baseline=ab_baseline,
+        efficiency=Sourced(efficiency.value or DEFAULT_EFFICIENCY, efficiency.source),
         ab_rounds=ab_rounds,
         ab_tolerance=ab_tolerance,
         reading_speed=reading_speed,

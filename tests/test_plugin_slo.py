@@ -26,7 +26,8 @@ def test_markers_lists_axion_slo_with_its_keys(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.axion_slo(prompt_tps=50.0, gen_tps=20.0, per_user_tps='reading', "
                                  "ttft_ms=2000, ttft_percentile=50, max_batch=4, steady_within=0.15, gen_scaling=1.5, "
-                                 "tolerance=0.10, itl_ms=200, itl_percentile=99, requires=?'KLEIDIAI'?): *"])
+                                 "tolerance=0.10, efficiency=?'gen_bandwidth': 0.5?, itl_ms=200, itl_percentile=99, "
+                                 "requires=?'KLEIDIAI'?): *"])
 
 
 def test_impossible_slo_fails_with_figures_and_statistic_after_a_fresh_attempt(pytester, contention_ignored):
@@ -72,7 +73,7 @@ def test_passing_suite_with_capacity_report_and_junit(pytester, tmp_path):
     assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].startswith("pass: itl_ms at batch 2 (pp16+tg8): ")
     assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].endswith("<= 10000.0 ms (p99 of 16)")
     verdicts = {v["name"]: v for v in data["verdicts"]}
-    assert verdicts["per_user_tps.b2.pp16.tg8"]["outcome"] == "pass" and data["schema_version"] == 5
+    assert verdicts["per_user_tps.b2.pp16.tg8"]["outcome"] == "pass" and data["schema_version"] == 6
 
 
 @pytest.mark.parametrize("marker, expected", [
@@ -120,7 +121,8 @@ def test_plots_are_drawn(pytester, tmp_path):
     result = pytester.runpytest(*FAST, f"--axion-plots={tmp_path / 'figs'}")
     result.assert_outcomes(passed=1)
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(
-        f"{stem}.{ext}" for stem in ("fig1-prompt-encoding", "fig2-total-generation", "fig3-per-user-generation")
+        f"{stem}.{ext}" for stem in ("fig1-prompt-encoding", "fig2-total-generation", "fig3-per-user-generation",
+                                     "fig5-roofline")
         for ext in ("png", "svg"))
 
 

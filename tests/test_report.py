@@ -44,7 +44,7 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert failed["readings"][0]["status"] == "missed" and failed["readings"][0]["detail"]["batch_size"] == 4
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
                                 "capacity_search": None, "slo_passed": False}]
-    assert report["schema_version"] == 5 and report["ab"] is None and report["baseline"] is None
+    assert report["schema_version"] == 6 and report["ab"] is None and report["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 
@@ -190,3 +190,37 @@ def test_environment_warnings_are_in_the_header_and_the_report():
     validate_report(report)
     assert report["environment_warnings"] == ["load average 3.2 is above the 2 logical CPUs: x"]
     assert build_report(run_record())["environment_warnings"] == []
+
+
+def test_efficiency_reaches_the_report_and_its_table():
+    from pytest_axion.machine.costs import ModelCosts
+    from pytest_axion.machine.limits import Bandwidth, MachineLimits
+    from pytest_axion.promises.efficiency import Roofs
+    from pytest_axion.report.terminal import efficiency_lines
+
+    bandwidth = Bandwidth(98_000_000, {"copy": 20.0, "add": 22.0, "read": 25.0},
+                          {"copy": 19.0, "add": 21.0, "read": 24.0})
+    limits = MachineLimits(threads=2, model=bandwidth, beyond_cache=bandwidth, compute_gflops=150.0,
+                           compute_median_gflops=140.0)
+    costs = ModelCosts(step_weight_bytes=96_000_000, embedding_row_bytes=0, matrix_params=134_000_000, n_layer=30,
+                       n_head=9, n_head_kv=3, head_dim=64, tied_embedding=True)
+    gen = Measurement("t.py::test_users", "gen_tps", 1, 128, 64, 2, (100.0, 100.0))
+    run = dataclasses.replace(run_record(), measurements=[*run_record().measurements, gen],
+                              roofs=Roofs(costs, limits), roofs_source="measured in this run")
+    report = build_report(run)
+    validate_report(report)
+    (figure,) = report["efficiency"]["figures"]
+    # 100 steps/s x (96 MB + 160 positions x 23,040 bytes) = 9.97 GB/s of 25 GB/s
+    assert figure["kind"] == "gen_bandwidth" and figure["achieved"] == pytest.approx(9.9686, abs=1e-3)
+    assert figure["fraction"] == pytest.approx(9.9686 / 25, abs=1e-4)
+    lines = efficiency_lines(run)
+    assert lines[0].startswith("machine limits (2 threads): read 25.0 GB/s over 93 MiB") and lines[0].endswith(
+        "; measured in this run")
+    assert "pp128+tg64 x1  generation bandwidth  10.0 GB/s" in lines[-1] and "40%" in lines[-1]
+    broken = build_report(run)
+    broken["efficiency"]["figures"][0]["fraction"] = -1
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report(broken)
+    assert build_report(run_record())["efficiency"] is None
+    assert efficiency_lines(dataclasses.replace(run_record(), roofs_source="no numpy")) == [
+        "efficiency: not measured: no numpy"]

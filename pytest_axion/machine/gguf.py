@@ -55,6 +55,21 @@ class GgufInfo:
     required_size_bytes: int
     unknown_tensor_types: tuple[int, ...] = ()
     metadata: dict[str, Scalar] = field(default_factory=dict)
+    tensors: tuple[TensorInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the table: its name, shape, type and size in the file (0 for a type too new to size)."""
+
+    name: str
+    dims: tuple[int, ...]
+    type_name: str
+    n_bytes: int
+
+    @property
+    def n_elements(self) -> int:
+        return _element_count(self.dims)
 
 
 def read_gguf_info(path: str | os.PathLike[str]) -> GgufInfo:
@@ -177,6 +192,7 @@ def _parse(path: Path, reader: _Reader, size_bytes: int) -> GgufInfo:
         required_size_bytes=required_size,
         unknown_tensor_types=tuple(sorted(unknown)),
         metadata=metadata,
+        tensors=tuple(_tensor_info(name, dims, type_id) for name, dims, type_id, _ in tensors),
     )
 
 
@@ -268,18 +284,32 @@ def _element_count(dims: tuple[int, ...]) -> int:
     return count
 
 
+def _tensor_size(dims: tuple[int, ...], type_id: int) -> tuple[str, int] | None:
+    """The type's name and the tensor's bytes, or None for a type newer than the installed gguf package."""
+    try:
+        quant = GGMLQuantizationType(type_id)
+        block_size, type_size = GGML_QUANT_SIZES[quant]
+    except (ValueError, KeyError):
+        return None
+    return quant.name, _element_count(dims) // block_size * type_size
+
+
+def _tensor_info(name: str, dims: tuple[int, ...], type_id: int) -> TensorInfo:
+    sized = _tensor_size(dims, type_id)
+    type_name, n_bytes = sized if sized is not None else (f"type {type_id}", 0)
+    return TensorInfo(name, dims, type_name, n_bytes)
+
+
 def _data_extent(tensors: list[tuple[str, tuple[int, ...], int, int]]) -> tuple[int, set[int], Counter[str]]:
     """End of the last tensor's data (relative to the data section), unknown types, bytes per type."""
     end, unknown, bytes_by_type = 0, set(), Counter[str]()
     for _name, dims, type_id, offset in tensors:
-        try:
-            quant = GGMLQuantizationType(type_id)
-            block_size, type_size = GGML_QUANT_SIZES[quant]
-        except (ValueError, KeyError):
+        sized = _tensor_size(dims, type_id)
+        if sized is None:
             unknown.add(type_id)  # a type newer than the installed gguf package: cannot size it
             continue
-        n_bytes = _element_count(dims) // block_size * type_size
-        bytes_by_type[quant.name] += n_bytes
+        type_name, n_bytes = sized
+        bytes_by_type[type_name] += n_bytes
         end = max(end, offset + n_bytes)
     return end, unknown, bytes_by_type
 

@@ -155,6 +155,7 @@ class PromiseContext:
     ab_baseline_side: Mapping[str, Any] | None = None   # A's measurement by B's key, in an A/B session
     ab_rounds: int = 0
     ab_tolerance: float = 0.05
+    roofs: Callable[[], Any] | None = None     # -> efficiency.Roofs, measured on first use; None: efficiency off
 
 
 def promises_for(spec: SloSpec | None, context: PromiseContext) -> list[Any]:

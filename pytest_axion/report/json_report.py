@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import platform
@@ -14,13 +15,14 @@ import jsonschema
 
 from pytest_axion import __version__
 from pytest_axion.errors import AxionError
+from pytest_axion.promises.efficiency import efficiency_figures
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import FAIL
 from pytest_axion.report.record import RunRecord
 from pytest_axion.store.atomic import write_json_atomically
 
-REPORT_SCHEMA_VERSION = 5
-READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5)
+REPORT_SCHEMA_VERSION = 6
+READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -65,7 +67,19 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "results": results,
         "verdicts": [v.to_json() for v in run.verdicts],
         "tests": tests,
+        "efficiency": _efficiency(run),
     }
+
+
+def _efficiency(run: RunRecord) -> dict[str, Any] | None:
+    """The roofs and every cell's figure (schema version 6); None when efficiency was off or not measured."""
+    if run.roofs is None:
+        return None
+    costs = run.roofs.costs
+    return {"source": run.roofs_source, "limits": run.roofs.limits.to_json(),
+            "costs": {**dataclasses.asdict(costs), "kv_bytes_per_position": costs.kv_bytes_per_position},
+            "n_ubatch": run.roofs.n_ubatch,
+            "figures": [f.to_json() for f in efficiency_figures(run.measurements, run.roofs)]}
 
 
 def _version(distribution: str) -> str:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pytest_axion.promises.efficiency import EfficiencyFigure
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
 
 
-def junit_properties(verdicts: Sequence[Verdict]) -> list[tuple[str, str]]:
-    """``(axion.<kind>.<name>, "<outcome>: <message>")`` per verdict, and the test's capacity if it has one."""
+def junit_properties(verdicts: Sequence[Verdict], figures: Sequence[EfficiencyFigure] = ()) -> list[tuple[str, str]]:
+    """``(axion.<kind>.<name>, "<outcome>: <message>")`` per verdict, the test's capacity if it has one, and
+    ``(axion.efficiency_figure.<kind>.b<B>.pp<P>.tg<G>, "<fraction>")`` per measured cell."""
     properties = [(v.property_name, v.message()) for v in verdicts]
     most = capacity(verdicts)
     if most is not None:
         properties.append(("axion.capacity", str(most)))
+    properties += [(f"axion.efficiency_figure.{f.kind}.b{f.batch_size}.pp{f.n_prompt}.tg{f.n_gen}",
+                    f"{f.fraction:.3f} ({f.achieved:.1f} of {f.roof:.1f} {f.unit})") for f in figures]
     return properties

@@ -3,7 +3,8 @@
 1. prompt encoding speed by batch size, one line per prompt size;
 2. total generation speed by batch size, one line per generation length;
 3. per-user generation speed by batch size, with the reading-speed line;
-and, in an A/B session, the paired ratios B/A per measurement with the tolerance band.
+and, in an A/B session, the paired ratios B/A per measurement with the tolerance band; and the roofline
+(fig5) when the machine's limits were measured.
 matplotlib is optional (``pytest-axion[plots]``); it is imported only here, with the Agg backend.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
+from pytest_axion.promises.efficiency import GEN_BANDWIDTH, PROMPT_COMPUTE, EfficiencyFigure, Roofs
 from pytest_axion.promises.verdict import Verdict
 
 PLOTS_HINT = "pip install 'pytest-axion[plots]'"
@@ -133,3 +135,47 @@ def draw_ab_ratios(verdicts: Sequence[Verdict], directory: Path, *, title: str) 
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, directory, "fig4-ab-ratios")
+
+
+def draw_roofline(figures: Sequence[EfficiencyFigure], roofs: Roofs, directory: Path, *, title: str) -> list[Path]:
+    """The roofline: arithmetic intensity (FLOP per byte moved) against achieved GFLOP/s, one point per measured
+    cell (generation by batch size, prompt encoding by prompt size), under the bandwidth roof (read GB/s x
+    intensity) and the float32 compute roof."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not figures:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    limits = roofs.limits
+    lowest = min(f.intensity for f in figures) / 2
+    highest = max(max(f.intensity for f in figures) * 2, 2 * limits.compute_gflops / limits.read_gbs)
+    ridge = limits.compute_gflops / limits.read_gbs
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    xs = [lowest, ridge, highest]
+    ax.plot(xs, [min(limits.read_gbs * x, limits.compute_gflops) for x in xs], color="black",
+            label=f"roofs: read {limits.read_gbs:.1f} GB/s, float32 matmul {limits.compute_gflops:.0f} GFLOP/s")
+    beyond = limits.beyond_cache.best_gbs["read"]
+    if abs(beyond - limits.read_gbs) > 0.05 * limits.read_gbs:
+        beyond_xs = [lowest, limits.compute_gflops / beyond, highest]
+        ax.plot(beyond_xs, [min(beyond * x, limits.compute_gflops) for x in beyond_xs], color="grey", linestyle=":",
+                label=f"read {beyond:.1f} GB/s beyond the last-level cache")
+    for kind, marker, colour, name in ((GEN_BANDWIDTH, "o", "tab:blue", "generation"),
+                                       (PROMPT_COMPUTE, "s", "tab:orange", "prompt encoding")):
+        mine = [f for f in figures if f.kind == kind]
+        if not mine:
+            continue
+        ax.scatter([f.intensity for f in mine], [f.gflops for f in mine], marker=marker, color=colour, label=name,
+                   zorder=3)
+        for f in mine:
+            ax.annotate(f.cell, (f.intensity, f.gflops), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte read)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"Roofline: how close to the machine's limits\n{title}", fontsize=10)
+    return _save(fig, directory, "fig5-roofline")

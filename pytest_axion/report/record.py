@@ -11,6 +11,7 @@ from pytest_axion.engines.records import CapacitySearch, Measurement, ModelFacts
 from pytest_axion.machine.cpu import parse_system_info
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.machine.model import ModelFingerprint
+from pytest_axion.promises.efficiency import Roofs
 from pytest_axion.promises.reading import ReadingSpeed
 from pytest_axion.promises.verdict import Verdict
 
@@ -40,6 +41,8 @@ class RunRecord:
     environment: tuple[str, ...] = ()                 # warnings about the machine when measuring started
     capacity_searches: Mapping[str, CapacitySearch] = dataclasses.field(default_factory=dict)
     warm_up: WarmUpRun | None = None
+    roofs: Roofs | None = None                        # what efficiency is read against; None: off or not measured
+    roofs_source: str = ""                            # where the limits came from, or why there are none
 
 
 @dataclass(frozen=True)

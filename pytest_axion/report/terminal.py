@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from tabulate import tabulate
 
 from pytest_axion.engines.records import CapacitySearch, Measurement, WarmUpRun
+from pytest_axion.promises.efficiency import GEN_BANDWIDTH, efficiency_figures
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
 from pytest_axion.report.record import BaselineStatus, RunRecord, shown_flags
@@ -119,6 +120,24 @@ def measurement_table(measurements: Iterable[Measurement], verdicts: Sequence[Ve
         headers += ["baseline", "speedup [95% CI]", "tries", "vs baseline"]
     table: str = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
     return table
+
+
+def efficiency_lines(run: RunRecord) -> list[str]:
+    """The machine's limits, the model's costs, and one row per measured cell: how much of the roof it used."""
+    roofs = run.roofs
+    if roofs is None:
+        return [f"efficiency: not measured: {run.roofs_source}"] if run.roofs_source else []
+    rows = []
+    for f in efficiency_figures(run.measurements, roofs):
+        what = "generation bandwidth" if f.kind == GEN_BANDWIDTH else "prompt compute"
+        rows.append([_short(f.nodeid), f.cell, what, f"{f.achieved:.1f} {f.unit}", f"{f.roof:.1f} {f.unit}",
+                     f"{f.fraction:.0%}", f"{f.intensity:.1f}"])
+    if not rows:
+        return []
+    table = tabulate(rows, headers=["test", "cell", "efficiency", "achieved", "machine limit", "of limit",
+                                    "FLOP/byte"], tablefmt="simple", disable_numparse=True)
+    return [f"{roofs.limits.summary()}; {run.roofs_source}", f"model costs: {roofs.costs.describe()}",
+            *roofs.limits.notes, "", table]
 
 
 def promise_table(verdicts: Sequence[Verdict]) -> str:
