@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pytest_axion.engines.base import Engine
 from pytest_axion.engines.records import (
@@ -46,8 +47,10 @@ class LoadedModel:
         self.engine.close()
 
 
-def load_model(settings: Settings) -> LoadedModel:
+def load_model(settings: Settings, *, say: Callable[[str], None] | None = None) -> LoadedModel:
     """Check the model file, load it once, and fingerprint model and machine."""
+    if settings.served:
+        return _load_served(settings, say)
     path = settings.model.value or str(embedded_model_path())
     info = read_gguf_info(path)  # refuse bad files before llama.cpp can crash on them
     start = time.perf_counter()
@@ -76,13 +79,56 @@ def load_model(settings: Settings) -> LoadedModel:
                        threads=settings.threads.value, load_seconds=load_seconds, warm_up=warm_up)
 
 
+def _load_served(settings: Settings, say: Callable[[str], None] | None) -> LoadedModel:
+    """A served deployment as the engine: llama-server started here (``--axion-serve N``), or an endpoint."""
+    from pytest_axion.engines.endpoint import EndpointEngine  # only for served sessions (httpx)
+
+    start = time.perf_counter()
+    server = None
+    if settings.serve_slots.value is not None:
+        from pytest_axion.serve.build import SERVER, build_programs
+        from pytest_axion.serve.llama_server import LlamaServer
+
+        path = settings.model.value or str(embedded_model_path())
+        info = read_gguf_info(path)
+        binary = build_programs((SERVER,), say=say)[SERVER]
+        server = LlamaServer(binary, path, threads=settings.threads.value, slots=settings.serve_slots.value).start()
+        try:
+            engine = EndpointEngine(server.url, label="llama-server", restart_server=server.restart, server=server)
+        except EngineError:
+            server.stop()
+            raise
+        model = fingerprint_model(path, info=info)
+        model = replace(model, file_name=f"{model.label}@llama-server-np{settings.serve_slots.value}.gguf")
+        hardware_override, override_source = settings.hardware.value, settings.hardware.source
+    else:
+        url = str(settings.endpoint.value)
+        engine = EndpointEngine(url, model=settings.endpoint_model.value)
+        digest = hashlib.sha256(f"{url} {engine.server.model} {engine.server.build}".encode()).hexdigest()
+        model = ModelFingerprint(file_name=f"{engine.server.model}@endpoint", path=url, sha256=digest,
+                                 architecture="served", quantization="unknown", n_params=0, size_bytes=0)
+        # The deployment, not this client machine, is the hardware: name it, or it is named after the endpoint.
+        host = url.split("://", 1)[1].split("/", 1)[0]
+        hardware_override = settings.hardware.value or "endpoint-" + "".join(
+            c if c.isalnum() or c in "._-" else "-" for c in host)
+        override_source = settings.hardware.source if settings.hardware.value else "--axion-endpoint"
+    load_seconds = time.perf_counter() - start
+    warm_up = engine.warm_up(prompt_fill_tokens(settings.threads.value))
+    hardware = collect_hardware(system_info=engine.facts.system_info, llama_cpp_python_version="served",
+                                hardware_id_override=hardware_override, override_source=override_source)
+    return LoadedModel(engine=engine, model=model, hardware=hardware, threads=settings.threads.value,
+                       load_seconds=load_seconds, warm_up=warm_up)
+
+
 def engine_run(engine: Engine, kind: str, *, repetitions: int,
                progress: ProgressCallback | None, **shape: int) -> tuple[Run, float | None]:
     """One workload on one engine (``kind`` is prompt, generation or batched), and the CPUs' worth of
     other processes' work that ran meanwhile."""
-    meter = OtherCpuMeter().start()
+    # Contention is measured against this process tree; a server elsewhere (or not our child) would count as
+    # "other processes", so an external endpoint reports none.
+    meter = OtherCpuMeter().start() if getattr(engine, "measures_contention", True) else None
     run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)
-    return run, meter.stop()
+    return run, meter.stop() if meter is not None else None
 
 
 # (A's measurements, B's measurements) of one workload, by metric

@@ -83,6 +83,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("force", "--axion-force", None, "flag",
                "record a refresh even when other processes keep the machine busy (the noisy entries get the "
                "wide band their spread gives them)"),
+    OptionSpec("endpoint", "--axion-endpoint", "axion_endpoint", "str",
+               "measure a served deployment: the OpenAI-compatible endpoint (e.g. http://host:8000/v1) that "
+               "axion.batched(...) sends its concurrent streaming users to; needs pytest-axion[serve]", "URL"),
+    OptionSpec("endpoint_model", "--axion-endpoint-model", "axion_endpoint_model", "str",
+               "the model name the endpoint serves (default: the first one it lists)", "NAME"),
+    OptionSpec("serve", "--axion-serve", "axion_serve", "int",
+               "start llama.cpp's llama-server with N parallel slots on 127.0.0.1 for this session (built once "
+               "from the installed llama-cpp-python's llama.cpp tree) and measure it as the endpoint", "N"),
     OptionSpec("efficiency", "--axion-efficiency", "axion_efficiency", "str",
                "the machine's own limits (memory bandwidth, float32 compute) that efficiency figures and "
                "promises are read against: cached (default: measured once per hardware id and thread count, "

@@ -146,7 +146,8 @@ def _progress_writer(config: pytest.Config) -> ProgressCallback:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or verbosity < 0 or (verbosity == 0 and done < total):
             return
-        reporter.write_line(f"  axion: {workload}: {done}/{total} repetitions")
+        # total 0: a message about long work (a build), not a count of repetitions
+        reporter.write_line(f"  axion: {workload}" + (f": {done}/{total} repetitions" if total else ""))
     return write
 
 

@@ -91,7 +91,8 @@ class AxionSession:
             self.environment = tuple(environment_warnings(
                 threads=self.settings.threads.value, physical_cores=self.settings.cores.physical,
                 logical_cores=self.settings.cores.logical, other_cpus=other_processes_cpus()))
-            self._loaded = load_model(self.settings)
+            progress = self.progress
+            self._loaded = load_model(self.settings, say=(lambda text: progress(text, 0, 0)) if progress else None)
         return self._loaded
 
     def check_quiet_for_refresh(self, *, sample_s: float = 1.0) -> None:
@@ -146,6 +147,9 @@ class AxionSession:
         """The model's costs and the machine's limits that efficiency is read against, measured (or read from
         the cache) once, on first use; raises AxionError when they cannot be had."""
         if self._roofs is None:
+            if self.settings.endpoint.value is not None:
+                raise AxionError("efficiency is read against the machine that computes: an endpoint served "
+                                 "elsewhere has other limits; measure it there, or with --axion-serve on this machine")
             loaded = self.load()
             try:
                 costs = model_costs(read_gguf_info(self.settings.model.value or str(embedded_model_path())))
@@ -344,7 +348,8 @@ class AxionSession:
                          baseline=self.baseline_status(), ab=self._ab_session(),
                          test_outcomes=self.test_outcomes(), environment=self.environment,
                          capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
-                         roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing)
+                         roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
+                         served=loaded.engine.describe() if self.settings.served else "")
 
     def _ab_session(self) -> AbSession | None:
         sides, settings = self.ab_sides, self.settings

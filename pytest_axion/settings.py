@@ -32,6 +32,7 @@ DEFAULT_RUN_SPACING_S = 60.0
 MAX_RUNS = 50
 MAX_REPETITIONS = 1000
 EFFICIENCY_MODES = ("cached", "fresh", "off")
+MAX_SERVE_SLOTS = 256
 DEFAULT_EFFICIENCY = "cached"
 
 
@@ -74,6 +75,13 @@ class Settings:
     ab_rounds: Sourced[int] = Sourced(DEFAULT_AB_ROUNDS, "default")
     ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
     efficiency: Sourced[str] = Sourced(DEFAULT_EFFICIENCY, "default")   # cached, fresh or off
+    endpoint: Sourced[str | None] = Sourced(None, "default")     # a served deployment's URL, or None
+    endpoint_model: Sourced[str | None] = Sourced(None, "default")
+    serve_slots: Sourced[int | None] = Sourced(None, "default")   # start llama-server with this many slots
+
+    @property
+    def served(self) -> bool:
+        return self.endpoint.value is not None or self.serve_slots.value is not None
     warnings: tuple[str, ...] = ()
     cores: UsableCores = _ONE_CORE   # what the default thread count rests on
 
@@ -145,6 +153,22 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         raise SettingsError(f"{efficiency.source} must be one of {', '.join(EFFICIENCY_MODES)}, "
                             f"got {efficiency.value!r}")
 
+    endpoint = _as_optional_str(raw["endpoint"])
+    if endpoint.value is not None and not endpoint.value.startswith(("http://", "https://")):
+        raise SettingsError(f"{endpoint.source} must be an http(s) URL such as http://127.0.0.1:8080/v1, got "
+                            f"{endpoint.value!r}")
+    serve_raw = raw["serve"]
+    serve_slots = _as_int(serve_raw, default=0) if serve_raw.value is not None else Sourced(None, "default")
+    if serve_slots.value is not None and not 1 <= serve_slots.value <= MAX_SERVE_SLOTS:
+        raise SettingsError(f"{serve_slots.source} must be between 1 and {MAX_SERVE_SLOTS} slots, got "
+                            f"{serve_slots.value}")
+    if serve_slots.value is not None and endpoint.value is not None:
+        raise SettingsError("--axion-serve starts a server to measure, --axion-endpoint measures one already "
+                            "running: give one of them")
+    if (serve_slots.value is not None or endpoint.value is not None) and ab_baseline.value is not None:
+        raise SettingsError("--axion-ab-baseline compares two llama-cpp-python installations in worker processes; "
+                            "it does not mix with --axion-endpoint / --axion-serve")
+
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
 
@@ -167,6 +191,9 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         python=_as_optional_str(raw["python"]),
         ab_baseline=ab_baseline,
         efficiency=Sourced(efficiency.value or DEFAULT_EFFICIENCY, efficiency.source),
+        endpoint=endpoint,
+        endpoint_model=_as_optional_str(raw["endpoint_model"]),
+        serve_slots=serve_slots,
         ab_rounds=ab_rounds,
         ab_tolerance=ab_tolerance,
         reading_speed=reading_speed,

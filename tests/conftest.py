@@ -1,6 +1,11 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# pytester points HOME at each test's folder; the caches (model hashes, the llama-server build, the machine's
+# limits) stay where the user's are, so that a pytester run does not rebuild llama-server from scratch.
+os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
 
 from pytest_axion.machine.model import embedded_model_path
 

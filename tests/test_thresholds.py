@@ -43,7 +43,8 @@ def parse(**kwargs):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"prompt_tsp": 50}, "unknown axion_slo key(s) prompt_tsp; known: efficiency, gen_scaling, gen_tps, itl_ms, itl_percentile"),
+    ({"prompt_tsp": 50}, "unknown axion_slo key(s) prompt_tsp; known: efficiency, gen_scaling, gen_tps, itl_ms, "
+                         "itl_percentile"),
     ({"prompt_tps": "fast"}, "prompt_tps must be a positive number, got 'fast'"),
     ({"prompt_tps": 0}, "prompt_tps must be a positive number, got 0"),
     ({"gen_tps": -5}, "gen_tps must be a positive number, got -5"),

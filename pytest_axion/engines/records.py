@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 from pytest_axion.stats import Summary
@@ -67,7 +68,36 @@ class BatchedRun:
     step_seconds: tuple[tuple[float, ...], ...]
 
 
-Run = PromptRun | GenerationRun | BatchedRun
+@dataclass(frozen=True)
+class ServedRequest:
+    """One streamed request to a served endpoint; times in seconds from the start of the run.
+
+    ``due`` is when the request was due (closed loop: when the same user's last answer ended), so a request
+    that waited for a free connection or slot has that wait in its time to first token. ``token_times``
+    holds the arrival of the first byte of every event that carried text.
+    """
+
+    user: int
+    due: float
+    first_token: float
+    end: float
+    token_times: tuple[float, ...]
+    completion_tokens: int               # by the stream's usage (cross-checked by the client)
+    prompt_per_second: float | None = None   # the server's own prompt speed, where it reports one
+
+
+@dataclass(frozen=True)
+class ServedRun:
+    """``batch_size`` users, each sending ``repetitions`` requests back to back (closed loop) to an endpoint."""
+
+    n_prompt: int
+    n_gen: int
+    batch_size: int
+    requests: tuple[ServedRequest, ...]   # in order of each user's requests: round r is every user's r-th
+    client_lag_ms: float = 0.0             # the client's own worst event-loop delay while measuring
+
+
+Run = PromptRun | GenerationRun | BatchedRun | ServedRun
 RUN_KINDS: dict[str, type[Any]] = {"prompt": PromptRun, "generation": GenerationRun, "batched": BatchedRun}
 
 
@@ -258,6 +288,9 @@ def measurements_of(run: Run, *, nodeid: str, threads: int, other_cpus: float | 
         return {"prompt_tps": measurement("prompt_tps", 1, run.n_prompt, 0, [run.n_prompt / s for s in run.seconds])}
     if isinstance(run, GenerationRun):
         return {"gen_tps": measurement("gen_tps", 1, 0, run.n_gen, [run.n_gen / s for s in run.seconds])}
+    if isinstance(run, ServedRun):
+        return {metric: measurement(metric, run.batch_size, run.n_prompt, run.n_gen, values)
+                for metric, values in served_samples(run).items()}
     b, pp, tg = run.batch_size, run.n_prompt, run.n_gen
     samples = {
         "prompt_tps": [b * pp / s for s in run.prompt_seconds],
@@ -267,6 +300,34 @@ def measurements_of(run: Run, *, nodeid: str, threads: int, other_cpus: float | 
         "itl_ms": [s * 1e3 for steps in run.step_seconds for s in steps],
     }
     return {metric: measurement(metric, b, pp, tg, values) for metric, values in samples.items()}
+
+
+def served_samples(run: ServedRun) -> dict[str, list[float]]:
+    """A served run's samples, in the in-process metrics' names and units: TTFT per request from when it was
+    due; per-user speed per request after its first token; total speed per round (every user's r-th request,
+    tokens after the first over the generation span); every gap between two text events; the server's prompt
+    speed."""
+    rounds: dict[int, list[ServedRequest]] = {}
+    seen: dict[int, int] = {}
+    for request in run.requests:
+        index = seen.get(request.user, 0)
+        seen[request.user] = index + 1
+        rounds.setdefault(index, []).append(request)
+    samples = {
+        "ttft_ms": [(r.first_token - r.due) * 1e3 for r in run.requests],
+        "per_user_tps": [(r.completion_tokens - 1) / (r.end - r.first_token) for r in run.requests
+                         if r.completion_tokens > 1 and r.end > r.first_token],
+        # as in process: the generation phase only, every token after each user's first, over the span from the
+        # round's first first-token to its last answer's end
+        "gen_tps": [sum(r.completion_tokens - 1 for r in group)
+                    / (max(r.end for r in group) - min(r.first_token for r in group))
+                    for group in rounds.values() if max(r.end for r in group) > min(r.first_token for r in group)],
+        "itl_ms": [(later - earlier) * 1e3 for r in run.requests for earlier, later in pairwise(r.token_times)],
+    }
+    reported = [r.prompt_per_second for r in run.requests if r.prompt_per_second]
+    if len(reported) == len(run.requests):
+        samples["prompt_tps"] = [float(v) for v in reported]
+    return {metric: values for metric, values in samples.items() if values}
 
 
 Workload = tuple[str, int, int, int]   # (kind, batch size, prompt tokens, generated tokens)

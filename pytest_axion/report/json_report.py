@@ -68,6 +68,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "verdicts": [v.to_json() for v in run.verdicts],
         "tests": tests,
         "efficiency": _efficiency(run),
+        "served": run.served or None,
     }
 
 

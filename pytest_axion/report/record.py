@@ -43,6 +43,7 @@ class RunRecord:
     warm_up: WarmUpRun | None = None
     roofs: Roofs | None = None                        # what efficiency is read against; None: off or not measured
     roofs_source: str = ""                            # where the limits came from, or why there are none
+    served: str = ""                                  # the served deployment measured, or "" (in process)
 
 
 @dataclass(frozen=True)

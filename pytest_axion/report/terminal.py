@@ -36,6 +36,8 @@ def header_lines(run: RunRecord) -> list[str]:
         f"{hardware.logical_cores} logical / {hardware.physical_cores} physical cores",
         f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: "
         f"{shown}",
+        *([f"served: {run.served}; users stream closed-loop, TTFT from when each request was due"]
+          if run.served else []),
         f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
         f"{run.reading.label}",
         *warm_up_lines(run.warm_up),

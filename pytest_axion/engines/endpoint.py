@@ -1,0 +1,313 @@
+"""A served deployment as the engine: N concurrent streaming users against an OpenAI-compatible endpoint.
+
+``run("batched", n_prompt, n_gen, batch_size)`` starts ``batch_size`` users at once; each sends its
+requests back to back (closed loop), ``repetitions`` of them after one untimed warm-up request each.
+A request is ``POST {url}/completions`` with a prompt of exactly ``n_prompt`` random token ids (no
+tokenizer needed, no prompt cache can help), ``max_tokens=n_gen`` with ``ignore_eos``, greedy, streamed
+with ``stream_options.include_usage``.
+
+Counted, not guessed: the output tokens come from the stream's usage and must equal ``n_gen``; the
+server's own ``timings.predicted_n`` (llama-server) must agree; the text events may not outnumber them;
+``finish_reason`` must be ``length``. Anything else (a truncated stream, no usage, an HTTP error, a
+timeout) makes the measurement invalid with the reason: an :class:`EngineError`, never a figure.
+
+Timing: ``time.perf_counter`` at the arrival of the first byte of each SSE event (the chunk that holds
+it); TTFT runs from when the request was due, so time spent waiting for a connection or a slot counts.
+The client's own event-loop lag is measured meanwhile (a 5 ms ticker): a client that cannot keep up
+with the stream would report its own slowness as the server's, so a lag beyond ``MAX_CLIENT_LAG_MS``
+is an error too. httpx is imported only here, and only when an endpoint is used (``pytest-axion[serve]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_axion.engines.records import (
+    EngineError,
+    ModelFacts,
+    ProgressCallback,
+    Run,
+    ServedRequest,
+    ServedRun,
+    WarmUpRun,
+)
+from pytest_axion.errors import AxionError
+
+REQUEST_TIMEOUT_S = 300.0
+MAX_CLIENT_LAG_MS = 50.0
+TICK_S = 0.005
+DEFAULT_VOCAB = 32000
+FIRST_TOKEN_ID = 100          # past the special tokens most vocabularies start with
+SERVE_HINT = "pip install 'pytest-axion[serve]'"
+
+
+class EndpointError(EngineError, AxionError):
+    """The endpoint cannot be measured, or a measurement of it is invalid; one line naming the endpoint."""
+
+
+def _httpx() -> Any:
+    try:
+        import httpx
+    except ImportError:
+        raise EndpointError(f"measuring an endpoint needs httpx, which is not installed: run {SERVE_HINT}") from None
+    return httpx
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the endpoint says about itself (llama-server's ``/props``; other servers say less)."""
+
+    model: str
+    build: str
+    slots: int | None
+    n_vocab: int
+
+
+def _get_json(url: str, timeout: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def probe_endpoint(url: str, model: str | None) -> ServerFacts:
+    """The served model's name, the server's build and slot count; a one-line error when nothing answers."""
+    base = url.rstrip("/")
+    try:
+        listed = _get_json(f"{base}/models")
+    except urllib.error.HTTPError as err:
+        raise EndpointError(f"endpoint {url} answered GET /models with HTTP {err.code}: check that the URL ends in "
+                          "/v1 (e.g. http://127.0.0.1:8080/v1) and that the server is OpenAI-compatible") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise EndpointError(f"nothing answers at endpoint {url} ({reason}): start the server first, or check the "
+                          "host, port and the /v1 suffix of --axion-endpoint") from None
+    names = [str(entry.get("id")) for entry in listed.get("data", []) if isinstance(entry, dict)]
+    if model is None:
+        if not names:
+            raise EndpointError(f"endpoint {url} lists no model: give its name with --axion-endpoint-model")
+        model = names[0]
+    elif names and model not in names:
+        raise EndpointError(f"endpoint {url} does not serve model {model!r} (it lists {', '.join(names)}): fix "
+                          "--axion-endpoint-model")
+    entry = next((e for e in listed.get("data", []) if isinstance(e, dict) and e.get("id") == model), {})
+    n_vocab = int((entry.get("meta") or {}).get("n_vocab") or DEFAULT_VOCAB)
+    build, slots = "unknown", None
+    try:
+        props = _get_json(base.removesuffix("/v1") + "/props")
+        build = str(props.get("build_info", "unknown"))
+        slots = int(props["total_slots"]) if "total_slots" in props else None
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        pass  # not llama-server: vLLM and others have no /props
+    return ServerFacts(model=model, build=build, slots=slots, n_vocab=n_vocab)
+
+
+@dataclass
+class _Stream:
+    """What one streamed answer carried."""
+
+    first_token: float | None = None
+    token_times: list[float] | None = None
+    completion_tokens: int | None = None
+    predicted_n: int | None = None
+    prompt_per_second: float | None = None
+    finish_reason: str | None = None
+    done: bool = False
+
+
+def _read_event(data: str, arrived: float, stream: _Stream) -> None:
+    if data.strip() == "[DONE]":
+        stream.done = True
+        return
+    payload = json.loads(data)
+    if "error" in payload:
+        raise EndpointError(f"the server reported an error in the stream: {payload['error']}")
+    for choice in payload.get("choices") or []:
+        if choice.get("text"):
+            stream.token_times = (stream.token_times or []) + [arrived]
+            if stream.first_token is None:
+                stream.first_token = arrived
+        if choice.get("finish_reason"):
+            stream.finish_reason = choice["finish_reason"]
+    usage = payload.get("usage")
+    if usage:
+        stream.completion_tokens = int(usage.get("completion_tokens", 0))
+    timings = payload.get("timings")
+    if timings:
+        stream.predicted_n = timings.get("predicted_n")
+        stream.prompt_per_second = timings.get("prompt_per_second")
+
+
+class EndpointEngine:
+    """The engine interface over an OpenAI-compatible endpoint (``url`` ends in ``/v1``)."""
+
+    def __init__(self, url: str, *, model: str | None = None, label: str = "endpoint",
+                 restart_server: Any = None, server: Any = None, seed: int = 1234) -> None:
+        self.url, self.label = url.rstrip("/"), label
+        self._restart_server = restart_server   # a managed llama-server restarts; an external endpoint cannot
+        self._managed = server                  # the LlamaServer this session started, stopped on close()
+        self.measures_contention = server is not None   # our child process: its CPU time is ours
+        self.server = probe_endpoint(self.url, model)
+        self._rng = random.Random(seed)
+        self.facts = ModelFacts(description=f"{self.server.model} served at {self.url}", n_params=0, size_bytes=0,
+                                n_vocab=self.server.n_vocab, n_ctx_train=0, model_buffers=(),
+                                system_info=self.server.build, llama_cpp_python_version="served")
+
+    @property
+    def alive(self) -> bool:
+        return self._managed.alive if self._managed is not None else True
+
+    def describe(self) -> str:
+        slots = f"{self.server.slots} slots" if self.server.slots is not None else "slots not reported"
+        return f"endpoint {self.url}: model {self.server.model}, build {self.server.build}, {slots}"
+
+    # -- the engine interface ------------------------------------------------------------------------
+
+    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
+            **shape: int) -> Run:
+        if kind != "batched":
+            raise EndpointError(f"an endpoint serves users: measure it with axion.batched(...), not axion."
+                              f"{'prompt' if kind == 'prompt' else 'generate'}(...)")
+        return asyncio.run(self._users(shape["n_prompt"], shape["n_gen"], shape["batch_size"], repetitions, warmup,
+                                       progress))
+
+    def warm_up(self, n_prompt: int) -> WarmUpRun:
+        start = time.perf_counter()
+        asyncio.run(self._users(n_prompt, 4, 1, 1, False, None))
+        return WarmUpRun(n_prompt=n_prompt, seconds=(time.perf_counter() - start,), settled=True)
+
+    def count_tokens(self, text: str) -> int:
+        try:
+            request = urllib.request.Request(self.url.removesuffix("/v1") + "/tokenize",
+                                             data=json.dumps({"content": text}).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return len(json.loads(response.read())["tokens"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+            raise EndpointError(f"endpoint {self.url} cannot count tokens ({err}): give the reading speed in tokens/s "
+                              "(--axion-reading-speed 5) instead of words per minute") from None
+
+    def restart(self) -> None:
+        if self._restart_server is not None:
+            self._restart_server()
+
+    def close(self) -> None:
+        if self._managed is not None:
+            self._managed.stop()
+
+    # -- measuring -------------------------------------------------------------------------------------
+
+    def _prompt(self, n_prompt: int) -> list[int]:
+        top = max(self.server.n_vocab, FIRST_TOKEN_ID + 2)
+        return [self._rng.randrange(FIRST_TOKEN_ID, top) for _ in range(n_prompt)]
+
+    async def _users(self, n_prompt: int, n_gen: int, batch_size: int, repetitions: int, warmup: bool,
+                     progress: ProgressCallback | None) -> ServedRun:
+        httpx = _httpx()
+        # A fresh connection per request: a reused idle one can be closed by the server just as a request goes out.
+        limits = httpx.Limits(max_connections=batch_size + 1, max_keepalive_connections=0)
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=10.0)
+        lag = {"worst": 0.0}
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            # How late the event loop wakes up: the client's own lag, which would pass for the server's.
+            while not stop.is_set():
+                due = time.perf_counter() + TICK_S
+                await asyncio.sleep(TICK_S)
+                lag["worst"] = max(lag["worst"], (time.perf_counter() - due) * 1e3)
+
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            if warmup:
+                await asyncio.gather(*(self._request(client, n_prompt, min(n_gen, 4), user, 0.0, 0.0)
+                                       for user in range(batch_size)))
+            start = time.perf_counter()
+            done = {"count": 0}
+            total = batch_size * repetitions
+
+            async def user(index: int) -> list[ServedRequest]:
+                answers = []
+                due = 0.0
+                for _ in range(repetitions):
+                    answer = await self._request(client, n_prompt, n_gen, index, start, due)
+                    answers.append(answer)
+                    due = answer.end   # closed loop: the next request is due when this answer ends
+                    done["count"] += 1
+                    if progress is not None:
+                        progress(f"served pp{n_prompt} tg{n_gen} x{batch_size}", done["count"], total)
+                return answers
+
+            tick = asyncio.create_task(ticker())
+            try:
+                per_user = await asyncio.gather(*(user(i) for i in range(batch_size)))
+            finally:
+                stop.set()
+                await tick
+        if lag["worst"] > MAX_CLIENT_LAG_MS:
+            raise EndpointError(f"the measuring client fell {lag['worst']:.0f} ms behind while streaming {batch_size} "
+                              f"users from {self.url}: its figures would include its own delay; give the client a "
+                              "core of its own (fewer server threads) or measure fewer users")
+        ordered = tuple(answer for round_index in range(repetitions) for answers in per_user
+                        for answer in [answers[round_index]])
+        return ServedRun(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, requests=ordered,
+                         client_lag_ms=round(lag["worst"], 2))
+
+    async def _request(self, client: Any, n_prompt: int, n_gen: int, user: int, start: float,
+                       due: float) -> ServedRequest:
+        httpx = _httpx()
+        body = {"model": self.server.model, "prompt": self._prompt(n_prompt), "max_tokens": n_gen, "stream": True,
+                "stream_options": {"include_usage": True}, "ignore_eos": True, "temperature": 0.0,
+                "cache_prompt": False}
+        what = f"a request of {n_prompt} prompt tokens and {n_gen} output tokens to {self.url}"
+        stream = _Stream()
+        try:
+            async with client.stream("POST", f"{self.url}/completions", json=body) as response:
+                if response.status_code != 200:
+                    text = (await response.aread()).decode("utf-8", "replace")[:200]
+                    raise EndpointError(f"invalid: HTTP {response.status_code} for {what}: {text.strip()}")
+                buffer, event_start = "", None
+                async for chunk in response.aiter_text():
+                    arrived = time.perf_counter() - start
+                    if not buffer.strip():
+                        event_start = arrived   # this chunk holds the first byte of the next event
+                    buffer += chunk
+                    while "\n\n" in buffer:
+                        event, buffer = buffer.split("\n\n", 1)
+                        data = "\n".join(line[5:].lstrip() for line in event.splitlines() if line.startswith("data:"))
+                        if data:
+                            _read_event(data, event_start if event_start is not None else arrived, stream)
+                        event_start = arrived if buffer.strip() else None
+        except httpx.TimeoutException:
+            raise EndpointError(f"invalid: no answer within {REQUEST_TIMEOUT_S:.0f} s for {what}") from None
+        except httpx.HTTPError as err:
+            raise EndpointError(f"invalid: {type(err).__name__} ({err}) during {what}: the server closed the "
+                              "stream or died; check its log") from None
+        end = time.perf_counter() - start
+        return _checked(stream, n_gen=n_gen, user=user, due=due, end=end, what=what)
+
+
+def _checked(stream: _Stream, *, n_gen: int, user: int, due: float, end: float, what: str) -> ServedRequest:
+    """The request's record, or an EngineError saying why its figures cannot be trusted."""
+    if stream.first_token is None or not stream.token_times:
+        raise EndpointError(f"invalid: {what} streamed no text (does the server stream?)")
+    if stream.completion_tokens is None:
+        raise EndpointError(f"invalid: {what} streamed no usage: the server ignores stream_options.include_usage, so "
+                          "its tokens cannot be counted (llama-cpp-python's own server sends none; use llama-server "
+                          "or vLLM)")
+    if stream.finish_reason != "length" or stream.completion_tokens != n_gen:
+        raise EndpointError(f"invalid: {what} ended with finish_reason {stream.finish_reason!r} after "
+                          f"{stream.completion_tokens} tokens: the stream was cut short or ignore_eos was ignored")
+    if stream.predicted_n is not None and stream.predicted_n != stream.completion_tokens:
+        raise EndpointError(f"invalid: {what}: usage says {stream.completion_tokens} tokens, the server's timings "
+                          f"{stream.predicted_n}")
+    if len(stream.token_times) > stream.completion_tokens:
+        raise EndpointError(f"invalid: {what}: {len(stream.token_times)} text events for {stream.completion_tokens} "
+                          "tokens by usage")
+    return ServedRequest(user=user, due=due, first_token=stream.first_token, end=end,
+                         token_times=tuple(stream.token_times), completion_tokens=stream.completion_tokens,
+                         prompt_per_second=stream.prompt_per_second)

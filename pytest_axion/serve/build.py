@@ -1,0 +1,100 @@
+"""Build llama.cpp's own programs (``llama-server``, ``llama-bench``, ``llama-batched-bench``) from the llama.cpp
+tree inside the sdist of the *installed* llama-cpp-python, so that they run the same kernels as the library.
+
+Release, native CPU flags, shared libraries, no curl or OpenSSL (offline, as the CI machines are); the
+sdist comes from the package index pip already uses (never a model hub). Built once per version and
+cached under ``~/.cache/pytest-axion/llama-tools/<version>/`` (``XDG_CACHE_HOME`` moves it); a build
+already there is reused, and targets missing from it are added to the same build folder. A lock file
+keeps two sessions (xdist workers) from building at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from filelock import FileLock
+
+from pytest_axion.errors import AxionError
+
+BENCH_TOOLS = ("llama-bench", "llama-batched-bench")
+SERVER = "llama-server"
+
+
+class BuildError(AxionError):
+    """llama.cpp's programs could not be built."""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-axion" / "llama-tools"
+
+
+def installed_version() -> str:
+    return metadata.version("llama-cpp-python")
+
+
+def _run(command: list[str], what: str, log: Path) -> None:
+    with open(log, "a") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:] or ["no output"]
+        raise BuildError(f"{what} failed (exit code {done.returncode}): {tail[0].strip()}: see {log}; a C/C++ "
+                         "compiler and CMake are needed")
+
+
+def _download_sdist(version: str, into: Path, log: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    found = sorted(into.glob(f"llama_cpp_python-{version}.tar.gz"))
+    if found:
+        return found[0]
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(into),
+          f"llama-cpp-python=={version}"], f"downloading the llama-cpp-python {version} sdist", log)
+    return next(into.glob(f"llama_cpp_python-{version}.tar.gz"))
+
+
+def _extract_llama_cpp(sdist: Path, into: Path) -> Path:
+    source = into / "src"
+    marker = source / "vendor" / "llama.cpp" / "CMakeLists.txt"
+    if marker.exists():
+        return marker.parent
+    with tempfile.TemporaryDirectory(dir=into) as tmp:
+        with tarfile.open(sdist) as archive:
+            archive.extractall(tmp, filter="data")
+        (top,) = Path(tmp).iterdir()
+        shutil.move(str(top), source)
+    return marker.parent
+
+
+def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None = None, jobs: int | None = None,
+                   say: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Paths of the built ``targets`` for ``version`` (default: the installed llama-cpp-python), building if needed."""
+    version = version or installed_version()
+    root = cache_root() / version
+    bin_dir = root / "build" / "bin"
+    if all((bin_dir / target).exists() for target in targets):
+        return {target: bin_dir / target for target in targets}
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / "build.lock")):
+        missing = [target for target in targets if not (bin_dir / target).exists()]
+        if missing:
+            log = root / "build.log"
+            if say is not None:
+                say(f"building {', '.join(missing)} from llama-cpp-python {version}'s llama.cpp tree (once, a few "
+                    f"minutes; cached in {root}; log {log})")
+            source = _extract_llama_cpp(_download_sdist(version, root, log), root)
+            build_dir = root / "build"
+            _run(["cmake", "-S", str(source), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+                  "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                  "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON"],
+                 "configuring llama.cpp with cmake", log)
+            _run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2),
+                  "--target", *missing], f"building {', '.join(missing)}", log)
+    return {target: bin_dir / target for target in targets}

@@ -1,0 +1,148 @@
+"""llama.cpp's ``llama-server``, started on 127.0.0.1 for a session and stopped at its end, whatever happens.
+
+The server gets the model, the threads and ``slots`` parallel slots (``-np``, continuous batching on by
+default), a context of ``ctx_per_slot`` tokens per slot, and a free port. It is started with
+``PR_SET_PDEATHSIG`` (Linux): if pytest dies, even by SIGKILL, the kernel stops the server too; a normal
+end, a failed test or Ctrl-C stop it through :meth:`LlamaServer.stop` (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from pytest_axion.errors import AxionError
+
+HEALTH_TIMEOUT_S = 120.0
+LOG_LINES_QUOTED = 3
+_PR_SET_PDEATHSIG = 1
+
+
+class ServerError(AxionError):
+    """llama-server could not be started, or stopped answering."""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGKILL when the parent (pytest) ends."""
+    with contextlib.suppress(OSError):   # not glibc Linux: stop() still stops it
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class LlamaServer:
+    """One llama-server process serving ``model`` with ``slots`` parallel slots."""
+
+    def __init__(self, binary: Path, model: str, *, threads: int, slots: int, ctx_per_slot: int = 4096,
+                 host: str = "127.0.0.1", extra_args: tuple[str, ...] = ()) -> None:
+        self.binary, self.model, self.threads, self.slots = binary, model, threads, slots
+        self.ctx_per_slot, self.host, self.extra_args = ctx_per_slot, host, extra_args
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "-m", self.model, "-t", str(self.threads), "-tb", str(self.threads),
+                "-np", str(self.slots), "-c", str(self.slots * self.ctx_per_slot), "--host", self.host,
+                "--port", str(self.port), "--alias", Path(self.model).stem, "--no-webui", *self.extra_args]
+
+    def start(self) -> LlamaServer:
+        self.port = self.port or free_port(self.host)   # a restart keeps its port: clients hold the URL
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
+                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self._wait_healthy()
+        return self
+
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return "no log"
+        self._log.seek(0)
+        lines = [line.strip() for line in self._log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        return " | ".join(lines[-LOG_LINES_QUOTED:]) or "no log output"
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        health = f"http://{self.host}:{self.port}/health"
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                tail = self._log_tail()
+                self.stop()
+                raise ServerError(f"llama-server exited with code {self._process.returncode} while loading "
+                                  f"{self.model}: {tail}")
+            try:
+                with urllib.request.urlopen(health, timeout=2) as response:
+                    if response.status == 200 and json.loads(response.read()).get("status") == "ok":
+                        return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass  # still loading (503) or not listening yet
+            time.sleep(0.2)
+        tail = self._log_tail()
+        self.stop()
+        raise ServerError(f"llama-server did not become healthy within {HEALTH_TIMEOUT_S:.0f} s serving {self.model}: "
+                          f"{tail}")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> LlamaServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pids_of(binary_name: str = "llama-server") -> list[int]:
+    """PIDs of running processes whose executable is ``binary_name`` (for tests that nothing was left behind)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                target = os.readlink(f"/proc/{entry}/exe")
+            except OSError:
+                continue
+            if os.path.basename(target) == binary_name:
+                found.append(int(entry))
+    return found

@@ -1,0 +1,200 @@
+"""Served deployments: a real llama-server started for the session, and the faults a user meets, each one line.
+
+The promise path runs against the real llama-server built from the installed llama-cpp-python's llama.cpp
+tree (cached after the first build). The faults an operator meets (a server that answers HTTP 500, does not
+stream, sends no usage) come from a small stand-in HTTP server in this file: the real server never does them.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pytest_axion.engines.endpoint import EndpointEngine
+from pytest_axion.engines.records import EngineError, measurements_of
+from pytest_axion.serve.build import SERVER, build_programs
+from pytest_axion.serve.llama_server import LlamaServer, free_port, pids_of
+
+FAST = ["--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=0", "--axion-efficiency=off"]
+USERS = """
+import pytest
+
+@pytest.mark.axion_slo(per_user_tps="reading", max_batch=4, ttft_ms=2000, ttft_percentile=90)
+def test_every_user_reads_comfortably(axion):
+    axion.batched(n_prompt=32, n_gen=16, batch_sizes=[1, 2, 4])
+"""
+
+
+@pytest.fixture(scope="module")
+def server_binary():
+    return build_programs((SERVER,))[SERVER]
+
+
+@pytest.fixture(scope="module")
+def served(server_binary, model_path):
+    with LlamaServer(server_binary, str(model_path), threads=2, slots=4, ctx_per_slot=512) as server:
+        yield server
+
+
+def test_engine_counts_every_token_of_every_user(served):
+    engine = EndpointEngine(served.url)
+    assert engine.server.slots == 4 and "SmolLM2" in engine.server.model
+    run = engine.run("batched", n_prompt=32, n_gen=16, batch_size=4, repetitions=2)
+    assert len(run.requests) == 8 and {r.user for r in run.requests} == {0, 1, 2, 3}
+    assert all(r.completion_tokens == 16 and r.due <= r.first_token < r.end for r in run.requests)
+    # llama-server sends one event per token, but holds back the text of a token that ends inside a UTF-8
+    # character (random prompts make some) and sends it with the next: never more events than tokens
+    assert all(1 <= len(r.token_times) <= 16 for r in run.requests)
+    assert sum(len(r.token_times) == 16 for r in run.requests) >= 4
+    measured = measurements_of(run, nodeid="t", threads=2)
+    assert set(measured) == {"ttft_ms", "per_user_tps", "gen_tps", "itl_ms", "prompt_tps"}
+    assert len(measured["ttft_ms"].samples) == 8 and len(measured["gen_tps"].samples) == 2
+    assert len(measured["itl_ms"].samples) == sum(len(r.token_times) - 1 for r in run.requests)
+    # four users share the server's steps: each gets well under the total
+    assert measured["per_user_tps"].median < measured["gen_tps"].median
+    with pytest.raises(EngineError, match=r"an endpoint serves users: measure it with axion\.batched"):
+        engine.run("prompt", n_prompt=32, repetitions=1)
+
+
+def test_reference_user_promises_pass_against_a_started_llama_server(pytester, tmp_path):
+    pytester.makepyfile(USERS)
+    report = tmp_path / "r.json"
+    before = set(pids_of(SERVER))
+    result = pytester.runpytest(*FAST, "--axion-serve=4", f"--axion-report={report}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["served: endpoint http://127.0.0.1:*/v1: model SmolLM2-135M-Instruct.Q4_1, build *, "
+                                 "4 slots*",
+                                 "capacity *: at least 4 concurrent user(s) at reading speed*"])
+    data = json.loads(report.read_text())
+    assert data["model"]["file_name"].endswith("@llama-server-np4.gguf")
+    assert {r["metric"] for r in data["results"]} >= {"ttft_ms", "per_user_tps", "gen_tps", "itl_ms"}
+    assert set(pids_of(SERVER)) <= before   # the session stopped the server it started
+
+
+def test_nothing_listening_is_one_line(pytester):
+    pytester.makepyfile(USERS)
+    port = free_port()
+    result = pytester.runpytest(*FAST, f"--axion-endpoint=http://127.0.0.1:{port}/v1")
+    result.assert_outcomes(errors=1)   # in the fixture that loads the model: no test body ran
+    result.stdout.fnmatch_lines([f"*nothing answers at endpoint http://127.0.0.1:{port}/v1 (*): start the server "
+                                 "first, or check the host, port and the /v1 suffix of --axion-endpoint*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_wrong_model_name_is_one_line(pytester, served):
+    pytester.makepyfile(USERS)
+    result = pytester.runpytest(*FAST, f"--axion-endpoint={served.url}", "--axion-endpoint-model=llama-70b")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*endpoint {served.url} does not serve model 'llama-70b' (it lists "
+                                 "SmolLM2-135M-Instruct.Q4_1): fix --axion-endpoint-model*"])
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """An OpenAI-compatible stand-in that misbehaves as told: ``mode`` is http500, nostream or nousage."""
+
+    mode = "nousage"
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, status, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path.endswith("/models"):
+            self._json(200, {"data": [{"id": "stand-in"}]})
+        else:
+            self._json(404, {"error": "no"})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", 0))
+        request = json.loads(self.rfile.read(length))
+        if self.mode == "http500":
+            self._json(500, {"error": {"message": "out of memory"}})
+            return
+        if self.mode == "nostream":
+            self._json(200, {"choices": [{"text": "x" * request["max_tokens"], "finish_reason": "length"}]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for _ in range(request["max_tokens"]):
+            self.wfile.write(b'data: {"choices": [{"text": "x", "finish_reason": null}]}\n\n')
+        self.wfile.write(b'data: {"choices": [{"text": "", "finish_reason": "length"}]}\n\ndata: [DONE]\n\n')
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("http500", "*invalid: HTTP 500 for a request of * prompt tokens and * output tokens to http://127.0.0.1:*/v1: *"
+                "out of memory*"),
+    ("nostream", "*invalid: a request of * prompt tokens * streamed no text (does the server stream?)*"),
+    ("nousage", "*invalid: a request of * prompt tokens * streamed no usage: the server ignores "
+                "stream_options.include_usage*"),
+])
+def test_misbehaving_servers_make_the_measurement_invalid_in_one_line(pytester, mode, expected):
+    handler = type("Handler", (StandIn,), {"mode": mode})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        pytester.makepyfile(USERS)
+        result = pytester.runpytest(*FAST, f"--axion-endpoint=http://127.0.0.1:{httpd.server_port}/v1")
+    finally:
+        httpd.shutdown()
+    result.assert_outcomes(errors=1)   # the session's first request (its warm-up) already fails
+    result.stdout.fnmatch_lines([expected])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_server_that_dies_mid_run_fails_the_test_and_keeps_what_was_measured(pytester, server_binary, model_path,
+                                                                               tmp_path):
+    server = LlamaServer(server_binary, str(model_path), threads=2, slots=2, ctx_per_slot=256).start()
+    pytester.makepyfile(f"""
+        import os, signal
+
+        def test_first(axion):
+            axion.batched(n_prompt=16, n_gen=8, batch_sizes=[1])
+
+        def test_server_dies(axion):
+            os.kill({server.pid}, signal.SIGKILL)
+            axion.batched(n_prompt=16, n_gen=8, batch_sizes=[1])
+    """)
+    report = tmp_path / "r.json"
+    try:
+        result = pytester.runpytest(*FAST, f"--axion-endpoint={server.url}", f"--axion-report={report}")
+    finally:
+        server.stop()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*invalid: *Error * during a request of 16 prompt tokens and * output tokens "
+                                 f"to {server.url}: the server closed the stream or died; check its log*"])
+    nodeids = {r["nodeid"].rsplit("::", 1)[1] for r in json.loads(report.read_text())["results"]}
+    assert nodeids == {"test_first"}
+
+
+def test_sigint_leaves_no_llama_server_behind(pytester, server_binary):
+    pytester.makepyfile("""
+        def test_long(axion):
+            axion.batched(n_prompt=64, n_gen=64, batch_sizes=[1, 2, 4], repetitions=50)
+    """)
+    before = set(pids_of(SERVER))
+    process = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--axion-slo",
+                                "--axion-serve=2", "--axion-efficiency=off", str(pytester.path)],
+                               cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not set(pids_of(SERVER)) - before:
+        time.sleep(0.2)
+    assert set(pids_of(SERVER)) - before, "llama-server never started"
+    time.sleep(3)   # into the measurement
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    time.sleep(0.5)
+    assert not set(pids_of(SERVER)) - before, output[-2000:]
+    assert "KeyboardInterrupt" in output or "Interrupted" in output
