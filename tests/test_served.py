@@ -187,14 +187,20 @@ def test_sigint_leaves_no_llama_server_behind(pytester, server_binary):
     before = set(pids_of(SERVER))
     process = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--axion-slo",
                                 "--axion-serve=2", "--axion-efficiency=off", str(pytester.path)],
-                               cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               # a CI job started in the background ignores SIGINT, and its children inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not set(pids_of(SERVER)) - before:
         time.sleep(0.2)
     assert set(pids_of(SERVER)) - before, "llama-server never started"
     time.sleep(3)   # into the measurement
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
     time.sleep(0.5)
     assert not set(pids_of(SERVER)) - before, output[-2000:]
     assert "KeyboardInterrupt" in output or "Interrupted" in output

@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_axion.engines.records import (
     EngineError,
@@ -40,6 +42,7 @@ from pytest_axion.engines.records import (
 )
 from pytest_axion.errors import AxionError
 
+T = TypeVar("T")
 REQUEST_TIMEOUT_S = 300.0
 MAX_CLIENT_LAG_MS = 50.0
 TICK_S = 0.005
@@ -173,12 +176,12 @@ class EndpointEngine:
         if kind != "batched":
             raise EndpointError(f"an endpoint serves users: measure it with axion.batched(...), not axion."
                               f"{'prompt' if kind == 'prompt' else 'generate'}(...)")
-        return asyncio.run(self._users(shape["n_prompt"], shape["n_gen"], shape["batch_size"], repetitions, warmup,
-                                       progress))
+        return _in_thread(lambda: self._users(shape["n_prompt"], shape["n_gen"], shape["batch_size"], repetitions,
+                                              warmup, progress))
 
     def warm_up(self, n_prompt: int) -> WarmUpRun:
         start = time.perf_counter()
-        asyncio.run(self._users(n_prompt, 4, 1, 1, False, None))
+        _in_thread(lambda: self._users(n_prompt, 4, 1, 1, False, None))
         return WarmUpRun(n_prompt=n_prompt, seconds=(time.perf_counter() - start,), settled=True)
 
     def count_tokens(self, text: str) -> int:
@@ -289,6 +292,28 @@ class EndpointEngine:
                               "stream or died; check its log") from None
         end = time.perf_counter() - start
         return _checked(stream, n_gen=n_gen, user=user, due=due, end=end, what=what)
+
+
+def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine's event loop in a thread of its own while this thread waits in short joins, so that Ctrl-C
+    reaches pytest at once (a loop in the main thread takes SIGINT as a cancellation, which a stream being read
+    can hold up); the abandoned loop dies with the process, and the session's teardown stops the server."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(make())
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, name="axion-endpoint-client", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    value: T = outcome["value"]
+    return value
 
 
 def _checked(stream: _Stream, *, n_gen: int, user: int, due: float, end: float, what: str) -> ServedRequest:

@@ -176,6 +176,6 @@ def draw_roofline(figures: Sequence[EfficiencyFigure], roofs: Roofs, directory: 
     ax.set_xlabel("arithmetic intensity (FLOP per byte read)")
     ax.set_ylabel("achieved GFLOP/s")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"Roofline: how close to the machine's limits\n{title}", fontsize=10)
     return _save(fig, directory, "fig5-roofline")
