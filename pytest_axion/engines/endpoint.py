@@ -295,9 +295,10 @@ class EndpointEngine:
 
 
 def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine's event loop in a thread of its own while this thread waits in short joins, so that Ctrl-C
-    reaches pytest at once (a loop in the main thread takes SIGINT as a cancellation, which a stream being read
-    can hold up); the abandoned loop dies with the process, and the session's teardown stops the server."""
+    """Run a coroutine's event loop in a thread of its own while this thread waits in short joins: Ctrl-C is then
+    pytest's KeyboardInterrupt at once, whatever the loop awaits (in the main thread asyncio would turn it into
+    a cancellation that every stream must honour first); the abandoned loop dies with the process, and the
+    session's teardown stops the server."""
     outcome: dict[str, Any] = {}
 
     def target() -> None:
