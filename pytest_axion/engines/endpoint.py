@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pytest_axion.engines.records import (
@@ -115,7 +115,7 @@ class _Stream:
     """What one streamed answer carried."""
 
     first_token: float | None = None
-    token_times: list[float] | None = None
+    token_times: list[float] = field(default_factory=list)
     completion_tokens: int | None = None
     predicted_n: int | None = None
     prompt_per_second: float | None = None
@@ -132,7 +132,7 @@ def _read_event(data: str, arrived: float, stream: _Stream) -> None:
         raise EndpointError(f"the server reported an error in the stream: {payload['error']}")
     for choice in payload.get("choices") or []:
         if choice.get("text"):
-            stream.token_times = (stream.token_times or []) + [arrived]
+            stream.token_times.append(arrived)
             if stream.first_token is None:
                 stream.first_token = arrived
         if choice.get("finish_reason"):
