@@ -27,12 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fidelity import BATCHED_GEN, BATCHED_PROMPT, tool_batched_per_user
 from llama_tools import build_tools
 
 from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineProcess
 from pytest_axion.machine.model import embedded_model_path
 
-PROMPT, GEN = 128, 64
+PROMPT, GEN = BATCHED_PROMPT, BATCHED_GEN   # the cell fidelity.py measures
 ROTATIONS = [("worker", "in-process", "tool"), ("tool", "in-process", "worker"), ("in-process", "tool", "worker"),
              ("worker", "tool", "in-process"), ("in-process", "worker", "tool"), ("tool", "worker", "in-process")]
 
@@ -64,14 +65,7 @@ def main() -> None:
         return [float(v) for v in json.loads(out.strip().splitlines()[-1])]
 
     def tool() -> list[float]:
-        samples = []
-        for _ in range(reps):
-            out = subprocess.run([str(batched_bench), "-m", model, "-t", str(threads), "-c", str(b * (PROMPT + GEN)),
-                                  "-npp", str(PROMPT), "-ntg", str(GEN), "-npl", str(b), "--output-format", "jsonl"],
-                                 capture_output=True, text=True, check=True).stdout
-            record = next(json.loads(line) for line in out.splitlines() if line.startswith("{"))
-            samples.append(GEN / float(record["t_tg"]))
-        return samples
+        return tool_batched_per_user(batched_bench, Path(model), threads=threads, reps=reps, batch_size=b)
 
     sides: dict[str, Callable[[], list[float]]] = {"worker": worker, "in-process": in_process, "tool": tool}
     medians: dict[str, list[float]] = {name: [] for name in sides}

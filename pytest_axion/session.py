@@ -35,7 +35,7 @@ from pytest_axion.machine.environment import OtherCpuMeter, environment_warnings
 from pytest_axion.machine.features import missing_features, missing_message
 from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import collect_hardware
-from pytest_axion.machine.limits import LimitsError, limits_for
+from pytest_axion.machine.limits import LimitsError
 from pytest_axion.machine.model import embedded_model_path
 from pytest_axion.promises.confirm import confirm
 from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
@@ -48,6 +48,7 @@ from pytest_axion.settings import Settings
 from pytest_axion.store import refresh as refreshing
 from pytest_axion.store.baselines import Baseline, baseline_path, check_writable, read_baseline, update_baseline
 from pytest_axion.store.gate import BaselineGate, GateSettings
+from pytest_axion.store.limits_cache import limits_for
 
 
 class AxionSession:

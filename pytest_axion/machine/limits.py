@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pytest_axion.engines.records import busy_limit
@@ -247,45 +246,6 @@ def measure_in_subprocess(threads: int, model_bytes: int, *, python: str = sys.e
         raise LimitsError(f"measuring the machine's bandwidth and compute failed: {lines[-1].strip()}: check that "
                           f"numpy imports in {python}, or run with --axion-efficiency off to skip it")
     return MachineLimits.from_json(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-CACHE_MAX_AGE_S = 7 * 24 * 3600
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pytest-axion" / "limits"
-
-
-def limits_for(hardware_id: str, threads: int, model_bytes: int, *, mode: str = "cached",
-               cache_dir: Path | None = None, now: float | None = None,
-               measure_now: Callable[[int, int], MachineLimits] = measure_in_subprocess) -> tuple[MachineLimits, str]:
-    """The limits and where they come from: measured now (``fresh``, or no cache entry younger than a week)
-    or read from the cache of this hardware id, thread count and working set (``cached``)."""
-    folder = cache_dir or default_cache_dir()
-    path = folder / f"{hardware_id}-t{threads}-{max(model_bytes // MIB, 1)}mib.json"
-    now = time.time() if now is None else now
-    if mode == "cached":
-        try:
-            entry = json.loads(path.read_text())
-            if now - float(entry["measured_at"]) < CACHE_MAX_AGE_S:
-                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(entry["measured_at"])))
-                return MachineLimits.from_json(entry["limits"]), f"cached, measured {when} ({path})"
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # no entry, an old one or a damaged one: measure again and rewrite it
-    limits = measure_now(threads, model_bytes)
-    if limits.contended:
-        # Figures from a busy moment would stand for a week: use them for this run only.
-        return limits, (f"measured in this run while other processes kept {limits.other_cpus:.1f} CPU(s) busy: low, "
-                        "not cached")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"measured_at": now, "hardware_id": hardware_id,
-                                         "limits": limits.to_json()}, indent=1))
-        os.replace(temporary, path)   # whole or not at all, also with xdist workers writing at once
-    except OSError:
-        pass  # a read-only home: the figures are still good for this run
-    return limits, "measured in this run"
 
 
 def main(argv: list[str] | None = None) -> int:

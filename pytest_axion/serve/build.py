@@ -23,6 +23,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_axion.errors import AxionError
+from pytest_axion.machine.model import default_cache_dir
 
 BENCH_TOOLS = ("llama-bench", "llama-batched-bench")
 SERVER = "llama-server"
@@ -33,8 +34,7 @@ class BuildError(AxionError):
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pytest-axion" / "llama-tools"
+    return default_cache_dir() / "llama-tools"
 
 
 def installed_version() -> str:
