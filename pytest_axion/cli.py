@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -115,6 +116,54 @@ def ab(*, baseline_python: str, rounds: int | None, tolerance: str | None, pytes
     return subprocess.call([*command, *pytest_args])
 
 
+def hardware(*, threads: int | None, python: str | None, as_json: bool, out: TextIO) -> int:
+    """This machine's hardware id, the fingerprint behind it, llama.cpp's build flags and the environment
+    warnings: what a CI engineer needs to name a runner type's baseline folder."""
+    from pytest_axion.engines.worker import WorkerError, probe_build
+    from pytest_axion.machine.cpu import usable_cores
+    from pytest_axion.machine.environment import environment_warnings, other_processes_cpus
+    from pytest_axion.machine.hardware import collect_hardware
+    from pytest_axion.report.record import shown_flags
+
+    cores = usable_cores()
+    threads = threads or cores.default_threads
+    interpreter = python or sys.executable
+    try:
+        build = probe_build(interpreter)
+    except WorkerError as err:
+        print(f"pytest-axion hardware: {err}", file=sys.stderr)
+        return 2
+    fingerprint = collect_hardware(system_info=build["system_info"],
+                                   llama_cpp_python_version=build["llama_cpp_python_version"])
+    warnings = environment_warnings(threads=threads, physical_cores=cores.physical, logical_cores=cores.logical,
+                                    other_cpus=other_processes_cpus())
+    if as_json:
+        print(json.dumps({"hardware_id": fingerprint.hardware_id, "fingerprint": fingerprint.to_json(),
+                          "threads": threads, "threads_source": cores.describe(),
+                          "environment_warnings": warnings}, indent=2), file=out)
+        return 0
+    f = fingerprint
+    isa = ", ".join(f.isa_features) or "none reported"
+    rows = [("hardware id", f"{f.hardware_id} (scheme {f.hardware_id_scheme})"),
+            ("cpu", f.cpu_description),
+            ("in the id", f"{f.arch}, {f.cpu_vendor} family {f.cpu_family or '?'} model {f.cpu_model_number or '?'}, "
+                          f"ISA features, {f.physical_cores} cores" if f.arch == "x86_64"
+             else f"{f.arch}, {f.cpu_model}, ISA features, {f.physical_cores} cores"),
+            ("isa features", isa),
+            ("cores", f"{f.logical_cores} logical / {f.physical_cores} physical; default threads {threads} "
+                      f"({cores.describe()})"),
+            ("not in the id", f"stepping {f.cpu_stepping or '?'}, microcode {f.microcode or '?'}, "
+                              f"caches {f.caches or '?'}, machine {f.dmi or 'not named by the platform'}"),
+            ("memory", f"{f.memory_bytes / 2**30:.1f} GiB"),
+            ("llama.cpp", f"llama-cpp-python {f.llama_cpp_python}: {shown_flags(f.llama_cpp_system_info)}"),
+            ("python", f.python + (f" ({python})" if python else "")),
+            ("baseline folder", f"baselines/{f.hardware_id}/")]
+    print(tabulate(rows, tablefmt="plain"), file=out)
+    for warning in warnings:
+        print(f"warning: {warning}", file=out)
+    return 0
+
+
 def _tolerance(text: str) -> float:
     try:
         return parse_tolerance(text, source="--tolerance")
@@ -151,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--rounds", type=int, default=None, help="ABBA rounds per measurement (default 10)")
     sub.add_argument("--tolerance", default=None, help="smallest B/A slowdown that counts (default 5%%)")
     sub.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (tests, -k, --axion-*)")
+    text = ("this machine's hardware id, the fingerprint behind it, llama.cpp's build flags and the environment "
+            "warnings (name a runner type's baseline folder with it)")
+    sub = commands.add_parser("hardware", help=text, description=text)
+    sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sub.add_argument("--threads", type=int, default=None,
+                     help="llama.cpp threads the warnings are read for (default: one per physical core)")
+    sub.add_argument("--python", default=None, metavar="PYTHON",
+                     help="the interpreter whose llama-cpp-python build to report (default: this one)")
     return parser
 
 
@@ -161,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              out=sys.stdout)
     if args.command == "refresh":
         return refresh(runs=args.runs, pytest_args=[a for a in args.pytest_args if a != "--"])
+    if args.command == "hardware":
+        return hardware(threads=args.threads, python=args.python, as_json=args.json, out=sys.stdout)
     if args.command == "ab":
         return ab(baseline_python=args.baseline_python, rounds=args.rounds, tolerance=args.tolerance,
                   pytest_args=[a for a in args.pytest_args if a != "--"])

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from pytest_axion.engines.base import Engine
+from pytest_axion.engines.paired import PairedEngine, round_measurements
 from pytest_axion.engines.records import (
     MAX_SEQUENCES,
     CapacitySearch,
@@ -22,7 +23,7 @@ from pytest_axion.engines.records import (
     workload_of,
     workload_request,
 )
-from pytest_axion.engines.worker import EngineProcess, PairedEngine, WorkerError
+from pytest_axion.engines.worker import EngineProcess, WorkerError
 from pytest_axion.errors import MeasurementError, ModelFileError
 from pytest_axion.machine.environment import OtherCpuMeter
 from pytest_axion.machine.gguf import read_gguf_info
@@ -36,7 +37,7 @@ from pytest_axion.settings import Settings
 class LoadedModel:
     """A model loaded into llama.cpp, with the fingerprints of the model and the machine."""
 
-    engine: Engine   # a worker process; a PairedEngine of two in an A/B session (--axion-ab-baseline)
+    engine: Engine   # a worker process or an endpoint; a PairedEngine of two in an A/B session
     model: ModelFingerprint
     hardware: HardwareFingerprint
     threads: int
@@ -58,8 +59,12 @@ def load_model(settings: Settings, *, say: Callable[[str], None] | None = None) 
     python = settings.python.value or sys.executable
     try:
         if settings.ab_baseline.value is not None:
-            engine = PairedEngine(settings.ab_baseline.value, python, model_path=path,
-                                  threads=settings.threads.value, rounds=settings.ab_rounds.value)
+            def worker(interpreter: str, label: str) -> Callable[[], Engine]:
+                return lambda: EngineProcess(interpreter, model_path=path, threads=settings.threads.value,
+                                             label=label)
+
+            engine = PairedEngine(worker(settings.ab_baseline.value, "A/B baseline (--axion-ab-baseline)"),
+                                  worker(python, "A/B current"), rounds=settings.ab_rounds.value)
         else:
             engine = EngineProcess(python, model_path=path, threads=settings.threads.value)
     except (EngineError, WorkerError) as err:
@@ -84,7 +89,6 @@ def _load_served(settings: Settings, say: Callable[[str], None] | None) -> Loade
     from pytest_axion.engines.endpoint import EndpointEngine  # only for served sessions (httpx)
 
     start = time.perf_counter()
-    server = None
     if settings.serve_slots.value is not None:
         from pytest_axion.serve.build import SERVER, build_programs
         from pytest_axion.serve.llama_server import LlamaServer
@@ -98,26 +102,41 @@ def _load_served(settings: Settings, say: Callable[[str], None] | None) -> Loade
         except EngineError:
             server.stop()
             raise
+        served: Engine = engine
         model = fingerprint_model(path, info=info)
         model = replace(model, file_name=f"{model.label}@llama-server-np{settings.serve_slots.value}.gguf")
         hardware_override, override_source = settings.hardware.value, settings.hardware.source
     else:
         url = str(settings.endpoint.value)
-        engine = EndpointEngine(url, model=settings.endpoint_model.value)
+        engine = served = EndpointEngine(url, model=settings.endpoint_model.value)
         digest = hashlib.sha256(f"{url} {engine.server.model} {engine.server.build}".encode()).hexdigest()
         model = ModelFingerprint(file_name=f"{engine.server.model}@endpoint", path=url, sha256=digest,
                                  architecture="served", quantization="unknown", n_params=0, size_bytes=0)
         # The deployment, not this client machine, is the hardware: name it, or it is named after the endpoint.
-        host = url.split("://", 1)[1].split("/", 1)[0]
-        hardware_override = settings.hardware.value or "endpoint-" + "".join(
-            c if c.isalnum() or c in "._-" else "-" for c in host)
+        hardware_override = settings.hardware.value or endpoint_hardware_id(url)
         override_source = settings.hardware.source if settings.hardware.value else "--axion-endpoint"
+    if settings.ab_endpoint.value is not None:
+        # B is the deployment named above; A the one it is judged against, measured in alternating rounds
+        ab_url = settings.ab_endpoint.value
+        try:
+            served = PairedEngine(lambda: EndpointEngine(ab_url, label="A/B baseline endpoint",
+                                                         option="--axion-ab-endpoint"), lambda: engine,
+                                  rounds=settings.ab_rounds.value)
+        except EngineError:
+            engine.close()
+            raise
     load_seconds = time.perf_counter() - start
-    warm_up = engine.warm_up(prompt_fill_tokens(settings.threads.value))
+    warm_up = served.warm_up(prompt_fill_tokens(settings.threads.value))
     hardware = collect_hardware(system_info=engine.facts.system_info, llama_cpp_python_version="served",
                                 hardware_id_override=hardware_override, override_source=override_source)
-    return LoadedModel(engine=engine, model=model, hardware=hardware, threads=settings.threads.value,
+    return LoadedModel(engine=served, model=model, hardware=hardware, threads=settings.threads.value,
                        load_seconds=load_seconds, warm_up=warm_up)
+
+
+def endpoint_hardware_id(url: str) -> str:
+    """An external endpoint's hardware id, unless --axion-hardware names it: ``endpoint-<host>-<port>``."""
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    return "endpoint-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in host)
 
 
 def engine_run(engine: Engine, kind: str, *, repetitions: int,
@@ -127,7 +146,7 @@ def engine_run(engine: Engine, kind: str, *, repetitions: int,
     # Contention is measured against this process tree; a server elsewhere (or not our child) would count as
     # "other processes", so an external endpoint reports none.
     meter = OtherCpuMeter().start() if getattr(engine, "measures_contention", True) else None
-    run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)
+    run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)  # type: ignore[arg-type]  # sizes
     return run, meter.stop() if meter is not None else None
 
 
@@ -289,14 +308,15 @@ class Axion:
         engine = self.loaded.engine
         with self._engine_errors():
             if isinstance(engine, PairedEngine):
-                meter = OtherCpuMeter().start()
+                meter = OtherCpuMeter().start() if engine.measures_contention else None
                 paired = engine.measure_pair(kind, **shape)
-                other = meter.stop()
+                other = meter.stop() if meter is not None else None
                 measured = measurements_of(paired.current, nodeid=self.nodeid, threads=self.threads,
                                            other_cpus=other)
                 if self._record_pair is not None:
-                    self._record_pair(measurements_of(paired.baseline, nodeid=self.nodeid, threads=self.threads,
-                                                      other_cpus=other), measured)
+                    self._record_pair(*(round_measurements(rounds, nodeid=self.nodeid, threads=self.threads,
+                                                           other_cpus=other)
+                                        for rounds in (paired.baseline_rounds, paired.current_rounds)))
             else:
                 run, other = engine_run(engine, kind, repetitions=self._reps(repetitions), progress=self._progress,
                                         **shape)

@@ -47,6 +47,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("plots", "--axion-plots", "axion_plots", "str",
                "draw the benchmark's three figures (PNG and SVG) into this folder; needs pytest-axion[plots]",
                "DIR"),
+    OptionSpec("markdown", "--axion-markdown", "axion_markdown", "str",
+               "write a Markdown summary for CI (verdicts first, failures on top, capacity, shape curves, "
+               "figure links); also appended to $GITHUB_STEP_SUMMARY when that is set", "PATH"),
     OptionSpec("hardware", "--axion-hardware", "axion_hardware", "str",
                "hardware id that selects baselines, e.g. gcp-c4a-standard-32 (default: derived from the "
                "CPU; letters, digits, '.', '_' and '-' only)", "ID"),
@@ -102,6 +105,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "A/B session: measure every workload also with the llama-cpp-python of this Python "
                "interpreter (A, e.g. .venv-old/bin/python), alternating with the current one (B), and "
                "judge the paired ratios B/A instead of the stored baselines", "PYTHON"),
+    OptionSpec("ab_endpoint", "--axion-ab-endpoint", "axion_ab_endpoint", "str",
+               "A/B session of two served deployments: measure this OpenAI-compatible endpoint (A, e.g. the "
+               "current release's server) alternating with the one of --axion-endpoint or --axion-serve (B), "
+               "and judge the paired ratios B/A instead of the stored baselines", "URL"),
     OptionSpec("ab_rounds", "--axion-ab-rounds", "axion_ab_rounds", "int",
                "rounds of an A/B session: one repetition per side each, ABBA order (default 10)", "N"),
     OptionSpec("ab_tolerance", "--axion-ab-tolerance", "axion_ab_tolerance", "str",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,10 +17,12 @@ from pytest_axion.options import MARKER, MARKER_SHORT_HELP, OPTIONS, options_giv
 if TYPE_CHECKING:
     from pytest_axion.engines.records import ProgressCallback
     from pytest_axion.harness import Axion, LoadedModel
+    from pytest_axion.promises.marker import SloSpec
+    from pytest_axion.session import AxionSession
     from pytest_axion.settings import Settings
 
-SESSION_KEY = pytest.StashKey["AxionSession"]()
-SLO_SPEC_KEY = pytest.StashKey["SloSpec"]()
+SESSION_KEY: pytest.StashKey[AxionSession] = pytest.StashKey()
+SLO_SPEC_KEY: pytest.StashKey[SloSpec] = pytest.StashKey()
 
 _SKIP_REASON = "performance measurement is off: run pytest with --axion-slo to measure"
 
@@ -70,6 +73,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except AxionError as err:
         raise pytest.UsageError(str(err)) from None
     config.stash[SESSION_KEY] = session
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Model, hardware id, threads and mode, before the first test runs (the controller only, under xdist)."""
+    session = config.stash.get(SESSION_KEY, None)
+    return session.header_line() if session is not None else None
 
 
 # -- pytest-xdist -------------------------------------------------------------------------------------
@@ -285,18 +294,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if settings.report.value is not None:
             write_report(Path(settings.report.value), run)
+        figures: list[Path] = []
         if settings.plots.value is not None:
-            draw_figures(run.measurements, Path(settings.plots.value),
-                         title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads",
-                         reading_tokens_per_s=run.reading.tokens_per_s, reading_label=run.reading.label)
+            figures += draw_figures(run.measurements, Path(settings.plots.value),
+                                    title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads",
+                                    reading_tokens_per_s=run.reading.tokens_per_s, reading_label=run.reading.label)
             if run.ab is not None:
-                draw_ab_ratios(run.verdicts, Path(settings.plots.value),
-                               title=f"{run.model.label} on {run.hardware.hardware_id}\n"
-                                     f"B: llama-cpp-python {run.ab.current.facts.llama_cpp_python_version}, "
-                                     f"A: {run.ab.baseline.facts.llama_cpp_python_version}")
+                figures += draw_ab_ratios(run.verdicts, Path(settings.plots.value),
+                                          title=f"{run.model.label} on {run.hardware.hardware_id}\n"
+                                                f"B: {run.ab.current.name}, A: {run.ab.baseline.name}")
             if run.roofs is not None:
-                draw_roofline(efficiency_figures(run.measurements, run.roofs), run.roofs, Path(settings.plots.value),
-                              title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads")
+                figures += draw_roofline(efficiency_figures(run.measurements, run.roofs), run.roofs,
+                                         Path(settings.plots.value), title=f"{run.model.label} on "
+                                         f"{run.hardware.hardware_id}, {run.threads} threads")
+        if settings.markdown.value is not None:
+            from pytest_axion.report.markdown import markdown_summary, write_markdown
+
+            path = Path(settings.markdown.value)
+            write_markdown(path, markdown_summary(run, figures=figures, relative_to=path.parent.resolve()),
+                           append_to=os.environ.get("GITHUB_STEP_SUMMARY"))
     except AxionError as err:
         say(f"ERROR: {err}", red=True)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -338,6 +354,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         write(line)
     if session.settings.report.value is not None:
         write(f"report: {session.settings.report.value}")
+    if session.settings.markdown.value is not None:
+        write(f"markdown summary: {session.settings.markdown.value}"
+              + (" (also in $GITHUB_STEP_SUMMARY)" if os.environ.get("GITHUB_STEP_SUMMARY") else ""))
     if session.settings.plots.value is not None:
         extra = ", fig4-ab-ratios" if run.ab is not None else ""
         extra += ", fig5-roofline" if run.roofs is not None else ""

@@ -10,22 +10,24 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pytest_axion.engines.base import Engine
+from pytest_axion.engines.paired import PairedEngine, round_measurements
 from pytest_axion.engines.records import (
+    CapacitySearch,
     EngineError,
     Measurement,
-    ModelFacts,
     ProgressCallback,
     busy_limit,
     measurements_of,
     workload_of,
     workload_request,
 )
-from pytest_axion.engines.worker import PairedEngine, probe_build
+from pytest_axion.engines.worker import probe_build
 from pytest_axion.errors import AxionError, MeasurementError, SettingsError
 from pytest_axion.harness import (
     Axion,
-    CapacitySearch,
     LoadedModel,
+    endpoint_hardware_id,
     load_model,
     remeasure,
 )
@@ -67,7 +69,8 @@ class AxionSession:
         self._reading: ReadingSpeed | None = None
         self._gate: BaselineGate | None = None
         self.refresh_result: refreshing.RefreshResult | None = None
-        self.ab_pairs: list[tuple[Measurement, Measurement]] = []   # (A, B) of every metric, A/B session only
+        # (A, B) of every metric, one sample per round each: A/B session only
+        self.ab_pairs: list[tuple[Measurement, Measurement]] = []
         self.capacity_searches: dict[str, CapacitySearch] = {}
         self.environment: tuple[str, ...] = ()   # warnings about the machine, read when measuring starts
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
@@ -124,12 +127,6 @@ class AxionSession:
 
     def _record_pair(self, baseline: dict[str, Measurement], current: dict[str, Measurement]) -> None:
         self.ab_pairs += [(baseline[metric], current[metric]) for metric in current]
-
-    @property
-    def ab_sides(self) -> tuple[ModelFacts, ModelFacts] | None:
-        """(A, B) build facts of an A/B session once its workers run; None otherwise."""
-        engine = self._loaded.engine if self._loaded is not None else None
-        return (engine.baseline.facts, engine.current.facts) if isinstance(engine, PairedEngine) else None
 
     def reading_speed(self) -> ReadingSpeed:
         """The reading speed in tokens/s; words per minute are converted with the model's tokenizer."""
@@ -199,6 +196,41 @@ class AxionSession:
         if missing:
             raise SettingsError(missing_message(missing, source=source, system_info=info, isa_features=isa))
 
+    def header_line(self) -> str:
+        """Before the first test: the model, the hardware id, threads and mode, from the build's own facts
+        (a short probe; no model is loaded yet)."""
+        settings = self.settings
+        if settings.endpoint.value is not None:
+            model = settings.endpoint_model.value or "the endpoint's model"
+            hardware = settings.hardware.value or endpoint_hardware_id(settings.endpoint.value)
+        else:
+            try:
+                model = Path(settings.model.value or embedded_model_path()).name.removesuffix(".gguf")
+            except AxionError:
+                model = "not installed"
+            try:
+                build = probe_build(settings.python.value or sys.executable)
+                hardware = collect_hardware(system_info=build["system_info"],
+                                            llama_cpp_python_version=build["llama_cpp_python_version"],
+                                            hardware_id_override=settings.hardware.value,
+                                            override_source=settings.hardware.source).hardware_id
+            except AxionError:
+                hardware = "not known until the model loads"
+        if settings.refresh:
+            mode = f"recording baselines ({settings.runs.value} runs)"
+        elif settings.ab_baseline.value is not None:
+            mode = f"A/B against the llama-cpp-python of {settings.ab_baseline.value}"
+        elif settings.ab_endpoint.value is not None:
+            mode = f"A/B of the served deployment against {settings.ab_endpoint.value}"
+        elif settings.serve_slots.value is not None:
+            mode = f"served by llama-server with {settings.serve_slots.value} slots"
+        elif settings.endpoint.value is not None:
+            mode = f"served at {settings.endpoint.value}"
+        else:
+            mode = "in process"
+        gate = f"baselines in {_shown(self.baselines_root)}/" if settings.compare_baselines else "no stored baselines"
+        return f"axion: model {model}, hardware {hardware}, {settings.threads.value} threads, {mode}; {gate}"
+
     def read_baseline(self) -> None:
         """Read this machine's baseline now (if comparing), so that a corrupt file is reported first."""
         _ = self.gate
@@ -210,8 +242,8 @@ class AxionSession:
         if not measured:
             return []
         settings = self.settings
-        ab_side = ({b.key: a for a, b in self.ab_pairs if b.nodeid == nodeid}
-                   if settings.ab_baseline.value is not None else None)
+        ab_side = ({b.key: (a, b) for a, b in self.ab_pairs if b.nodeid == nodeid}
+                   if settings.ab_source is not None else None)
         context = PromiseContext(nodeid=nodeid, reading=self.reading_speed, default_tolerance=settings.tolerance.value,
                                  gate=self.gate, require_baseline=settings.require_baseline,
                                  ab_baseline_side=ab_side, ab_rounds=settings.ab_rounds.value,
@@ -231,9 +263,9 @@ class AxionSession:
         return verdicts
 
     def _measure_again(self, suspects: Sequence[Measurement],
-                       ab_side: dict[str, Measurement] | None) -> dict[str, Measurement]:
+                       ab_side: dict[str, tuple[Measurement, Measurement]] | None) -> dict[str, Measurement]:
         """The suspects' workloads, each once, in a fresh worker (a process keeps offsets of its own for life:
-        a miss must reproduce in a new one); in an A/B session both sides, A's figures into ``ab_side``."""
+        a miss must reproduce in a new one); in an A/B session both sides, their rounds into ``ab_side``."""
         # load() already starts a fresh worker when the last one crashed (or none was started yet)
         running = self._loaded is not None and getattr(self._loaded.engine, "alive", True)
         loaded = self.load()
@@ -245,16 +277,19 @@ class AxionSession:
         fresh: dict[str, Measurement] = {}
         for first in {workload_of(m): m for m in suspects}.values():
             kind, shape = workload_request(first)
-            meter = OtherCpuMeter().start()
+            meter = OtherCpuMeter().start() if engine.measures_contention else None
             try:
                 paired = engine.measure_pair(kind, **shape)
             except EngineError as err:
                 raise MeasurementError(f"{first.nodeid}: measuring again in fresh processes: {err}") from None
-            other = meter.stop()
-            again_a = measurements_of(paired.baseline, nodeid=first.nodeid, threads=first.threads, other_cpus=other)
-            again_b = measurements_of(paired.current, nodeid=first.nodeid, threads=first.threads, other_cpus=other)
-            for metric, b in again_b.items():
-                ab_side[b.key] = again_a[metric]
+            other = meter.stop() if meter is not None else None
+            again_a, again_b = (round_measurements(rounds, nodeid=first.nodeid, threads=first.threads,
+                                                   other_cpus=other)
+                                for rounds in (paired.baseline_rounds, paired.current_rounds))
+            for metric, b in measurements_of(paired.current, nodeid=first.nodeid, threads=first.threads,
+                                             other_cpus=other).items():
+                if metric in again_a and metric in again_b:
+                    ab_side[b.key] = (again_a[metric], again_b[metric])
                 fresh[b.key] = b
         return fresh
 
@@ -350,15 +385,19 @@ class AxionSession:
                          test_outcomes=self.test_outcomes(), environment=self.environment,
                          capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
                          roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
-                         served=loaded.engine.describe() if self.settings.served else "")
+                         served=str(getattr(loaded.engine, "describe", lambda: "")()) if self.settings.served else "")
 
     def _ab_session(self) -> AbSession | None:
-        sides, settings = self.ab_sides, self.settings
-        if sides is None or settings.ab_baseline.value is None:
+        engine, settings = self._loaded.engine if self._loaded is not None else None, self.settings
+        if not isinstance(engine, PairedEngine) or settings.ab_source is None:
             return None
-        return AbSession(baseline=AbSide(settings.ab_baseline.value, sides[0]),
-                         current=AbSide(sys.executable, sides[1]), rounds=settings.ab_rounds.value,
-                         tolerance=settings.ab_tolerance.value)
+
+        def side(where: str, of: Engine) -> AbSide:
+            return AbSide(where, of.facts, served=str(getattr(of, "describe", lambda: "")()))
+
+        current = settings.endpoint.value or ("llama-server" if settings.served else sys.executable)
+        return AbSession(baseline=side(settings.ab_source, engine.baseline), current=side(current, engine.current),
+                         rounds=settings.ab_rounds.value, tolerance=settings.ab_tolerance.value)
 
     def export_state(self) -> bytes | None:
         """An xdist worker's run for its controller (pickle: both ends are this same installation)."""
@@ -388,3 +427,11 @@ class AxionSession:
         if self._loaded is not None:
             self._loaded.close()
             self._loaded = None
+
+
+def _shown(path: Path) -> str:
+    """A path as a person reads it in a one-line header: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -57,6 +57,7 @@ class Settings:
     reading_speed: ReadingSpeedSpec
     report: Sourced[str | None]
     plots: Sourced[str | None]
+    markdown: Sourced[str | None] = Sourced(None, "default")   # None: no Markdown summary
     require_features: tuple[str, ...] = ()
     baselines: Sourced[str | None] = Sourced(None, "default")   # None: <rootdir>/baselines
     compare_baselines: bool = True
@@ -76,12 +77,18 @@ class Settings:
     ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
     efficiency: Sourced[str] = Sourced(DEFAULT_EFFICIENCY, "default")   # cached, fresh or off
     endpoint: Sourced[str | None] = Sourced(None, "default")     # a served deployment's URL, or None
+    ab_endpoint: Sourced[str | None] = Sourced(None, "default")  # A of a served A/B session, or None
     endpoint_model: Sourced[str | None] = Sourced(None, "default")
     serve_slots: Sourced[int | None] = Sourced(None, "default")   # start llama-server with this many slots
 
     @property
     def served(self) -> bool:
         return self.endpoint.value is not None or self.serve_slots.value is not None
+
+    @property
+    def ab_source(self) -> str | None:
+        """Side A of an A/B session (an interpreter or an endpoint URL); None outside one."""
+        return self.ab_baseline.value or self.ab_endpoint.value
     warnings: tuple[str, ...] = ()
     cores: UsableCores = _ONE_CORE   # what the default thread count rests on
 
@@ -153,21 +160,28 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         raise SettingsError(f"{efficiency.source} must be one of {', '.join(EFFICIENCY_MODES)}, "
                             f"got {efficiency.value!r}")
 
-    endpoint = _as_optional_str(raw["endpoint"])
-    if endpoint.value is not None and not endpoint.value.startswith(("http://", "https://")):
-        raise SettingsError(f"{endpoint.source} must be an http(s) URL such as http://127.0.0.1:8080/v1, got "
-                            f"{endpoint.value!r}")
+    endpoint, ab_endpoint = _as_url(raw["endpoint"]), _as_url(raw["ab_endpoint"])
     serve_raw = raw["serve"]
-    serve_slots = _as_int(serve_raw, default=0) if serve_raw.value is not None else Sourced(None, "default")
+    serve_slots: Sourced[int | None] = Sourced(None, "default")
+    if serve_raw.value is not None:
+        slots = _as_int(serve_raw, default=0)
+        serve_slots = Sourced(slots.value, slots.source)
     if serve_slots.value is not None and not 1 <= serve_slots.value <= MAX_SERVE_SLOTS:
         raise SettingsError(f"{serve_slots.source} must be between 1 and {MAX_SERVE_SLOTS} slots, got "
                             f"{serve_slots.value}")
     if serve_slots.value is not None and endpoint.value is not None:
         raise SettingsError("--axion-serve starts a server to measure, --axion-endpoint measures one already "
                             "running: give one of them")
-    if (serve_slots.value is not None or endpoint.value is not None) and ab_baseline.value is not None:
+    served = serve_slots.value is not None or endpoint.value is not None
+    if (served or ab_endpoint.value is not None) and ab_baseline.value is not None:
         raise SettingsError("--axion-ab-baseline compares two llama-cpp-python installations in worker processes; "
-                            "it does not mix with --axion-endpoint / --axion-serve")
+                            "it does not mix with --axion-endpoint / --axion-serve / --axion-ab-endpoint")
+    if ab_endpoint.value is not None and not served:
+        raise SettingsError(f"{ab_endpoint.source} is side A of a served A/B session: give side B with "
+                            "--axion-endpoint URL or --axion-serve N")
+    if ab_endpoint.value is not None and refresh:
+        raise SettingsError("--axion-ab-endpoint and --axion-refresh-baselines do not mix: run the A/B session, "
+                            "then record baselines in a separate run")
 
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
@@ -177,7 +191,8 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         require_features=required,
         baselines=_as_optional_str(raw["baselines"]),
         # An A/B session judges B against A measured side by side, not against stored baselines.
-        compare_baselines=not raw["no_baselines"].value and not refresh and ab_baseline.value is None,
+        compare_baselines=(not raw["no_baselines"].value and not refresh and ab_baseline.value is None
+                           and ab_endpoint.value is None),
         require_baseline=_as_bool(raw["require_baseline"]),
         tolerance=_as_tolerance(raw["tolerance"]),
         estimator=Sourced(estimator.value or DEFAULT_ESTIMATOR, estimator.source),
@@ -192,6 +207,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         ab_baseline=ab_baseline,
         efficiency=Sourced(efficiency.value or DEFAULT_EFFICIENCY, efficiency.source),
         endpoint=endpoint,
+        ab_endpoint=ab_endpoint,
         endpoint_model=_as_optional_str(raw["endpoint_model"]),
         serve_slots=serve_slots,
         ab_rounds=ab_rounds,
@@ -199,6 +215,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         reading_speed=reading_speed,
         report=_as_optional_str(raw["report"]),
         plots=_as_optional_str(raw["plots"]),
+        markdown=_as_optional_str(raw["markdown"]),
         model=model,
         threads=threads,
         repetitions=repetitions,
@@ -255,6 +272,14 @@ def _as_optional_str(raw: Sourced[object]) -> Sourced[str | None]:
     if raw.value is None:
         return Sourced(None, "default")
     return Sourced(str(raw.value), raw.source)
+
+
+def _as_url(raw: Sourced[object]) -> Sourced[str | None]:
+    url = _as_optional_str(raw)
+    if url.value is not None and not url.value.startswith(("http://", "https://")):
+        raise SettingsError(f"{url.source} must be an http(s) URL such as http://127.0.0.1:8080/v1, got "
+                            f"{url.value!r}")
+    return url
 
 
 def _convert(raw: Sourced[object], convert: Callable[[str], T], expected: str) -> T:

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
+from pytest_axion.engines.paired import round_order
 from pytest_axion.engines.records import Measurement
-from pytest_axion.engines.worker import round_order
 from pytest_axion.promises.ab import (
     AbPromise,
     compare_paired,
@@ -110,11 +110,11 @@ def test_as_a_promise_a_regression_stands_only_while_every_fresh_attempt_regress
     b_first = measurement("gen_tps", b)
 
     def judged(*fresh_pairs):
-        side = {b_first.key: measurement("gen_tps", a)}
+        side = {b_first.key: (measurement("gen_tps", a), b_first)}
 
-        def measure_again(suspects, attempt, why):   # as the session does: A's fresh figures go into the side
+        def measure_again(suspects, attempt, why):   # as the session does: both sides' rounds go into the side
             fa, fb = fresh_pairs[attempt - 2]
-            side[b_first.key] = measurement("gen_tps", fa)
+            side[b_first.key] = (measurement("gen_tps", fa), measurement("gen_tps", fb))
             return {b_first.key: measurement("gen_tps", fb)}
         [verdict] = confirm("t.py::test", [AbPromise(side, rounds=10, tolerance=0.05)], [b_first], attempts=2,
                             measure_again=measure_again)

@@ -57,3 +57,26 @@ def test_refresh_command_runs_pytest_with_the_refresh_flags(monkeypatch):
     assert main(["refresh", "--runs", "4", "--", "tests/conformance", "-k", "prompt"]) == 0
     assert calls == [[sys.executable, "-m", "pytest", "--axion-slo", "--axion-refresh-baselines", "--axion-runs", "4",
                       "tests/conformance", "-k", "prompt"]]
+
+
+def test_hardware_names_the_id_the_plugin_gives_this_machine_and_its_baseline_folder(capsys):
+    from pytest_axion.engines.worker import probe_build
+    from pytest_axion.machine.hardware import collect_hardware
+
+    build = probe_build()
+    expected = collect_hardware(system_info=build["system_info"],
+                                llama_cpp_python_version=build["llama_cpp_python_version"]).hardware_id
+    assert main(["hardware", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["hardware_id"] == expected == data["fingerprint"]["hardware_id"]
+    assert data["fingerprint"]["llama_cpp_system_info"] and data["threads"] >= 1
+    assert main(["hardware", "--threads", "64"]) == 0
+    text = capsys.readouterr().out
+    assert f"baseline folder  baselines/{expected}/" in text
+    assert "warning: thread count 64 is above the " in text   # the warnings are read for the threads asked
+
+
+def test_hardware_with_an_interpreter_that_cannot_report_is_one_line(capsys):
+    assert main(["hardware", "--python", "/bin/false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("pytest-axion hardware: /bin/false could not report llama.cpp's build")

@@ -48,7 +48,7 @@ def test_ab_ratio_figure_shows_throughput_pairs_only(tmp_path):
     a = Measurement("t::p", "prompt_tps", 1, 32, 0, 2, tuple(300.0 + i for i in range(8)))
     b = Measurement("t::p", "prompt_tps", 1, 32, 0, 2, tuple(270.0 + i for i in range(8)))
     ta = Measurement("t::p", "ttft_ms", 1, 32, 0, 2, tuple(100.0 + i for i in range(8)))
-    side = {b.key: a, ta.key: ta}
+    side = {b.key: (a, b), ta.key: (ta, ta)}
     verdicts = confirm("t::p", [AbPromise(side, rounds=8, tolerance=0.05)], [b, ta], attempts=1, measure_again=None)
     written = draw_ab_ratios(verdicts, tmp_path / "figs", title="m on hw")
     assert [p.name for p in written] == ["fig4-ab-ratios.png", "fig4-ab-ratios.svg"]

@@ -48,7 +48,9 @@ def test_an_a_a_session_names_both_sides_and_reports_paired_verdicts(pytester):
                                             f"tg{r['n_gen']}", f"t{r['threads']}"]): r for r in rows}
     for key, verdict in paired.items():
         detail = verdict["readings"][0]["detail"]
-        assert len(detail["ratios"]) == 6 and len(detail["baseline_samples"]) == len(keys[key]["samples"])
+        # one value per round on each side (a round's step latencies by their median)
+        assert len(detail["ratios"]) == len(detail["baseline_samples"]) == len(detail["current_samples"]) == 6
+        assert key in keys
     assert {v["outcome"] for v in paired.values()} <= {"pass", "inconclusive"}
     assert report["ab"]["baseline"]["llama_cpp_python_version"] == report["ab"]["current"]["llama_cpp_python_version"]
 

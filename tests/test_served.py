@@ -76,6 +76,49 @@ def test_reference_user_promises_pass_against_a_started_llama_server(pytester, t
     assert set(pids_of(SERVER)) <= before   # the session stopped the server it started
 
 
+TWO_USERS = """
+def test_two_users(axion):
+    axion.batched(n_prompt=32, n_gen=16, batch_sizes=[2])
+"""
+
+
+def test_served_ab_of_identical_servers_passes_and_names_both_sides(pytester, served, tmp_path):
+    pytester.makepyfile(TWO_USERS)
+    report = tmp_path / "r.json"
+    result = pytester.runpytest(*FAST, "--axion-serve=4", f"--axion-ab-endpoint={served.url}",
+                                "--axion-ab-rounds=6", f"--axion-report={report}")
+    result.assert_outcomes(passed=1)
+    data = json.loads(report.read_text())
+    assert data["ab"]["baseline"]["python"] == served.url and "4 slots" in data["ab"]["baseline"]["served"]
+    assert data["ab"]["current"]["python"] == "llama-server"
+    paired = [v for v in data["verdicts"] if v["kind"] == "ab"]
+    assert {v["name"].split("::")[2] for v in paired} >= {"ttft_ms", "per_user_tps", "gen_tps", "itl_ms"}
+    assert all(len(v["readings"][0]["detail"]["ratios"]) == 6 for v in paired)
+
+
+def test_served_ab_catches_a_deployment_whose_users_queue(pytester, served):
+    # the same server with one slot: each of four users waits for the answers of those before it
+    pytester.makepyfile("""
+        def test_four_users(axion):
+            axion.batched(n_prompt=32, n_gen=32, batch_sizes=[4])
+    """)
+    result = pytester.runpytest(*FAST, "--axion-serve=1", f"--axion-ab-endpoint={served.url}",
+                                "--axion-ab-rounds=6", "--axion-confirm=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ttft_ms pp32+tg32 x4: regressed: B/A 0.*"])
+
+
+def test_nothing_listening_at_side_a_is_one_line_and_side_b_is_stopped(pytester):
+    pytester.makepyfile(TWO_USERS)
+    port = free_port()
+    before = set(pids_of(SERVER))
+    result = pytester.runpytest(*FAST, "--axion-serve=2", f"--axion-ab-endpoint=http://127.0.0.1:{port}/v1")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*nothing answers at endpoint http://127.0.0.1:{port}/v1 (*): start the server "
+                                 "first, or check the host, port and the /v1 suffix of --axion-ab-endpoint*"])
+    assert set(pids_of(SERVER)) <= before   # the server started for side B did not outlive the error
+
+
 def test_nothing_listening_is_one_line(pytester):
     pytester.makepyfile(USERS)
     port = free_port()

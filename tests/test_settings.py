@@ -110,3 +110,22 @@ def test_required_features_come_from_the_option_or_the_ini_and_unknown_names_are
     assert resolve().require_features == ()
     with pytest.raises(SettingsError, match=r"ini axion_require_features: unknown feature\(s\) KLEIDAI"):
         resolve(ini={"axion_require_features": "KLEIDAI"})
+
+
+@pytest.mark.parametrize("cli, message", [
+    ({"ab_endpoint": "http://a:8080/v1"}, "--axion-ab-endpoint is side A of a served A/B session: give side B"),
+    ({"ab_endpoint": "a:8080/v1", "serve": "4"}, "--axion-ab-endpoint must be an http"),
+    ({"ab_endpoint": "http://a:8080/v1", "serve": "4", "ab_baseline": "/venv/bin/python"},
+     "--axion-ab-baseline .* does not mix with .*--axion-ab-endpoint"),
+    ({"ab_endpoint": "http://a:8080/v1", "serve": "4", "enabled": True, "refresh": True},
+     "--axion-ab-endpoint and --axion-refresh-baselines do not mix"),
+])
+def test_served_ab_session_needs_side_b_and_refuses_what_does_not_mix(cli, message):
+    with pytest.raises(SettingsError, match=message):
+        resolve(cli=cli)
+
+
+def test_served_ab_session_judges_pairs_instead_of_stored_baselines():
+    settings = resolve(cli={"enabled": True, "ab_endpoint": "http://a:8080/v1", "endpoint": "http://b:8080/v1"})
+    assert settings.ab_source == "http://a:8080/v1" and not settings.compare_baselines
+    assert resolve(cli={"enabled": True}).ab_source is None

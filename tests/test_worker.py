@@ -3,6 +3,7 @@
 import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,8 +12,9 @@ import threading
 
 import pytest
 
+from pytest_axion.engines.paired import PairedEngine, round_measurements
 from pytest_axion.engines.records import BatchedRun, EngineError, PromptRun
-from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineCrash, EngineProcess, PairedEngine, WorkerError
+from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineCrash, EngineProcess, WorkerError
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +68,18 @@ def test_raw_protocol_is_json_lines_with_a_ready_line_first(model_path):
 
 
 def test_paired_engine_alternates_sides_and_keeps_one_sample_per_round(model_path):
-    paired = PairedEngine(sys.executable, sys.executable, model_path=str(model_path), threads=2, rounds=4)
+    def worker():
+        return EngineProcess(sys.executable, model_path=str(model_path), threads=2)
+
+    paired = PairedEngine(worker, worker, rounds=4)
     try:
         run = paired.measure_pair("batched", n_prompt=8, n_gen=2, batch_size=2)
         assert len(run.baseline.prompt_seconds) == len(run.current.prompt_seconds) == 4
         assert len(run.current.step_seconds) == 4 and paired.facts == paired.current.facts
+        rounds = round_measurements(run.current_rounds, nodeid="t", threads=2)
+        # one sample per round: the round's own figure, the median of its steps' latencies
+        assert all(len(m.samples) == 4 for m in rounds.values()) and set(rounds) >= {"gen_tps", "itl_ms"}
+        assert rounds["gen_tps"].samples == tuple(4 / s for s in run.current.gen_seconds)
     finally:
         paired.close()
 
@@ -125,13 +134,16 @@ def test_a_worker_that_dies_mid_session_is_one_line_with_its_exit_code(model_pat
 
 def segfaulting_loader(tmp_path, only_start=None):
     """An interpreter whose llama.cpp segfaults for real (a read of address 0) while it loads the model: at
-    every start, or only at start number ``only_start`` (counted in a file)."""
+    every start, or only at start number ``only_start`` (counted in a file; a ``--probe`` of the build, as
+    the session header makes, loads no model and is not counted)."""
     counter = tmp_path / "worker-starts"
     (tmp_path / "segv_load.py").write_text(textwrap.dedent(f"""\
         import ctypes, os, runpy, sys
         import llama_cpp
-        starts = (int(open({str(counter)!r}).read()) if os.path.exists({str(counter)!r}) else 0) + 1
-        open({str(counter)!r}, "w").write(str(starts))
+        starts = (int(open({str(counter)!r}).read()) if os.path.exists({str(counter)!r}) else 0)
+        if "--probe" not in sys.argv:
+            starts += 1
+            open({str(counter)!r}, "w").write(str(starts))
         def load(*args):
             print("llama_model_loader: loaded meta data with 33 key-value pairs", file=sys.stderr, flush=True)
             ctypes.string_at(0)   # SIGSEGV inside native code
@@ -170,3 +182,20 @@ def test_a_worker_that_segfaults_while_loading_names_the_signal_and_llama_cpps_l
     message = str(err.value)
     assert "crashed with SIGSEGV (a segmentation fault in native code) while loading the model" in message
     assert "llama_model_loader: loaded meta data with 33 key-value pairs" in message and "\n" not in message
+
+
+def test_a_binding_that_lacks_a_call_is_one_line_naming_the_version_and_the_fix(model_path, tmp_path):
+    # an interpreter whose llama-cpp-python has no llama_get_memory, as a version that renamed it would
+    python = tmp_path / "python"
+    python.write_text(f"""#!/bin/sh
+exec {sys.executable} -c "import sys, runpy, llama_cpp; del llama_cpp.llama_get_memory; sys.argv = sys.argv[1:]; \\
+runpy.run_path(sys.argv[0], run_name='__main__')" "$@"
+""")
+    python.chmod(0o755)
+    with pytest.raises(WorkerError) as caught:
+        EngineProcess(str(python), model_path=str(model_path), threads=2)
+    message = str(caught.value)
+    assert "\n" not in message and "could not load" not in message
+    assert re.search(r"llama-cpp-python \S+ lacks llama_get_memory: pytest-axion's engine is known to work with "
+                     r"llama-cpp-python 0\.3\.35 and 0\.3\.36; install one \(pip install "
+                     r"'llama-cpp-python==0\.3\.36'\)", message), message

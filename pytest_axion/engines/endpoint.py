@@ -78,8 +78,9 @@ def _get_json(url: str, timeout: float = 10.0) -> Any:
         return json.loads(response.read())
 
 
-def probe_endpoint(url: str, model: str | None) -> ServerFacts:
-    """The served model's name, the server's build and slot count; a one-line error when nothing answers."""
+def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint") -> ServerFacts:
+    """The served model's name, the server's build and slot count; a one-line error when nothing answers,
+    naming the ``option`` that gave the URL."""
     base = url.rstrip("/")
     try:
         listed = _get_json(f"{base}/models")
@@ -89,7 +90,7 @@ def probe_endpoint(url: str, model: str | None) -> ServerFacts:
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise EndpointError(f"nothing answers at endpoint {url} ({reason}): start the server first, or check the "
-                          "host, port and the /v1 suffix of --axion-endpoint") from None
+                          f"host, port and the /v1 suffix of {option}") from None
     names = [str(entry.get("id")) for entry in listed.get("data", []) if isinstance(entry, dict)]
     if model is None:
         if not names:
@@ -150,12 +151,13 @@ class EndpointEngine:
     """The engine interface over an OpenAI-compatible endpoint (``url`` ends in ``/v1``)."""
 
     def __init__(self, url: str, *, model: str | None = None, label: str = "endpoint",
-                 restart_server: Any = None, server: Any = None, seed: int = 1234) -> None:
+                 restart_server: Any = None, server: Any = None, seed: int = 1234,
+                 option: str = "--axion-endpoint") -> None:
         self.url, self.label = url.rstrip("/"), label
         self._restart_server = restart_server   # a managed llama-server restarts; an external endpoint cannot
         self._managed = server                  # the LlamaServer this session started, stopped on close()
         self.measures_contention = server is not None   # our child process: its CPU time is ours
-        self.server = probe_endpoint(self.url, model)
+        self.server = probe_endpoint(self.url, model, option)
         self._rng = random.Random(seed)
         self.facts = ModelFacts(description=f"{self.server.model} served at {self.url}", n_params=0, size_bytes=0,
                                 n_vocab=self.server.n_vocab, n_ctx_train=0, model_buffers=(),
@@ -166,7 +168,8 @@ class EndpointEngine:
         return self._managed.alive if self._managed is not None else True
 
     def describe(self) -> str:
-        slots = f"{self.server.slots} slots" if self.server.slots is not None else "slots not reported"
+        slots = ("slots not reported" if self.server.slots is None
+                 else f"{self.server.slots} slot{'s' if self.server.slots != 1 else ''}")
         return f"endpoint {self.url}: model {self.server.model}, build {self.server.build}, {slots}"
 
     # -- the engine interface ------------------------------------------------------------------------

@@ -38,8 +38,22 @@ DEFAULT_N_BATCH = 2048  # llama-bench's -b default
 MAX_SEQUENCES = 256     # llama.cpp's LLAMA_MAX_SEQ: the most sequences (users) one context can hold
 DEFAULT_N_UBATCH = 512  # llama-bench's -ub default
 _MAX_CACHED_CONTEXTS = 4
-_TOKEN_SIZE_BYTES = ctypes.sizeof(llama_cpp.llama_token)
-_POS_SIZE_BYTES = ctypes.sizeof(llama_cpp.llama_pos)
+# An unknown binding may lack the types: then binding_problem() names it before anything is measured.
+_TOKEN_SIZE_BYTES = ctypes.sizeof(getattr(llama_cpp, "llama_token", ctypes.c_int32))
+_POS_SIZE_BYTES = ctypes.sizeof(getattr(llama_cpp, "llama_pos", ctypes.c_int32))
+
+# Measured with this engine (BENCHMARKS.md); others from 0.3.16 on are expected to work while they keep these calls.
+KNOWN_GOOD_VERSIONS = ("0.3.35", "0.3.36")
+# The low-level calls the engine makes: llama-cpp-python renames and drops them when llama.cpp does.
+REQUIRED_CALLS = (
+    "llama_backend_init", "llama_log_set", "llama_log_callback", "llama_print_system_info",
+    "llama_model_default_params", "llama_model_load_from_file", "llama_model_free", "llama_model_get_vocab",
+    "llama_model_desc", "llama_model_n_ctx_train", "llama_model_n_params", "llama_model_size",
+    "llama_vocab_n_tokens", "llama_vocab_get_add_bos", "llama_vocab_bos", "llama_tokenize",
+    "llama_context_default_params", "llama_init_from_model", "llama_free", "llama_get_memory",
+    "llama_memory_clear", "llama_batch_init", "llama_batch", "llama_batch_free", "llama_decode",
+    "llama_synchronize", "llama_token", "llama_pos",
+)
 
 ProgressCallback = Callable[[str, int, int], None]  # (workload, repetitions done, total)
 
@@ -85,6 +99,22 @@ def _ensure_backend() -> _LlamaLog:
             _log = _LlamaLog()
             llama_cpp.llama_backend_init()
         return _log
+
+
+def _unsupported(what: str) -> str:
+    version = getattr(llama_cpp, "__version__", "unknown")
+    return (f"llama-cpp-python {version} {what}: pytest-axion's engine is known to work with llama-cpp-python "
+            f"{' and '.join(KNOWN_GOOD_VERSIONS)}; install one (pip install "
+            f"'llama-cpp-python=={KNOWN_GOOD_VERSIONS[-1]}') or report the version")
+
+
+def binding_problem() -> str | None:
+    """One line when the installed binding lacks a call the engine makes; None when it has them all."""
+    missing = [name for name in REQUIRED_CALLS if not hasattr(llama_cpp, name)]
+    if not missing:
+        return None
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return _unsupported(f"lacks {', '.join(missing[:3])}{more}")
 
 
 def system_info() -> str:
@@ -521,11 +551,18 @@ def serve(argv: list[str] | None = None) -> int:
     def progress(what: str, done: int, total: int) -> None:
         send({"progress": [what, done, total]})
 
+    problem = binding_problem()
+    if problem is not None:
+        send({"error": {"type": "Unsupported", "message": problem}})
+        return 1
     try:
         engine = LlamaEngine(args.model, threads=args.threads, n_batch=args.n_batch, n_ubatch=args.n_ubatch,
                              seed=args.seed)
     except EngineError as err:
         send({"error": {"type": "EngineError", "message": str(err)}})
+        return 1
+    except (AttributeError, ctypes.ArgumentError) as err:   # a call whose signature changed
+        send({"error": {"type": "Unsupported", "message": _unsupported(f"broke a call ({err})")}})
         return 1
     send({"ready": engine.facts, "protocol": PROTOCOL_VERSION})
     for line in sys.stdin:
@@ -536,6 +573,8 @@ def serve(argv: list[str] | None = None) -> int:
             send({"ok": _handle(engine, request, progress)})
         except EngineError as err:
             send({"error": {"type": "EngineError", "message": str(err)}})
+        except (AttributeError, ctypes.ArgumentError) as err:
+            send({"error": {"type": "Unsupported", "message": _unsupported(f"broke a call ({err})")}})
         except (ValueError, KeyError, TypeError) as err:
             send({"error": {"type": "BadRequest", "message": f"{type(err).__name__}: {err}"}})
     engine.close()

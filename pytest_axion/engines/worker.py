@@ -1,4 +1,4 @@
-"""The llama.cpp engine in a process of its own: one worker per llama-cpp-python installation, and A/B pairs.
+"""The llama.cpp engine in a process of its own: one worker per llama-cpp-python installation.
 
 :class:`EngineProcess` starts ``PYTHON pytest_axion/engines/llama.py --model M --threads T`` (the engine
 module by path, so that another environment needs only llama-cpp-python) and speaks its JSON-lines
@@ -8,13 +8,11 @@ worker, not pytest. The crash becomes one line naming the model, the signal and 
 lines; the next request starts a fresh worker. The timings are taken inside the worker, around
 llama.cpp's own calls, so the process boundary costs the figures nothing (``benchmarks/fidelity.py``).
 
-:class:`PairedEngine` holds two of them, A (the baseline installation) and B (the current one), and
-measures each workload on both in alternating rounds (:func:`round_order`, ABBA).
+An A/B session pairs two of them (:mod:`pytest_axion.engines.paired`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import signal
@@ -63,11 +61,11 @@ def probe_build(python: str = sys.executable) -> dict[str, str]:
 def _exit_description(code: int) -> str:
     if code < 0:
         try:
-            name = signal.Signals(-code).name
+            number = signal.Signals(-code)
         except ValueError:
-            name = f"signal {-code}"
-        note = _SIGNAL_NOTES.get(-code)
-        return f"{name}" + (f" ({note})" if note else "")
+            return f"signal {-code}"
+        note = _SIGNAL_NOTES.get(number)
+        return number.name + (f" ({note})" if note else "")
     return f"exit code {code}"
 
 
@@ -95,6 +93,8 @@ class EngineProcess:
             raise
         if "ready" not in ready:
             self.close()
+            if ready.get("error", {}).get("type") == "Unsupported":   # the binding, not the model
+                raise WorkerError(f"{self.label}: {self.python}: {ready['error']['message']}")
             raise WorkerError(f"{self.label}: {self.python} could not load {self.model_path}: "
                               f"{ready.get('error', {}).get('message', ready)}")
         self.facts = ModelFacts.from_json(ready["ready"])
@@ -158,7 +158,7 @@ class EngineProcess:
         reply = self._read(doing, progress)
         if "error" in reply:
             error = reply["error"]
-            if error.get("type") == "EngineError":
+            if error.get("type") in ("EngineError", "Unsupported"):
                 raise EngineError(error["message"])
             raise WorkerError(f"{self.label} {self.python}: {error.get('message', error)}")
         result: dict[str, Any] = reply["ok"]
@@ -197,92 +197,3 @@ class EngineProcess:
             if stream is not None and not stream.closed:
                 stream.close()
         self._stderr.close()
-
-
-def _merge(runs: list[Run]) -> Run:
-    """One run record of all rounds: every per-repetition tuple concatenated, round after round."""
-    first = runs[0]
-    joined = {f.name: sum((getattr(r, f.name) for r in runs), ()) for f in dataclasses.fields(first)
-              if isinstance(getattr(first, f.name), tuple)}
-    merged: Run = dataclasses.replace(first, **joined)  # type: ignore[arg-type]
-    return merged
-
-
-@dataclasses.dataclass(frozen=True)
-class PairedRun:
-    kind: str
-    baseline: Run   # A: one repetition per round
-    current: Run    # B: likewise, in the same rounds
-    rounds: int
-
-
-class PairedEngine:
-    """A and B workers measured in alternating rounds; as a plain :class:`Engine` it is B."""
-
-    def __init__(self, baseline_python: str, current_python: str, *, model_path: str, threads: int, rounds: int,
-                 progress: ProgressCallback | None = None) -> None:
-        self.rounds = rounds
-        self._progress = progress
-        self._pythons = (baseline_python, current_python)
-        self.model_path, self.threads = model_path, threads
-        self._start()
-        self.facts = self.current.facts
-
-    def _start(self) -> None:
-        baseline_python, current_python = self._pythons
-        self.baseline = EngineProcess(baseline_python, model_path=self.model_path, threads=self.threads,
-                                      label="A/B baseline (--axion-ab-baseline)")
-        try:
-            self.current = EngineProcess(current_python, model_path=self.model_path, threads=self.threads,
-                                         label="A/B current")
-        except WorkerError:
-            self.baseline.close()
-            raise
-
-    @property
-    def alive(self) -> bool:
-        return self.baseline.alive and self.current.alive
-
-    def restart(self) -> None:
-        """Fresh worker processes for both sides.
-
-        A process carries offsets of its own for its whole life (where its threads and buffers land,
-        huge pages or not): seen here as a steady few-percent gap between two processes of the *same*
-        build. Alternating rounds cannot cancel that; a regression must reproduce in new processes.
-        """
-        self.baseline.restart()
-        self.current.restart()
-
-    def measure_pair(self, kind: str, **shape: int) -> PairedRun:
-        sides = {"A": self.baseline, "B": self.current}
-        runs: dict[str, list[Run]] = {"A": [], "B": []}
-        what = f"A/B {kind} " + " ".join(f"{k}={v}" for k, v in shape.items())
-        for i, order in enumerate(round_order(self.rounds)):
-            for side in order:
-                # Each side warms up once, in its first round; after that one timed repetition a round.
-                runs[side].append(sides[side].run(kind, repetitions=1, warmup=i == 0, **shape))
-            if self._progress is not None:
-                self._progress(what, i + 1, self.rounds)
-        return PairedRun(kind, _merge(runs["A"]), _merge(runs["B"]), self.rounds)
-
-    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
-            **shape: int) -> Run:
-        return self.current.run(kind, repetitions=repetitions, warmup=warmup, progress=progress, **shape)
-
-    def count_tokens(self, text: str) -> int:
-        return self.current.count_tokens(text)
-
-    def warm_up(self, n_prompt: int) -> WarmUpRun:
-        """Both sides, A first; B's figures are returned (A's settle the same way); again after a restart."""
-        self.baseline.warm_up(n_prompt)
-        return self.current.warm_up(n_prompt)
-
-    def close(self) -> None:
-        self.baseline.close()
-        self.current.close()
-
-
-def round_order(rounds: int) -> list[str]:
-    """ABBA ABBA ...: each round is one repetition per side; the first side alternates."""
-    return ["AB" if i % 2 == 0 else "BA" for i in range(rounds)]
-

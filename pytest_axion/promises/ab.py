@@ -163,17 +163,18 @@ _STATUS = {REGRESSED: MISSED, INCONCLUSIVE: UNSURE}
 class AbPromise:
     """B no slower than A beyond the tolerance, pair by pair, for every measurement of one test."""
 
-    baseline_side: Mapping[str, Measurement]   # A's measurement by B's key; a confirming attempt refreshes it
+    # (A, B) by B's key, one sample per round each; a confirming attempt refreshes it
+    rounds_by_key: Mapping[str, tuple[Measurement, Measurement]]
     rounds: int
     tolerance: float
 
     def judge(self, measurements: Sequence[Measurement]) -> list[Judgement]:
         judgements = []
         for m in measurements:
-            a = self.baseline_side.get(m.key)
-            if a is None:
+            pair = self.rounds_by_key.get(m.key)
+            if pair is None:
                 continue
-            c = compare_paired(a, m, rounds=self.rounds, tolerance=self.tolerance)
+            c = compare_paired(*pair, rounds=self.rounds, tolerance=self.tolerance)
             reading = Reading(status=_STATUS.get(c.verdict, MET), figure=f"{c.ratio:.3f}x", message=c.message,
                               shortfall=(1 - self.tolerance) - c.ratio,
                               other_cpus=m.other_cpus if m.contended else None, detail=c.to_json())

@@ -152,7 +152,7 @@ class PromiseContext:
     default_tolerance: float = 0.10            # --axion-tolerance
     gate: Any = None                           # the stored-baseline gate (BaselineGate), None: not comparing
     require_baseline: bool = False
-    ab_baseline_side: Mapping[str, Any] | None = None   # A's measurement by B's key, in an A/B session
+    ab_baseline_side: Mapping[str, Any] | None = None   # (A, B) per round by B's key, in an A/B session
     ab_rounds: int = 0
     ab_tolerance: float = 0.05
     roofs: Callable[[], Any] | None = None     # -> efficiency.Roofs, measured on first use; None: efficiency off

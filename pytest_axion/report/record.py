@@ -50,17 +50,26 @@ class RunRecord:
 class AbSide:
     """One side of an A/B session: which interpreter, and the llama.cpp build it loaded."""
 
-    python: str
+    python: str        # the interpreter, or the endpoint's URL in a served A/B session
     facts: ModelFacts
+    served: str = ""   # the served deployment (model, build, slots); "" for an installation
+
+    @property
+    def name(self) -> str:
+        """Short, for a figure's title: the endpoint, or the llama-cpp-python version."""
+        return self.python if self.served else f"llama-cpp-python {self.facts.llama_cpp_python_version}"
 
     @property
     def description(self) -> str:
+        if self.served:
+            return self.served
         f = self.facts
         return (f"llama-cpp-python {f.llama_cpp_python_version}, llama.cpp {f.ggml_commit} (ggml {f.ggml_version}), "
                 f"{shown_flags(parse_system_info(f.system_info))} [{self.python}]")
 
     def to_json(self) -> dict[str, Any]:
-        return {"python": self.python, **dataclasses.asdict(self.facts)}
+        return {"python": self.python, **dataclasses.asdict(self.facts), **({"served": self.served} if self.served
+                                                                            else {})}
 
 
 @dataclass(frozen=True)

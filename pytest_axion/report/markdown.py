@@ -1,0 +1,113 @@
+"""The run as a Markdown page for CI (``--axion-markdown``, and GitHub's job summary): verdicts first, what
+failed or stayed inconclusive on top, then capacity, the shape curves and links to the figures.
+
+A release pipeline's reader wants the answer, not the 100-row measurement table: that stays in the
+terminal log and the JSON report. Pure: no pytest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, INFO, PASS, Reading, Verdict
+from pytest_axion.report.record import RunRecord, shown_flags
+from pytest_axion.report.terminal import baseline_lines, capacity_lines
+
+_ORDER = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, INFO: 3}
+_SHOWN = {FAIL: "**FAIL**", INCONCLUSIVE: "**inconclusive**", PASS: "pass", INFO: "info"}
+PASSES_OPEN = 15   # more passing verdicts than this fold away behind <details>
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _test(nodeid: str) -> str:
+    return nodeid.rsplit("/", 1)[-1]
+
+
+def _telling(v: Verdict) -> Reading:
+    """A miss is told by its first reading, a pass by its last (what held)."""
+    return v.first if v.outcome in (FAIL, INCONCLUSIVE) else v.readings[-1]
+
+
+def _why(v: Verdict) -> str:
+    return _cell(_telling(v).message) + (f"; {_cell(v.reason)}" if v.reason else "")
+
+
+def _verdict_rows(verdicts: Sequence[Verdict]) -> list[str]:
+    return [f"| {_SHOWN[v.outcome]} | `{_cell(_test(v.nodeid))}` | {_cell(v.label)} | "
+            f"{_cell(', '.join(r.figure for r in v.readings))} | {_why(v)} |" for v in verdicts]
+
+
+def _table(rows: list[str]) -> list[str]:
+    return ["| verdict | test | promise | observed (each attempt) | why |", "|---|---|---|---|---|", *rows]
+
+
+def _curves(verdicts: Sequence[Verdict]) -> list[str]:
+    lines = []
+    for v in verdicts:
+        detail = _telling(v).detail
+        curve = detail.get("curve")
+        if v.kind not in ("steady", "scaling") or not curve:
+            continue
+        knee = detail.get("levels_off_at_tokens")
+        cells = ", ".join(f"{c['cell']}: {c['median']:.1f}" for c in curve)
+        lines.append(f"- `{_cell(_test(v.nodeid))}` {v.kind} {_cell(v.label)}: {_SHOWN[v.outcome]} "
+                     f"({', '.join(r.figure for r in v.readings)}); median per cell {cells}"
+                     + (f"; prompt speed levels off at {knee} tokens per batch" if knee is not None else ""))
+    return lines
+
+
+def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_to: Path | None = None) -> str:
+    """The page; figure links are relative to ``relative_to`` (the summary's folder) when given."""
+    verdicts = sorted(run.verdicts, key=lambda v: _ORDER.get(v.outcome, 9))
+    counts = Counter(v.outcome for v in verdicts)
+    tally = ", ".join(f"{counts[o]} {o}" for o in (FAIL, INCONCLUSIVE, PASS, INFO) if counts[o]) or "no verdicts"
+    hardware = run.hardware
+    mode = (f"A/B: B {run.ab.current.name} against A {run.ab.baseline.name}" if run.ab is not None
+            else f"served: {run.served}" if run.served else "in process")
+    lines = [f"## pytest-axion: {tally}", "",
+             f"Model `{run.model.label}` on `{hardware.hardware_id}` ({hardware.cpu_description}), "
+             f"{run.threads} threads, llama-cpp-python {hardware.llama_cpp_python} "
+             f"({shown_flags(hardware.llama_cpp_system_info)}); {mode}.", ""]
+    lines += [f"> {_cell(line)}" for line in (*baseline_lines(run.baseline),
+                                               *(f"environment: {w}" for w in run.environment))]
+    if lines[-1] != "":
+        lines.append("")
+    open_rows = [v for v in verdicts if v.outcome in (FAIL, INCONCLUSIVE)]
+    passed = [v for v in verdicts if v.outcome not in (FAIL, INCONCLUSIVE)]
+    lines += ["### Verdicts", ""]
+    if not verdicts:
+        lines += ["No promise was judged.", ""]
+    elif len(passed) > PASSES_OPEN:
+        lines += [*_table(_verdict_rows(open_rows)), "", f"<details><summary>{len(passed)} passed or shown only"
+                  "</summary>", "", *_table(_verdict_rows(passed)), "", "</details>", ""]
+    else:
+        lines += [*_table(_verdict_rows([*open_rows, *passed])), ""]
+    capacity = capacity_lines(run.verdicts, run.capacity_searches)
+    if capacity:
+        lines += ["### Capacity", "", *(f"- {_cell(line)}" for line in capacity), ""]
+    curves = _curves(verdicts)
+    if curves:
+        lines += ["### Shape curves", "", *curves, ""]
+    images = [f for f in figures if f.suffix == ".png"]
+    if images:
+        lines += ["### Figures", ""]
+        for image in images:
+            target = Path(os.path.relpath(image, relative_to)) if relative_to is not None else image
+            lines.append(f"- [{image.stem}]({target.as_posix()})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, text: str, *, append_to: str | None = None) -> None:
+    """Write the page; also append it to ``append_to`` (GitHub's ``$GITHUB_STEP_SUMMARY``) when given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    if append_to:
+        with open(append_to, "a", encoding="utf-8") as summary:
+            summary.write(text + "\n")

@@ -1,0 +1,88 @@
+"""The Markdown summary for CI: verdicts first, failures and inconclusive ones on top."""
+
+import dataclasses
+
+from pytest_axion.promises.verdict import INCONCLUSIVE, Reading, Verdict
+from pytest_axion.report.markdown import PASSES_OPEN, markdown_summary, write_markdown
+from tests.test_report import run_record, scaling_run
+
+
+def mixed_run():
+    cells, scaling = scaling_run()
+    record = run_record()   # per-user speed: batch 1 and 2 pass, batch 4 fails
+    unsure = Verdict(nodeid="t.py::test_prompt", kind="baseline", name="prompt_tps.pp256", label="prompt_tps pp256",
+                     outcome=INCONCLUSIVE, reason="every attempt was measured while other processes used 1.0 CPU(s)",
+                     readings=(Reading(status="unsure", figure="0.81x", message="prompt_tps pp256: regressed | "
+                                                                                "0.81x"),))
+    return dataclasses.replace(record, measurements=[*record.measurements, *cells],
+                               verdicts=[scaling, *record.verdicts, unsure])
+
+
+def verdict_rows(text):
+    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| verdict")]
+
+
+def test_failures_then_inconclusive_then_passes_with_capacity_and_curves(tmp_path):
+    figures = [tmp_path / "figs" / "fig3-per-user-generation.png", tmp_path / "figs" / "fig3-per-user-generation.svg"]
+    text = markdown_summary(mixed_run(), figures=figures, relative_to=tmp_path / "out")
+    assert text.startswith("## pytest-axion: 1 fail, 1 inconclusive, 3 pass\n")
+    rows = verdict_rows(text)
+    assert [row.split(" | ")[0] for row in rows] == ["| **FAIL**", "| **inconclusive**", "| pass", "| pass", "| pass"]
+    assert "per_user_tps at batch 4" in rows[0] and "< 5.00 t/s" in rows[0]
+    assert "regressed \\| 0.81x" in rows[1] and "other processes used 1.0 CPU(s)" in rows[1]   # pipes escaped
+    assert "### Capacity\n\n- capacity t.py::test_users: 2 concurrent user(s) at reading speed 5 t/s" in text
+    assert "1.30x, 1.75x | gen_tps scales: 1.75x >= 1.5x from batch 1 to 4" in rows[2]   # a pass: what held
+    assert ("- `t.py::test_batch` scaling gen_tps pp8+tg16: pass (1.30x, 1.75x); median per cell batch 1: 40.0, "
+            "batch 2: 60.0, batch 4: 70.0") in text
+    assert "- [fig3-per-user-generation](../figs/fig3-per-user-generation.png)" in text and ".svg" not in text
+    assert text.index("### Verdicts") < text.index("### Capacity") < text.index("### Shape curves")
+
+
+def test_many_passes_fold_away_but_failures_stay_open():
+    record = mixed_run()
+    passing = [v for v in record.verdicts if v.outcome == "pass"]
+    many = dataclasses.replace(record, verdicts=[*record.verdicts, *passing * PASSES_OPEN])
+    text = markdown_summary(many)
+    opened, folded = text.split("<details>", 1)
+    assert "**FAIL**" in opened and "**inconclusive**" in opened and "| pass |" not in opened
+    assert f"{3 + 3 * PASSES_OPEN} passed or shown only" in folded and "</details>" in folded
+
+
+def test_written_to_its_path_and_appended_to_the_github_step_summary(tmp_path):
+    step_summary = tmp_path / "step_summary.md"
+    step_summary.write_text("earlier step\n")
+    write_markdown(tmp_path / "a" / "s.md", "## hello", append_to=str(step_summary))
+    write_markdown(tmp_path / "b.md", "## again", append_to=None)
+    assert (tmp_path / "a" / "s.md").read_text() == "## hello\n" and (tmp_path / "b.md").read_text() == "## again\n"
+    assert step_summary.read_text() == "earlier step\n## hello\n"
+
+
+def test_a_real_run_writes_the_summary_with_its_failure_on_top_and_the_header_names_the_run(pytester, monkeypatch):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.axion_slo(gen_tps=1)
+        def test_generation(axion):
+            axion.generate(8)
+
+        @pytest.mark.axion_slo(prompt_tps=1e9)
+        def test_prompt_beyond_any_machine(axion):
+            axion.prompt(16)
+    """)
+    step_summary = pytester.path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-confirm=0",
+                                "--axion-efficiency=off", "--axion-markdown=out/summary.md")
+    # the impossible promise fails, or stays inconclusive when other work kept the cores busy meanwhile
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] + outcomes.get("failed", 0) == 2
+    result.stdout.fnmatch_lines(["axion: model SmolLM2-135M-Instruct.Q4_1, hardware *, * threads, in process; "
+                                 "baselines in *",
+                                 "collected 2 items",   # the header line comes before the first test
+                                 "markdown summary: out/summary.md (also in $GITHUB_STEP_SUMMARY)"])
+    text = (pytester.path / "out" / "summary.md").read_text()
+    assert text.startswith("## pytest-axion: 1 ") and step_summary.read_text() == text
+    rows = verdict_rows(text)
+    assert rows[0].startswith(("| **FAIL** | `test_a_real_run", "| **inconclusive** | `test_a_real_run"))
+    assert "prompt_tps" in rows[0]
+    assert any(row.startswith("| pass |") and "gen_tps" in row for row in rows)
