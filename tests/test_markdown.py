@@ -86,3 +86,23 @@ def test_a_real_run_writes_the_summary_with_its_failure_on_top_and_the_header_na
     assert rows[0].startswith(("| **FAIL** | `test_a_real_run", "| **inconclusive** | `test_a_real_run"))
     assert "prompt_tps" in rows[0]
     assert any(row.startswith("| pass |") and "gen_tps" in row for row in rows)
+
+
+def test_measurements_without_a_baseline_are_counted_not_listed_and_the_path_is_relative():
+    from pathlib import Path
+
+    from pytest_axion.report.record import BaselineStatus
+
+    path = Path.cwd() / "baselines" / "hw" / "m.json"
+    unjudged = [Verdict(nodeid="t.py::test_prompt", kind="baseline", name=f"prompt_tps.pp{n}",
+                        label=f"prompt_tps pp{n} vs baseline", outcome="info", reason="",
+                        readings=(Reading(status="met", figure="-", message=f"prompt_tps pp{n}: no-baseline",
+                                          detail={"word": "no-baseline", "path": str(path)}),)) for n in (64, 128)]
+    record = dataclasses.replace(mixed_run(), baseline=BaselineStatus(path=str(path), found=False,
+                                                                       estimator="median", tolerance=0.1, confirm=2))
+    record = dataclasses.replace(record, verdicts=[*record.verdicts, *unjudged])
+    text = markdown_summary(record)
+    assert text.startswith("## pytest-axion: 1 fail, 1 inconclusive, 3 pass; 2 measurement(s) without a stored "
+                           "baseline\n")
+    assert "no-baseline" not in "\n".join(verdict_rows(text))
+    assert "> baseline: none for this hardware and model at baselines/hw/m.json" in text and str(Path.cwd()) not in text

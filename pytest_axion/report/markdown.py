@@ -7,6 +7,7 @@ terminal log and the JSON report. Pure: no pytest.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -62,11 +63,26 @@ def _curves(verdicts: Sequence[Verdict]) -> list[str]:
     return lines
 
 
+def _no_baseline(v: Verdict) -> bool:
+    return v.kind == "baseline" and v.first.detail.get("word") == "no-baseline"
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
 def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_to: Path | None = None) -> str:
-    """The page; figure links are relative to ``relative_to`` (the summary's folder) when given."""
-    verdicts = sorted(run.verdicts, key=lambda v: _ORDER.get(v.outcome, 9))
+    """The page; figure links are relative to ``relative_to`` (the summary's folder) when given. Measurements
+    without a stored baseline are counted in one line, not listed: the note above the table says why."""
+    unjudged = [v for v in run.verdicts if _no_baseline(v)]
+    verdicts = sorted((v for v in run.verdicts if not _no_baseline(v)), key=lambda v: _ORDER.get(v.outcome, 9))
     counts = Counter(v.outcome for v in verdicts)
     tally = ", ".join(f"{counts[o]} {o}" for o in (FAIL, INCONCLUSIVE, PASS, INFO) if counts[o]) or "no verdicts"
+    if unjudged:
+        tally += f"; {len(unjudged)} measurement(s) without a stored baseline"
     hardware = run.hardware
     mode = (f"A/B: B {run.ab.current.name} against A {run.ab.baseline.name}" if run.ab is not None
             else f"served: {run.served}" if run.served else "in process")
@@ -74,7 +90,9 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
              f"Model `{run.model.label}` on `{hardware.hardware_id}` ({hardware.cpu_description}), "
              f"{run.threads} threads, llama-cpp-python {hardware.llama_cpp_python} "
              f"({shown_flags(hardware.llama_cpp_system_info)}); {mode}.", ""]
-    lines += [f"> {_cell(line)}" for line in (*baseline_lines(run.baseline),
+    baseline = (dataclasses.replace(run.baseline, path=_relative(run.baseline.path)) if run.baseline is not None
+                else None)
+    lines += [f"> {_cell(line)}" for line in (*baseline_lines(baseline),
                                                *(f"environment: {w}" for w in run.environment))]
     if lines[-1] != "":
         lines.append("")
