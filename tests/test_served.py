@@ -247,3 +247,22 @@ def test_sigint_leaves_no_llama_server_behind(pytester, server_binary):
     time.sleep(0.5)
     assert not set(pids_of(SERVER)) - before, output[-2000:]
     assert "KeyboardInterrupt" in output or "Interrupted" in output
+
+
+def test_a_run_whose_client_lagged_is_measured_again_and_an_error_only_when_every_try_lagged(monkeypatch):
+    from pytest_axion.engines import endpoint as module
+
+    engine = EndpointEngine.__new__(EndpointEngine)   # no server: only the retry around the client's runs
+    engine.url = "http://127.0.0.1:1/v1"
+    outcomes = ["lag", "lag", "ok"]
+
+    async def users(*args):
+        if outcomes.pop(0) == "lag":
+            raise module.ClientLagError("the measuring client fell 122 ms behind")
+        return "run"
+
+    monkeypatch.setattr(engine, "_users", users)
+    assert engine.run("batched", n_prompt=8, n_gen=4, batch_size=2, repetitions=1) == "run" and not outcomes
+    outcomes.extend(["lag"] * (module.LAGGED_RUN_RETRIES + 1))
+    with pytest.raises(module.ClientLagError, match=r"fell 122 ms behind \(in each of 3 tries\)"):
+        engine.run("batched", n_prompt=8, n_gen=4, batch_size=2, repetitions=1)

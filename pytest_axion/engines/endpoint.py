@@ -14,8 +14,10 @@ timeout) makes the measurement invalid with the reason: an :class:`EngineError`,
 Timing: ``time.perf_counter`` at the arrival of the first byte of each SSE event (the chunk that holds
 it); TTFT runs from when the request was due, so time spent waiting for a connection or a slot counts.
 The client's own event-loop lag is measured meanwhile (a 5 ms ticker): a client that cannot keep up
-with the stream would report its own slowness as the server's, so a lag beyond ``MAX_CLIENT_LAG_MS``
-is an error too. httpx is imported only here, and only when an endpoint is used (``pytest-axion[serve]``).
+with the stream would report its own slowness as the server's, so a run with a lag beyond
+``MAX_CLIENT_LAG_MS`` is measured again (a pause of the client's own, such as a burst of other work on a
+shared core, passes), and is an error when every try lagged. httpx is imported only here, and only when
+an endpoint is used (``pytest-axion[serve]``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from pytest_axion.errors import AxionError
 T = TypeVar("T")
 REQUEST_TIMEOUT_S = 300.0
 MAX_CLIENT_LAG_MS = 50.0
+LAGGED_RUN_RETRIES = 2        # a run whose client lagged is measured again this many times before it is an error
 TICK_S = 0.005
 DEFAULT_VOCAB = 32000
 FIRST_TOKEN_ID = 100          # past the special tokens most vocabularies start with
@@ -53,6 +56,10 @@ SERVE_HINT = "pip install 'pytest-axion[serve]'"
 
 class EndpointError(EngineError, AxionError):
     """The endpoint cannot be measured, or a measurement of it is invalid; one line naming the endpoint."""
+
+
+class ClientLagError(EndpointError):
+    """The measuring client, not the server, was too slow to keep up with the stream."""
 
 
 def _httpx() -> Any:
@@ -179,8 +186,14 @@ class EndpointEngine:
         if kind != "batched":
             raise EndpointError(f"an endpoint serves users: measure it with axion.batched(...), not axion."
                               f"{'prompt' if kind == 'prompt' else 'generate'}(...)")
-        return _in_thread(lambda: self._users(shape["n_prompt"], shape["n_gen"], shape["batch_size"], repetitions,
-                                              warmup, progress))
+        for tries_left in range(LAGGED_RUN_RETRIES, -1, -1):
+            try:
+                return _in_thread(lambda: self._users(shape["n_prompt"], shape["n_gen"], shape["batch_size"],
+                                                      repetitions, warmup, progress))
+            except ClientLagError as err:
+                if not tries_left:
+                    raise ClientLagError(f"{err} (in each of {LAGGED_RUN_RETRIES + 1} tries)") from None
+        raise AssertionError("unreachable")
 
     def warm_up(self, n_prompt: int) -> WarmUpRun:
         start = time.perf_counter()
@@ -255,7 +268,7 @@ class EndpointEngine:
                 stop.set()
                 await tick
         if lag["worst"] > MAX_CLIENT_LAG_MS:
-            raise EndpointError(f"the measuring client fell {lag['worst']:.0f} ms behind while streaming {batch_size} "
+            raise ClientLagError(f"the measuring client fell {lag['worst']:.0f} ms behind while streaming {batch_size} "
                               f"users from {self.url}: its figures would include its own delay; give the client a "
                               "core of its own (fewer server threads) or measure fewer users")
         ordered = tuple(answer for round_index in range(repetitions) for answers in per_user
