@@ -126,9 +126,13 @@ def _load_served(settings: Settings, say: Callable[[str], None] | None) -> Loade
             engine.close()
             raise
     load_seconds = time.perf_counter() - start
-    warm_up = served.warm_up(prompt_fill_tokens(settings.threads.value))
-    hardware = collect_hardware(system_info=engine.facts.system_info, llama_cpp_python_version="served",
-                                hardware_id_override=hardware_override, override_source=override_source)
+    try:
+        warm_up = served.warm_up(prompt_fill_tokens(settings.threads.value))
+        hardware = collect_hardware(system_info=engine.facts.system_info, llama_cpp_python_version="served",
+                                    hardware_id_override=hardware_override, override_source=override_source)
+    except BaseException:
+        served.close()   # the server started here must not outlive a session that could not begin
+        raise
     return LoadedModel(engine=served, model=model, hardware=hardware, threads=settings.threads.value,
                        load_seconds=load_seconds, warm_up=warm_up)
 

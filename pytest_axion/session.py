@@ -45,7 +45,7 @@ from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.promises.thresholds import per_user_limit
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.report.record import AbSession, AbSide, BaselineStatus, RunRecord
+from pytest_axion.report.record import AbSession, AbSide, BaselineStatus, RunRecord, shown_path
 from pytest_axion.settings import Settings
 from pytest_axion.store import refresh as refreshing
 from pytest_axion.store.baselines import Baseline, baseline_path, check_writable, read_baseline, update_baseline
@@ -126,7 +126,8 @@ class AxionSession:
         self.capacity_searches[search.nodeid] = search
 
     def _record_pair(self, baseline: dict[str, Measurement], current: dict[str, Measurement]) -> None:
-        self.ab_pairs += [(baseline[metric], current[metric]) for metric in current]
+        # a metric one side lacks (prompt_tps where only one server reports its timings) is not paired
+        self.ab_pairs += [(baseline[metric], current[metric]) for metric in current if metric in baseline]
 
     def reading_speed(self) -> ReadingSpeed:
         """The reading speed in tokens/s; words per minute are converted with the model's tokenizer."""
@@ -197,8 +198,7 @@ class AxionSession:
             raise SettingsError(missing_message(missing, source=source, system_info=info, isa_features=isa))
 
     def header_line(self) -> str:
-        """Before the first test: the model, the hardware id, threads and mode, from the build's own facts
-        (a short probe; no model is loaded yet)."""
+        """Before the first test: the model, the hardware id, threads and mode (nothing is loaded yet)."""
         settings = self.settings
         if settings.endpoint.value is not None:
             model = settings.endpoint_model.value or "the endpoint's model"
@@ -208,13 +208,10 @@ class AxionSession:
                 model = Path(settings.model.value or embedded_model_path()).name.removesuffix(".gguf")
             except AxionError:
                 model = "not installed"
-            try:
-                build = probe_build(settings.python.value or sys.executable)
-                hardware = collect_hardware(system_info=build["system_info"],
-                                            llama_cpp_python_version=build["llama_cpp_python_version"],
-                                            hardware_id_override=settings.hardware.value,
+            try:   # the id comes from the CPU alone: no worker is started for the header
+                hardware = collect_hardware(hardware_id_override=settings.hardware.value,
                                             override_source=settings.hardware.source).hardware_id
-            except AxionError:
+            except (AxionError, OSError):
                 hardware = "not known until the model loads"
         if settings.refresh:
             mode = f"recording baselines ({settings.runs.value} runs)"
@@ -228,7 +225,8 @@ class AxionSession:
             mode = f"served at {settings.endpoint.value}"
         else:
             mode = "in process"
-        gate = f"baselines in {_shown(self.baselines_root)}/" if settings.compare_baselines else "no stored baselines"
+        gate = (f"baselines in {shown_path(self.baselines_root)}/" if settings.compare_baselines
+                else "no stored baselines")
         return f"axion: model {model}, hardware {hardware}, {settings.threads.value} threads, {mode}; {gate}"
 
     def read_baseline(self) -> None:
@@ -290,6 +288,8 @@ class AxionSession:
                                              other_cpus=other).items():
                 if metric in again_a and metric in again_b:
                     ab_side[b.key] = (again_a[metric], again_b[metric])
+                else:
+                    ab_side.pop(b.key, None)   # never judge this attempt by the first attempt's pairs
                 fresh[b.key] = b
         return fresh
 
@@ -427,11 +427,3 @@ class AxionSession:
         if self._loaded is not None:
             self._loaded.close()
             self._loaded = None
-
-
-def _shown(path: Path) -> str:
-    """A path as a person reads it in a one-line header: relative to the working directory when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

@@ -125,3 +125,15 @@ def test_as_a_promise_a_regression_stands_only_while_every_fresh_attempt_regress
     assert confirmed.first.message.startswith("gen_tps pp32+tg16 x2: regressed: B/A 0.898x")
     lucky = judged((same_a, same_b))
     assert lucky.outcome == "pass" and [r.status for r in lucky.readings] == ["missed", "met"]
+
+
+def test_a_metric_only_one_side_reports_is_left_unpaired():
+    from types import SimpleNamespace
+
+    from pytest_axion.session import AxionSession
+
+    session = SimpleNamespace(ab_pairs=[])
+    a = {"gen_tps": measurement("gen_tps", [100.0] * 6)}
+    b = {"gen_tps": measurement("gen_tps", [99.0] * 6), "prompt_tps": measurement("prompt_tps", [300.0] * 6)}
+    AxionSession._record_pair(session, a, b)   # e.g. only B's server reports its prompt timings
+    assert [(x.metric, y.metric) for x, y in session.ab_pairs] == [("gen_tps", "gen_tps")]

@@ -77,6 +77,7 @@ def test_hardware_names_the_id_the_plugin_gives_this_machine_and_its_baseline_fo
 
 
 def test_hardware_with_an_interpreter_that_cannot_report_is_one_line(capsys):
-    assert main(["hardware", "--python", "/bin/false"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("pytest-axion hardware: /bin/false could not report llama.cpp's build")
+    for python in ("/bin/false", "/no/such/python"):
+        assert main(["hardware", "--python", python]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith(f"pytest-axion hardware: {python} could not report llama.cpp's build")

@@ -106,3 +106,16 @@ def test_measurements_without_a_baseline_are_counted_not_listed_and_the_path_is_
                            "baseline\n")
     assert "no-baseline" not in "\n".join(verdict_rows(text))
     assert "> baseline: none for this hardware and model at baselines/hw/m.json" in text and str(Path.cwd()) not in text
+
+
+def test_an_unwritable_summary_is_one_line_naming_it(tmp_path):
+    import pytest
+
+    from pytest_axion.errors import AxionError
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(AxionError, match=r"cannot write the Markdown summary .*file/s\.md .*: check --axion-markdown"):
+        write_markdown(blocked / "s.md", "## x")
+    with pytest.raises(AxionError, match=r"cannot append the Markdown summary to \$GITHUB_STEP_SUMMARY"):
+        write_markdown(tmp_path / "ok.md", "## x", append_to=str(tmp_path / "no" / "dir" / "summary"))

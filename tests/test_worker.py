@@ -188,7 +188,8 @@ def test_a_binding_that_lacks_a_call_is_one_line_naming_the_version_and_the_fix(
     # an interpreter whose llama-cpp-python has no llama_get_memory, as a version that renamed it would
     python = tmp_path / "python"
     python.write_text(f"""#!/bin/sh
-exec {sys.executable} -c "import sys, runpy, llama_cpp; del llama_cpp.llama_get_memory; sys.argv = sys.argv[1:]; \\
+exec {sys.executable} -c "import sys, runpy, llama_cpp; del llama_cpp.llama_get_memory, llama_cpp.llama_log_set; \\
+sys.argv = sys.argv[1:]; \\
 runpy.run_path(sys.argv[0], run_name='__main__')" "$@"
 """)
     python.chmod(0o755)
@@ -196,6 +197,7 @@ runpy.run_path(sys.argv[0], run_name='__main__')" "$@"
         EngineProcess(str(python), model_path=str(model_path), threads=2)
     message = str(caught.value)
     assert "\n" not in message and "could not load" not in message
-    assert re.search(r"llama-cpp-python \S+ lacks llama_get_memory: pytest-axion's engine is known to work with "
-                     r"llama-cpp-python 0\.3\.35 and 0\.3\.36; install one \(pip install "
+    # named before the first call into the binding (the log callback is set up first of all)
+    assert re.search(r"llama-cpp-python \S+ lacks llama_log_set, llama_get_memory: pytest-axion's engine is known "
+                     r"to work with llama-cpp-python 0\.3\.35 and 0\.3\.36; install one \(pip install "
                      r"'llama-cpp-python==0\.3\.36'\)", message), message

@@ -101,7 +101,9 @@ def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint"
     names = [str(entry.get("id")) for entry in listed.get("data", []) if isinstance(entry, dict)]
     if model is None:
         if not names:
-            raise EndpointError(f"endpoint {url} lists no model: give its name with --axion-endpoint-model")
+            hint = ("give its name with --axion-endpoint-model" if option == "--axion-endpoint"
+                    else "side A must list the model it serves at /models")
+            raise EndpointError(f"endpoint {url} lists no model: {hint}")
         model = names[0]
     elif names and model not in names:
         raise EndpointError(f"endpoint {url} does not serve model {model!r} (it lists {', '.join(names)}): fix "
@@ -166,6 +168,7 @@ class EndpointEngine:
         self.measures_contention = server is not None   # our child process: its CPU time is ours
         self.server = probe_endpoint(self.url, model, option)
         self._rng = random.Random(seed)
+        self._warm_up_tokens = 0
         self.facts = ModelFacts(description=f"{self.server.model} served at {self.url}", n_params=0, size_bytes=0,
                                 n_vocab=self.server.n_vocab, n_ctx_train=0, model_buffers=(),
                                 system_info=self.server.build, llama_cpp_python_version="served")
@@ -196,8 +199,9 @@ class EndpointEngine:
         raise AssertionError("unreachable")
 
     def warm_up(self, n_prompt: int) -> WarmUpRun:
+        self._warm_up_tokens = n_prompt
         start = time.perf_counter()
-        _in_thread(lambda: self._users(n_prompt, 4, 1, 1, False, None))
+        self.run("batched", n_prompt=n_prompt, n_gen=4, batch_size=1, repetitions=1, warmup=False)
         return WarmUpRun(n_prompt=n_prompt, seconds=(time.perf_counter() - start,), settled=True)
 
     def count_tokens(self, text: str) -> int:
@@ -212,8 +216,12 @@ class EndpointEngine:
                               "(--axion-reading-speed 5) instead of words per minute") from None
 
     def restart(self) -> None:
+        """A managed server restarts and is warmed up again, so that a confirming attempt does not pit a cold
+        server against a warm one; an external endpoint cannot be restarted and stays as it is."""
         if self._restart_server is not None:
             self._restart_server()
+            if self._warm_up_tokens:
+                self.warm_up(self._warm_up_tokens)
 
     def close(self) -> None:
         if self._managed is not None:

@@ -108,6 +108,11 @@ def _unsupported(what: str) -> str:
             f"'llama-cpp-python=={KNOWN_GOOD_VERSIONS[-1]}') or report the version")
 
 
+def _binding_changed(err: Exception) -> bool:
+    """A call into the binding that no longer fits it (renamed, new arguments); not a bug of this engine's."""
+    return isinstance(err, ctypes.ArgumentError) or getattr(err, "obj", None) is llama_cpp
+
+
 def binding_problem() -> str | None:
     """One line when the installed binding lacks a call the engine makes; None when it has them all."""
     missing = [name for name in REQUIRED_CALLS if not hasattr(llama_cpp, name)]
@@ -543,7 +548,6 @@ def serve(argv: list[str] | None = None) -> int:
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
-    _ensure_backend().echo = True
 
     def send(message: dict[str, Any]) -> None:
         protocol.write(json.dumps(message) + "\n")
@@ -551,17 +555,20 @@ def serve(argv: list[str] | None = None) -> int:
     def progress(what: str, done: int, total: int) -> None:
         send({"progress": [what, done, total]})
 
-    problem = binding_problem()
+    problem = binding_problem()   # before the first call into the binding
     if problem is not None:
         send({"error": {"type": "Unsupported", "message": problem}})
         return 1
+    _ensure_backend().echo = True
     try:
         engine = LlamaEngine(args.model, threads=args.threads, n_batch=args.n_batch, n_ubatch=args.n_ubatch,
                              seed=args.seed)
     except EngineError as err:
         send({"error": {"type": "EngineError", "message": str(err)}})
         return 1
-    except (AttributeError, ctypes.ArgumentError) as err:   # a call whose signature changed
+    except (AttributeError, ctypes.ArgumentError) as err:
+        if not _binding_changed(err):
+            raise
         send({"error": {"type": "Unsupported", "message": _unsupported(f"broke a call ({err})")}})
         return 1
     send({"ready": engine.facts, "protocol": PROTOCOL_VERSION})
@@ -574,6 +581,8 @@ def serve(argv: list[str] | None = None) -> int:
         except EngineError as err:
             send({"error": {"type": "EngineError", "message": str(err)}})
         except (AttributeError, ctypes.ArgumentError) as err:
+            if not _binding_changed(err):
+                raise
             send({"error": {"type": "Unsupported", "message": _unsupported(f"broke a call ({err})")}})
         except (ValueError, KeyError, TypeError) as err:
             send({"error": {"type": "BadRequest", "message": f"{type(err).__name__}: {err}"}})

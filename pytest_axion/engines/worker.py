@@ -48,13 +48,21 @@ class EngineCrash(WorkerError):
 
 def probe_build(python: str = sys.executable) -> dict[str, str]:
     """llama.cpp's build facts (system info, version) from a short-lived worker that loads no model."""
-    done = subprocess.run([python, str(ENGINE_SCRIPT), "--probe"], capture_output=True, text=True, timeout=120,
-                          check=False)
+    try:
+        done = subprocess.run([python, str(ENGINE_SCRIPT), "--probe"], capture_output=True, text=True, timeout=120,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise WorkerError(f"{python} could not report llama.cpp's build ({err}): give the path of a Python "
+                          "interpreter that has llama-cpp-python") from None
     if done.returncode != 0:
         tail = [line for line in done.stderr.splitlines() if line.strip()][-1:] or [f"exit code {done.returncode}"]
         raise WorkerError(f"{python} could not report llama.cpp's build: {tail[0]}: check that llama-cpp-python "
                           f"imports there ({python} -c 'import llama_cpp')")
-    facts: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        facts: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise WorkerError(f"{python} printed no build facts: check that llama-cpp-python imports there ({python} "
+                          "-c 'import llama_cpp')") from None
     return facts
 
 

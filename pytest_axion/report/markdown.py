@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_axion.errors import AxionError
 from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, INFO, PASS, Reading, Verdict
-from pytest_axion.report.record import RunRecord, shown_flags
+from pytest_axion.report.record import RunRecord, shown_flags, shown_path
 from pytest_axion.report.terminal import baseline_lines, capacity_lines
 
 _ORDER = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, INFO: 3}
@@ -67,13 +68,6 @@ def _no_baseline(v: Verdict) -> bool:
     return v.kind == "baseline" and v.first.detail.get("word") == "no-baseline"
 
 
-def _relative(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path
-
-
 def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_to: Path | None = None) -> str:
     """The page; figure links are relative to ``relative_to`` (the summary's folder) when given. Measurements
     without a stored baseline are counted in one line, not listed: the note above the table says why."""
@@ -88,9 +82,10 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
             else f"served: {run.served}" if run.served else "in process")
     lines = [f"## pytest-axion: {tally}", "",
              f"Model `{run.model.label}` on `{hardware.hardware_id}` ({hardware.cpu_description}), "
-             f"{run.threads} threads, llama-cpp-python {hardware.llama_cpp_python} "
-             f"({shown_flags(hardware.llama_cpp_system_info)}); {mode}.", ""]
-    baseline = (dataclasses.replace(run.baseline, path=_relative(run.baseline.path)) if run.baseline is not None
+             f"{run.threads} threads, "
+             + (f"llama-cpp-python {hardware.llama_cpp_python} ({shown_flags(hardware.llama_cpp_system_info)})"
+                if not run.served else "served") + f"; {mode}.", ""]
+    baseline = (dataclasses.replace(run.baseline, path=shown_path(run.baseline.path)) if run.baseline is not None
                 else None)
     lines += [f"> {_cell(line)}" for line in (*baseline_lines(baseline),
                                                *(f"environment: {w}" for w in run.environment))]
@@ -124,8 +119,15 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
 
 def write_markdown(path: Path, text: str, *, append_to: str | None = None) -> None:
     """Write the page; also append it to ``append_to`` (GitHub's ``$GITHUB_STEP_SUMMARY``) when given."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    except OSError as err:
+        raise AxionError(f"cannot write the Markdown summary {path} ({err.strerror}): check --axion-markdown") from None
     if append_to:
-        with open(append_to, "a", encoding="utf-8") as summary:
-            summary.write(text + "\n")
+        try:
+            with open(append_to, "a", encoding="utf-8") as summary:
+                summary.write(text + "\n")
+        except OSError as err:
+            raise AxionError(f"cannot append the Markdown summary to $GITHUB_STEP_SUMMARY {append_to} "
+                             f"({err.strerror})") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pytest_axion.engines.records import CapacitySearch, Measurement, ModelFacts, WarmUpRun
@@ -16,6 +17,14 @@ from pytest_axion.promises.reading import ReadingSpeed
 from pytest_axion.promises.verdict import Verdict
 
 _FLAGS_SHOWN = ("KLEIDIAI", "REPACK", "OPENMP", "LLAMAFILE", "AVX512", "AVX2", "SVE", "DOTPROD", "MATMUL_INT8")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as a person reads it in a header or a summary: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def shown_flags(flags: Mapping[str, str]) -> str:
