@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from pytest_axion.engines.base import Engine
-from pytest_axion.engines.paired import PairedEngine, round_measurements
+from pytest_axion.engines.paired import PairedEngine, measure_paired
 from pytest_axion.engines.records import (
     MAX_SEQUENCES,
     CapacitySearch,
@@ -149,7 +149,7 @@ def engine_run(engine: Engine, kind: str, *, repetitions: int,
     other processes' work that ran meanwhile."""
     # Contention is measured against this process tree; a server elsewhere (or not our child) would count as
     # "other processes", so an external endpoint reports none.
-    meter = OtherCpuMeter().start() if getattr(engine, "measures_contention", True) else None
+    meter = OtherCpuMeter().start() if engine.measures_contention else None
     run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)  # type: ignore[arg-type]  # sizes
     return run, meter.stop() if meter is not None else None
 
@@ -312,15 +312,10 @@ class Axion:
         engine = self.loaded.engine
         with self._engine_errors():
             if isinstance(engine, PairedEngine):
-                meter = OtherCpuMeter().start() if engine.measures_contention else None
-                paired = engine.measure_pair(kind, **shape)
-                other = meter.stop() if meter is not None else None
-                measured = measurements_of(paired.current, nodeid=self.nodeid, threads=self.threads,
-                                           other_cpus=other)
+                paired = measure_paired(engine, kind, nodeid=self.nodeid, threads=self.threads, **shape)
+                measured = paired.current
                 if self._record_pair is not None:
-                    self._record_pair(*(round_measurements(rounds, nodeid=self.nodeid, threads=self.threads,
-                                                           other_cpus=other)
-                                        for rounds in (paired.baseline_rounds, paired.current_rounds)))
+                    self._record_pair(paired.baseline_rounds, paired.current_rounds)
             else:
                 run, other = engine_run(engine, kind, repetitions=self._reps(repetitions), progress=self._progress,
                                         **shape)

@@ -11,14 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pytest_axion.engines.base import Engine
-from pytest_axion.engines.paired import PairedEngine, round_measurements
+from pytest_axion.engines.paired import PairedEngine, measure_paired
 from pytest_axion.engines.records import (
     CapacitySearch,
     EngineError,
     Measurement,
     ProgressCallback,
     busy_limit,
-    measurements_of,
     workload_of,
     workload_request,
 )
@@ -33,7 +32,7 @@ from pytest_axion.harness import (
 )
 from pytest_axion.machine.costs import CostsError, model_costs
 from pytest_axion.machine.cpu import parse_system_info
-from pytest_axion.machine.environment import OtherCpuMeter, environment_warnings, other_processes_cpus
+from pytest_axion.machine.environment import environment_warnings, other_processes_cpus
 from pytest_axion.machine.features import missing_features, missing_message
 from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import collect_hardware
@@ -88,7 +87,7 @@ class AxionSession:
     def load(self) -> LoadedModel:
         """Load the model on first use; later calls return the same instance, with a fresh worker if
         llama.cpp crashed since (the test that saw the crash has failed with its one-line error)."""
-        if self._loaded is not None and not getattr(self._loaded.engine, "alive", True):
+        if self._loaded is not None and not self._loaded.engine.alive:
             self._loaded.engine.restart()
         if self._loaded is None:
             # Read before the model loads: the load itself would raise the load average.
@@ -265,7 +264,7 @@ class AxionSession:
         """The suspects' workloads, each once, in a fresh worker (a process keeps offsets of its own for life:
         a miss must reproduce in a new one); in an A/B session both sides, their rounds into ``ab_side``."""
         # load() already starts a fresh worker when the last one crashed (or none was started yet)
-        running = self._loaded is not None and getattr(self._loaded.engine, "alive", True)
+        running = self._loaded is not None and self._loaded.engine.alive
         loaded = self.load()
         engine = loaded.engine
         if running:
@@ -275,19 +274,13 @@ class AxionSession:
         fresh: dict[str, Measurement] = {}
         for first in {workload_of(m): m for m in suspects}.values():
             kind, shape = workload_request(first)
-            meter = OtherCpuMeter().start() if engine.measures_contention else None
             try:
-                paired = engine.measure_pair(kind, **shape)
+                paired = measure_paired(engine, kind, nodeid=first.nodeid, threads=first.threads, **shape)
             except EngineError as err:
                 raise MeasurementError(f"{first.nodeid}: measuring again in fresh processes: {err}") from None
-            other = meter.stop() if meter is not None else None
-            again_a, again_b = (round_measurements(rounds, nodeid=first.nodeid, threads=first.threads,
-                                                   other_cpus=other)
-                                for rounds in (paired.baseline_rounds, paired.current_rounds))
-            for metric, b in measurements_of(paired.current, nodeid=first.nodeid, threads=first.threads,
-                                             other_cpus=other).items():
-                if metric in again_a and metric in again_b:
-                    ab_side[b.key] = (again_a[metric], again_b[metric])
+            for metric, b in paired.current.items():
+                if metric in paired.baseline_rounds and metric in paired.current_rounds:
+                    ab_side[b.key] = (paired.baseline_rounds[metric], paired.current_rounds[metric])
                 else:
                     ab_side.pop(b.key, None)   # never judge this attempt by the first attempt's pairs
                 fresh[b.key] = b
@@ -385,7 +378,7 @@ class AxionSession:
                          test_outcomes=self.test_outcomes(), environment=self.environment,
                          capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
                          roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
-                         served=str(getattr(loaded.engine, "describe", lambda: "")()) if self.settings.served else "")
+                         served=loaded.engine.describe() if self.settings.served else "")
 
     def _ab_session(self) -> AbSession | None:
         engine, settings = self._loaded.engine if self._loaded is not None else None, self.settings
@@ -393,7 +386,7 @@ class AxionSession:
             return None
 
         def side(where: str, of: Engine) -> AbSide:
-            return AbSide(where, of.facts, served=str(getattr(of, "describe", lambda: "")()))
+            return AbSide(where, of.facts, served=of.describe())
 
         current = settings.endpoint.value or ("llama-server" if settings.served else sys.executable)
         return AbSession(baseline=side(settings.ab_source, engine.baseline), current=side(current, engine.current),

@@ -70,6 +70,11 @@ class ReplayEngine:
     def alive(self) -> bool:
         return True
 
+    measures_contention = True
+
+    def describe(self) -> str:
+        return ""
+
     def restart(self) -> None:
         pass
 

@@ -17,6 +17,21 @@ class Engine(Protocol):
 
     facts: ModelFacts
 
+    @property
+    def alive(self) -> bool:
+        """False once the engine's process or server has died (the session then starts a fresh one)."""
+        ...
+
+    @property
+    def measures_contention(self) -> bool:
+        """True when the engine's CPU time is this process tree's own, so the CPU that *other* processes
+        take while it measures can be told apart (not so for a server that runs elsewhere)."""
+        ...
+
+    def describe(self) -> str:
+        """What is measured, in a few words, for the report header ("" for a worker process)."""
+        ...
+
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:
         """One workload: ``kind`` is prompt (n_prompt), generation (n_gen) or batched (n_prompt, n_gen,

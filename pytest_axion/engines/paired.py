@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from pytest_axion.engines.base import Engine
 from pytest_axion.engines.records import Measurement, ProgressCallback, Run, WarmUpRun, measurements_of
+from pytest_axion.machine.environment import OtherCpuMeter
 from pytest_axion.stats import median
 
 
@@ -61,6 +62,25 @@ class PairedRun:
         return len(self.current_rounds)
 
 
+@dataclasses.dataclass(frozen=True)
+class PairedMeasurements:
+    """One workload measured on both sides, as measurements keyed by metric."""
+    current: dict[str, Measurement]          # B, every sample: what the test's promises judge
+    baseline_rounds: dict[str, Measurement]  # A, one sample per round
+    current_rounds: dict[str, Measurement]   # B, one sample per round: paired with A's round by round
+
+
+def measure_paired(engine: PairedEngine, kind: str, *, nodeid: str, threads: int, **shape: int) -> PairedMeasurements:
+    """One workload on both sides of ``engine`` in alternating rounds, with the CPU other processes took meanwhile."""
+    meter = OtherCpuMeter().start() if engine.measures_contention else None
+    paired = engine.measure_pair(kind, **shape)
+    other = meter.stop() if meter is not None else None
+    baseline_rounds, current_rounds = (round_measurements(rounds, nodeid=nodeid, threads=threads, other_cpus=other)
+                                       for rounds in (paired.baseline_rounds, paired.current_rounds))
+    return PairedMeasurements(current=measurements_of(paired.current, nodeid=nodeid, threads=threads, other_cpus=other),
+                              baseline_rounds=baseline_rounds, current_rounds=current_rounds)
+
+
 class PairedEngine:
     """A and B measured in alternating rounds; as a plain :class:`Engine` it is B."""
 
@@ -78,13 +98,12 @@ class PairedEngine:
 
     @property
     def alive(self) -> bool:
-        return bool(getattr(self.baseline, "alive", True) and getattr(self.current, "alive", True))
+        return self.baseline.alive and self.current.alive
 
     @property
     def measures_contention(self) -> bool:
         """Only when both sides' CPU time is this process tree's own (see :func:`harness.engine_run`)."""
-        return bool(getattr(self.baseline, "measures_contention", True)
-                    and getattr(self.current, "measures_contention", True))
+        return self.baseline.measures_contention and self.current.measures_contention
 
     def restart(self) -> None:
         """Fresh engines for both sides.
@@ -118,7 +137,7 @@ class PairedEngine:
 
     def describe(self) -> str:
         """B's description (a served deployment's); the A/B header names both sides."""
-        return str(getattr(self.current, "describe", lambda: "")())
+        return self.current.describe()
 
     def warm_up(self, n_prompt: int) -> WarmUpRun:
         """Both sides, A first; B's figures are returned (A's settle the same way); again after a restart."""

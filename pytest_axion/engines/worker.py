@@ -115,6 +115,12 @@ class EngineProcess:
     def alive(self) -> bool:
         return self._process.poll() is None
 
+    # The worker is our child process: its CPU time is this process tree's own.
+    measures_contention = True
+
+    def describe(self) -> str:
+        return ""
+
     def _stderr_lines(self) -> list[str]:
         self._stderr.seek(0)
         text = self._stderr.read().decode("utf-8", "replace")
