@@ -174,6 +174,17 @@ def test_environment_warnings_empty_on_a_clean_machine(tmp_path: Path) -> None:
     assert warnings == []
 
 
+def test_a_measured_quiet_machine_outweighs_a_high_load_average(tmp_path: Path) -> None:
+    """The load average lags a minute (a run that just ended, a sibling xdist worker): the direct meter decides."""
+    root = fake_cpus(tmp_path, "performance", "performance")
+    quiet = environment_warnings(threads=2, physical_cores=2, logical_cores=2, load_1min=2.5, swap_used_bytes=0,
+                                 sys_cpu_root=root, other_cpus=0.1)
+    busy = environment_warnings(threads=2, physical_cores=2, logical_cores=2, load_1min=2.5, swap_used_bytes=0,
+                                sys_cpu_root=root, other_cpus=1.0)
+    assert quiet == []
+    assert len(busy) == 1 and busy[0].startswith("other processes kept 1.0 CPU(s) busy")
+
+
 def test_environment_warnings_with_real_machine_defaults_returns_strings() -> None:
     warnings = environment_warnings(threads=1, physical_cores=1)
     assert isinstance(warnings, list)

@@ -232,10 +232,12 @@ def environment_warnings(
     """All environment warnings, in order: governor, load average, threads, swap, other busy processes, OpenMP.
 
     ``None`` inputs are read from the machine; anything unavailable yields no warning, never an error.
+    The load average is consulted only when ``other_cpus`` (measured just now, this process tree left out)
+    is unknown: it lags a minute and counts a previous run or a sibling xdist worker as "other work".
     """
     checks = (
         governor_warning(sys_cpu_root),
-        load_warning(load_1min, logical_cores),
+        load_warning(load_1min, logical_cores) if other_cpus is None else None,
         threads_warning(threads, physical_cores),
         swap_warning(swap_used_bytes),
         busy_warning(other_cpus, threads=threads),
