@@ -48,6 +48,15 @@ def test_many_passes_fold_away_but_failures_stay_open():
     assert f"{3 + 3 * PASSES_OPEN} passed or shown only" in folded and "</details>" in folded
 
 
+def test_many_passes_and_nothing_else_say_so_instead_of_an_empty_table():
+    record = mixed_run()
+    passing = [v for v in record.verdicts if v.outcome == "pass"]
+    text = markdown_summary(dataclasses.replace(record, verdicts=passing * (PASSES_OPEN + 1)))
+    opened, folded = text.split("<details>", 1)
+    assert "Nothing failed or stayed inconclusive." in opened and "| verdict |" not in opened
+    assert folded.count("| pass |") == 3 * (PASSES_OPEN + 1)
+
+
 def test_written_to_its_path_and_appended_to_the_github_step_summary(tmp_path):
     step_summary = tmp_path / "step_summary.md"
     step_summary.write_text("earlier step\n")

@@ -97,7 +97,8 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
     if not verdicts:
         lines += ["No promise was judged.", ""]
     elif len(passed) > PASSES_OPEN:
-        lines += [*_table(_verdict_rows(open_rows)), "", f"<details><summary>{len(passed)} passed or shown only"
+        lines += [*(_table(_verdict_rows(open_rows)) if open_rows else ["Nothing failed or stayed inconclusive."]),
+                  "", f"<details><summary>{len(passed)} passed or shown only"
                   "</summary>", "", *_table(_verdict_rows(passed)), "", "</details>", ""]
     else:
         lines += [*_table(_verdict_rows([*open_rows, *passed])), ""]
