@@ -89,9 +89,16 @@ def compare_files(*, old: Path, new: Path, tolerance: float, estimator: str, out
     print(tabulate(table_rows(rows), headers=TABLE_HEADERS, tablefmt="simple", disable_numparse=True), file=out)
     if unmatched:
         print(f"{len(unmatched)} measurement(s) in only one file, not compared", file=out)
-    counts = {verdict: sum(r.comparison.verdict == verdict for r in rows)
-              for verdict in ("ok", "improved", "regressed", "inconclusive")}
+    counts = {verdict: sum(r.verdict == verdict for r in rows) for verdict in ("ok", "improved", "regressed",
+                                                                              "inconclusive")}
     print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()), file=out)
+    alone = sum(r.comparison.verdict == "regressed" and r.verdict != "regressed" for r in rows)
+    if alone:
+        print(f"{alone} row(s) slower beyond the band are significant alone but not among all {len(rows)} rows "
+              "(Holm, 5% familywise), so inconclusive: with this many rows some stray that far by chance", file=out)
+    if rows and not any(r.comparison.between_run_known for r in rows):
+        print("one run on each side: how much whole runs differ is unknown and assumed 10%; record baselines from "
+              "several runs (pytest-axion refresh) or gate with A/B for anything finer", file=out)
     if not rows:
         print("error: the two files share no measurement", file=out)
         return 2

@@ -72,3 +72,30 @@ def test_cli_parses_compare_options(tmp_path, capsys):
     path = baseline_file(tmp_path, 100.0)
     assert main(["compare", str(path), str(path), "--tolerance", "5%", "--estimator", "best"]) == 0
     assert "band = max(tolerance 5%" in capsys.readouterr().out
+
+
+def single_run(level):
+    from pytest_axion.promises.speedup import Side
+    return Side(((level * 0.99, level, level * 1.01),))
+
+
+def test_a_table_is_judged_as_a_whole_so_chance_strays_among_many_rows_are_inconclusive():
+    """Two single-run files: a row 0.72x alone is significant (p about 0.02), but among 20 rows a stray that
+    far is expected by chance; a row at 0.5x stays regressed, and one row alone keeps its own verdict."""
+    from pytest_axion.promises.speedup import compare as compare_sides_of_one
+    from pytest_axion.store.compare import p_value, together
+
+    stray, halved = (compare_sides_of_one(single_run(100), single_run(100 * f), higher_is_better=True)
+                     for f in (0.72, 0.5))
+    unchanged = [compare_sides_of_one(single_run(100), single_run(100), higher_is_better=True)] * 18
+    assert stray.verdict == halved.verdict == "regressed" and 0.01 < p_value(stray) < 0.05
+    assert together([stray, halved, *unchanged]) == ["inconclusive", "regressed", *["ok"] * 18]
+    assert together([stray]) == ["regressed"]
+
+
+def test_two_single_run_reports_say_what_they_cannot_tell(tmp_path):
+    report = build_report(run_record())
+    (tmp_path / "a.json").write_text(json.dumps(report))
+    (tmp_path / "b.json").write_text(json.dumps(report))
+    status, text = compare(tmp_path / "a.json", tmp_path / "b.json")
+    assert status == 0 and "one run on each side: how much whole runs differ is unknown and assumed 10%" in text

@@ -5,7 +5,8 @@ intervals and verdicts. Pure: reading files is the only side effect.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,16 @@ import jsonschema
 
 from pytest_axion.engines.records import METRICS, Measurement
 from pytest_axion.errors import AxionError
-from pytest_axion.promises.speedup import REGRESSED, Comparison, Side, compare
+from pytest_axion.promises.speedup import (
+    CONFIDENCE_Z,
+    IMPROVED,
+    INCONCLUSIVE,
+    OK,
+    REGRESSED,
+    Comparison,
+    Side,
+    compare,
+)
 from pytest_axion.report.json_report import validate_report
 from pytest_axion.store.baselines import MAX_BASELINE_BYTES, read_baseline
 
@@ -78,22 +88,57 @@ def _label(nodeid: str, metric: str, batch: int, n_prompt: int, n_gen: int) -> s
     return f"{test} {metric} b{batch} pp{n_prompt} tg{n_gen}"
 
 
+FAMILY_ALPHA = 0.05   # the chance that a table of two unchanged builds shows any row changed
+
+
 @dataclass(frozen=True)
 class Row:
     key: str
     label: str
     comparison: Comparison
+    verdict: str          # the comparison's verdict as it holds among all the rows (see together())
+
+
+def p_value(c: Comparison) -> float:
+    """Two-sided p-value of "no change", on the scale the comparison's 95% interval was drawn with."""
+    if c.log_se <= 0:
+        return 1.0 if c.speedup == 1 else 0.0
+    z = abs(math.log(c.speedup)) / c.log_se * (CONFIDENCE_Z / c.quantile)
+    return math.erfc(z / math.sqrt(2))
+
+
+def together(comparisons: Sequence[Comparison], alpha: float = FAMILY_ALPHA) -> list[str]:
+    """Verdicts that hold for all comparisons at once: Holm's step-down at ``alpha`` familywise.
+
+    Each comparison alone is a 95% test, so a table of 100 measurements of two unchanged builds shows about
+    five "regressed" by chance. No second attempt can be measured from files, so the bar rises with the
+    table instead: a row beyond the band whose change is not significant among all rows is inconclusive
+    (slower) or ok (faster).
+    """
+    order = sorted(range(len(comparisons)), key=lambda i: p_value(comparisons[i]))
+    significant: set[int] = set()
+    for rank, i in enumerate(order):
+        if p_value(comparisons[i]) > alpha / (len(comparisons) - rank):
+            break
+        significant.add(i)
+    verdicts = []
+    for i, c in enumerate(comparisons):
+        if c.verdict == REGRESSED and i not in significant:
+            verdicts.append(INCONCLUSIVE)
+        elif c.verdict == IMPROVED and i not in significant:
+            verdicts.append(OK)
+        else:
+            verdicts.append(c.verdict)
+    return verdicts
 
 
 def compare_sides(old: StoredSide, new: StoredSide, *, tolerance: float, estimator: str) -> tuple[list[Row], list[str]]:
-    """One row per measurement in both files; and the keys found on one side only."""
-    rows = []
-    for key in old.sides.keys() & new.sides.keys():
-        higher = METRICS[old.metrics[key]].higher_is_better
-        rows.append(Row(key=key, label=old.labels[key],
-                        comparison=compare(old.sides[key], new.sides[key], higher_is_better=higher,
-                                           tolerance=tolerance, estimator=estimator)))
-    rows.sort(key=lambda r: r.key)
+    """One row per measurement in both files, judged together; and the keys found on one side only."""
+    keys = sorted(old.sides.keys() & new.sides.keys())
+    comparisons = [compare(old.sides[key], new.sides[key], higher_is_better=METRICS[old.metrics[key]].higher_is_better,
+                           tolerance=tolerance, estimator=estimator) for key in keys]
+    rows = [Row(key=key, label=old.labels[key], comparison=c, verdict=verdict)
+            for key, c, verdict in zip(keys, comparisons, together(comparisons), strict=True)]
     unmatched = sorted(old.sides.keys() ^ new.sides.keys())
     return rows, unmatched
 
@@ -112,11 +157,11 @@ def version_lines(old: StoredSide, new: StoredSide) -> list[str]:
 def table_rows(rows: list[Row]) -> list[list[str]]:
     return [[r.label, f"{r.comparison.baseline_level:.4g}", f"{r.comparison.current_level:.4g}",
              f"{r.comparison.speedup:.3f}", f"[{r.comparison.low:.3f}-{r.comparison.high:.3f}]",
-             f"{r.comparison.band:.0%}", r.comparison.verdict] for r in rows]
+             f"{r.comparison.band:.0%}", r.verdict] for r in rows]
 
 
 TABLE_HEADERS = ["measurement", "old", "new", "speedup", "95% CI", "band", "verdict"]
 
 
 def any_regressed(rows: list[Row]) -> bool:
-    return any(r.comparison.verdict == REGRESSED for r in rows)
+    return any(r.verdict == REGRESSED for r in rows)
