@@ -224,8 +224,12 @@ class AxionSession:
             mode = f"served at {settings.endpoint.value}"
         else:
             mode = "in process"
-        gate = (f"baselines in {shown_path(self.baselines_root)}/" if settings.compare_baselines
-                else "no stored baselines")
+        if settings.refresh:
+            gate = f"writing to {shown_path(self.baselines_root)}/"
+        elif settings.compare_baselines:
+            gate = f"baselines in {shown_path(self.baselines_root)}/"
+        else:
+            gate = "no stored baselines"
         return f"axion: model {model}, hardware {hardware}, {settings.threads.value} threads, {mode}; {gate}"
 
     def read_baseline(self) -> None:

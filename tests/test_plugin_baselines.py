@@ -59,7 +59,9 @@ def test_refresh_records_separate_runs_with_provenance_and_the_gate_then_judges(
     pytester.makepyfile(SUITE)
     result = record(pytester, runs=3)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["axion refresh: run 3 of 3 finished in * s (exit 0)",
+    result.stdout.fnmatch_lines(["axion: model *, hardware *, 2 threads, recording baselines (3 runs); "
+                                 "writing to baselines/",
+                                 "axion refresh: run 3 of 3 finished in * s (exit 0)",
                                  "baseline refresh: 3 run(s) -> *baselines*.json",
                                  "*test_prompt::prompt_tps::b1::pp32::tg0::t2*-*new*3*",
                                  "written: *(2 entries recorded)"])

@@ -7,7 +7,6 @@ terminal log and the JSON report. Pure: no pytest.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from pytest_axion.errors import AxionError
 from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, INFO, PASS, Reading, Verdict
-from pytest_axion.report.record import RunRecord, shown_flags, shown_path
+from pytest_axion.report.record import RunRecord, shown_flags
 from pytest_axion.report.terminal import baseline_lines, capacity_lines
 
 _ORDER = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, INFO: 3}
@@ -85,9 +84,7 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
              f"{run.threads} threads, "
              + (f"llama-cpp-python {hardware.llama_cpp_python} ({shown_flags(hardware.llama_cpp_system_info)})"
                 if not run.served else "served") + f"; {mode}.", ""]
-    baseline = (dataclasses.replace(run.baseline, path=shown_path(run.baseline.path)) if run.baseline is not None
-                else None)
-    lines += [f"> {_cell(line)}" for line in (*baseline_lines(baseline),
+    lines += [f"> {_cell(line)}" for line in (*baseline_lines(run.baseline),
                                                *(f"environment: {w}" for w in run.environment))]
     if lines[-1] != "":
         lines.append("")

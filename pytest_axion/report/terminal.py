@@ -16,7 +16,7 @@ from pytest_axion.engines.records import CapacitySearch, Measurement, WarmUpRun
 from pytest_axion.promises.efficiency import GEN_BANDWIDTH, efficiency_figures
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.report.record import BaselineStatus, RunRecord, shown_flags
+from pytest_axion.report.record import BaselineStatus, RunRecord, shown_flags, shown_path
 from pytest_axion.store.gate import no_baseline_message
 from pytest_axion.store.refresh import DIFF_HEADERS, RefreshResult
 
@@ -63,9 +63,9 @@ def baseline_lines(status: BaselineStatus | None) -> list[str]:
     rule = (f"estimator {status.estimator} per run, tolerance {status.tolerance:.0%} (or 2x the baseline's "
             f"between-run spread), {status.confirm} confirming attempt(s) before a regression fails")
     if not status.found:
-        return [f"baseline: {no_baseline_message(status.path)}"]
-    lines = [f"baseline: {status.path} ({status.runs} run(s) per entry, recorded {status.recorded_at} with "
-             f"llama-cpp-python {status.llama_cpp_python}, git {(status.git_commit or 'none')[:12]}); {rule}"]
+        return [f"baseline: {no_baseline_message(shown_path(status.path))}"]
+    lines = [f"baseline: {shown_path(status.path)} ({status.runs} run(s) per entry, recorded {status.recorded_at} "
+             f"with llama-cpp-python {status.llama_cpp_python}, git {(status.git_commit or 'none')[:12]}); {rule}"]
     if status.differences:
         lines.append(f"baseline differs from this run: {'; '.join(status.differences)}")
     return lines
@@ -226,7 +226,7 @@ def refresh_lines(result: RefreshResult | None) -> list[str]:
     """The refresh's old -> new table, what it left out, and whether it wrote."""
     if result is None:
         return []
-    lines = ["", f"baseline refresh: {result.runs} run(s) -> {result.path}",
+    lines = ["", f"baseline refresh: {result.runs} run(s) -> {shown_path(result.path)}",
              tabulate(result.rows, headers=DIFF_HEADERS, tablefmt="simple", disable_numparse=True)]
     lines += [f"not recorded: {text}" for text in result.skipped]
     if result.noisy and not result.written:
@@ -241,6 +241,6 @@ def refresh_lines(result: RefreshResult | None) -> list[str]:
         if len(result.noisy) > 10:
             lines.append(f"  ... and {len(result.noisy) - 10} more")
     if result.written:
-        lines.append(f"written: {result.path} ({len(result.rows)} entries recorded)")
+        lines.append(f"written: {shown_path(result.path)} ({len(result.rows)} entries recorded)")
     return lines
 
