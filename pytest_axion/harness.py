@@ -160,14 +160,19 @@ PairRecorder = Callable[[dict[str, Measurement], dict[str, Measurement]], None]
 
 @dataclass(frozen=True)
 class BatchedCell:
-    """One batch size of a batched run: every figure llama-batched-bench prints, with samples."""
+    """One batch size of a batched run: every figure llama-batched-bench prints, with samples.
+
+    A figure is None where the measured system cannot give it: a served run of one output token has no
+    generation after its first token (no generation speed, per-user speed or inter-token latency), and a
+    server that reports no ``timings`` has no prompt speed. In process every figure is there.
+    """
 
     batch_size: int
-    prompt_tps: Measurement
-    gen_tps: Measurement
-    per_user_tps: Measurement
-    ttft_ms: Measurement
-    itl_ms: Measurement
+    prompt_tps: Measurement | None = None
+    gen_tps: Measurement | None = None
+    per_user_tps: Measurement | None = None
+    ttft_ms: Measurement | None = None
+    itl_ms: Measurement | None = None
 
     @classmethod
     def of(cls, batch_size: int, measurements: Mapping[str, Measurement]) -> BatchedCell:
@@ -280,14 +285,21 @@ class Axion:
             measured = self._measure("batched", reps, n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size)
             cells[batch_size] = BatchedCell.of(batch_size, measured)
             seconds[batch_size] = time.perf_counter() - start
-            return cells[batch_size].per_user_tps.median
+            return per_user(batch_size)
+
+        def per_user(batch_size: int) -> float:
+            speed = cells[batch_size].per_user_tps
+            if speed is None:
+                raise MeasurementError(f"{self.nodeid}: capacity needs each user's speed after the first token, "
+                                       f"which a run of n_gen={n_gen} does not give here: ask for n_gen of 2 or more")
+            return speed.median
 
         for batch_size in _distinct_sizes(batch_sizes):
             measure(batch_size, repetitions)
         spent, size = 0.0, max(cells)
         stopped = (f"max_users ({max_users})" if max_users < MAX_SEQUENCES
                    else f"the most users llama.cpp holds in one context ({max_users})")
-        while all(cell.per_user_tps.median >= threshold for cell in cells.values()):
+        while all(per_user(b) >= threshold for b in cells):
             following = size * 2
             if following > max_users:
                 break
@@ -304,7 +316,7 @@ class Axion:
             stopped = "a size below the promise"
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, threshold_tps=threshold, threshold_label=label,
-            per_user_tps=tuple((b, cells[b].per_user_tps.median) for b in sorted(cells)), stopped=stopped))
+            per_user_tps=tuple((b, per_user(b)) for b in sorted(cells)), stopped=stopped))
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
 
     def _measure(self, kind: str, repetitions: int | None, **shape: int) -> dict[str, Measurement]:

@@ -76,6 +76,33 @@ def test_reference_user_promises_pass_against_a_started_llama_server(pytester, t
     assert set(pids_of(SERVER)) <= before   # the session stopped the server it started
 
 
+PROMPT_ONLY = """
+import pytest
+
+@pytest.mark.axion_slo(prompt_tps=5, steady_within=0.9)
+def test_prompt_encoding(axion):
+    result = axion.batched(n_prompt=32, n_gen=1, batch_sizes=[1, 2])
+    assert result[2].gen_tps is None and result[2].per_user_tps is None and result[2].prompt_tps is not None
+
+@pytest.mark.axion_slo(per_user_tps="reading")
+def test_capacity_of_one_token(axion):
+    axion.capacity(n_prompt=32, n_gen=1, batch_sizes=[1])
+"""
+
+
+def test_one_output_token_gives_prompt_figures_only_and_capacity_says_why_not(pytester, served):
+    """The reference suite's prompt test asks for one output token: served, that is no generation phase at all
+    (the first token comes from the prompt), so the cell has no generation figures rather than a bogus 0 t/s."""
+    run = EndpointEngine(served.url).run("batched", n_prompt=32, n_gen=1, batch_size=2, repetitions=2)
+    assert set(measurements_of(run, nodeid="t", threads=2)) == {"ttft_ms", "prompt_tps"}
+    pytester.makepyfile(PROMPT_ONLY)
+    result = pytester.runpytest(*FAST, f"--axion-endpoint={served.url}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_capacity_of_one_token*: capacity needs each user's speed after the first "
+                                 "token, which a run of n_gen=1 does not give here: ask for n_gen of 2 or more"])
+    assert "TypeError" not in result.stdout.str()
+
+
 TWO_USERS = """
 def test_two_users(axion):
     axion.batched(n_prompt=32, n_gen=16, batch_sizes=[2])

@@ -321,7 +321,8 @@ def served_samples(run: ServedRun) -> dict[str, list[float]]:
         # round's first first-token to its last answer's end
         "gen_tps": [sum(r.completion_tokens - 1 for r in group)
                     / (max(r.end for r in group) - min(r.first_token for r in group))
-                    for group in rounds.values() if max(r.end for r in group) > min(r.first_token for r in group)],
+                    for group in rounds.values() if max(r.end for r in group) > min(r.first_token for r in group)
+                    and any(r.completion_tokens > 1 for r in group)],   # one token each: no generation phase
         "itl_ms": [(later - earlier) * 1e3 for r in run.requests for earlier, later in pairwise(r.token_times)],
     }
     reported = [r.prompt_per_second for r in run.requests if r.prompt_per_second]
