@@ -163,8 +163,8 @@ class BatchedCell:
     """One batch size of a batched run: every figure llama-batched-bench prints, with samples.
 
     A figure is None where the measured system cannot give it: a served run of one output token has no
-    generation after its first token (no generation speed, per-user speed or inter-token latency), and a
-    server that reports no ``timings`` has no prompt speed. In process every figure is there.
+    generation after its first token (no generation speed, per-user speed or inter-token latency). In
+    process every figure is there.
     """
 
     batch_size: int

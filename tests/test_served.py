@@ -293,3 +293,31 @@ def test_a_run_whose_client_lagged_is_measured_again_and_an_error_only_when_ever
     outcomes.extend(["lag"] * (module.LAGGED_RUN_RETRIES + 1))
     with pytest.raises(module.ClientLagError, match=r"fell 122 ms behind \(in each of 3 tries\)"):
         engine.run("batched", n_prompt=8, n_gen=4, batch_size=2, repetitions=1)
+
+
+def test_served_prompt_speed_is_the_rounds_prompt_tokens_over_its_prompt_span():
+    """As in process (S_PP = B x pp / T_PP), not one slot's share of a prompt step the slots shared."""
+    from pytest_axion.engines.records import ServedRequest, ServedRun, served_samples
+
+    def request(user, due, first, end):
+        return ServedRequest(user=user, due=due, first_token=first, end=end, token_times=(first, end),
+                             completion_tokens=2)
+
+    run = ServedRun(n_prompt=64, n_gen=2, batch_size=2, requests=(
+        request(0, 0.0, 0.2, 0.3), request(1, 0.0, 0.4, 0.5),    # round 1: 128 prompt tokens out by 0.4 s
+        request(0, 0.3, 0.5, 0.6), request(1, 0.5, 0.6, 0.7)))   # round 2: from 0.3 s to 0.6 s
+    assert served_samples(run)["prompt_tps"] == pytest.approx([320.0, 128 / 0.3])
+
+
+def test_an_answer_whose_one_token_streamed_no_text_is_timed_by_its_finishing_event():
+    """A server holds back the text of a token that ends inside a UTF-8 character; one such token streams none."""
+    from pytest_axion.engines.endpoint import _checked, _read_event, _Stream
+
+    stream = _Stream()
+    _read_event(json.dumps({"choices": [{"text": "", "finish_reason": "length"}]}), 0.25, stream)
+    _read_event(json.dumps({"choices": [], "usage": {"completion_tokens": 1}}), 0.26, stream)
+    _read_event("[DONE]", 0.27, stream)
+    request = _checked(stream, n_gen=1, user=0, due=0.0, end=0.27, what="a request")
+    assert request.first_token == 0.25 and request.token_times == (0.25,)
+    with pytest.raises(EngineError, match="streamed no text"):   # no finishing event either: no stream at all
+        _checked(_Stream(completion_tokens=1), n_gen=1, user=0, due=0.0, end=0.27, what="a request")

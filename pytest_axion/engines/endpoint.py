@@ -128,8 +128,8 @@ class _Stream:
     token_times: list[float] = field(default_factory=list)
     completion_tokens: int | None = None
     predicted_n: int | None = None
-    prompt_per_second: float | None = None
     finish_reason: str | None = None
+    finished_at: float | None = None   # arrival of the event that carried finish_reason
     done: bool = False
 
 
@@ -147,13 +147,13 @@ def _read_event(data: str, arrived: float, stream: _Stream) -> None:
                 stream.first_token = arrived
         if choice.get("finish_reason"):
             stream.finish_reason = choice["finish_reason"]
+            stream.finished_at = arrived
     usage = payload.get("usage")
     if usage:
         stream.completion_tokens = int(usage.get("completion_tokens", 0))
     timings = payload.get("timings")
     if timings:
         stream.predicted_n = timings.get("predicted_n")
-        stream.prompt_per_second = timings.get("prompt_per_second")
 
 
 class EndpointEngine:
@@ -343,6 +343,10 @@ def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _checked(stream: _Stream, *, n_gen: int, user: int, due: float, end: float, what: str) -> ServedRequest:
     """The request's record, or an EngineError saying why its figures cannot be trusted."""
+    if not stream.token_times and stream.finished_at is not None:
+        # A server holds back the text of a token that ends inside a UTF-8 character: an answer of one such
+        # token streams no text, only its finishing event, which then marks when the token was out.
+        stream.token_times, stream.first_token = [stream.finished_at], stream.finished_at
     if stream.first_token is None or not stream.token_times:
         raise EndpointError(f"invalid: {what} streamed no text (does the server stream?)")
     if stream.completion_tokens is None:
@@ -359,5 +363,4 @@ def _checked(stream: _Stream, *, n_gen: int, user: int, due: float, end: float, 
         raise EndpointError(f"invalid: {what}: {len(stream.token_times)} text events for {stream.completion_tokens} "
                           "tokens by usage")
     return ServedRequest(user=user, due=due, first_token=stream.first_token, end=end,
-                         token_times=tuple(stream.token_times), completion_tokens=stream.completion_tokens,
-                         prompt_per_second=stream.prompt_per_second)
+                         token_times=tuple(stream.token_times), completion_tokens=stream.completion_tokens)

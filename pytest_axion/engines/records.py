@@ -83,7 +83,6 @@ class ServedRequest:
     end: float
     token_times: tuple[float, ...]
     completion_tokens: int               # by the stream's usage (cross-checked by the client)
-    prompt_per_second: float | None = None   # the server's own prompt speed, where it reports one
 
 
 @dataclass(frozen=True)
@@ -324,10 +323,12 @@ def served_samples(run: ServedRun) -> dict[str, list[float]]:
                     for group in rounds.values() if max(r.end for r in group) > min(r.first_token for r in group)
                     and any(r.completion_tokens > 1 for r in group)],   # one token each: no generation phase
         "itl_ms": [(later - earlier) * 1e3 for r in run.requests for earlier, later in pairwise(r.token_times)],
+        # as in process (S_PP = B x pp / T_PP): the round's prompt tokens over the span from its first request
+        # being due to its last first token. A server's own per-request timings would give one slot's share of
+        # a prompt step the slots shared (1/B of the total), and not every server reports them.
+        "prompt_tps": [len(group) * run.n_prompt / (max(r.first_token for r in group) - min(r.due for r in group))
+                       for group in rounds.values() if max(r.first_token for r in group) > min(r.due for r in group)],
     }
-    reported = [r.prompt_per_second for r in run.requests if r.prompt_per_second]
-    if len(reported) == len(run.requests):
-        samples["prompt_tps"] = [float(v) for v in reported]
     return {metric: values for metric, values in samples.items() if values}
 
 
