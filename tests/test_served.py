@@ -305,8 +305,8 @@ def test_served_prompt_speed_is_the_rounds_prompt_tokens_over_its_prompt_span():
 
     run = ServedRun(n_prompt=64, n_gen=2, batch_size=2, requests=(
         request(0, 0.0, 0.2, 0.3), request(1, 0.0, 0.4, 0.5),    # round 1: 128 prompt tokens out by 0.4 s
-        request(0, 0.3, 0.5, 0.6), request(1, 0.5, 0.6, 0.7)))   # round 2: from 0.3 s to 0.6 s
-    assert served_samples(run)["prompt_tps"] == pytest.approx([320.0, 128 / 0.3])
+        request(0, 0.3, 0.5, 0.6), request(1, 0.5, 0.6, 0.7)))   # round 2: after round 1's last, 0.4 s to 0.6 s
+    assert served_samples(run)["prompt_tps"] == pytest.approx([320.0, 640.0])
 
 
 def test_an_answer_whose_one_token_streamed_no_text_is_timed_by_its_finishing_event():

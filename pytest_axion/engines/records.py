@@ -323,13 +323,25 @@ def served_samples(run: ServedRun) -> dict[str, list[float]]:
                     for group in rounds.values() if max(r.end for r in group) > min(r.first_token for r in group)
                     and any(r.completion_tokens > 1 for r in group)],   # one token each: no generation phase
         "itl_ms": [(later - earlier) * 1e3 for r in run.requests for earlier, later in pairwise(r.token_times)],
-        # as in process (S_PP = B x pp / T_PP): the round's prompt tokens over the span from its first request
-        # being due to its last first token. A server's own per-request timings would give one slot's share of
-        # a prompt step the slots shared (1/B of the total), and not every server reports them.
-        "prompt_tps": [len(group) * run.n_prompt / (max(r.first_token for r in group) - min(r.due for r in group))
-                       for group in rounds.values() if max(r.first_token for r in group) > min(r.due for r in group)],
+        "prompt_tps": _round_prompt_speeds(run.n_prompt, list(rounds.values())),
     }
     return {metric: values for metric, values in samples.items() if values}
+
+
+def _round_prompt_speeds(n_prompt: int, rounds: list[list[ServedRequest]]) -> list[float]:
+    """As in process (S_PP = B x pp / T_PP): each round's prompt tokens over its prompt span, from its first
+    request being due (or the previous round's last first token, if later: users drift apart in a closed loop,
+    and time counted for one round is not counted again) to its last first token. A server's own per-request
+    timings would give one slot's share of a prompt step the slots shared (1/B of the total), and not every
+    server reports them."""
+    speeds, previous_end = [], float("-inf")
+    for group in rounds:
+        start = max(min(r.due for r in group), previous_end)
+        end = max(r.first_token for r in group)
+        if end > start:
+            speeds.append(len(group) * n_prompt / (end - start))
+        previous_end = max(previous_end, end)
+    return speeds
 
 
 Workload = tuple[str, int, int, int]   # (kind, batch size, prompt tokens, generated tokens)
