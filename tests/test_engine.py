@@ -1,6 +1,8 @@
 """Real-model tests of the engine, through the worker process the plugin measures with: physics, not fixed
 numbers."""
 
+import statistics
+
 import pytest
 
 from pytest_axion.engines.records import EngineError
@@ -47,9 +49,11 @@ def test_longer_prompts_take_longer(engine):
 def test_batching_raises_total_generation_throughput(engine):
     single = batched(engine, 32, 16, 1, repetitions=3)
     four = batched(engine, 32, 16, 4, repetitions=3)
-    best_total_1 = 1 * 16 / min(single.gen_seconds)
-    best_total_4 = 4 * 16 / min(four.gen_seconds)
-    assert best_total_4 > best_total_1
+    # Tokens per second of the typical step (48 steps a side): with a core taken by other work, one whole
+    # batch-1 run can land between preemptions and look as fast as batch 4; the median step cannot.
+    typical_total_1 = 1 / statistics.median(s for steps in single.step_seconds for s in steps)
+    typical_total_4 = 4 / statistics.median(s for steps in four.step_seconds for s in steps)
+    assert typical_total_4 > typical_total_1
     assert len(four.step_seconds) == 3 and all(len(steps) == 16 for steps in four.step_seconds)
     assert all(s > 0 for steps in four.step_seconds for s in steps)
 
