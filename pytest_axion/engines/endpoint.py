@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -118,6 +119,15 @@ def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint"
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
         pass  # not llama-server: vLLM and others have no /props
     return ServerFacts(model=model, build=build, slots=slots, n_vocab=n_vocab)
+
+
+def served_model_name(model_id: str) -> str:
+    """The served model's name as baselines know it: llama-server lists a model started without ``--alias``
+    by its file path, which differs from machine to machine, so a path becomes its file name. Repository
+    ids such as ``meta-llama/Llama-3.3-70B-Instruct`` stay whole."""
+    looks_like_path = model_id.startswith(("/", "~", "./", "../")) or re.match(r"^[A-Za-z]:[\\/]", model_id) \
+        or model_id.lower().endswith(".gguf")
+    return re.split(r"[\\/]", model_id)[-1] if looks_like_path else model_id
 
 
 @dataclass

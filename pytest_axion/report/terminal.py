@@ -28,14 +28,23 @@ def header_lines(run: RunRecord) -> list[str]:
     model, hardware = run.model, run.hardware
     flags = hardware.llama_cpp_system_info
     shown = shown_flags(flags)
+    served_elsewhere = model.architecture == "served"   # an endpoint reports neither the file nor the build
+    if served_elsewhere:
+        model_line = (f"model: {model.file_name} (served elsewhere: size and parameters not reported; "
+                      f"id {model.sha256[:12]})")
+    else:
+        model_line = (f"model: {model.file_name} ({model.architecture}, {model.quantization}, "
+                      f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 "
+                      f"{model.sha256[:12]}) loaded in {run.load_seconds:.2f} s")
+    if run.served:
+        engine_lines = [] if served_elsewhere else [f"llama-server started here, threads {run.threads}"]
+    else:
+        engine_lines = [f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: {shown}"]
     return [
-        f"model: {model.file_name} ({model.architecture}, {model.quantization}, "
-        f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 {model.sha256[:12]}) "
-        f"loaded in {run.load_seconds:.2f} s",
+        model_line,
         f"hardware: {hardware.hardware_id} ({hardware.hardware_id_source}): {hardware.cpu_description}, "
         f"{hardware.logical_cores} logical / {hardware.physical_cores} physical cores",
-        f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: "
-        f"{shown}",
+        *engine_lines,
         *([f"served: {run.served}; users stream closed-loop, TTFT from when each request was due"]
           if run.served else []),
         f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
