@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 SESSION_KEY: pytest.StashKey[AxionSession] = pytest.StashKey()
 SLO_SPEC_KEY: pytest.StashKey[SloSpec] = pytest.StashKey()
+RUN_IDS_KEY: pytest.StashKey[set[str]] = pytest.StashKey()   # xdist runs whose lock files the controller deletes
 
 _SKIP_REASON = "performance measurement is off: run pytest with --axion-slo to measure"
 
@@ -122,6 +123,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_testnodedown(node: object, error: object) -> None:
     """xdist controller: take over what a worker measured, for the one summary, report and refresh."""
     config: pytest.Config = node.config  # type: ignore[attr-defined]
+    run_id = getattr(node, "workerinput", {}).get("testrunuid")
+    if run_id:
+        config.stash.setdefault(RUN_IDS_KEY, set()).add(run_id)
     payload = getattr(node, "workeroutput", {}).get("axion")
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and payload is not None:
@@ -142,6 +146,11 @@ def _baselines_root(config: pytest.Config, settings: Settings) -> Path:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(RUN_IDS_KEY, None):   # xdist controller: its workers are gone, so are their locks' users
+        from pytest_axion.runlock import RunLock
+
+        for run_id in config.stash[RUN_IDS_KEY]:
+            RunLock(run_id).remove_files()
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         session.close()

@@ -34,6 +34,11 @@ class RunLock:
         base = Path(folder or tempfile.gettempdir()) / f"pytest-axion-{run_id}"
         self._turnstile, self._machine = base.with_suffix(".turnstile"), base.with_suffix(".machine")
 
+    def remove_files(self) -> None:
+        """Delete the lock files once the run is over (the controller, after its workers have gone)."""
+        for path in (self._turnstile, self._machine):
+            path.unlink(missing_ok=True)
+
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
         """Hold the machine alone: no other test of this run starts or runs meanwhile."""

@@ -36,7 +36,7 @@ def rows(path):
 
 
 INTERVALS = """
-import os, time, pytest
+import glob, os, tempfile, time, pytest
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
@@ -45,7 +45,8 @@ def pytest_runtest_call(item):
         return (yield)
     finally:
         with open(os.path.join(os.environ["AXION_INTERVALS"], item.name), "w") as out:
-            out.write(f"{start} {time.time()} {os.getpid()}")
+            locks = len(glob.glob(os.path.join(tempfile.gettempdir(), "pytest-axion-*")))
+            out.write(f"{start} {time.time()} {os.getpid()} {locks}")
 """
 
 
@@ -55,6 +56,9 @@ def test_dash_n_2_gives_the_same_rows_as_a_run_without_xdist(pytester, monkeypat
     plain.assert_outcomes(passed=5)
     pytester.makeconftest(INTERVALS)
     monkeypatch.setenv("AXION_INTERVALS", str(tmp_path))
+    locks = tmp_path / "tmp"
+    locks.mkdir()
+    monkeypatch.setenv("TMPDIR", str(locks))   # where the workers' run lock lives
     dist = pytester.runpytest_subprocess(*FAST, "--axion-no-baselines", "-n", "2", "--axion-report=dist.json")
     dist.assert_outcomes(passed=5)
     plain_rows, plain_tests = rows(pytester.path / "plain.json")
@@ -66,6 +70,9 @@ def test_dash_n_2_gives_the_same_rows_as_a_run_without_xdist(pytester, monkeypat
     spans = sorted(tuple(map(float, (tmp_path / name).read_text().split()[:2]))
                    for name in ("test_prompt", "test_generation", "test_users"))
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
+    # the lock files existed while tests ran, and the controller deleted them at the end
+    assert {(tmp_path / name).read_text().split()[3] for name in ("test_prompt", "test_users")} == {"2"}
+    assert not list(locks.glob("pytest-axion-*"))
 
 
 def test_a_refresh_under_xdist_writes_one_baseline_in_the_controller(pytester):
