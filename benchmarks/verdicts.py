@@ -42,6 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LIGHT = "benchmarks/verdict_suite"
+USER = "benchmarks/user_suite"
 BUSY_LOOP = "import time\nwhile True:\n    pass\n"
 
 
@@ -100,9 +101,9 @@ class Background:
         self.process.wait()
 
 
-def phase_baseline(work: Path, runs: int) -> None:
-    code = subprocess.call([sys.executable, "-m", "pytest_axion.cli", "refresh", "--runs", str(runs),
-                            LIGHT, "-p", "no:cacheprovider", "-q",
+def phase_baseline(work: Path, runs: int, suite: str) -> None:
+    code = subprocess.call([sys.executable, "-m", "pytest_axion.cli", "refresh", "--runs", str(runs), "--",
+                            suite, "-p", "no:cacheprovider", "-q",
                             "--axion-baselines", str(work / "baselines")], cwd=ROOT)
     if code != 0:
         sys.exit(f"baseline refresh failed with exit code {code}")
@@ -118,6 +119,7 @@ def series(name: str, work: Path, count: int, suite: str, extra: list[str], *, g
             stopper = subprocess.Popen([sys.executable, "-c",
                                         f"import os,time,signal; time.sleep({transient_s}); "
                                         f"os.kill({competitor.process.pid}, signal.SIGKILL)"])
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         try:
             result = run_suite(suite, work / "baselines", work / f"{name}-{i}.json", extra,
                                work / f"{name}-{i}.log")
@@ -126,11 +128,11 @@ def series(name: str, work: Path, count: int, suite: str, extra: list[str], *, g
                 competitor.stop()
             if stopper is not None:
                 stopper.wait()
-        result["started"] = datetime.datetime.now().isoformat(timespec="seconds")
+        result["started"] = started
         results.append(result)
         flag = "FAIL(baseline)" if failed_by_regression(result) else f"exit {result['exit']}"
-        print(f"[{name} {i + 1}/{count}] {flag} in {result['seconds']} s, geomean speedup "
-              f"{result['geomean_speedup']:.3f}, verdicts {result['verdicts']}", flush=True)
+        print(f"[{name} {i + 1}/{count}] {started} {flag} in {result['seconds']} s, geomean speedup "
+              f"{result['geomean_speedup'] or float('nan'):.3f}, verdicts {result['verdicts']}", flush=True)
         if i + 1 < count:
             time.sleep(gap_s)
     return results
@@ -169,6 +171,8 @@ def main() -> None:
                         help="persistent phase: fraction of every 100 ms the slowed build's worker is stopped")
     parser.add_argument("--transient-seconds", type=float, default=6.0,
                         help="the busy process runs this long from the start: over the first attempt only")
+    parser.add_argument("--suite", default=LIGHT,
+                        help=f"the suite every phase runs (default {LIGHT}; {USER}: issue 30's user-style suite)")
     parser.add_argument("--out", type=Path, default=Path("verdicts.json"))
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="axion-verdicts-"))
@@ -179,20 +183,21 @@ def main() -> None:
     print(f"work folder: {work}", flush=True)
     started = time.perf_counter()
     if "baseline" in phases:
-        phase_baseline(work, 3)
+        phase_baseline(work, 3, args.suite)
     slow = ["--axion-confirm-spacing", str(args.slow_confirm_spacing), "-k", args.slow_k]
     if "unchanged" in phases:
-        results = series("unchanged", work, args.runs, LIGHT, [], gap_s=args.unchanged_gap)
+        results = series("unchanged", work, args.runs, args.suite, [], gap_s=args.unchanged_gap)
         record["phases"]["unchanged"] = {"summary": summary("unchanged", results), "runs": results}
     if "persistent" in phases:
         slowed = ["--axion-python", str(slowed_interpreter(work, args.slowdown_stop))]
-        results = series("persistent", work, args.runs, LIGHT, [*slow, *slowed], gap_s=5)
+        results = series("persistent", work, args.runs, args.suite, [*slow, *slowed], gap_s=5)
         record["phases"]["persistent"] = {"summary": summary("persistent", results), "runs": results}
     if "contended" in phases:
-        results = series("contended", work, max(1, args.runs // 2), LIGHT, slow, gap_s=5, background=(BUSY_LOOP,))
+        results = series("contended", work, max(1, args.runs // 2), args.suite, slow, gap_s=5,
+                         background=(BUSY_LOOP,))
         record["phases"]["contended"] = {"summary": summary("contended", results), "runs": results}
     if "transient" in phases:
-        results = series("transient", work, max(1, args.runs // 2), LIGHT,
+        results = series("transient", work, max(1, args.runs // 2), args.suite,
                          ["--axion-confirm-spacing", "20", "-k", args.slow_k],
                          gap_s=5, background=(BUSY_LOOP,), transient_s=args.transient_seconds)
         record["phases"]["transient"] = {"summary": summary("transient", results), "runs": results}

@@ -144,3 +144,53 @@ def test_a_corrupt_baseline_is_an_error_naming_the_file_and_stays_untouched(tmp_
         gate(tmp_path)
     assert "\n" not in str(err.value)
     assert path.read_text() == '{"schema_version": 1, "hardware_id": '
+
+
+UNEVEN = (0.91, 1.0, 1.09, 0.95, 1.05)   # within-run spread 7%
+
+
+@pytest.mark.parametrize("first, again", [
+    (measured(88), (83, 83, 75)),                                                            # prompt_tps, issue 30
+    (Measurement("t.py::test", "prompt_tps", 1, 512, 0, 2, tuple(81 * f for f in UNEVEN)), (79, 82, 90)),   # gen_tps
+    (Measurement("t.py::test", "prompt_tps", 1, 512, 0, 2, tuple(81 * f for f in UNEVEN)), (79, 82, 89.5)),
+])
+def test_the_attempts_of_issue_30_through_the_gate_are_never_a_fail(tmp_path, first, again):
+    store(tmp_path)
+    remeasure = Remeasure(*again)
+    [verdict] = judge(gate(tmp_path), [first], remeasure=remeasure)
+    assert verdict.outcome in ("pass", "inconclusive"), verdict.message()
+    assert "looked busy" not in verdict.message()
+
+
+def test_a_confirming_attempt_is_judged_with_the_earlier_ones_and_a_steady_slowdown_fails(tmp_path):
+    store(tmp_path)
+    g = gate(tmp_path)
+    [verdict] = judge(g, [measured(85)], remeasure=Remeasure(85, 85))
+    assert verdict.outcome == "fail" and [r.figure for r in verdict.readings] == ["0.85x", "0.85x", "0.85x"]
+    assert "all 3 attempts pooled: 85.0 tokens/s" in verdict.readings[-1].message
+    assert [r.detail.get("pooled", {}).get("attempts") for r in verdict.readings] == [None, 2, 3]
+    [disagreeing] = judge(g, [measured(88)], remeasure=Remeasure(83, 83))
+    assert disagreeing.outcome == "inconclusive" and disagreeing.readings[-1].unsettled
+
+
+def test_the_promise_counts_a_record_judged_again_unchanged_as_no_new_attempt(tmp_path):
+    store(tmp_path)
+    promise = BaselinePromise(gate(tmp_path), 0.10)
+    slow, other = measured(80), measured(100, nodeid="t.py::other")
+    promise.judge([slow, other])
+    [again, _] = promise.judge([slow, other])   # nothing measured again: still one attempt each
+    assert "pooled" not in again.reading.detail
+    [fresh, _] = promise.judge([measured(81), other])
+    assert fresh.reading.detail["pooled"]["attempts"] == 2
+
+
+def test_uneven_samples_name_the_cpu_other_processes_were_measured_to_take(tmp_path):
+    store(tmp_path)
+    g = gate(tmp_path)
+    uneven = Measurement("t.py::test", "prompt_tps", 1, 512, 0, 2, tuple(50 * f for f in UNEVEN))
+    [unmeasured] = BaselinePromise(g, 0.1).judge([uneven])
+    assert unmeasured.reading.busy == "within-run spread 7% vs 1% in the baseline, other processes' CPU not measured"
+    [quiet] = BaselinePromise(g, 0.1).judge([dataclasses.replace(uneven, other_cpus=0.2)])   # measured, not contended
+    assert quiet.reading.busy.endswith("other processes used 0.2 CPUs") and quiet.reading.other_cpus is None
+    [seen] = BaselinePromise(g, 0.1).judge([dataclasses.replace(uneven, other_cpus=0.8)])
+    assert seen.reading.busy.endswith("other processes used 0.8 CPUs") and seen.reading.other_cpus == 0.8

@@ -2,8 +2,10 @@
 
 import dataclasses
 
+import pytest
+
 from pytest_axion.engines.records import Measurement
-from pytest_axion.promises.confirm import confirm
+from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.marker import PromiseContext, parse_slo, promises_for
 from pytest_axion.promises.shape import ShapePromise, SteadyLimits
 from pytest_axion.promises.thresholds import Bound
@@ -68,3 +70,10 @@ def test_a_promise_met_first_is_never_measured_again_and_verdicts_keep_their_ord
                        attempts=3, measure_again=machine)
     assert machine.calls == [] and [v.outcome for v in verdicts] == ["pass", "pass", "pass"]
     assert [v.kind for v in verdicts] == ["threshold", "threshold", "steady"]
+
+
+def test_the_pauses_before_confirming_attempts_double_so_that_the_attempts_span_a_slow_spell():
+    assert [pause_before(attempt, 60.0) for attempt in (2, 3, 4)] == [60.0, 120.0, 240.0]
+    assert pause_before(2, 0.0) == 0.0 and pause_before(3, 15.0) == 30.0
+    with pytest.raises(ValueError):
+        pause_before(1, 60.0)

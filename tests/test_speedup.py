@@ -101,12 +101,18 @@ def test_side_refuses_empty_and_non_positive_samples():
 def test_busy_reason_flags_high_spread_and_steady_fall_only():
     assert busy_reason(STEADY, higher_is_better=True, baseline_within_cv=0.01) is None
     spread = busy_reason((100, 60, 140, 80, 120), higher_is_better=True, baseline_within_cv=0.01)
-    assert spread is not None and "within-run spread" in spread
+    assert spread == "within-run spread 32% vs 1% in the baseline"   # what the samples show, no claim about others
     # Spread that the baseline itself shows is not contention.
     assert busy_reason((100, 80, 120, 90, 110), higher_is_better=True, baseline_within_cv=0.15) is None
     falling = busy_reason((100, 97, 94, 90, 85, 82), higher_is_better=True, baseline_within_cv=0.10)
-    assert falling is not None and "slowed steadily" in falling
+    assert falling == "repetitions slowed steadily to 0.82x of the first"
     # Latency rising is the same fall in speed; per-step samples (itl) are exempt from the fall check.
     assert busy_reason((10, 10.3, 10.7, 11.1, 11.8, 12.2), higher_is_better=False, baseline_within_cv=0.10)
     assert busy_reason((10, 10.3, 10.7, 11.1, 11.8, 12.2), higher_is_better=False, baseline_within_cv=0.10,
                        per_repetition=False) is None
+
+
+def test_disagreement_is_how_far_apart_a_sides_run_levels_lie_on_the_log_scale():
+    assert runs(100).disagreement("median", True) == 0.0
+    assert runs(88, 75, 83).disagreement("median", True) == pytest.approx(math.log(88 / 75))
+    assert runs(88, 75).disagreement("median", False) == runs(88, 75).disagreement("median", True)

@@ -1,11 +1,12 @@
 """The one confirm-before-fail procedure, for every kind of promise a test declares.
 
 Attempt 1 reads every promise from what the test measured. Every promise not yet met (missed, or
-unsure) is a suspect; while suspects remain and attempts are left, ``measure_again`` pauses once and
+unsure) is a suspect; while suspects remain and attempts are left, ``measure_again`` pauses once
+(:func:`pause_before`: the pauses double, so the attempts span a slow spell of several minutes) and
 measures the workloads of *all* suspects again, fresh (each workload once, however many promises rest
 on it), and each suspect is read again from the fresh figures. A test whose baseline and steadiness
 both look off waits through one series of attempts, not one per kind. The outcome of each promise is
-then :func:`pytest_axion.promises.verdict.decide` of its readings. Pure: the caller measures.
+then :func:`pytest_axion.promises.verdict.decide` of its readings. Pure: the caller measures and waits.
 """
 
 from __future__ import annotations
@@ -20,8 +21,22 @@ from pytest_axion.promises.verdict import Judgement, Verdict, verdict_of, wants_
 MeasureAgain = Callable[[Sequence[Measurement], int, str], Mapping[str, Measurement]]
 
 
+def pause_before(attempt: int, spacing_s: float) -> float:
+    """Seconds to wait before confirming attempt ``attempt`` (2, 3, ...): ``spacing_s`` before attempt 2, doubled
+    for each attempt after it (60, 120, 240 s with 60 s), so that the attempts together span a slow spell of the
+    machine (several minutes on the VMs this was built on) instead of all landing in it."""
+    if attempt < 2:
+        raise ValueError(f"attempt 1 is the test's own measurement and has no pause, got attempt {attempt}")
+    return spacing_s * 2.0 ** (attempt - 2)
+
+
 class Promise(Protocol):
-    """A kind of promise, bound to one test's declaration: reads measurements into judgements."""
+    """A kind of promise, bound to one test's declaration: reads measurements into judgements.
+
+    :func:`confirm` calls ``judge`` once per attempt, the first attempt first, with every measurement as it stands
+    after that attempt (fresh where measured again, the same records elsewhere); a promise may keep what earlier
+    attempts measured, to judge a confirming attempt together with them (the stored baseline does).
+    """
 
     def judge(self, measurements: Sequence[Measurement]) -> list[Judgement]:
         """One judgement per promise it makes of these measurements (the same names every attempt)."""

@@ -88,6 +88,12 @@ class Side:
         """The typical spread inside one run: median over runs of each run's CV."""
         return median([cv(run) for run in self.runs])
 
+    def disagreement(self, estimator: str, higher_is_better: bool) -> float:
+        """How far apart its runs' levels lie, on the log scale of :meth:`between_run_sd`: log(fastest / slowest),
+        0 with one run."""
+        levels = self.run_levels(estimator, higher_is_better)
+        return math.log(max(levels) / min(levels))
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -198,7 +204,8 @@ def _spearman(values: Sequence[float]) -> float:
 
 def busy_reason(samples: Sequence[float], *, higher_is_better: bool, baseline_within_cv: float,
                 per_repetition: bool = True) -> str | None:
-    """Why this run looks measured on a busy machine, or None.
+    """What in this run's samples suggests a busy machine, or None (what they show, not a claim about other work:
+    the caller adds the CPU other processes were measured to take).
 
     High spread: the run's CV is above both BUSY_CV_FLOOR and BUSY_CV_FACTOR x the baseline's.
     Steady fall: (per-repetition samples only) the speed falls with almost every repetition and the
@@ -207,11 +214,11 @@ def busy_reason(samples: Sequence[float], *, higher_is_better: bool, baseline_wi
     spread = cv(samples)
     limit = max(BUSY_CV_FLOOR, BUSY_CV_FACTOR * baseline_within_cv)
     if spread > limit:
-        return f"busy machine: within-run spread {spread:.0%} vs {baseline_within_cv:.0%} in the baseline"
+        return f"within-run spread {spread:.0%} vs {baseline_within_cv:.0%} in the baseline"
     if per_repetition and len(samples) >= 5:
         speed = list(samples) if higher_is_better else [1 / v for v in samples]
         if _spearman(speed) <= BUSY_FALL_RHO and speed[-1] < BUSY_FALL_RATIO * speed[0]:
-            return f"busy machine: repetitions slowed steadily to {speed[-1] / speed[0]:.2f}x of the first"
+            return f"repetitions slowed steadily to {speed[-1] / speed[0]:.2f}x of the first"
     return None
 
 

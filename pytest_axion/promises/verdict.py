@@ -14,7 +14,9 @@ attempts into one of four outcomes, the same for every kind:
   earning one attempt more), not because of other processes competing for the cores, and not a
   slowdown fading attempt by attempt;
 - ``inconclusive``: misses measured while other processes took the CPUs (whether or not a fresh
-  attempt then met the promise), a miss that faded attempt by attempt, or nothing ever clear;
+  attempt then met the promise), a miss that faded attempt by attempt, attempts that disagree among
+  themselves by more than the machine's own runs do while missing by little (``Reading.unsettled``:
+  they prove the machine, not the code), or nothing ever clear;
 - ``info``: shown, never enforced (a batch size beyond ``max_batch``, no baseline stored).
 
 ``--axion-strict`` fails ``inconclusive`` alike for every kind. Pure: no pytest, no engine.
@@ -41,18 +43,20 @@ class Reading:
     message: str                     # the sentence: what was measured against what
     shortfall: float = 0.0           # how far beyond the limit, relative (> 0: beyond); fading compares these
     other_cpus: float | None = None  # CPUs of other work while a contended cell of it ran; None: not contended
-    busy: str | None = None          # what the samples themselves suggest (a spread, a falling run)
+    busy: str | None = None          # what the samples suggest (a spread, a falling run), and the CPU measured
+    unsettled: str | None = None     # why the attempts so far cannot settle it (they disagree); None: they can
     detail: Mapping[str, Any] = field(default_factory=dict)   # the kind's own figures, for reports
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "figure": self.figure, "message": self.message, "shortfall": self.shortfall,
-                "other_cpus": self.other_cpus, "busy": self.busy, "detail": dict(self.detail)}
+                "other_cpus": self.other_cpus, "busy": self.busy, "unsettled": self.unsettled,
+                "detail": dict(self.detail)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Reading:
         return cls(status=data["status"], figure=data["figure"], message=data["message"],
                    shortfall=float(data.get("shortfall", 0.0)), other_cpus=data.get("other_cpus"),
-                   busy=data.get("busy"), detail=dict(data.get("detail") or {}))
+                   busy=data.get("busy"), unsettled=data.get("unsettled"), detail=dict(data.get("detail") or {}))
 
 
 @dataclass(frozen=True)
@@ -185,13 +189,17 @@ def decide(readings: Sequence[Reading], *, attempts: int = 1) -> tuple[str, str]
         clearly = "never significantly" if misses == 0 else f"significantly in only {misses} of them"
         return INCONCLUSIVE, (f"beyond the limit in every attempt ({figures}), but {clearly}: not enough evidence "
                               "(more repetitions or a quieter machine would tell)")
+    if unsettled := readings[-1].unsettled:
+        # Whole processes of one build differ by up to 30% on these VMs: attempts that disagree prove the machine.
+        return INCONCLUSIVE, (f"the attempts disagree among themselves ({figures}): {unsettled}; that says more about "
+                              "the machine than the build (a quieter machine, or the A/B gate, would tell)")
     if fading(readings):
         return INCONCLUSIVE, (f"the miss faded with every attempt ({figures}): a slow spell of the machine passing, "
                               "not a steady miss" + (f"; {busy}" if busy else ""))
     if len(readings) == 1 and busy:
-        return INCONCLUSIVE, f"measured on a busy machine and not confirmed: {busy}"
+        return INCONCLUSIVE, f"not confirmed, and its samples were uneven: {busy}"
     if busy:
-        return FAIL, f"missed in every attempt; the machine looked busy ({busy}): check what else runs on it"
+        return FAIL, f"missed in every attempt; uneven samples ({busy}): check what else runs on it"
     return FAIL, "missed in every attempt" if len(readings) > 1 else ""
 
 
