@@ -62,7 +62,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     with server(4) as served:
         paired = PairedEngine(lambda: EngineProcess(sys.executable, model_path=str(embedded_model_path()),
                                                     threads=THREADS),
-                              lambda: EndpointEngine(served.url), rounds=args.rounds)
+                              lambda: EndpointEngine(served.url, api_key=served.api_key), rounds=args.rounds)
         try:
             paired.warm_up(64)
             for batch in (1, 2, 4):

@@ -61,25 +61,30 @@ def load_model(settings: Settings, *, say: Callable[[str], None] | None = None) 
         if settings.ab_baseline.value is not None:
             def worker(interpreter: str, label: str) -> Callable[[], Engine]:
                 return lambda: EngineProcess(interpreter, model_path=path, threads=settings.threads.value,
-                                             label=label)
+                                             label=label, hang_floor_s=settings.worker_timeout_s.value)
 
             engine = PairedEngine(worker(settings.ab_baseline.value, "A/B baseline (--axion-ab-baseline)"),
                                   worker(python, "A/B current"), rounds=settings.ab_rounds.value)
         else:
-            engine = EngineProcess(python, model_path=path, threads=settings.threads.value)
+            engine = EngineProcess(python, model_path=path, threads=settings.threads.value,
+                                   hang_floor_s=settings.worker_timeout_s.value)
     except (EngineError, WorkerError) as err:
         if type(err) is WorkerError and "could not load" in str(err):
             raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
         raise
     load_seconds = time.perf_counter() - start
-    # Until the speed settles, so that the session's first cell is not measured cold.
-    warm_up = engine.warm_up(prompt_fill_tokens(settings.threads.value))
-    hardware = collect_hardware(
-        system_info=engine.facts.system_info,
-        llama_cpp_python_version=engine.facts.llama_cpp_python_version,
-        hardware_id_override=settings.hardware.value,
-        override_source=settings.hardware.source,
-    )
+    try:
+        # Until the speed settles, so that the session's first cell is not measured cold.
+        warm_up = engine.warm_up(prompt_fill_tokens(settings.threads.value))
+        hardware = collect_hardware(
+            system_info=engine.facts.system_info,
+            llama_cpp_python_version=engine.facts.llama_cpp_python_version,
+            hardware_id_override=settings.hardware.value,
+            override_source=settings.hardware.source,
+        )
+    except BaseException:
+        engine.close()   # a worker that hung or crashed in its warm-up must not outlive the session
+        raise
     return LoadedModel(engine=engine, model=fingerprint_model(path, info=info), hardware=hardware,
                        threads=settings.threads.value, load_seconds=load_seconds, warm_up=warm_up)
 
@@ -98,8 +103,9 @@ def _load_served(settings: Settings, say: Callable[[str], None] | None) -> Loade
         binary = build_programs((SERVER,), say=say)[SERVER]
         server = LlamaServer(binary, path, threads=settings.threads.value, slots=settings.serve_slots.value).start()
         try:
-            engine = EndpointEngine(server.url, label="llama-server", restart_server=server.restart, server=server)
-        except EngineError:
+            engine = EndpointEngine(server.url, label="llama-server", restart_server=server.restart, server=server,
+                                    api_key=server.api_key)
+        except BaseException:
             server.stop()
             raise
         served: Engine = engine
@@ -108,7 +114,7 @@ def _load_served(settings: Settings, say: Callable[[str], None] | None) -> Loade
         hardware_override, override_source = settings.hardware.value, settings.hardware.source
     else:
         url = str(settings.endpoint.value)
-        engine = served = EndpointEngine(url, model=settings.endpoint_model.value)
+        engine = served = EndpointEngine(url, model=settings.endpoint_model.value, api_key=settings.endpoint_key)
         model_name = served_model_name(engine.server.model)
         digest = hashlib.sha256(f"{url} {model_name} {engine.server.build}".encode()).hexdigest()
         model = ModelFingerprint(file_name=f"{model_name}@endpoint", path=url, sha256=digest,
@@ -121,9 +127,10 @@ def _load_served(settings: Settings, say: Callable[[str], None] | None) -> Loade
         ab_url = settings.ab_endpoint.value
         try:
             served = PairedEngine(lambda: EndpointEngine(ab_url, label="A/B baseline endpoint",
-                                                         option="--axion-ab-endpoint"), lambda: engine,
+                                                         option="--axion-ab-endpoint",
+                                                         api_key=settings.ab_endpoint_key), lambda: engine,
                                   rounds=settings.ab_rounds.value)
-        except EngineError:
+        except BaseException:
             engine.close()
             raise
     load_seconds = time.perf_counter() - start

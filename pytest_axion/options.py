@@ -31,8 +31,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "run the performance measurements and check the declared SLOs (without it, tests that "
                "use the axion fixtures are skipped)"),
     OptionSpec("model", "--axion-model", "axion_model", "str",
-               "GGUF model to measure (default: the embedded SmolLM2-135M Q4_1 from pytest-axion[model])",
-               "PATH"),
+               "GGUF model to measure (default: the embedded SmolLM2-135M Q4_1 from pytest-axion[model]), or "
+               "proxy:NAME[:LAYERS][:QUANT]: a known model's exact shapes and tensor types with a few layers and "
+               "random weights, built once into the cache (e.g. proxy:llama-3.3-70b:4, Q4_0 by default)", "PATH"),
     OptionSpec("threads", "--axion-threads", "axion_threads", "int",
                "threads for llama.cpp (default, as llama.cpp's tools: one per physical core this process may "
                "use, within its CPU affinity and cgroup quota)", "N"),
@@ -72,7 +73,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("confirm", "--axion-confirm", "axion_confirm", "int",
                "fresh attempts that must also regress before a regression fails (default 2)", "N"),
     OptionSpec("confirm_spacing", "--axion-confirm-spacing", "axion_confirm_spacing", "float",
-               "seconds to pause before each confirming attempt, to outlast a busy spell (default 60)", "S"),
+               "seconds to pause before the first confirming attempt, doubled before each later one (60, 120, "
+               "240 s by default), so that the attempts span a slow spell of the machine", "S"),
+    OptionSpec("worker_timeout", "--axion-worker-timeout", "axion_worker_timeout", "float",
+               "seconds a llama.cpp worker may stay silent before it counts as hung and is killed; a request's own "
+               "limit grows with its work at the warm-up's speed (default 60)", "S"),
     OptionSpec("strict", "--axion-strict", "axion_strict", "bool",
                "fail inconclusive verdicts too (default: warn); a refresh refuses noisy entries instead of "
                "recording them with a wide band"),

@@ -69,6 +69,14 @@ def pytest_configure(config: pytest.Config) -> None:
                                progress=_progress_writer(config))
         session.check_features(settings.require_features, source="--axion-require-features")
         _check_distribution(config)
+        if settings.refresh and not _is_xdist_worker(config):
+            from pytest_axion.store.baselines import check_folder_writable
+
+            check_folder_writable(session.baselines_root)
+        elif _is_xdist_worker(config):
+            from pytest_axion.store.private import private_dir
+
+            private_dir()   # the run's lock lives there: an unsafe folder is refused before any test runs
         if settings.refresh and not settings.force and not _is_xdist_worker(config):
             session.check_quiet_for_refresh()
     except AxionError as err:
@@ -294,6 +302,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         reporter.write_line(text, **markup)
 
     try:
+        # The report first: this run's figures are kept even when the refresh's later runs fail.
+        if settings.report.value is not None:
+            write_report(Path(settings.report.value), run)
         if settings.refresh:
             params = session.config.invocation_params
             axion.refresh_result = axion.refresh_baselines(
@@ -301,8 +312,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 progress=say)
             if not axion.refresh_result.written:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if settings.report.value is not None:
-            write_report(Path(settings.report.value), run)
         figures: list[Path] = []
         if settings.plots.value is not None:
             figures += draw_figures(run.measurements, Path(settings.plots.value),

@@ -6,20 +6,20 @@ teardown), and every other test holds it shared: a measuring test waits for the 
 workers to finish, and they wait for it. A turnstile in front keeps a stream of short tests from
 starving a measuring test: once one queues, no new test starts until it has run.
 
-``flock`` locks belong to the open file and die with the process, so a crashed worker frees them.
-Where ``fcntl`` is missing (Windows), measuring tests still exclude each other (``filelock``), but other
-tests are not held back. No pytest imports.
+``flock`` locks belong to the open file and die with the process, so a crashed worker frees them. The
+lock files live in this user's private folder (:mod:`pytest_axion.store.private`): another local user can
+neither hold them nor plant them as symlinks. Where ``fcntl`` is missing (Windows), measuring tests still
+exclude each other, but other tests are not held back. No pytest imports.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock
+from pytest_axion.store.private import file_lock, private_dir
 
 try:
     import fcntl
@@ -31,7 +31,7 @@ class RunLock:
     """The locks of one test run (``run_id``: xdist's ``testrunuid``, shared by its workers)."""
 
     def __init__(self, run_id: str, folder: str | os.PathLike[str] | None = None) -> None:
-        base = Path(folder or tempfile.gettempdir()) / f"pytest-axion-{run_id}"
+        base = Path(folder or private_dir()) / f"run-{run_id}"
         self._turnstile, self._machine = base.with_suffix(".turnstile"), base.with_suffix(".machine")
 
     def remove_files(self) -> None:
@@ -43,10 +43,10 @@ class RunLock:
     def measuring(self) -> Iterator[None]:
         """Hold the machine alone: no other test of this run starts or runs meanwhile."""
         if fcntl is None:
-            with FileLock(str(self._machine)):
+            with file_lock(self._machine):
                 yield
             return
-        with _flock(self._turnstile, fcntl.LOCK_EX), _flock(self._machine, fcntl.LOCK_EX):
+        with file_lock(self._turnstile), file_lock(self._machine):
             yield
 
     @contextlib.contextmanager
@@ -55,17 +55,7 @@ class RunLock:
         if fcntl is None:
             yield
             return
-        with _flock(self._turnstile, fcntl.LOCK_EX):
+        with file_lock(self._turnstile):
             pass   # wait behind a measuring test that queued first
-        with _flock(self._machine, fcntl.LOCK_SH):
+        with file_lock(self._machine, shared=True):
             yield
-
-
-@contextlib.contextmanager
-def _flock(path: Path, mode: int) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), mode)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

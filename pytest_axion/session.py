@@ -38,7 +38,7 @@ from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import collect_hardware
 from pytest_axion.machine.limits import LimitsError
 from pytest_axion.machine.model import embedded_model_path
-from pytest_axion.promises.confirm import confirm
+from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
 from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
@@ -253,7 +253,7 @@ class AxionSession:
         attempts = 1 + settings.confirm.value
 
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
-            spacing = settings.confirm_spacing_s.value
+            spacing = pause_before(attempt, settings.confirm_spacing_s.value)
             wait_message(f"{why}; attempt {attempt} of {attempts} after a {spacing:.0f} s pause, in a fresh worker")
             (self._sleep or time.sleep)(spacing)
             return self._measure_again(suspects, ab_side)
@@ -360,9 +360,12 @@ class AxionSession:
                                            runs=len(runs), spacing_s=settings.run_spacing_s.value,
                                            git=refreshing.git_commit(repo_root))
         # Merged into what is there *now*, under the lock: a refresh that ran meanwhile keeps its entries.
-        update_baseline(path, lambda current: refreshing.combine(
-            current, entries, hardware_id=record.hardware.hardware_id, model_label=record.model.label,
-            provenance=provenance))
+        def merged(current: Baseline | None) -> Baseline:
+            baseline, result.dropped = refreshing.combine(current, entries, hardware_id=record.hardware.hardware_id,
+                                                          model_label=record.model.label, provenance=provenance)
+            return baseline
+
+        update_baseline(path, merged)
         result.written = True
         return result
 

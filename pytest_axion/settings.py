@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from pytest_axion.credentials import Secret, api_key, public_url
 from pytest_axion.errors import SettingsError
 from pytest_axion.machine.cpu import UsableCores, usable_cores
 from pytest_axion.machine.features import parse_features
@@ -27,6 +28,8 @@ T = TypeVar("T")
 DEFAULT_REPETITIONS = 5
 DEFAULT_CONFIRM = 2
 DEFAULT_CONFIRM_SPACING_S = 60.0
+DEFAULT_WORKER_TIMEOUT_S = 60.0
+DEFAULT_PROXY_QUANTIZATION = "Q4_0"   # the article's 4 bits, the format KleidiAI's Arm kernels take
 DEFAULT_RUNS = 3
 DEFAULT_RUN_SPACING_S = 60.0
 MAX_RUNS = 50
@@ -66,6 +69,7 @@ class Settings:
     estimator: Sourced[str] = Sourced(DEFAULT_ESTIMATOR, "default")
     confirm: Sourced[int] = Sourced(DEFAULT_CONFIRM, "default")
     confirm_spacing_s: Sourced[float] = Sourced(DEFAULT_CONFIRM_SPACING_S, "default")
+    worker_timeout_s: Sourced[float] = Sourced(DEFAULT_WORKER_TIMEOUT_S, "default")
     strict: bool = False
     refresh: bool = False
     runs: Sourced[int] = Sourced(DEFAULT_RUNS, "default")
@@ -79,6 +83,9 @@ class Settings:
     endpoint: Sourced[str | None] = Sourced(None, "default")     # a served deployment's URL, or None
     ab_endpoint: Sourced[str | None] = Sourced(None, "default")  # A of a served A/B session, or None
     endpoint_model: Sourced[str | None] = Sourced(None, "default")
+    # Their API keys (from the URL's user info or AXION_API_KEY / OPENAI_API_KEY); the URLs above are public.
+    endpoint_key: Secret | None = None
+    ab_endpoint_key: Secret | None = None
     serve_slots: Sourced[int | None] = Sourced(None, "default")   # start llama-server with this many slots
 
     @property
@@ -160,7 +167,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         raise SettingsError(f"{efficiency.source} must be one of {', '.join(EFFICIENCY_MODES)}, "
                             f"got {efficiency.value!r}")
 
-    endpoint, ab_endpoint = _as_url(raw["endpoint"]), _as_url(raw["ab_endpoint"])
+    (endpoint, endpoint_key), (ab_endpoint, ab_endpoint_key) = _as_url(raw["endpoint"]), _as_url(raw["ab_endpoint"])
     serve_raw = raw["serve"]
     serve_slots: Sourced[int | None] = Sourced(None, "default")
     if serve_raw.value is not None:
@@ -198,6 +205,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         estimator=Sourced(estimator.value or DEFAULT_ESTIMATOR, estimator.source),
         confirm=confirm,
         confirm_spacing_s=_as_seconds(raw["confirm_spacing"], default=DEFAULT_CONFIRM_SPACING_S),
+        worker_timeout_s=_positive(_as_seconds(raw["worker_timeout"], default=DEFAULT_WORKER_TIMEOUT_S)),
         strict=_as_bool(raw["strict"]),
         refresh=refresh,
         runs=runs,
@@ -209,6 +217,8 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         endpoint=endpoint,
         ab_endpoint=ab_endpoint,
         endpoint_model=_as_optional_str(raw["endpoint_model"]),
+        endpoint_key=endpoint_key,
+        ab_endpoint_key=ab_endpoint_key,
         serve_slots=serve_slots,
         ab_rounds=ab_rounds,
         ab_tolerance=ab_tolerance,
@@ -268,18 +278,38 @@ def _as_seconds(raw: Sourced[object], *, default: float) -> Sourced[float]:
     return Sourced(value, raw.source)
 
 
+def _positive(value: Sourced[float]) -> Sourced[float]:
+    if value.value <= 0:
+        raise SettingsError(f"{value.source} must be more than 0 seconds, got {value.value:g}")
+    return value
+
+
 def _as_optional_str(raw: Sourced[object]) -> Sourced[str | None]:
     if raw.value is None:
         return Sourced(None, "default")
     return Sourced(str(raw.value), raw.source)
 
 
-def _as_url(raw: Sourced[object]) -> Sourced[str | None]:
+def _as_url(raw: Sourced[object]) -> tuple[Sourced[str | None], Secret | None]:
+    """The public URL (no user info, query or fragment: it is shown and written) and the key to send to it."""
     url = _as_optional_str(raw)
-    if url.value is not None and not url.value.startswith(("http://", "https://")):
+    if url.value is None:
+        return url, None
+    if not url.value.startswith(("http://", "https://")):
         raise SettingsError(f"{url.source} must be an http(s) URL such as http://127.0.0.1:8080/v1, got "
-                            f"{url.value!r}")
-    return url
+                            f"{public_url(url.value)!r}")
+    try:
+        return Sourced(public_url(url.value), url.source), api_key(url.value)
+    except ValueError:   # a port that is not a number, say
+        raise SettingsError(f"{url.source} is not a valid URL ({_url_shown(url.value)}): give one such as "
+                            "http://127.0.0.1:8080/v1") from None
+
+
+def _url_shown(url: str) -> str:
+    try:
+        return public_url(url)
+    except ValueError:
+        return url.split("://", 1)[0] + "://..."
 
 
 def _convert(raw: Sourced[object], convert: Callable[[str], T], expected: str) -> T:
@@ -298,5 +328,29 @@ def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str])
         from pytest_axion.machine.gguf import read_gguf_info
         from pytest_axion.machine.model import embedded_model_path
 
+        if settings.model.value is not None and settings.model.value.startswith("proxy:"):
+            settings = with_proxy_model(settings)
         read_gguf_info(settings.model.value or str(embedded_model_path()))
     return settings
+
+
+def with_proxy_model(settings: Settings) -> Settings:
+    """``--axion-model proxy:NAME[:LAYERS]``: the proxy of that model (its shapes, types and tokenizer size, a few
+    layers, random weights), built once into the cache and measured like any GGUF."""
+    import dataclasses
+    from importlib import metadata
+
+    from pytest_axion.proxy import ensure_proxy, known_spec, parse_proxy_spec
+
+    assert settings.model.value is not None
+    text, quantization = settings.model.value, DEFAULT_PROXY_QUANTIZATION
+    head, _, last = text.rpartition(":")
+    if head.count(":") >= 1 and not last.isdigit():   # proxy:NAME:QUANT or proxy:NAME:LAYERS:QUANT
+        text, quantization = head, last
+    name, layers = parse_proxy_spec(text)
+    try:
+        version = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    info = ensure_proxy(known_spec(name), quantization=quantization, llama_cpp_version=version, layers=layers)
+    return dataclasses.replace(settings, model=Sourced(info.path, f"{settings.model.source} ({info.label})"))

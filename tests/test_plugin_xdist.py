@@ -45,7 +45,7 @@ def pytest_runtest_call(item):
         return (yield)
     finally:
         with open(os.path.join(os.environ["AXION_INTERVALS"], item.name), "w") as out:
-            locks = len(glob.glob(os.path.join(tempfile.gettempdir(), "pytest-axion-*")))
+            locks = len(glob.glob(os.path.join(tempfile.gettempdir(), "pytest-axion-*", "run-*")))
             out.write(f"{start} {time.time()} {os.getpid()} {locks}")
 """
 
@@ -72,7 +72,9 @@ def test_dash_n_2_gives_the_same_rows_as_a_run_without_xdist(pytester, monkeypat
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
     # the lock files existed while tests ran, and the controller deleted them at the end
     assert {(tmp_path / name).read_text().split()[3] for name in ("test_prompt", "test_users")} == {"2"}
-    assert not list(locks.glob("pytest-axion-*"))
+    assert not list(locks.glob("pytest-axion-*/run-*"))
+    [private] = locks.glob("pytest-axion-*")   # the run lock lived in this user's private folder
+    assert private.stat().st_mode & 0o777 == 0o700
 
 
 def test_a_refresh_under_xdist_writes_one_baseline_in_the_controller(pytester):

@@ -77,8 +77,8 @@ def test_later_runs_are_bounded_by_run_one_and_the_plan_says_so():
 def test_combine_keeps_unmeasured_old_entries_and_diff_shows_old_to_new():
     old = make_baseline(level=100.0)
     new_entries, _ = merge_runs([RunData((m("t.py::other", v),), frozenset({"t.py::other"})) for v in (90, 91, 89)])
-    merged = combine(old, new_entries, hardware_id="hw-1", model_label="m.Q4_1", provenance=old.provenance)
-    assert set(merged.entries) == set(old.entries) | set(new_entries) and len(merged.entries) == 2
+    merged, dropped = combine(old, new_entries, hardware_id="hw-1", model_label="m.Q4_1", provenance=old.provenance)
+    assert set(merged.entries) == set(old.entries) | set(new_entries) and len(merged.entries) == 2 and not dropped
     [row] = diff_rows(old, new_entries)
     assert row[1] == "-" and row[3] == "new" and row[4] == "3"
     same_key = {next(iter(old.entries)): next(iter(new_entries.values()))}
@@ -125,3 +125,55 @@ def test_a_cell_measured_in_some_runs_only_says_so():
     assert len(entries) == 1
     assert skipped == [f"{m('t::a', 5, batch=64).key}: measured in 1 of 2 runs (a search that stopped at other "
                        "sizes)"]
+
+
+def _later(provenance, **changes):
+    return {**provenance, "recorded_at": "2026-12-03T07:00:00+00:00", "git_commit": "def", **changes}
+
+
+def test_a_partial_refresh_keeps_old_entries_with_their_own_stamp_and_stamps_the_new_ones():
+    old = make_baseline(level=100.0)
+    [(old_key, old_entry)] = old.entries.items()
+    new_entries, _ = merge_runs([RunData((m("t.py::other", v),), frozenset({"t.py::other"})) for v in (90, 91, 89)])
+    merged, dropped = combine(old, new_entries, hardware_id="hw-1", model_label="m.Q4_1",
+                              provenance=_later(old.provenance))
+    assert not dropped
+    assert merged.entries[old_key].recorded_at == old_entry.recorded_at != "2026-12-03T07:00:00+00:00"
+    [new_key] = new_entries
+    assert (merged.entries[new_key].recorded_at, merged.entries[new_key].git_commit) == (
+        "2026-12-03T07:00:00+00:00", "def")
+    # and the stamps survive the file: schema 2 keeps them per entry
+    again = baseline_from_json(merged.to_json(), source="merged")
+    assert again.entries[new_key].git_commit == "def" and again.to_json()["schema_version"] == 2
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"llama_cpp_python": "0.3.99"}, "llama_cpp_python"),
+    ({"threads": 16}, "threads"),
+    ({"model": {"sha256": "d" * 64, "file_name": "m.gguf", "quantization": "Q4_1"}}, "model.sha256"),
+])
+def test_old_entries_recorded_under_another_library_threads_or_model_are_dropped_with_a_note(change, named):
+    old = make_baseline(level=100.0)
+    new_entries, _ = merge_runs([RunData((m("t.py::other", v),), frozenset({"t.py::other"})) for v in (90, 91, 89)])
+    merged, dropped = combine(old, new_entries, hardware_id="hw-1", model_label="m.Q4_1",
+                              provenance=_later(old.provenance, **change))
+    assert set(merged.entries) == set(new_entries)
+    [note] = dropped
+    assert note.startswith("1 older entr(ies) not measured by this refresh were dropped") and named in note
+
+
+def test_a_version_1_file_is_read_with_the_files_stamp_on_every_entry():
+    data = make_baseline().to_json()
+    data["schema_version"] = 1
+    for entry in data["entries"].values():
+        del entry["recorded_at"], entry["git_commit"]
+    baseline = baseline_from_json(data, source="v1.json")
+    assert {e.recorded_at for e in baseline.entries.values()} == {data["provenance"]["recorded_at"]}
+
+
+def test_provenance_holds_no_path_of_this_machine():
+    record = provenance(hardware=HardwareFingerprint.from_json(HARDWARE),
+                        model={"sha256": "c" * 64, "file_name": "m.gguf", "quantization": "Q4_1",
+                               "path": "/home/someone/models/m.gguf"},
+                        threads=2, repetitions=5, runs=3, spacing_s=60.0, git="abc")
+    assert "path" not in record["model"] and "/home/someone" not in str(record)

@@ -37,12 +37,16 @@ def server_binary():
 
 @pytest.fixture(scope="module")
 def served(server_binary, model_path):
-    with LlamaServer(server_binary, str(model_path), threads=2, slots=4, ctx_per_slot=512) as server:
+    """A keyed llama-server (its own random key, as every server started here), and its key in AXION_API_KEY for
+    the runs that measure it as an endpoint."""
+    with LlamaServer(server_binary, str(model_path), threads=2, slots=4, ctx_per_slot=512) as server, \
+            pytest.MonkeyPatch.context() as env:
+        env.setenv("AXION_API_KEY", server.api_key.value)
         yield server
 
 
 def test_engine_counts_every_token_of_every_user(served):
-    engine = EndpointEngine(served.url)
+    engine = EndpointEngine(served.url, api_key=served.api_key)
     assert engine.server.slots == 4 and "SmolLM2" in engine.server.model
     run = engine.run("batched", n_prompt=32, n_gen=16, batch_size=4, repetitions=2)
     assert len(run.requests) == 8 and {r.user for r in run.requests} == {0, 1, 2, 3}
@@ -93,7 +97,8 @@ def test_capacity_of_one_token(axion):
 def test_one_output_token_gives_prompt_figures_only_and_capacity_says_why_not(pytester, served):
     """The reference suite's prompt test asks for one output token: served, that is no generation phase at all
     (the first token comes from the prompt), so the cell has no generation figures rather than a bogus 0 t/s."""
-    run = EndpointEngine(served.url).run("batched", n_prompt=32, n_gen=1, batch_size=2, repetitions=2)
+    engine = EndpointEngine(served.url, api_key=served.api_key)
+    run = engine.run("batched", n_prompt=32, n_gen=1, batch_size=2, repetitions=2)
     assert set(measurements_of(run, nodeid="t", threads=2)) == {"ttft_ms", "prompt_tps"}
     pytester.makepyfile(PROMPT_ONLY)
     result = pytester.runpytest(*FAST, f"--axion-endpoint={served.url}")
@@ -225,8 +230,9 @@ def test_misbehaving_servers_make_the_measurement_invalid_in_one_line(pytester, 
 
 
 def test_a_server_that_dies_mid_run_fails_the_test_and_keeps_what_was_measured(pytester, server_binary, model_path,
-                                                                               tmp_path):
+                                                                               tmp_path, monkeypatch):
     server = LlamaServer(server_binary, str(model_path), threads=2, slots=2, ctx_per_slot=256).start()
+    monkeypatch.setenv("AXION_API_KEY", server.api_key.value)
     pytester.makepyfile(f"""
         import os, signal
 
@@ -334,3 +340,114 @@ def test_an_answer_whose_one_token_streamed_no_text_is_timed_by_its_finishing_ev
 def test_a_served_model_listed_by_its_path_is_known_to_baselines_by_its_file_name(model_id, expected):
     # two machines that start one server from different folders must share its baselines
     assert served_model_name(model_id) == expected
+
+
+def test_a_keyed_server_is_measured_and_its_key_is_in_nothing_written_or_shown(pytester, served, tmp_path,
+                                                                              monkeypatch):
+    key = served.api_key.value
+    monkeypatch.delenv("AXION_API_KEY")
+    pytester.makepyfile(USERS)
+    port = served.url.split(":")[-1].split("/")[0]
+    out = tmp_path / "out"
+    keyed_url = f"http://axion:{key}@127.0.0.1:{port}/v1?token={key}"   # the key in user info and in a query
+    result = pytester.runpytest(*FAST, f"--axion-endpoint={keyed_url}", "--axion-refresh-baselines", "--axion-runs=1",
+                                "--axion-force",
+                                f"--axion-baselines={out / 'baselines'}", f"--axion-report={out / 'r.json'}",
+                                f"--axion-markdown={out / 'summary.md'}", f"--junitxml={out / 'junit.xml'}")
+    result.assert_outcomes(passed=1)
+    written = sorted(path for path in out.rglob("*") if path.is_file())
+    assert {path.suffix for path in written} == {".json", ".md", ".xml"} and len(written) == 4, written
+    for path in [*written, *(out / "baselines").rglob("*")]:
+        assert key not in path.read_text() if path.is_file() else key not in path.name, path
+    assert key not in result.stdout.str() + result.stderr.str()
+    assert f"http://127.0.0.1:{port}/v1" in (out / "r.json").read_text()
+
+
+def test_a_keyed_server_without_the_key_is_one_line_naming_the_variable(pytester, served, monkeypatch):
+    monkeypatch.delenv("AXION_API_KEY")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    pytester.makepyfile(USERS)
+    result = pytester.runpytest(*FAST, f"--axion-endpoint={served.url}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*endpoint {served.url} refused the request (HTTP 401): it wants an API key; set "
+                                 "AXION_API_KEY (or OPENAI_API_KEY) to it before running pytest*"])
+    monkeypatch.setenv("OPENAI_API_KEY", "not-the-key")
+    result = pytester.runpytest(*FAST, f"--axion-endpoint={served.url}")
+    result.stdout.fnmatch_lines(["*refused the API key from OPENAI_API_KEY (HTTP 401): check that it is this "
+                                 "endpoint's key*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+class Dripping(StandIn):
+    """Answers a stream one byte every half second, for ever: no read ever times out."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.5)
+        except OSError:
+            pass
+
+
+class Unending(StandIn):
+    """Streams data that is not JSON, or one event that never ends, as told by ``mode``."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            if self.mode == "notjson":
+                self.wfile.write(b"data: <html>busy</html>\n\n")
+            else:
+                self.wfile.write(b"data: " + b"x" * (2 * 2**20))
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def stand_in():
+    servers = []
+
+    def start(handler):
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_port}/v1"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+
+
+def test_a_server_that_drips_bytes_meets_the_requests_total_deadline(stand_in):
+    engine = EndpointEngine(stand_in(Dripping))
+    engine.request_deadline_s = 2
+    start = time.monotonic()
+    with pytest.raises(EngineError, match=r"^invalid: a request of 8 prompt tokens and 4 output tokens to "
+                                          r"http://127\.0\.0\.1:\d+/v1 did not finish within 2 s$"):
+        engine.run("batched", n_prompt=8, n_gen=4, batch_size=1, repetitions=1, warmup=False)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("notjson", r"invalid: the stream carried data that is not JSON: '<html>busy</html>'"),
+    ("unending", r"invalid: one event of the answer to a request .* went over 1 MiB without ending: not an SSE"),
+])
+def test_malformed_or_unbounded_streams_are_invalid_with_the_reason(stand_in, mode, expected):
+    engine = EndpointEngine(stand_in(type("Handler", (Unending,), {"mode": mode})))
+    with pytest.raises(EngineError, match=expected):
+        engine.run("batched", n_prompt=8, n_gen=4, batch_size=1, repetitions=1, warmup=False)
+
+
+def test_a_managed_server_gets_a_key_of_its_own_kept_off_its_command_line(server_binary, model_path):
+    server = LlamaServer(server_binary, str(model_path), threads=1, slots=1, ctx_per_slot=256)
+    assert server.api_key.value not in " ".join(server.command()) and len(server.api_key.value) >= 24
+    assert LlamaServer(server_binary, str(model_path), threads=1, slots=1).api_key != server.api_key

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
 from pytest_axion.engines.paired import PairedEngine, round_measurements
 from pytest_axion.engines.records import BatchedRun, EngineError, PromptRun
-from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineCrash, EngineProcess, WorkerError
+from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineCrash, EngineProcess, WorkerError, WorkerHang
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,83 @@ runpy.run_path(sys.argv[0], run_name='__main__')" "$@"
     assert re.search(r"llama-cpp-python \S+ lacks llama_log_set, llama_get_memory: pytest-axion's engine is known "
                      r"to work with llama-cpp-python 0\.3\.35 and 0\.3\.36; install one \(pip install "
                      r"'llama-cpp-python==0\.3\.36'\)", message), message
+
+
+def amx_crashing_interpreter(tmp_path):
+    """An interpreter whose llama.cpp puts the weights in AMX buffers (as on an Intel CPU with AMX) and segfaults
+    for real in its first decode, as llama.cpp 0c1e570's AMX kernels did on such a machine."""
+    (tmp_path / "amx_crash.py").write_text(textwrap.dedent("""\
+        import ctypes, runpy, sys
+        import llama_cpp
+        engine = runpy.run_path(sys.argv[1], run_name="axion_engine")
+        engine["serve"].__globals__["_model_buffers"] = lambda log: ("AMX", "CPU_Mapped")   # run_path gave a copy
+        llama_cpp.llama_decode = lambda ctx, batch: ctypes.string_at(0)   # SIGSEGV inside native code
+        sys.exit(engine["serve"](sys.argv[2:]))
+        """))
+    script = tmp_path / "amx-python"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'amx_crash.py'} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_crash_with_the_weights_in_amx_buffers_names_the_known_cause_and_the_rebuild(model_path, tmp_path):
+    process = EngineProcess(str(amx_crashing_interpreter(tmp_path)), model_path=str(model_path), threads=1)
+    assert "AMX" in process.facts.model_buffers
+    with pytest.raises(EngineCrash) as err:
+        process.run("prompt", n_prompt=8, repetitions=1)
+    message = str(err.value)
+    assert "\n" not in message and "SIGSEGV" in message and "llama.cpp issue 20824" in message
+    assert ('CMAKE_ARGS="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8" pip install --force-reinstall '
+            f"--no-deps --no-cache-dir llama-cpp-python=={process.facts.llama_cpp_python_version}") in message
+    process.close()
+
+
+def test_a_stopped_worker_is_a_one_line_hang_within_its_deadline_and_the_next_worker_measures(model_path):
+    process = EngineProcess(sys.executable, model_path=str(model_path), threads=2, hang_floor_s=15)
+    try:
+        process.warm_up(16)
+        # the deadline grows with the request's work at the warm-up's speed, never below the floor
+        assert process.quiet_limit_s(0, 0) == 15 and process.quiet_limit_s(10**6, 0) > 100
+        assert process.quiet_limit_s(0, 1000) > process.quiet_limit_s(1000, 0)
+        os.kill(process.pid, signal.SIGSTOP)   # a llama.cpp that deadlocked looks the same from here
+        start = time.monotonic()
+        with pytest.raises(WorkerHang) as err:
+            process.run("prompt", n_prompt=8, repetitions=1)
+        assert time.monotonic() - start < 30
+        message = str(err.value)
+        assert "\n" not in message and "said nothing for 15 s while measuring prompt n_prompt=8" in message
+        assert "--axion-worker-timeout" in message and not process.alive
+        process.restart()
+        assert process.run("prompt", n_prompt=8, repetitions=1).seconds
+    finally:
+        process.close()
+
+
+def test_a_worker_dies_with_the_process_that_started_it(model_path, tmp_path):
+    pid_file = tmp_path / "pid"
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        import time
+        from pytest_axion.engines.worker import EngineProcess
+        worker = EngineProcess({sys.executable!r}, model_path={str(model_path)!r}, threads=1)
+        open({str(pid_file)!r}, "w").write(str(worker.pid))
+        time.sleep(600)
+        """)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        worker_pid = int(pid_file.read_text())
+    finally:
+        parent.kill()   # SIGKILL: no cleanup of its own runs
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{worker_pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return   # dead, waiting for init to reap it
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    os.kill(worker_pid, signal.SIGKILL)
+    pytest.fail("the worker outlived the process that started it")

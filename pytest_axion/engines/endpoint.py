@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pytest_axion.credentials import KEY_VARIABLES, Secret, is_loopback
 from pytest_axion.engines.records import (
     EngineError,
     ModelFacts,
@@ -46,7 +47,11 @@ from pytest_axion.engines.records import (
 from pytest_axion.errors import AxionError
 
 T = TypeVar("T")
-REQUEST_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 300.0     # idle limit of one read, and (below) the whole request's deadline
+REQUEST_DEADLINE_S = 300.0    # a server that drips a byte every few minutes still ends here
+MAX_BODY_BYTES = 1 * 2**20    # an answer to GET /models, /props, /tokenize, or an error body
+MAX_EVENT_BYTES = 1 * 2**20   # one SSE event; a real one is a few hundred bytes
+MAX_STREAM_BYTES = 64 * 2**20  # one streamed answer, all events
 MAX_CLIENT_LAG_MS = 50.0
 LAGGED_RUN_RETRIES = 2        # a run whose client lagged is measured again this many times before it is an error
 TICK_S = 0.005
@@ -81,18 +86,42 @@ class ServerFacts:
     n_vocab: int
 
 
-def _get_json(url: str, timeout: float = 10.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """No proxy between this machine and a server on it (a CI runner's HTTP_PROXY would otherwise take loopback)."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({})) if is_loopback(url) \
+        else urllib.request.build_opener()
 
 
-def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint") -> ServerFacts:
+def _call(url: str, key: Secret | None, *, data: bytes | None = None, timeout: float = 10.0) -> Any:
+    """GET (or POST ``data`` as JSON) and parse the answer, read up to :data:`MAX_BODY_BYTES`."""
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    request = urllib.request.Request(url, data=data, headers={**headers, **(key.bearer() if key else {})})
+    with _opener(url).open(request, timeout=timeout) as response:
+        body = response.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"the answer is over {MAX_BODY_BYTES // 2**20} MiB")
+    return json.loads(body)
+
+
+def refused_message(url: str, code: int, key: Secret | None, option: str) -> str:
+    """What to do about an HTTP 401/403: send a key, or another one."""
+    if key is None:
+        return (f"endpoint {url} refused the request (HTTP {code}): it wants an API key; set {KEY_VARIABLES[0]} "
+                f"(or {KEY_VARIABLES[1]}) to it before running pytest ({option})")
+    return (f"endpoint {url} refused the API key from {key.source} (HTTP {code}): check that it is this "
+            "endpoint's key")
+
+
+def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint",
+                   key: Secret | None = None) -> ServerFacts:
     """The served model's name, the server's build and slot count; a one-line error when nothing answers,
     naming the ``option`` that gave the URL."""
     base = url.rstrip("/")
     try:
-        listed = _get_json(f"{base}/models")
+        listed = _call(f"{base}/models", key)
     except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            raise EndpointError(refused_message(url, err.code, key, option)) from None
         raise EndpointError(f"endpoint {url} answered GET /models with HTTP {err.code}: check that the URL ends in "
                           "/v1 (e.g. http://127.0.0.1:8080/v1) and that the server is OpenAI-compatible") from None
     except (urllib.error.URLError, OSError, ValueError) as err:
@@ -113,7 +142,7 @@ def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint"
     n_vocab = int((entry.get("meta") or {}).get("n_vocab") or DEFAULT_VOCAB)
     build, slots = "unknown", None
     try:
-        props = _get_json(base.removesuffix("/v1") + "/props")
+        props = _call(base.removesuffix("/v1") + "/props", key)
         build = str(props.get("build_info", "unknown"))
         slots = int(props["total_slots"]) if "total_slots" in props else None
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
@@ -147,7 +176,12 @@ def _read_event(data: str, arrived: float, stream: _Stream) -> None:
     if data.strip() == "[DONE]":
         stream.done = True
         return
-    payload = json.loads(data)
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        raise EndpointError(f"invalid: the stream carried data that is not JSON: {data.strip()[:80]!r}") from None
+    if not isinstance(payload, dict):
+        raise EndpointError(f"invalid: the stream carried a JSON {type(payload).__name__}, not an object")
     if "error" in payload:
         raise EndpointError(f"the server reported an error in the stream: {payload['error']}")
     for choice in payload.get("choices") or []:
@@ -171,12 +205,13 @@ class EndpointEngine:
 
     def __init__(self, url: str, *, model: str | None = None, label: str = "endpoint",
                  restart_server: Any = None, server: Any = None, seed: int = 1234,
-                 option: str = "--axion-endpoint") -> None:
-        self.url, self.label = url.rstrip("/"), label
+                 option: str = "--axion-endpoint", api_key: Secret | None = None) -> None:
+        self.url, self.label, self._key, self._option = url.rstrip("/"), label, api_key, option
+        self.request_deadline_s = REQUEST_DEADLINE_S
         self._restart_server = restart_server   # a managed llama-server restarts; an external endpoint cannot
         self._managed = server                  # the LlamaServer this session started, stopped on close()
         self.measures_contention = server is not None   # our child process: its CPU time is ours
-        self.server = probe_endpoint(self.url, model, option)
+        self.server = probe_endpoint(self.url, model, option, api_key)
         self._rng = random.Random(seed)
         self._warm_up_tokens = 0
         self.facts = ModelFacts(description=f"{self.server.model} served at {self.url}", n_params=0, size_bytes=0,
@@ -216,12 +251,9 @@ class EndpointEngine:
 
     def count_tokens(self, text: str) -> int:
         try:
-            request = urllib.request.Request(self.url.removesuffix("/v1") + "/tokenize",
-                                             data=json.dumps({"content": text}).encode(),
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return len(json.loads(response.read())["tokens"])
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+            return len(_call(self.url.removesuffix("/v1") + "/tokenize", self._key,
+                             data=json.dumps({"content": text}).encode())["tokens"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as err:
             raise EndpointError(f"endpoint {self.url} cannot count tokens ({err}): give the reading speed in tokens/s "
                               "(--axion-reading-speed 5) instead of words per minute") from None
 
@@ -259,7 +291,10 @@ class EndpointEngine:
                 await asyncio.sleep(TICK_S)
                 lag["worst"] = max(lag["worst"], (time.perf_counter() - due) * 1e3)
 
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        headers = self._key.bearer() if self._key else {}
+        # trust_env off for loopback: no proxy between this client and a server on this machine
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers,
+                                     trust_env=not is_loopback(self.url)) as client:
             if warmup:
                 await asyncio.gather(*(self._request(client, n_prompt, min(n_gen, 4), user, 0.0, 0.0)
                                        for user in range(batch_size)))
@@ -296,6 +331,15 @@ class EndpointEngine:
 
     async def _request(self, client: Any, n_prompt: int, n_gen: int, user: int, start: float,
                        due: float) -> ServedRequest:
+        try:   # a total deadline: httpx's timeouts are per read, which a server dripping bytes never trips
+            return await asyncio.wait_for(self._streamed(client, n_prompt, n_gen, user, start, due),
+                                          self.request_deadline_s)
+        except asyncio.TimeoutError:
+            raise EndpointError(f"invalid: a request of {n_prompt} prompt tokens and {n_gen} output tokens to "
+                                f"{self.url} did not finish within {self.request_deadline_s:.0f} s") from None
+
+    async def _streamed(self, client: Any, n_prompt: int, n_gen: int, user: int, start: float,
+                        due: float) -> ServedRequest:
         httpx = _httpx()
         body = {"model": self.server.model, "prompt": self._prompt(n_prompt), "max_tokens": n_gen, "stream": True,
                 "stream_options": {"include_usage": True}, "ignore_eos": True, "temperature": 0.0,
@@ -304,15 +348,24 @@ class EndpointEngine:
         stream = _Stream()
         try:
             async with client.stream("POST", f"{self.url}/completions", json=body) as response:
+                if response.status_code in (401, 403):
+                    raise EndpointError(refused_message(self.url, response.status_code, self._key, self._option))
                 if response.status_code != 200:
-                    text = (await response.aread()).decode("utf-8", "replace")[:200]
+                    text = await _capped_body(response)
                     raise EndpointError(f"invalid: HTTP {response.status_code} for {what}: {text.strip()}")
-                buffer, event_start = "", None
+                buffer, event_start, received = "", None, 0
                 async for chunk in response.aiter_text():
                     arrived = time.perf_counter() - start
+                    received += len(chunk)
+                    if received > MAX_STREAM_BYTES:
+                        raise EndpointError(f"invalid: the answer to {what} went over {MAX_STREAM_BYTES // 2**20} "
+                                            "MiB, far more than its tokens can take")
                     if not buffer.strip():
                         event_start = arrived   # this chunk holds the first byte of the next event
                     buffer += chunk
+                    if len(buffer) > MAX_EVENT_BYTES and "\n\n" not in buffer:
+                        raise EndpointError(f"invalid: one event of the answer to {what} went over "
+                                            f"{MAX_EVENT_BYTES // 2**20} MiB without ending: not an SSE stream")
                     while "\n\n" in buffer:
                         event, buffer = buffer.split("\n\n", 1)
                         data = "\n".join(line[5:].lstrip() for line in event.splitlines() if line.startswith("data:"))
@@ -326,6 +379,16 @@ class EndpointEngine:
                               "stream or died; check its log") from None
         end = time.perf_counter() - start
         return _checked(stream, n_gen=n_gen, user=user, due=due, end=end, what=what)
+
+
+async def _capped_body(response: Any) -> str:
+    """The start of an error answer, read no further than it is shown."""
+    body = b""
+    async for part in response.aiter_bytes():
+        body += part
+        if len(body) > 2000:
+            break
+    return body.decode("utf-8", "replace")[:200]
 
 
 def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -280,7 +280,7 @@ class LlamaEngine:
     # -- workloads -------------------------------------------------------------------------------
 
     def warm_up(self, n_prompt: int, *, settle: float = 0.05, min_runs: int = 3, max_runs: int = 30,
-                max_seconds: float = 10.0) -> dict[str, Any]:
+                max_seconds: float = 10.0, progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Decode an n_prompt-token prompt until the last ``min_runs`` speeds agree within ``settle``.
 
         A fresh process measures cold at first (page faults on the mapped weights, caches, clocks): a
@@ -298,6 +298,7 @@ class LlamaEngine:
             while len(seconds) < max_runs:
                 ctx.clear()
                 seconds.append(self._timed_prompt(ctx, views))
+                _report(progress, f"warm-up pp{n_prompt}", len(seconds), max_runs)   # a sign of life per run
                 if _settled(seconds, min_runs, settle) or time.perf_counter() > deadline:
                     break
         finally:
@@ -524,7 +525,7 @@ def _handle(engine: LlamaEngine, request: dict[str, Any], progress: ProgressCall
         return engine.run_batched(int(request["n_prompt"]), int(request["n_gen"]), int(request["batch_size"]),
                                   repetitions=repetitions, warmup=warmup, progress=progress)
     if op == "warm_up":
-        return engine.warm_up(int(request["n_prompt"]))
+        return engine.warm_up(int(request["n_prompt"]), progress=progress)
     if op == "count_tokens":
         return {"tokens": engine.count_tokens(str(request["text"]))}
     raise ValueError(f"unknown request {op!r}")

@@ -238,6 +238,7 @@ def refresh_lines(result: RefreshResult | None) -> list[str]:
     lines = ["", f"baseline refresh: {result.runs} run(s) -> {shown_path(result.path)}",
              tabulate(result.rows, headers=DIFF_HEADERS, tablefmt="simple", disable_numparse=True)]
     lines += [f"not recorded: {text}" for text in result.skipped]
+    lines += [f"dropped: {text}" for text in result.dropped]
     if result.noisy and not result.written:
         lines.append(f"REFUSED (--axion-strict): {len(result.noisy)} entr(ies) too noisy to be a tight reference, "
                      f"worst: {result.noisy[0]}; nothing was written: refresh again when the machine is quiet, or "

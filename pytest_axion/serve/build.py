@@ -22,6 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from pytest_axion.engines.worker import NO_AMX_CMAKE_ARGS, probe_build
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.model import default_cache_dir
 
@@ -73,11 +74,34 @@ def _extract_llama_cpp(sdist: Path, into: Path) -> Path:
     return marker.parent
 
 
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU offers AMX-INT8, which ``-march=native`` compiles llama.cpp's AMX kernels for."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    return any(line.startswith("flags") and "amx_int8" in line.split() for line in cpuinfo.splitlines())
+
+
+def isa_cmake_args(library_system_info: str, *, cpu_amx: bool) -> tuple[str, ...]:
+    """cmake arguments that give the programs the library's kernels: ``-march=native`` adds AMX on a CPU that has
+    it, where the installed library may have been built without (its AMX kernels crash on some machines)."""
+    if cpu_amx and "AMX_INT8 = 1" not in library_system_info:
+        return tuple(NO_AMX_CMAKE_ARGS.split())
+    return ()
+
+
 def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None = None, jobs: int | None = None,
-                   say: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """Paths of the built ``targets`` for ``version`` (default: the installed llama-cpp-python), building if needed."""
+                   say: Callable[[str], None] | None = None,
+                   library_system_info: str | None = None) -> dict[str, Path]:
+    """Paths of the built ``targets`` for ``version`` (default: the installed llama-cpp-python), building if needed,
+    with the installed library's choice of AMX kernels (``library_system_info``, probed when not given)."""
     version = version or installed_version()
-    root = cache_root() / version
+    if library_system_info is None:
+        library_system_info = probe_build()["system_info"]
+    isa_args = isa_cmake_args(library_system_info, cpu_amx=cpu_has_amx())
+    root = cache_root() / (version + ("-noamx" if isa_args else ""))
     bin_dir = root / "build" / "bin"
     if all((bin_dir / target).exists() for target in targets):
         return {target: bin_dir / target for target in targets}
@@ -93,7 +117,7 @@ def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None 
             build_dir = root / "build"
             _run(["cmake", "-S", str(source), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
                   "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                  "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON"],
+                  "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON", *isa_args],
                  "configuring llama.cpp with cmake", log)
             _run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2),
                   "--target", *missing], f"building {', '.join(missing)}", log)

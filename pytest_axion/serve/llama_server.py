@@ -8,10 +8,9 @@ end, a failed test or Ctrl-C stop it through :meth:`LlamaServer.stop` (SIGTERM, 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,21 +21,21 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from pytest_axion.children import die_with_parent
+from pytest_axion.credentials import Secret
 from pytest_axion.errors import AxionError
 
 HEALTH_TIMEOUT_S = 120.0
 LOG_LINES_QUOTED = 3
-_PR_SET_PDEATHSIG = 1
+PORT_TRIES = 3   # another process can take the free port picked before llama-server binds it
 
 
 class ServerError(AxionError):
     """llama-server could not be started, or stopped answering."""
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends SIGKILL when the parent (pytest) ends."""
-    with contextlib.suppress(OSError):   # not glibc Linux: stop() still stops it
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+class PortTaken(ServerError):
+    """llama-server could not bind its port: another process took it first."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -53,6 +52,9 @@ class LlamaServer:
         self.binary, self.model, self.threads, self.slots = binary, model, threads, slots
         self.ctx_per_slot, self.host, self.extra_args = ctx_per_slot, host, extra_args
         self.port = 0
+        # Its own random key, so that no other local user's process can use (or measure against) this server;
+        # passed in the environment, not on the command line that every user can read in ps.
+        self.api_key = Secret(secrets.token_urlsafe(24), "the server started here")
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -70,12 +72,29 @@ class LlamaServer:
                 "--port", str(self.port), "--alias", Path(self.model).stem, "--no-webui", *self.extra_args]
 
     def start(self) -> LlamaServer:
-        self.port = self.port or free_port(self.host)   # a restart keeps its port: clients hold the URL
+        keep_port = bool(self.port)   # a restart keeps its port: clients hold the URL
+        for attempt in range(1, PORT_TRIES + 1):
+            self.port = self.port if keep_port else free_port(self.host)
+            try:
+                self._launch()
+                return self
+            except PortTaken:
+                if attempt == PORT_TRIES:
+                    raise
+                if keep_port:
+                    time.sleep(1.0)   # the old process's socket may linger a moment
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        env = {**os.environ, "LLAMA_API_KEY": self.api_key.value}
         self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                         stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        self._wait_healthy()
-        return self
+                                         stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
 
     def _log_tail(self) -> str:
         if self._log is None:
@@ -87,22 +106,23 @@ class LlamaServer:
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         health = f"http://{self.host}:{self.port}/health"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: no proxy
         while time.monotonic() < deadline:
             assert self._process is not None
-            if self._process.poll() is not None:
+            code = self._process.poll()
+            if code is not None:
                 tail = self._log_tail()
-                self.stop()
-                raise ServerError(f"llama-server exited with code {self._process.returncode} while loading "
-                                  f"{self.model}: {tail}")
+                if "bind" in tail.lower() or "address already in use" in tail.lower():
+                    raise PortTaken(f"llama-server could not bind port {self.port}: {tail}")
+                raise ServerError(f"llama-server exited with code {code} while loading {self.model}: {tail}")
             try:
-                with urllib.request.urlopen(health, timeout=2) as response:
+                with opener.open(health, timeout=2) as response:
                     if response.status == 200 and json.loads(response.read()).get("status") == "ok":
                         return
             except (urllib.error.URLError, OSError, ValueError):
                 pass  # still loading (503) or not listening yet
             time.sleep(0.2)
         tail = self._log_tail()
-        self.stop()
         raise ServerError(f"llama-server did not become healthy within {HEALTH_TIMEOUT_S:.0f} s serving {self.model}: "
                           f"{tail}")
 

@@ -21,14 +21,15 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
-from filelock import FileLock, Timeout
 
 from pytest_axion.errors import BaselineError, HardwareIdError
 from pytest_axion.machine.hardware import validate_hardware_id
 from pytest_axion.stats import cv, median
 from pytest_axion.store.atomic import TEMP_PREFIX, write_json_atomically
+from pytest_axion.store.private import LockTimeout, file_lock, private_dir
 
-BASELINE_SCHEMA_VERSION = 1
+BASELINE_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)   # 1: no per-entry recording stamp (each entry takes the file's)
 MAX_BASELINE_BYTES = 32 * 2**20  # far above any real baseline; caps what a corrupt file can cost
 MAX_JSON_DEPTH = 16
 LOCK_TIMEOUT_S = 60.0
@@ -47,6 +48,10 @@ class BaselineEntry:
     threads: int
     unit: str
     runs: tuple[tuple[float, ...], ...]
+    # When and from which commit this entry was recorded: a partial refresh keeps older entries, whose stamp
+    # is not the file's provenance.
+    recorded_at: str | None = None
+    git_commit: str | None = None
 
     @cached_property
     def run_medians(self) -> tuple[float, ...]:
@@ -67,13 +72,18 @@ class BaselineEntry:
                 "n_prompt": self.n_prompt, "n_gen": self.n_gen, "threads": self.threads, "unit": self.unit,
                 "runs": [{"samples": list(run)} for run in self.runs],
                 "summary": {"level": self.level, "between_run_cv": self.between_run_cv,
-                            "run_medians": list(self.run_medians)}}
+                            "run_medians": list(self.run_medians)},
+                "recorded_at": self.recorded_at, "git_commit": self.git_commit}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> BaselineEntry:
+    def from_json(cls, data: Mapping[str, Any], *, stamp: Mapping[str, Any] | None = None) -> BaselineEntry:
+        """``stamp``: the file's provenance, whose recording time an entry of a version-1 file takes."""
+        stamp = stamp or {}
         return cls(nodeid=data["nodeid"], metric=data["metric"], batch_size=data["batch_size"],
                    n_prompt=data["n_prompt"], n_gen=data["n_gen"], threads=data["threads"], unit=data["unit"],
-                   runs=tuple(tuple(float(v) for v in run["samples"]) for run in data["runs"]))
+                   runs=tuple(tuple(float(v) for v in run["samples"]) for run in data["runs"]),
+                   recorded_at=data.get("recorded_at", stamp.get("recorded_at")),
+                   git_commit=data.get("git_commit", stamp.get("git_commit")))
 
 
 @dataclass(frozen=True)
@@ -176,9 +186,10 @@ def baseline_from_json(data: Any, *, source: str) -> Baseline:
     """Validate parsed JSON against the shipped schema and build a :class:`Baseline`."""
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BaselineError(f"baseline file {source} is nested too deeply to be a baseline: {_FIX}")
-    if isinstance(data, dict) and data.get("schema_version") not in (None, BASELINE_SCHEMA_VERSION):
+    if isinstance(data, dict) and data.get("schema_version") not in (None, *READABLE_SCHEMA_VERSIONS):
         raise BaselineError(f"baseline file {source} has schema_version {data.get('schema_version')!r}, this "
-                            f"pytest-axion reads {BASELINE_SCHEMA_VERSION}: upgrade pytest-axion, or {_FIX}")
+                            f"pytest-axion reads {' and '.join(map(str, READABLE_SCHEMA_VERSIONS))}: upgrade "
+                            f"pytest-axion, or {_FIX}")
     errors = [] if _quickly_valid(data) else sorted(_validator().iter_errors(data), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
@@ -193,7 +204,8 @@ def baseline_from_json(data: Any, *, source: str) -> Baseline:
         raise BaselineError(str(err)) from None
     return Baseline(hardware_id=data["hardware_id"], model_label=data["model_label"],
                     provenance=data["provenance"],
-                    entries={key: BaselineEntry.from_json(entry) for key, entry in data["entries"].items()})
+                    entries={key: BaselineEntry.from_json(entry, stamp=data["provenance"])
+                             for key, entry in data["entries"].items()})
 
 
 def write_baseline(path: Path, baseline: Baseline, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
@@ -211,7 +223,7 @@ def update_baseline(path: Path, update: Callable[[Baseline | None], Baseline], *
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(lock_path(path), timeout=lock_timeout_s):
+        with file_lock(lock_path(path), timeout_s=lock_timeout_s):
             _remove_stale_temp_files(path)
             current = read_baseline(path) if path.exists() else None
             baseline = update(current)
@@ -219,7 +231,7 @@ def update_baseline(path: Path, update: Callable[[Baseline | None], Baseline], *
             baseline_from_json(json.loads(json.dumps(data)), source=str(path))  # never write what we cannot read
             write_json_atomically(path, data)
             return baseline
-    except Timeout:
+    except LockTimeout:
         raise BaselineError(f"baseline file {path} is locked by another writer for over {lock_timeout_s:.0f} s: "
                             "wait for it to finish") from None
     except OSError as err:
@@ -228,7 +240,8 @@ def update_baseline(path: Path, update: Callable[[Baseline | None], Baseline], *
 
 
 def check_writable(path: Path) -> None:
-    """Fail now, not after minutes of measuring, when the baseline file could not be written."""
+    """Fail now, not after minutes of measuring, when the baseline file or its lock could not be written."""
+    lock_path(path)   # the private lock folder is checked (owner, mode, writable) as it is found
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
@@ -238,21 +251,33 @@ def check_writable(path: Path) -> None:
                             "folder writable, or point --axion-baselines elsewhere") from None
 
 
+def check_folder_writable(root: Path) -> None:
+    """At start-up, before any measuring: the baselines folder can take a new file, and this user's private
+    lock folder is safe (a refresh would otherwise fail only at its last step, after all its runs)."""
+    private_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        raise BaselineError(f"baselines folder {root} is not writable ({err.strerror or err}): fix its "
+                            "permissions, or point --axion-baselines at a writable folder") from None
+
+
 def _remove_stale_temp_files(path: Path) -> None:
     for leftover in path.parent.glob(f"{TEMP_PREFIX.format(name=path.name)}*.tmp"):
         leftover.unlink(missing_ok=True)
 
 
-def lock_path(path: Path) -> str:
-    """The lock guarding one baseline file, kept out of the baselines folder (and out of version control).
+def lock_path(path: Path) -> Path:
+    """The lock guarding one baseline file, kept out of the baselines folder (and out of version control), in
+    this user's private folder (:mod:`pytest_axion.store.private`).
 
-    Named by the file's absolute path, so every process on this machine agrees on it; flock locks
-    are per machine anyway (not reliable on NFS), and the OS releases them when the holder dies.
+    Named by the file's absolute path, so every process of this user agrees on it; flock locks are per
+    machine anyway (not reliable on NFS), and the OS releases them when the holder dies.
     """
     digest = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "pytest-axion-locks"
-    folder.mkdir(exist_ok=True)
-    return str(folder / f"{digest}.lock")
+    return private_dir() / f"baseline-{digest}.lock"
 
 
 def baseline_files(root: Path) -> list[Path]:

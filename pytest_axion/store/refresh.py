@@ -11,12 +11,10 @@ than after many minutes. Nothing here imports pytest.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_axion import __version__
+from pytest_axion.children import die_with_parent, stop_group
 from pytest_axion.engines.records import METRICS, Measurement
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.hardware import HardwareFingerprint
@@ -60,6 +59,7 @@ class RefreshResult:
     rows: list[list[str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     noisy: list[str] = field(default_factory=list)   # entries recorded with a wide band (or refused: strict)
+    dropped: list[str] = field(default_factory=list)  # older entries not kept: recorded under another provenance
     strict: bool = False
     written: bool = False
 
@@ -127,11 +127,14 @@ def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, tim
         command = [sys.executable, "-m", "pytest", *child_arguments(parent_args, report)]
         start = time.perf_counter()
         with log.open("w", encoding="utf-8") as out:
-            child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=die_with_parent)
             try:
                 code = child.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _stop(child)
+            except BaseException as err:   # Ctrl-C or a crash of this process included: the run must not go on
+                stop_group(child)
+                if not isinstance(err, subprocess.TimeoutExpired):
+                    raise
                 raise AxionError(
                     f"refresh run {number} of {runs} took over {timeout_s:.0f} s, {CHILD_RUN_TIME_FACTOR:g}x run 1: "
                     f"the machine is much slower or busier than when the refresh began (its output: {log}); "
@@ -143,18 +146,6 @@ def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, tim
                              f"output is in {log}: fix what it says, then refresh again (nothing was written)")
         results.append(run_from_report(json.loads(report.read_text(encoding="utf-8")), source=str(report)))
     return results
-
-
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    """End a child run and everything it started (its engine workers, say)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, signal.SIGTERM)
-    try:
-        child.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
 
 
 def merge_runs(runs: Sequence[RunData]) -> tuple[dict[str, BaselineEntry], list[str]]:
@@ -204,12 +195,42 @@ def _band(entry: BaselineEntry) -> float:
     return max(DEFAULT_TOLERANCE, BAND_SPREADS * max(sd, MIN_BETWEEN_RUN_SD))
 
 
+# What shapes a figure: an entry recorded under other values of these is not this file's provenance's to claim.
+FIGURE_PROVENANCE = ("model.sha256", "llama_cpp_python", "llama_cpp_system_info", "threads", "hardware.hardware_id")
+
+
+def _figure_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    found = {}
+    for dotted in FIGURE_PROVENANCE:
+        value: Any = provenance
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        found[dotted] = value
+    return found
+
+
 def combine(old: Baseline | None, new_entries: Mapping[str, BaselineEntry], *, hardware_id: str, model_label: str,
-            provenance: dict[str, Any]) -> Baseline:
-    """The new file: every new entry, plus old entries this refresh did not measure (kept as they were)."""
-    entries = dict(old.entries) if old else {}
-    entries.update(new_entries)
-    return Baseline(hardware_id=hardware_id, model_label=model_label, provenance=provenance, entries=entries)
+            provenance: dict[str, Any]) -> tuple[Baseline, list[str]]:
+    """The new file: every new entry, stamped with this refresh's time and commit, plus the old entries this
+    refresh did not measure, kept with their own stamps where they were recorded under the same model,
+    library, build and threads (else dropped: the file's provenance would misdescribe them). And a line per
+    group of dropped entries."""
+    recorded_at, commit = provenance.get("recorded_at"), provenance.get("git_commit")
+    entries: dict[str, BaselineEntry] = {}
+    dropped: list[str] = []
+    if old is not None:
+        before, now = _figure_provenance(old.provenance), _figure_provenance(provenance)
+        differs = [name for name in FIGURE_PROVENANCE if before[name] != now[name]]
+        untouched = {key: entry for key, entry in old.entries.items() if key not in new_entries}
+        if differs and untouched:
+            dropped.append(f"{len(untouched)} older entr(ies) not measured by this refresh were dropped: they were "
+                           f"recorded with another {', '.join(differs)}; refresh their tests too to record them "
+                           "again")
+        elif untouched:
+            entries.update(untouched)
+    entries.update({key: dataclasses.replace(entry, recorded_at=recorded_at, git_commit=commit)
+                    for key, entry in new_entries.items()})
+    return Baseline(hardware_id=hardware_id, model_label=model_label, provenance=provenance, entries=entries), dropped
 
 
 def diff_rows(old: Baseline | None, new_entries: Mapping[str, BaselineEntry]) -> list[list[str]]:
@@ -253,7 +274,8 @@ def provenance(*, hardware: HardwareFingerprint, model: Mapping[str, Any], threa
         "pytest_axion": __version__,
         "llama_cpp_python": hardware.llama_cpp_python,
         "llama_cpp_system_info": dict(sorted(hardware.llama_cpp_system_info.items())),
-        "model": dict(model),
+        # no path: it is one machine's, and the file is committed
+        "model": {name: value for name, value in model.items() if name != "path"},
         "hardware": hardware.to_json(),
         "threads": threads,
         "repetitions": repetitions,

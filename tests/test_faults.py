@@ -1,0 +1,82 @@
+"""Faults of shared CI hosts, driven as a user meets them: a worker that hangs, a refresh interrupted."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+HANGING = """
+import os, signal
+import psutil
+
+def _worker():
+    [worker] = [p for p in psutil.Process().children(recursive=True) if "llama.py" in " ".join(p.cmdline())]
+    return worker
+
+def test_hangs(axion):
+    axion.prompt(16)
+    os.kill(_worker().pid, signal.SIGSTOP)   # as a llama.cpp that deadlocked
+    axion.prompt(32)
+
+def test_next(axion):
+    axion.prompt(16)
+"""
+
+
+def test_a_hung_worker_fails_its_test_in_one_line_and_the_next_test_gets_a_fresh_one(pytester):
+    pytester.makepyfile(HANGING)
+    start = time.monotonic()
+    result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-worker-timeout=20",
+                                "--axion-efficiency=off", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*llama.cpp worker * said nothing for * s while measuring prompt n_prompt=32 with "
+                                 "model *: llama.cpp hung or the worker was stopped, so it was killed; the next test "
+                                 "gets a fresh worker*"])
+    assert time.monotonic() - start < 300
+
+
+REFRESHED = """
+def test_prompt(axion):
+    axion.prompt(16)
+"""
+
+
+def _group_alive(pgid):
+    """The live (not zombie) processes of a process group."""
+    return [p for p in psutil.process_iter(["pid", "status"])
+            if p.info["status"] != psutil.STATUS_ZOMBIE and _pgid(p.pid) == pgid]
+
+
+def _pgid(pid):
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def test_ctrl_c_during_a_refresh_leaves_no_child_run_or_worker_behind(pytester):
+    pytester.makepyfile(REFRESHED)
+    parent = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--axion-slo",
+                               "--axion-refresh-baselines", "--axion-runs=3", "--axion-run-spacing=0", "--axion-force",
+                               "--axion-repetitions=200", "--axion-efficiency=off", str(pytester.path)],
+                              cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    me = psutil.Process(parent.pid)
+    child = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and child is None:   # wait for refresh run 2: a pytest of its own
+        child = next((p for p in me.children() if p.cmdline()[1:3] == ["-m", "pytest"]), None)
+        time.sleep(0.2)
+    assert child is not None, "refresh run 2 never started"
+    group = child.pid   # it runs in a session (and process group) of its own
+    time.sleep(3)   # into its measuring
+    assert len(_group_alive(group)) >= 2   # the child run and its llama.cpp worker
+    parent.send_signal(signal.SIGINT)
+    output, _ = parent.communicate(timeout=120)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _group_alive(group):
+        time.sleep(0.2)
+    assert not _group_alive(group), output[-2000:]
