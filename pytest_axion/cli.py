@@ -171,6 +171,58 @@ def hardware(*, threads: int | None, python: str | None, as_json: bool, out: Tex
     return 0
 
 
+def proxy(*, name: str | None, like: Path | None, layers: int | None, quantization: str | None,
+          out_path: Path | None, out: TextIO) -> int:
+    """Write (or find in the cache) a proxy model and print where it is and what it stands for."""
+    from importlib import metadata
+
+    from pytest_axion.proxy import (
+        ensure_proxy,
+        known_spec,
+        parse_proxy_spec,
+        read_proxy_info,
+        spec_from_gguf,
+        write_proxy,
+    )
+    from pytest_axion.proxy.spec import check_layers
+
+    try:
+        if (name is None) == (like is None):
+            raise AxionError("pytest-axion proxy: name a known model (e.g. llama-3.3-70b) or give --like FILE.gguf")
+        if like is not None:
+            spec = spec_from_gguf(like)
+        else:
+            assert name is not None
+            spec_name, spec_layers = parse_proxy_spec(name if name.startswith("proxy:") else f"proxy:{name}")
+            spec, layers = known_spec(spec_name), layers if layers is not None else spec_layers
+            if quantization is None:
+                from pytest_axion.settings import DEFAULT_PROXY_QUANTIZATION
+
+                quantization = DEFAULT_PROXY_QUANTIZATION
+        if layers is not None:
+            check_layers(spec, layers)
+        if out_path is not None:
+            from pytest_axion.machine.limits import last_level_cache_bytes
+            from pytest_axion.proxy import default_layers
+
+            chosen = layers if layers is not None else default_layers(
+                spec, quantization, last_level_cache_bytes=last_level_cache_bytes())
+            info = write_proxy(spec, layers=chosen, quantization=quantization, path=out_path)
+        else:
+            try:
+                version = metadata.version("llama-cpp-python")
+            except metadata.PackageNotFoundError:
+                version = "unknown"
+            info = ensure_proxy(spec, quantization=quantization, llama_cpp_version=version, layers=layers)
+    except AxionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    described = read_proxy_info(info.path) or info
+    print(f"{described.path}\n{described.label}, {described.size_bytes / 2**20:.0f} MiB; measure it with "
+          f"--axion-model {described.path}", file=out)
+    return 0
+
+
 def _tolerance(text: str) -> float:
     try:
         return parse_tolerance(text, source="--tolerance")
@@ -207,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--rounds", type=int, default=None, help="ABBA rounds per measurement (default 10)")
     sub.add_argument("--tolerance", default=None, help="smallest B/A slowdown that counts (default 5%%)")
     sub.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (tests, -k, --axion-*)")
+    text = ("write a proxy model: a known model's exact tensor shapes, types and tokenizer size with a few "
+            "layers and random weights (cached; --out writes it elsewhere)")
+    sub = commands.add_parser("proxy", help=text, description=text)
+    sub.add_argument("name", nargs="?", default=None,
+                     help="llama-3.3-70b, llama-3.1-8b, qwen2.5-7b, mistral-7b or smollm2-135m (NAME or NAME:LAYERS)")
+    sub.add_argument("--like", type=Path, default=None, metavar="FILE.gguf",
+                     help="copy the shapes and tensor types of this GGUF (its header is enough) instead")
+    sub.add_argument("--layers", type=int, default=None,
+                     help="transformer layers (default: the fewest that keep the full model's memory regime, >= 2)")
+    sub.add_argument("--quant", default=None, metavar="TYPE",
+                     help="Q4_0 (default for a known model), Q4_K_M, Q8_0, F16 ... (--like copies the file's types)")
+    sub.add_argument("--out", type=Path, default=None, metavar="PATH", help="write here instead of the cache")
     text = ("this machine's hardware id, the fingerprint behind it, llama.cpp's build flags and the environment "
             "warnings (name a runner type's baseline folder with it)")
     sub = commands.add_parser("hardware", help=text, description=text)
@@ -227,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refresh(runs=args.runs, pytest_args=[a for a in args.pytest_args if a != "--"])
     if args.command == "hardware":
         return hardware(threads=args.threads, python=args.python, as_json=args.json, out=sys.stdout)
+    if args.command == "proxy":
+        return proxy(name=args.name, like=args.like, layers=args.layers, quantization=args.quant,
+                     out_path=args.out, out=sys.stdout)
     if args.command == "ab":
         return ab(baseline_python=args.baseline_python, rounds=args.rounds, tolerance=args.tolerance,
                   pytest_args=[a for a in args.pytest_args if a != "--"])

@@ -464,3 +464,21 @@ def test_a_run_measures_a_proxy_named_on_the_command_line_and_names_what_it_stan
     result.stdout.fnmatch_lines([f"axion: model {built.stem}*"])
     result = pytester.runpytest("--axion-slo", "--axion-model=proxy:no-such-model:2", "-p", "no:cacheprovider")
     assert result.ret == 4 and "no-such-model" in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
+def test_the_proxy_command_writes_a_proxy_and_bad_requests_are_one_line(tmp_path, capsys):
+    from pytest_axion.cli import main
+
+    target = tmp_path / "p.gguf"
+    assert main(["proxy", f"{SMOL}:2", "--out", str(target)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{target}\nproxy of {SMOL} (2 of 30 layers, Q4_0)") and target.stat().st_size > 0
+    for argv, expected in ((["proxy", "no-such-model"], "no-such-model"),
+                           (["proxy", SMOL, "--layers", "0", "--out", str(tmp_path / "z.gguf")], "at least 1 layer"),
+                           (["proxy", f"{SMOL}:2", "--quant", "Q3_XX", "--out", str(tmp_path / "q.gguf")], "Q3_XX"),
+                           (["proxy", "--like", str(tmp_path / "missing.gguf")], "no such file"),
+                           (["proxy"], "name a known model")):
+        assert main(argv) == 2, argv
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and expected in error, (argv, error)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gguf"]   # nothing else written
