@@ -18,7 +18,7 @@ import pytest
 from pytest_axion.engines.endpoint import EndpointEngine, served_model_name
 from pytest_axion.engines.records import EngineError, measurements_of
 from pytest_axion.serve.build import SERVER, build_programs
-from pytest_axion.serve.llama_server import LlamaServer, free_port, pids_of
+from pytest_axion.serve.llama_server import LlamaServer, ServerError, free_port, pids_of
 
 FAST = ["--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=0", "--axion-efficiency=off"]
 USERS = """
@@ -451,3 +451,26 @@ def test_a_managed_server_gets_a_key_of_its_own_kept_off_its_command_line(server
     server = LlamaServer(server_binary, str(model_path), threads=1, slots=1, ctx_per_slot=256)
     assert server.api_key.value not in " ".join(server.command()) and len(server.api_key.value) >= 24
     assert LlamaServer(server_binary, str(model_path), threads=1, slots=1).api_key != server.api_key
+
+
+def test_a_server_that_exits_while_loading_is_one_line_with_its_last_words(tmp_path):
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\necho 'error: failed to load model' >&2\nexit 3\n")
+    binary.chmod(0o755)
+    with pytest.raises(ServerError) as err:
+        LlamaServer(binary, str(tmp_path / "m.gguf"), threads=1, slots=1).start()
+    assert str(err.value) == f"llama-server exited with code 3 while loading {tmp_path / 'm.gguf'}: error: failed to " \
+                             "load model"
+
+
+def test_a_port_taken_first_by_another_process_is_retried_on_another(tmp_path, monkeypatch):
+    from pytest_axion.serve import llama_server as module
+
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\necho \"couldn't bind HTTP server socket, hostname: 127.0.0.1\" >&2\nexit 1\n")
+    binary.chmod(0o755)
+    picked = []
+    monkeypatch.setattr(module, "free_port", lambda host: picked.append(len(picked) + 40000) or picked[-1])
+    with pytest.raises(module.PortTaken, match=r"could not bind port 40002"):
+        LlamaServer(binary, str(tmp_path / "m.gguf"), threads=1, slots=1).start()
+    assert picked == [40000, 40001, 40002]
