@@ -378,25 +378,9 @@ def test_a_keyed_server_without_the_key_is_one_line_naming_the_variable(pytester
     assert "Traceback" not in result.stdout.str()
 
 
-class Dripping(StandIn):
-    """Answers a stream one byte every half second, for ever: no read ever times out."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b" ")
-                self.wfile.flush()
-                time.sleep(0.5)
-        except OSError:
-            pass
-
-
 class Unending(StandIn):
-    """Streams data that is not JSON, or one event that never ends, as told by ``mode``."""
+    """Streams data that is not JSON, one event that never ends, or a byte every half second for ever (no read
+    ever times out), as told by ``mode``."""
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -406,6 +390,11 @@ class Unending(StandIn):
         try:
             if self.mode == "notjson":
                 self.wfile.write(b"data: <html>busy</html>\n\n")
+            elif self.mode == "drip":
+                while True:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.5)
             else:
                 self.wfile.write(b"data: " + b"x" * (2 * 2**20))
         except OSError:
@@ -428,7 +417,7 @@ def stand_in():
 
 
 def test_a_server_that_drips_bytes_meets_the_requests_total_deadline(stand_in):
-    engine = EndpointEngine(stand_in(Dripping))
+    engine = EndpointEngine(stand_in(type("Handler", (Unending,), {"mode": "drip"})))
     engine.request_deadline_s = 2
     start = time.monotonic()
     with pytest.raises(EngineError, match=r"^invalid: a request of 8 prompt tokens and 4 output tokens to "

@@ -21,7 +21,7 @@ from pytest_axion.proxy import blocks, ggufio
 from pytest_axion.proxy.quant import SUPPORTED_QUANTIZATIONS, file_type_id, tensor_types
 from pytest_axion.proxy.spec import ProxyError, ProxySpec, TensorShape, check_layers, hyperparameter_kvs, tensor_table
 from pytest_axion.proxy.tokenizer import donor_tokenizer, fit_tokenizer, tokenizer_kvs
-from pytest_axion.store.atomic import TEMP_PREFIX
+from pytest_axion.store.atomic import TEMP_PREFIX, fsync_directory
 
 PROXY_FORMAT_VERSION = 1      # bump when the writer's output changes: cached proxies are named by it
 MIN_DEFAULT_LAYERS = 2        # llama.cpp skips the last layer's FFN for tokens without logits: 1 layer measures little
@@ -230,7 +230,7 @@ def write_proxy(spec: ProxySpec, *, layers: int, quantization: str | None, path:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
     return _info(plan, target)
 
 
@@ -269,19 +269,6 @@ def check_room(target: Path, size_bytes: int) -> None:
         raise ProxyError(f"no room for the proxy {target}: it needs {size_bytes / _GIB:.2f} GiB ({size_bytes:,} bytes) "
                          f"and {folder} has {free_bytes / _GIB:.2f} GiB free: free some space, write it elsewhere, "
                          "or give fewer layers")
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every file system supports fsync on directories
-    finally:
-        os.close(fd)
 
 
 def _info(plan: ProxyPlan, path: Path) -> ProxyInfo:

@@ -28,7 +28,7 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def _mode_for(path: Path) -> int:
@@ -41,7 +41,8 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the file system can)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
