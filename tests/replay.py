@@ -87,4 +87,5 @@ def replay(monkeypatch, report: Path, doctor: Doctor | None = None) -> None:
     # The module as sys.modules has it now: pytester forgets what a run imported (the plugin imports the harness
     # only under --axion-slo), while the package keeps an attribute pointing at the forgotten copy.
     harness = importlib.import_module("pytest_axion.harness")
-    monkeypatch.setattr(harness, "EngineProcess", lambda python, model_path, threads: ReplayEngine(report, doctor))
+    monkeypatch.setattr(harness, "EngineProcess",
+                        lambda python, model_path, threads, **_options: ReplayEngine(report, doctor))
