@@ -69,6 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                progress=_progress_writer(config))
         session.check_features(settings.require_features, source="--axion-require-features")
         _check_distribution(config)
+        if settings.refresh and not settings.force and not _is_xdist_worker(config):
+            session.check_quiet_for_refresh()
         if settings.refresh and not _is_xdist_worker(config):
             from pytest_axion.store.baselines import check_folder_writable
 
@@ -77,8 +79,6 @@ def pytest_configure(config: pytest.Config) -> None:
             from pytest_axion.store.private import private_dir
 
             private_dir()   # the run's lock lives there: an unsafe folder is refused before any test runs
-        if settings.refresh and not settings.force and not _is_xdist_worker(config):
-            session.check_quiet_for_refresh()
     except AxionError as err:
         raise pytest.UsageError(str(err)) from None
     config.stash[SESSION_KEY] = session

@@ -13,8 +13,9 @@ import os, signal
 import psutil
 
 def _worker():
-    [worker] = [p for p in psutil.Process().children(recursive=True) if "llama.py" in " ".join(p.cmdline())]
-    return worker
+    # the newest: other sessions of the same process (pytester runs in process) may keep workers of their own
+    workers = [p for p in psutil.Process().children() if "llama.py" in " ".join(p.cmdline())]
+    return max(workers, key=lambda p: p.create_time())
 
 def test_hangs(axion):
     axion.prompt(16)

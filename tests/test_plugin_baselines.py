@@ -217,9 +217,10 @@ def test_read_only_baselines_still_gate_and_a_refresh_into_a_bad_folder_stops_be
 
     (pytester.path / "blocker").write_text("a file where the baselines folder should be")
     refused = record(pytester, "--axion-baselines=blocker", runs=3)
-    refused.stdout.fnmatch_lines(["ERROR: cannot write baseline file *blocker*: make the baselines folder writable, "
-                                  "or point --axion-baselines elsewhere"])
-    assert "axion refresh: run 2 of 3" not in refused.stdout.str()   # found before the other runs measured
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR   # found at start-up, before anything was measured
+    refused.stderr.fnmatch_lines(["ERROR: baselines folder *blocker is not a folder: point --axion-baselines at a "
+                                  "folder"])
+    assert "axion refresh: run" not in refused.stdout.str()
 
 
 def test_a_baseline_of_another_cpu_generation_behind_the_same_name_is_no_baseline_never_regressed(

@@ -252,16 +252,21 @@ def check_writable(path: Path) -> None:
 
 
 def check_folder_writable(root: Path) -> None:
-    """At start-up, before any measuring: the baselines folder can take a new file, and this user's private
-    lock folder is safe (a refresh would otherwise fail only at its last step, after all its runs)."""
+    """At start-up, before any measuring: the baselines folder (or the folder it will be made in) can take a new
+    file, and this user's private lock folder is safe (a refresh would otherwise fail only at its last step, after
+    all its runs). Nothing is created."""
     private_dir()
+    if root.exists() and not root.is_dir():
+        raise BaselineError(f"baselines folder {root} is not a folder: point --axion-baselines at a folder")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise BaselineError(f"baselines folder {root} is not writable ({err.strerror or err}): fix its "
-                            "permissions, or point --axion-baselines at a writable folder") from None
+        raise BaselineError(f"baselines folder {root} is not writable ({err.strerror or err}): fix the permissions "
+                            f"of {existing}, or point --axion-baselines at a writable folder") from None
 
 
 def _remove_stale_temp_files(path: Path) -> None:
