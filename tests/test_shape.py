@@ -195,3 +195,28 @@ def test_a_miss_measured_while_other_processes_competed_is_inconclusive():
                                         "competes")
     [once_quiet] = confirm("t.py::x", [steady], attempt(1.0), attempts=3, measure_again=remeasured(0.1, None))
     assert once_quiet.outcome == FAIL   # a miss on a quiet machine is evidence
+
+
+def steadiness_over_attempts(*attempts_levels):
+    """The steadiness verdict of prompt cells measured in several attempts (each attempt's four levels)."""
+    attempts = [prompt_cells(*levels) for levels in attempts_levels]
+
+    def measure_again(suspects, attempt, why):
+        return {m.key: m for m in attempts[attempt - 1]}
+
+    [verdict] = confirm("t.py::x", [ShapePromise(SteadyLimits.both(0.25), None)], attempts[0],
+                        attempts=len(attempts), measure_again=measure_again)
+    return verdict
+
+
+def test_misses_whose_slowest_cell_moves_from_attempt_to_attempt_are_noise_and_inconclusive():
+    # this machine's noise, as the reference suite met it: another cell slowest each time
+    verdict = steadiness_over_attempts((280, 200, 285, 290), (200, 285, 280, 290), (285, 280, 290, 200))
+    assert verdict.outcome == INCONCLUSIVE and [r.status for r in verdict.readings] == ["missed"] * 3
+    assert ("the slowest cell changed from attempt to attempt (pp 128 batch 2, then pp 128 batch 1, then pp 2048 "
+            "batch 2): a slow cell of the build would be slow every time") in verdict.message()
+
+
+def test_a_cell_slow_in_every_attempt_still_fails():
+    verdict = steadiness_over_attempts((280, 200, 285, 290), (285, 195, 280, 290), (290, 205, 285, 280))
+    assert verdict.outcome == FAIL

@@ -17,9 +17,10 @@ cell kept from the slowed attempt would fail the next one. Pure.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -65,6 +66,7 @@ class ShapeCheck:
     curve: tuple[tuple[str, float], ...] = ()   # every cell: label -> median tokens/s
     levels_off_at: int | None = None            # prompt_tps: fewest tokens per batch reaching 90% of the fastest
     contended: float | None = None              # most CPUs of other work while a contended cell ran, else None
+    slowest: str = ""                           # steadiness: the label of the slowest cell
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "group": self.group, "metric": self.metric, "passed": self.passed,
@@ -111,7 +113,7 @@ def _steady(cells: list[Measurement], limit: float, group: str, metric: str) -> 
     return ShapeCheck(key=STEADY, group=group, metric=metric, passed=passed, observed=spread, threshold=limit,
                       message=message, involved=tuple(m.key for m in cells),
                       curve=tuple((_label(m, varying), m.median) for m in cells), levels_off_at=knee,
-                      contended=_contention(cells))
+                      contended=_contention(cells), slowest=_label(slow, varying))
 
 
 def steadiness_checks(measurements: Sequence[Measurement], limits: SteadyLimits) -> list[ShapeCheck]:
@@ -237,18 +239,35 @@ def _reading(check: ShapeCheck) -> Reading:
                    other_cpus=check.contended, detail=check.to_json())
 
 
-@dataclass(frozen=True)
+@dataclass
 class ShapePromise:
-    """The shape promises of one test: each checked group of cells is one promise."""
+    """The shape promises of one test: each checked group of cells is one promise.
+
+    It keeps the slowest cell of each steadiness miss, attempt by attempt: a build's slow cell is slow in every
+    attempt, so misses whose slowest cell changes from attempt to attempt are the machine's noise, which the
+    attempts cannot settle (``Reading.unsettled``: inconclusive, never a fail).
+    """
 
     steady_within: SteadyLimits | None
     gen_scaling: float | None
+    _slowest: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def judge(self, measurements: Sequence[Measurement]) -> list[Judgement]:
         checks = evaluate_shape(measurements, steady_within=self.steady_within, gen_scaling=self.gen_scaling)
-        return [Judgement(name=f"{check.key}.{check.group.replace(' ', '_')}",
-                          kind="steady" if check.key == STEADY else "scaling", label=check.group,
-                          involved=check.involved, reading=_reading(check)) for check in checks]
+        judgements = []
+        for check in checks:
+            name = f"{check.key}.{check.group.replace(' ', '_')}"
+            reading = _reading(check)
+            if check.key == STEADY and not check.passed:
+                seen = self._slowest.setdefault(name, [])
+                seen.append(check.slowest)
+                if len(set(seen)) > 1:
+                    reading = dataclasses.replace(reading, unsettled=(
+                        f"the slowest cell changed from attempt to attempt ({', then '.join(seen)}): a slow cell of "
+                        "the build would be slow every time"))
+            judgements.append(Judgement(name=name, kind="steady" if check.key == STEADY else "scaling",
+                                        label=check.group, involved=check.involved, reading=reading))
+        return judgements
 
 
 def promises(spec: SloSpec | None, context: PromiseContext) -> list[Any]:
