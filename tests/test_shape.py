@@ -214,9 +214,15 @@ def test_misses_whose_slowest_cell_moves_from_attempt_to_attempt_are_noise_and_i
     verdict = steadiness_over_attempts((280, 200, 285, 290), (200, 285, 280, 290), (285, 280, 290, 200))
     assert verdict.outcome == INCONCLUSIVE and [r.status for r in verdict.readings] == ["missed"] * 3
     assert ("the slowest cell changed from attempt to attempt (pp 128 batch 2, then pp 128 batch 1, then pp 2048 "
-            "batch 2): a slow cell of the build would be slow every time") in verdict.message()
+            "batch 2), and each cell's median over the attempts spreads 4%, within 25%") in verdict.message()
 
 
 def test_a_cell_slow_in_every_attempt_still_fails():
     verdict = steadiness_over_attempts((280, 200, 285, 290), (285, 195, 280, 290), (290, 205, 285, 280))
+    assert verdict.outcome == FAIL
+
+
+def test_misses_that_move_but_stay_unsteady_pooled_still_fail():
+    # an impossible limit, or a build whose cells differ: pooled over the attempts still beyond the limit
+    verdict = steadiness_over_attempts((280, 150, 285, 290), (150, 285, 160, 290), (285, 280, 150, 155))
     assert verdict.outcome == FAIL
