@@ -344,12 +344,11 @@ def test_a_served_model_listed_by_its_path_is_known_to_baselines_by_its_file_nam
 
 def test_a_keyed_server_is_measured_and_its_key_is_in_nothing_written_or_shown(pytester, served, tmp_path,
                                                                               monkeypatch):
-    key = served.api_key.value
-    monkeypatch.delenv("AXION_API_KEY")
+    key = served.api_key.value   # in AXION_API_KEY (the fixture), where the docs tell users to put it
     pytester.makepyfile(USERS)
     port = served.url.split(":")[-1].split("/")[0]
     out = tmp_path / "out"
-    keyed_url = f"http://axion:{key}@127.0.0.1:{port}/v1?token={key}"   # the key in user info and in a query
+    keyed_url = f"http://127.0.0.1:{port}/v1?token={key}"   # and in a query string, which must be stripped
     result = pytester.runpytest(*FAST, f"--axion-endpoint={keyed_url}", "--axion-refresh-baselines", "--axion-runs=1",
                                 "--axion-force",
                                 f"--axion-baselines={out / 'baselines'}", f"--axion-report={out / 'r.json'}",
