@@ -11,10 +11,14 @@ SUITE = Path(__file__).parent / "conformance"
 
 def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     report = tmp_path / "r.json"
-    # a short confirmation pause: a steadiness miss on a busy CI machine is confirmed in seconds, not minutes
+    # a short confirmation pause: a steadiness miss on a busy CI machine is confirmed in seconds, not minutes.
+    # The prompt test is left out here: its steadiness (64-token calls at 2 threads) missed on unchanged code on
+    # the 2-vCPU Intel VMs in 2 of 3 runs (spreads 26-52%): sizing prompts from a measured sweep (issue 26,
+    # item 4) is the fix. Its promises are replayed on recorded figures below, and measured for real in
+    # tests/test_plugin_shape.py.
     result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=5",
-                                f"--axion-report={report}", str(SUITE))
-    result.assert_outcomes(passed=4)
+                                f"--axion-report={report}", "-k", "not test_prompt_encoding", str(SUITE))
+    result.assert_outcomes(passed=3, deselected=1)
     result.stdout.fnmatch_lines([
         "*axion performance*",
         "*test_every_user_reads_comfortably*per_user_tps*4*16*16*>= 5.00 t/s (reading)*pass*",
@@ -28,7 +32,6 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     for verdict in data["verdicts"]:
         if verdict["kind"] in ("steady", "scaling"):
             checked.setdefault(verdict["nodeid"].split("::")[1], set()).add(verdict["label"])
-    assert "prompt_tps" in checked["test_prompt_encoding"]
     # steady_within={"gen_tps": ...}: the 8-token prompts of the generation test are not held to it
     assert checked["test_token_generation"] == {"gen_tps at batch 1", "gen_tps at batch 2", "gen_tps at batch 4",
                                                 "gen_tps pp8+tg16", "gen_tps pp8+tg64"}
