@@ -342,8 +342,7 @@ def test_a_served_model_listed_by_its_path_is_known_to_baselines_by_its_file_nam
     assert served_model_name(model_id) == expected
 
 
-def test_a_keyed_server_is_measured_and_its_key_is_in_nothing_written_or_shown(pytester, served, tmp_path,
-                                                                              monkeypatch):
+def test_a_keyed_server_is_measured_and_its_key_is_in_nothing_written_or_shown(pytester, served, tmp_path):
     key = served.api_key.value   # in AXION_API_KEY (the fixture), where the docs tell users to put it
     pytester.makepyfile(USERS)
     port = served.url.split(":")[-1].split("/")[0]
