@@ -39,7 +39,7 @@ def server_binary():
 def served(server_binary, model_path):
     """A keyed llama-server (its own random key, as every server started here), and its key in AXION_API_KEY for
     the runs that measure it as an endpoint."""
-    with LlamaServer(server_binary, str(model_path), threads=2, slots=4, ctx_per_slot=512) as server, \
+    with LlamaServer(server_binary, str(model_path), threads=2, slots=4) as server, \
             pytest.MonkeyPatch.context() as env:
         env.setenv("AXION_API_KEY", server.api_key.value)
         yield server
@@ -117,8 +117,11 @@ def test_two_users(axion):
 def test_served_ab_of_identical_servers_passes_and_names_both_sides(pytester, served, tmp_path):
     pytester.makepyfile(TWO_USERS)
     report = tmp_path / "r.json"
+    # Two llama-server processes of one build, two users each, 16 tokens: six runs of this pair on 2 busy
+    # vCPUs gave B/A 0.92-1.06 and one CI run 0.86-0.94 in all three attempts, more spread than the 5% default
+    # is made for. The tolerance is the user's to set to the spread of their runners; here it is 12%.
     result = pytester.runpytest(*FAST, "--axion-serve=4", f"--axion-ab-endpoint={served.url}",
-                                "--axion-ab-rounds=6", f"--axion-report={report}")
+                                "--axion-ab-rounds=6", "--axion-ab-tolerance=0.12", f"--axion-report={report}")
     result.assert_outcomes(passed=1)
     data = json.loads(report.read_text())
     assert data["ab"]["baseline"]["python"] == served.url and "4 slots" in data["ab"]["baseline"]["served"]
