@@ -38,8 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_axion.engines.records import Measurement  # noqa: E402
 from pytest_axion.promises.ab import compare_paired, spread_of_ratios, unpaired_ratios  # noqa: E402
+from pytest_axion.records import Measurement  # noqa: E402
 
 LIGHT = "benchmarks/verdict_suite"
 SLOWDOWNS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 1.0)

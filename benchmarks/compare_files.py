@@ -29,8 +29,8 @@ from collections import Counter
 from pathlib import Path
 
 from pytest_axion.cli import compare_files
-from pytest_axion.engines.records import METRICS
-from pytest_axion.promises.speedup import Side, compare
+from pytest_axion.comparison import Side, compare
+from pytest_axion.records import METRICS
 
 FACTORS = (1.0, 0.9, 0.8, 0.75, 0.6)
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pytest_axion.engines.worker import EngineProcess
 from pytest_axion.machine.model import embedded_model_path
 from pytest_axion.proxy import spec_from_gguf, write_proxy
+from pytest_axion.proxy.predict import LayerFigure, predict
 
 PROXY_LAYERS = (2, 4)
 PROMPT, GEN, BATCHED = 512, 128, (128, 64, 4)
@@ -85,24 +86,26 @@ def main() -> None:
     full = f"proxy-{spec.n_layers}L"
     rows, record = [], {}
     for workload in WORKLOADS:
-        low, high = (level[f"proxy-{layers}L"][workload] for layers in PROXY_LAYERS)
-        per_layer = (high - low) / (PROXY_LAYERS[1] - PROXY_LAYERS[0])
-        fixed = low - per_layer * PROXY_LAYERS[0]
-        predicted = fixed + per_layer * spec.n_layers
+        # the product's own predictor, on the rounds' figures as rates (units of work per second)
+        figures = [LayerFigure(layers, tuple(1 / v for v in samples[f"proxy-{layers}L"][workload]), "tokens/s")
+                   for layers in PROXY_LAYERS]
+        prediction = predict(figures, spec.n_layers)
         truth = level["real"][workload]
         # paired by round: the 30-layer proxy's speed over the real model's in the same round
         pairs = zip(samples["real"][workload], samples[full][workload], strict=True)
         paired = statistics.median(real_s / proxy_s for real_s, proxy_s in pairs)
         rows.append([workload, f"{1 / truth:.1f}", f"{1 / level[full][workload]:.1f}", f"{paired:.3f}",
-                     f"{1 / predicted:.1f}", f"{truth / predicted:.3f}", f"{fixed * 1e3:.3f}",
-                     f"{per_layer * 1e3:.3f}"])
+                     f"{prediction.value:.1f} [{prediction.low:.1f}-{prediction.high:.1f}]",
+                     f"{prediction.value * truth:.3f}", f"{prediction.fixed * 1e3:.3f}",
+                     f"{prediction.per_layer * 1e3:.3f}"])
         record[workload] = {"real_per_s": 1 / truth, "proxy_full_per_s": 1 / level[full][workload],
-                            "proxy_full_over_real_paired": paired, "predicted_per_s": 1 / predicted,
-                            "predicted_over_real": truth / predicted, "fixed_ms": fixed * 1e3,
-                            "per_layer_ms": per_layer * 1e3,
+                            "proxy_full_over_real_paired": paired, "predicted_per_s": prediction.value,
+                            "predicted_interval_per_s": [prediction.low, prediction.high],
+                            "predicted_over_real": prediction.value * truth, "fixed_ms": prediction.fixed * 1e3,
+                            "per_layer_ms": prediction.per_layer * 1e3,
                             "samples_s": {n: samples[n][workload] for n in names}}
     headers = ["workload", "real /s", f"proxy {spec.n_layers}L /s", "proxy/real (paired)",
-               f"predicted from {PROXY_LAYERS[0]}L+{PROXY_LAYERS[1]}L /s", "predicted/real", "fixed ms",
+               f"predicted from {PROXY_LAYERS[0]}L+{PROXY_LAYERS[1]}L /s [95%]", "predicted/real", "fixed ms",
                "per layer ms"]
     print(tabulate(rows, headers=headers, tablefmt="github"))
     print("(/s: prompt tokens per second for pp512, generated tokens per second for tg128, steps of 4 users per "

@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_axion.engines.endpoint import EndpointEngine  # noqa: E402
 from pytest_axion.engines.paired import PairedEngine  # noqa: E402
-from pytest_axion.engines.records import measurements_of  # noqa: E402
 from pytest_axion.engines.worker import EngineProcess  # noqa: E402
 from pytest_axion.machine.model import embedded_model_path  # noqa: E402
+from pytest_axion.records import measurements_of  # noqa: E402
 from pytest_axion.serve.build import SERVER, build_programs  # noqa: E402
 from pytest_axion.serve.llama_server import LlamaServer  # noqa: E402
 

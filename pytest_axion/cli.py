@@ -12,8 +12,8 @@ from typing import TextIO
 
 from tabulate import tabulate
 
+from pytest_axion.comparison import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
 from pytest_axion.errors import AxionError, BaselineError
-from pytest_axion.promises.speedup import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
 from pytest_axion.store.baselines import Baseline, baseline_files, read_baseline, summarise_entries
 from pytest_axion.store.compare import TABLE_HEADERS, any_regressed, compare_sides, load_side, table_rows, version_lines
 
@@ -223,6 +223,28 @@ def proxy(*, name: str | None, like: Path | None, layers: int | None, quantizati
     return 0
 
 
+def predict(*, reports: Sequence[Path], layers: int | None, out: TextIO) -> int:
+    """Predict the full model's figures from the reports of one suite run on proxies of two or more layer counts."""
+    from pytest_axion.proxy.predict import predict_reports, rows_of
+    from pytest_axion.store.compare import read_report
+
+    try:
+        if layers is not None and layers < 1:
+            raise AxionError(f"--layers must be a positive layer count, got {layers}")
+        proxy, predicted = predict_reports([(str(path), read_report(path)) for path in reports], full_layers=layers)
+    except AxionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    counts = sorted({n for row in predicted for n in row.measured})
+    target = layers or proxy["full_layers"]
+    print(f"predicted for {proxy['of']} at {target} layers from proxies of {', '.join(map(str, counts))} layers: "
+          "time per unit of work = fixed + layers x per-layer, fitted per row; 95% bootstrap interval. "
+          "A prediction, not a measurement: promises judge what was measured.", file=out)
+    headers = ["test", "metric", "workload", "proxies (median)", "predicted", "interval, error"]
+    print(tabulate(rows_of(predicted), headers=headers, tablefmt="simple"), file=out)
+    return 0
+
+
 def _tolerance(text: str) -> float:
     try:
         return parse_tolerance(text, source="--tolerance")
@@ -271,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--quant", default=None, metavar="TYPE",
                      help="Q4_0 (default for a known model), Q4_K_M, Q8_0, F16 ... (--like copies the file's types)")
     sub.add_argument("--out", type=Path, default=None, metavar="PATH", help="write here instead of the cache")
+    text = ("predict the full model's figures from --axion-report files of one suite run on proxies of two or "
+            "more layer counts (e.g. proxy:llama-3.3-70b:2 and :4)")
+    sub = commands.add_parser("predict", help=text, description=text)
+    sub.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json", help="reports of the proxy runs")
+    sub.add_argument("--layers", type=int, default=None,
+                     help="layers of the model predicted (default: the full model's, as the proxies record it)")
     text = ("this machine's hardware id, the fingerprint behind it, llama.cpp's build flags and the environment "
             "warnings (name a runner type's baseline folder with it)")
     sub = commands.add_parser("hardware", help=text, description=text)
@@ -294,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "proxy":
         return proxy(name=args.name, like=args.like, layers=args.layers, quantization=args.quant,
                      out_path=args.out, out=sys.stdout)
+    if args.command == "predict":
+        return predict(reports=args.reports, layers=args.layers, out=sys.stdout)
     if args.command == "ab":
         return ab(baseline_python=args.baseline_python, rounds=args.rounds, tolerance=args.tolerance,
                   pytest_args=[a for a in args.pytest_args if a != "--"])

@@ -11,7 +11,14 @@ from dataclasses import dataclass, replace
 
 from pytest_axion.engines.base import Engine
 from pytest_axion.engines.paired import PairedEngine, measure_paired
-from pytest_axion.engines.records import (
+from pytest_axion.engines.worker import EngineProcess, WorkerError
+from pytest_axion.errors import MeasurementError, ModelFileError
+from pytest_axion.machine.environment import OtherCpuMeter
+from pytest_axion.machine.gguf import read_gguf_info
+from pytest_axion.machine.hardware import HardwareFingerprint, collect_hardware
+from pytest_axion.machine.model import ModelFingerprint, embedded_model_path, fingerprint_model
+from pytest_axion.machine.sizing import prompt_fill_tokens
+from pytest_axion.records import (
     MAX_SEQUENCES,
     CapacitySearch,
     EngineError,
@@ -23,13 +30,6 @@ from pytest_axion.engines.records import (
     workload_of,
     workload_request,
 )
-from pytest_axion.engines.worker import EngineProcess, WorkerError
-from pytest_axion.errors import MeasurementError, ModelFileError
-from pytest_axion.machine.environment import OtherCpuMeter
-from pytest_axion.machine.gguf import read_gguf_info
-from pytest_axion.machine.hardware import HardwareFingerprint, collect_hardware
-from pytest_axion.machine.model import ModelFingerprint, embedded_model_path, fingerprint_model
-from pytest_axion.machine.sizing import prompt_fill_tokens
 from pytest_axion.settings import Settings
 
 
@@ -216,7 +216,8 @@ class Axion:
                  record: Callable[[Measurement], None], progress: ProgressCallback | None = None,
                  record_pair: PairRecorder | None = None,
                  promised_per_user: Callable[[], tuple[float, str] | None] = lambda: None,
-                 record_capacity: Callable[[CapacitySearch], None] = lambda _: None) -> None:
+                 record_capacity: Callable[[CapacitySearch], None] = lambda _: None,
+                 fill_tokens: Callable[[], int] | None = None) -> None:
         self.loaded = loaded
         self.nodeid = nodeid
         self.repetitions = repetitions
@@ -226,6 +227,7 @@ class Axion:
         self._progress = progress
         self._promised_per_user = promised_per_user
         self._record_capacity = record_capacity
+        self._fill_tokens = fill_tokens
 
     @property
     def model(self) -> ModelFingerprint:
@@ -241,11 +243,12 @@ class Axion:
 
     @property
     def fill_tokens(self) -> int:
-        """Tokens per call (prompt x users) that keep this run's threads busy: 32 per thread, at most 512.
+        """Tokens per call (prompt x users) that keep this run's threads busy: by default 32 per thread, at most
+        512; with ``--axion-prompt-sizing sweep`` where this machine's prompt speed levels off for this model.
 
         Prompt speed is only steady above this (see :mod:`pytest_axion.machine.sizing`); size prompt workloads with it.
         """
-        return prompt_fill_tokens(self.threads)
+        return self._fill_tokens() if self._fill_tokens is not None else prompt_fill_tokens(self.threads)
 
     def prompt(self, n_tokens: int = 512, *, repetitions: int | None = None) -> Measurement:
         """Prompt processing speed of an n_tokens prompt (llama-bench ``pp``), tokens/s."""

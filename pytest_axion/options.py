@@ -34,6 +34,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "GGUF model to measure (default: the embedded SmolLM2-135M Q4_1 from pytest-axion[model]), or "
                "proxy:NAME[:LAYERS][:QUANT]: a known model's exact shapes and tensor types with a few layers and "
                "random weights, built once into the cache (e.g. proxy:llama-3.3-70b:4, Q4_0 by default)", "PATH"),
+    OptionSpec("predict_from", "--axion-predict-from", "axion_predict_from", "str",
+               "comma-separated --axion-report files of this suite run on proxies of the same model at other layer "
+               "counts: the summary and the report add the full model's figures predicted from them and this run "
+               "(labelled as a prediction; promises judge what was measured)", "REPORTS"),
     OptionSpec("threads", "--axion-threads", "axion_threads", "int",
                "threads for llama.cpp (default, as llama.cpp's tools: one per physical core this process may "
                "use, within its CPU affinity and cgroup quota)", "N"),
@@ -103,6 +107,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "the machine's own limits (memory bandwidth, float32 compute) that efficiency figures and "
                "promises are read against: cached (default: measured once per hardware id and thread count, "
                "kept a week), fresh (measured in this run) or off", "MODE"),
+    OptionSpec("prompt_sizing", "--axion-prompt-sizing", "axion_prompt_sizing", "str",
+               "tokens per call that prompt workloads sized with axion.fill_tokens use: rule (default: 32 per "
+               "thread, at most 512), sweep (where this machine's prompt speed levels off for this model, measured "
+               "once per hardware id, model and threads and cached a week) or a number of tokens", "MODE"),
     OptionSpec("python", "--axion-python", "axion_python", "str",
                "the Python interpreter whose llama-cpp-python measures, in a worker process of its own "
                "(default: this one; e.g. a venv with another llama.cpp build)", "PYTHON"),

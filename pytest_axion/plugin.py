@@ -15,9 +15,9 @@ from pytest_axion.options import MARKER, MARKER_SHORT_HELP, OPTIONS, options_giv
 # A pytest run that does not use the plugin imports this module and the option table, nothing more: the
 # settings, the promises, the engine and the reports are imported where a run first needs them.
 if TYPE_CHECKING:
-    from pytest_axion.engines.records import ProgressCallback
     from pytest_axion.harness import Axion, LoadedModel
     from pytest_axion.promises.marker import SloSpec
+    from pytest_axion.records import ProgressCallback
     from pytest_axion.session import AxionSession
     from pytest_axion.settings import Settings
 
@@ -347,6 +347,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         efficiency_lines,
         header_lines,
         measurement_table,
+        prediction_lines,
         promise_table,
         refresh_lines,
     )
@@ -363,7 +364,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         if table:
             write("")
             write(table)
-    for lines in (efficiency_lines(run), capacity_lines(run.verdicts, run.capacity_searches)):
+    for lines in (efficiency_lines(run), capacity_lines(run.verdicts, run.capacity_searches), prediction_lines(run)):
         if lines:
             write("")
         for line in lines:

@@ -12,21 +12,13 @@ from pathlib import Path
 
 from pytest_axion.engines.base import Engine
 from pytest_axion.engines.paired import PairedEngine, measure_paired
-from pytest_axion.engines.records import (
-    CapacitySearch,
-    EngineError,
-    Measurement,
-    ProgressCallback,
-    busy_limit,
-    workload_of,
-    workload_request,
-)
 from pytest_axion.engines.worker import probe_build
 from pytest_axion.errors import AxionError, MeasurementError, SettingsError
 from pytest_axion.harness import (
     Axion,
     LoadedModel,
     endpoint_hardware_id,
+    engine_run,
     load_model,
     remeasure,
 )
@@ -37,19 +29,32 @@ from pytest_axion.machine.features import missing_features, missing_message
 from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import collect_hardware
 from pytest_axion.machine.limits import LimitsError
-from pytest_axion.machine.model import embedded_model_path
+from pytest_axion.machine.model import ModelFingerprint, embedded_model_path
+from pytest_axion.machine.sizing import SWEEP_REPETITIONS, TOKENS_PER_THREAD, prompt_fill_tokens, sweep_tokens
 from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
 from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.promises.thresholds import per_user_limit
 from pytest_axion.promises.verdict import Verdict
+from pytest_axion.proxy.predict import PredictionSet, predict_run
+from pytest_axion.records import (
+    CapacitySearch,
+    EngineError,
+    Measurement,
+    ProgressCallback,
+    busy_limit,
+    measurements_of,
+    workload_of,
+    workload_request,
+)
 from pytest_axion.report.record import AbSession, AbSide, BaselineStatus, RunRecord, shown_path
 from pytest_axion.settings import Settings
 from pytest_axion.store import refresh as refreshing
 from pytest_axion.store.baselines import Baseline, baseline_path, check_writable, read_baseline, update_baseline
 from pytest_axion.store.gate import BaselineGate, GateSettings
 from pytest_axion.store.limits_cache import limits_for
+from pytest_axion.store.sizing_cache import Sizing, Sweep, sizing_for
 
 
 class AxionSession:
@@ -73,6 +78,8 @@ class AxionSession:
         self.capacity_searches: dict[str, CapacitySearch] = {}
         self.environment: tuple[str, ...] = ()   # warnings about the machine, read when measuring starts
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
+        self._predicted: tuple[int, PredictionSet] | None = None   # (measurements it was made from, prediction)
+        self._sizing: Sizing | None = None
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
         self.started = time.monotonic()   # the session's start: how long run 1 of a refresh took
         self._roofs: Roofs | None = None
@@ -119,7 +126,40 @@ class AxionSession:
 
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
                      record=self.measurements.append, progress=self.progress, record_pair=self._record_pair,
-                     promised_per_user=promised_per_user, record_capacity=self._record_capacity)
+                     promised_per_user=promised_per_user, record_capacity=self._record_capacity,
+                     fill_tokens=lambda: self.prompt_sizing().fill_tokens)
+
+    def prompt_sizing(self) -> Sizing:
+        """The tokens per call of prompt workloads (``axion.fill_tokens``): found once per session."""
+        if self._sizing is None:
+            loaded, choice = self.load(), self.settings.prompt_sizing
+            if isinstance(choice.value, int):
+                self._sizing = Sizing(choice.value, (), f"{choice.value} tokens per call from {choice.source}")
+            elif choice.value == "sweep" and not self.settings.served and self.settings.ab_source is None:
+                self._sizing = sizing_for(loaded.hardware.hardware_id, loaded.model.sha256, loaded.threads,
+                                          measure=lambda: self._prompt_sweep(loaded))
+            else:
+                why = "" if choice.value == "rule" else " (a served deployment or an A/B session is not swept)"
+                self._sizing = Sizing(prompt_fill_tokens(loaded.threads), (),
+                                      f"{TOKENS_PER_THREAD} tokens per thread, at most one micro-batch{why}")
+        return self._sizing
+
+    def _prompt_sweep(self, loaded: LoadedModel) -> Sweep:
+        """Prompt speed at each tokens-per-call of the sweep, in this session's worker."""
+        points, busy = [], []
+        for n_prompt in sweep_tokens():
+            if self.progress is not None:
+                self.progress(f"prompt sizing: {n_prompt} tokens per call", 0, 0)
+            try:
+                run, other = engine_run(loaded.engine, "prompt", repetitions=SWEEP_REPETITIONS, progress=None,
+                                        n_prompt=n_prompt)
+            except EngineError as err:
+                raise MeasurementError(f"prompt sizing ({n_prompt} tokens per call): {err}") from None
+            measured = measurements_of(run, nodeid="prompt sizing", threads=loaded.threads, other_cpus=other)
+            points.append((n_prompt, measured["prompt_tps"].median))
+            busy.append(other)
+        known = [cpus for cpus in busy if cpus is not None]
+        return Sweep(tuple(points), max(known) if known else None)
 
     def _record_capacity(self, search: CapacitySearch) -> None:
         self.capacity_searches[search.nodeid] = search
@@ -385,7 +425,25 @@ class AxionSession:
                          test_outcomes=self.test_outcomes(), environment=self.environment,
                          capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
                          roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
-                         served=loaded.engine.describe() if self.settings.served else "")
+                         served=loaded.engine.describe() if self.settings.served else "",
+                         prediction=self._prediction(loaded.model), prompt_sizing=self._sizing)
+
+    def _prediction(self, model: ModelFingerprint) -> PredictionSet | None:
+        """With --axion-predict-from: the full model's figures from the other proxy runs and this one (made once
+        per set of measurements: every report renders the same prediction)."""
+        if not self.settings.predict_from.value:
+            return None
+        if self._predicted is None or self._predicted[0] != len(self.measurements):
+            from pytest_axion.store.compare import read_report  # jsonschema: only for a prediction
+
+            this_run = {"model": model.to_json(), "results": [m.to_json() for m in self.measurements]}
+            try:
+                others = [(path, read_report(Path(path))) for path in self.settings.predict_from.value]
+                prediction = predict_run(others, this_run)
+            except AxionError as err:
+                prediction = PredictionSet(of="?", layers=0, from_layers=(), problem=str(err))
+            self._predicted = (len(self.measurements), prediction)
+        return self._predicted[1]
 
     def _ab_session(self) -> AbSession | None:
         engine, settings = self._loaded.engine if self._loaded is not None else None, self.settings

@@ -10,17 +10,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
 
+from pytest_axion.comparison import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
 from pytest_axion.credentials import Secret, api_key, public_url
-from pytest_axion.errors import SettingsError
+from pytest_axion.errors import AxionError, SettingsError
 from pytest_axion.machine.cpu import UsableCores, usable_cores
 from pytest_axion.machine.features import parse_features
 from pytest_axion.machine.hardware import validate_hardware_id
 from pytest_axion.options import OPTIONS, OptionSpec
 from pytest_axion.promises.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
 from pytest_axion.promises.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
-from pytest_axion.promises.speedup import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
+
+if TYPE_CHECKING:
+    from pytest_axion.machine.gguf import GgufInfo
 
 T = TypeVar("T")
 
@@ -37,6 +41,9 @@ MAX_REPETITIONS = 1000
 EFFICIENCY_MODES = ("cached", "fresh", "off")
 MAX_SERVE_SLOTS = 256
 DEFAULT_EFFICIENCY = "cached"
+PROMPT_SIZING_MODES = ("rule", "sweep")
+DEFAULT_PROMPT_SIZING = "rule"
+MAX_FILL_TOKENS = 8192
 
 
 _ONE_CORE = UsableCores(logical=1, physical=1)
@@ -80,6 +87,7 @@ class Settings:
     ab_rounds: Sourced[int] = Sourced(DEFAULT_AB_ROUNDS, "default")
     ab_tolerance: Sourced[float] = Sourced(DEFAULT_AB_TOLERANCE, "default")
     efficiency: Sourced[str] = Sourced(DEFAULT_EFFICIENCY, "default")   # cached, fresh or off
+    prompt_sizing: Sourced[str | int] = Sourced(DEFAULT_PROMPT_SIZING, "default")   # rule, sweep or tokens
     endpoint: Sourced[str | None] = Sourced(None, "default")     # a served deployment's URL, or None
     ab_endpoint: Sourced[str | None] = Sourced(None, "default")  # A of a served A/B session, or None
     endpoint_model: Sourced[str | None] = Sourced(None, "default")
@@ -87,6 +95,8 @@ class Settings:
     endpoint_key: Secret | None = None
     ab_endpoint_key: Secret | None = None
     serve_slots: Sourced[int | None] = Sourced(None, "default")   # start llama-server with this many slots
+    # Reports of this suite on proxies of the same model at other layer counts: predict the full model.
+    predict_from: Sourced[tuple[str, ...]] = Sourced((), "default")
 
     @property
     def served(self) -> bool:
@@ -167,6 +177,8 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         raise SettingsError(f"{efficiency.source} must be one of {', '.join(EFFICIENCY_MODES)}, "
                             f"got {efficiency.value!r}")
 
+    prompt_sizing = _as_prompt_sizing(raw["prompt_sizing"])
+
     (endpoint, endpoint_key), (ab_endpoint, ab_endpoint_key) = _as_url(raw["endpoint"]), _as_url(raw["ab_endpoint"])
     serve_raw = raw["serve"]
     serve_slots: Sourced[int | None] = Sourced(None, "default")
@@ -214,6 +226,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         python=_as_optional_str(raw["python"]),
         ab_baseline=ab_baseline,
         efficiency=Sourced(efficiency.value or DEFAULT_EFFICIENCY, efficiency.source),
+        prompt_sizing=prompt_sizing,
         endpoint=endpoint,
         ab_endpoint=ab_endpoint,
         endpoint_model=_as_optional_str(raw["endpoint_model"]),
@@ -226,6 +239,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         report=_as_optional_str(raw["report"]),
         plots=_as_optional_str(raw["plots"]),
         markdown=_as_optional_str(raw["markdown"]),
+        predict_from=_as_paths(raw["predict_from"]),
         model=model,
         threads=threads,
         repetitions=repetitions,
@@ -290,6 +304,27 @@ def _as_optional_str(raw: Sourced[object]) -> Sourced[str | None]:
     return Sourced(str(raw.value), raw.source)
 
 
+def _as_prompt_sizing(raw: Sourced[object]) -> Sourced[str | int]:
+    if raw.value is None:
+        return Sourced(DEFAULT_PROMPT_SIZING, "default")
+    text = str(raw.value).strip().lower()
+    if text in PROMPT_SIZING_MODES:
+        return Sourced(text, raw.source)
+    if text.isdigit() and 1 <= int(text) <= MAX_FILL_TOKENS:
+        return Sourced(int(text), raw.source)
+    raise SettingsError(f"{raw.source} must be rule, sweep or a number of tokens from 1 to {MAX_FILL_TOKENS}, "
+                        f"got {raw.value!r}")
+
+
+def _as_paths(raw: Sourced[object]) -> Sourced[tuple[str, ...]]:
+    if raw.value is None:
+        return Sourced((), "default")
+    paths = tuple(part.strip() for part in str(raw.value).split(",") if part.strip())
+    if not paths:
+        raise SettingsError(f"{raw.source} must name one or more report files, got {raw.value!r}")
+    return Sourced(paths, raw.source)
+
+
 def _as_url(raw: Sourced[object]) -> tuple[Sourced[str | None], Secret | None]:
     """The public URL (no user info, query or fragment: it is shown and written) and the key to send to it."""
     url = _as_optional_str(raw)
@@ -330,8 +365,31 @@ def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str])
 
         if settings.model.value is not None and settings.model.value.startswith("proxy:"):
             settings = with_proxy_model(settings)
-        read_gguf_info(settings.model.value or str(embedded_model_path()))
+        info = read_gguf_info(settings.model.value or str(embedded_model_path()))
+        if settings.predict_from.value:
+            check_predict_from(settings, info)
     return settings
+
+
+def check_predict_from(settings: Settings, info: GgufInfo) -> None:
+    """``--axion-predict-from``: readable reports of runs on proxies of the model this run measures a proxy of."""
+    from pytest_axion.machine.model import proxy_of as proxy_of_model
+    from pytest_axion.proxy.predict import proxy_of as proxy_of_report
+    from pytest_axion.store.compare import read_report
+
+    source = settings.predict_from.source
+    mine = proxy_of_model(info)
+    if mine is None:
+        raise SettingsError(f"{source} predicts a full model from proxies, but {info.path} is not a proxy: "
+                            "measure one with --axion-model proxy:NAME:LAYERS")
+    for path in settings.predict_from.value:
+        try:
+            theirs = proxy_of_report(read_report(Path(path)), path)
+        except AxionError as err:
+            raise SettingsError(f"{source}: {err}") from None
+        if theirs["of"] != mine["of"]:
+            raise SettingsError(f"{source}: {path} measured a proxy of {theirs['of']}, this run one of "
+                                f"{mine['of']}: give reports of proxies of the same model")
 
 
 def with_proxy_model(settings: Settings) -> Settings:

@@ -32,4 +32,4 @@ def engine(model_path):
 def contention_ignored(monkeypatch):
     """For tests of what a promise says about a real miss: a machine made busy on purpose (a shared CI runner)
     must not turn their verdict into 'inconclusive: other processes used ...', which has tests of its own."""
-    monkeypatch.setattr("pytest_axion.engines.records.BUSY_MIN_CPUS", float("inf"))
+    monkeypatch.setattr("pytest_axion.records.BUSY_MIN_CPUS", float("inf"))

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_axion.engines.records import BatchedRun, EngineError, ModelFacts, Run, WarmUpRun
+from pytest_axion.records import BatchedRun, EngineError, ModelFacts, Run, WarmUpRun
 
 DATA = Path(__file__).parent / "data"
 MANY_CORE = DATA / "many-core" / "reference-suite-16t-report.json"

@@ -4,7 +4,6 @@ import random
 import pytest
 
 from pytest_axion.engines.paired import round_order
-from pytest_axion.engines.records import Measurement
 from pytest_axion.promises.ab import (
     AbPromise,
     compare_paired,
@@ -15,6 +14,7 @@ from pytest_axion.promises.ab import (
     wilcoxon_k,
 )
 from pytest_axion.promises.confirm import confirm
+from pytest_axion.records import Measurement
 
 
 def measurement(metric, samples, n_gen=16):

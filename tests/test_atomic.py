@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pytest_axion.store.atomic import write_json_atomically
+from pytest_axion.files import write_json_atomically
 
 
 def test_atomic_write_leaves_only_the_file(tmp_path):

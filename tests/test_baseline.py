@@ -5,12 +5,12 @@ import dataclasses
 
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import BaselineError
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.machine.model import ModelFingerprint
 from pytest_axion.promises.baseline import BaselinePromise
 from pytest_axion.promises.confirm import confirm
+from pytest_axion.records import Measurement
 from pytest_axion.store.baselines import Baseline, BaselineEntry, baseline_path, write_baseline
 from pytest_axion.store.gate import BaselineGate, GateSettings
 from tests.test_baselines import HARDWARE, PROVENANCE

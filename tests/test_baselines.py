@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from pytest_axion import schemas
 from pytest_axion.errors import BaselineError, HardwareIdError
 from pytest_axion.machine.hardware import collect_hardware
 from pytest_axion.store import baselines
@@ -209,11 +210,11 @@ def test_kill_9_in_the_middle_of_a_write_keeps_the_old_file_and_the_leftover_is_
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from pytest_axion.store import atomic
+        from pytest_axion import files
         from tests.test_baselines import make_baseline
         from pytest_axion.store.baselines import write_baseline
         # die like kill -9 at the worst moment: the new file is complete but not yet renamed
-        atomic.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+        files.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
         write_baseline(Path({str(path)!r}), make_baseline(level=200.0))
         """)
     killed = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -243,6 +244,6 @@ def test_the_fast_schema_check_refuses_whatever_jsonschema_refuses():
                    mutate(lambda d: d["entries"][ENTRY].update(unit="furlongs"))]
     for text in broken_ones:
         data = json.loads(text)
-        assert not baselines._validator().is_valid(data)
-        assert not baselines._quickly_valid(data), text[:200]
-    assert baselines._quickly_valid(good_json())
+        assert not schemas.baseline_validator().is_valid(data)
+        assert not schemas.baseline_quickly_valid(data), text[:200]
+    assert schemas.baseline_quickly_valid(good_json())

@@ -75,14 +75,14 @@ def test_cli_parses_compare_options(tmp_path, capsys):
 
 
 def single_run(level):
-    from pytest_axion.promises.speedup import Side
+    from pytest_axion.comparison import Side
     return Side(((level * 0.99, level, level * 1.01),))
 
 
 def test_a_table_is_judged_as_a_whole_so_chance_strays_among_many_rows_are_inconclusive():
     """Two single-run files: a row 0.72x alone is significant (p about 0.02), but among 20 rows a stray that
     far is expected by chance; a row at 0.5x stays regressed, and one row alone keeps its own verdict."""
-    from pytest_axion.promises.speedup import compare as compare_sides_of_one
+    from pytest_axion.comparison import compare as compare_sides_of_one
     from pytest_axion.store.compare import p_value, together
 
     stray, halved = (compare_sides_of_one(single_run(100), single_run(100 * f), higher_is_better=True)

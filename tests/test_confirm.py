@@ -4,11 +4,11 @@ import dataclasses
 
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.marker import PromiseContext, parse_slo, promises_for
 from pytest_axion.promises.shape import ShapePromise, SteadyLimits
 from pytest_axion.promises.thresholds import Bound
+from pytest_axion.records import Measurement
 
 NODE = "t.py::test"
 CALM = (0.99, 1.0, 1.01, 0.995, 1.005)

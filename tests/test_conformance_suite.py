@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from pytest_axion.report.json_report import validate_report
+from pytest_axion.schemas import validate_report
 from tests.replay import MANY_CORE, TWO_THREADS, recorded_cells, replay
 
 SUITE = Path(__file__).parent / "conformance"

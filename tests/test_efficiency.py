@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.machine.costs import ModelCosts
 from pytest_axion.machine.limits import Bandwidth, MachineLimits, measure_in_subprocess
 from pytest_axion.promises.confirm import confirm
 from pytest_axion.promises.efficiency import EfficiencyPromise, Roofs, efficiency_figures, promises
 from pytest_axion.promises.marker import PromiseContext, parse_slo
+from pytest_axion.records import Measurement
 from pytest_axion.store.limits_cache import limits_for
 
 COSTS = ModelCosts(step_weight_bytes=100_000_000, embedding_row_bytes=0, matrix_params=50_000_000, n_layer=10,

@@ -5,8 +5,8 @@ import statistics
 
 import pytest
 
-from pytest_axion.engines.records import EngineError
 from pytest_axion.engines.worker import probe_build
+from pytest_axion.records import EngineError
 
 
 def prompt(engine, n_prompt, **kw):

@@ -2,10 +2,10 @@ import sys
 
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.promises.ab import AbPromise
 from pytest_axion.promises.confirm import confirm
+from pytest_axion.records import Measurement
 from pytest_axion.report.plots import check_matplotlib, draw_ab_ratios, draw_figures
 
 

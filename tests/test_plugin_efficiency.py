@@ -3,7 +3,7 @@
 import json
 import xml.etree.ElementTree as ET
 
-from pytest_axion.report.json_report import validate_report
+from pytest_axion.schemas import validate_report
 
 FAST = ["--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=0", "--axion-confirm=1"]
 

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_axion.report.json_report import validate_report
+from pytest_axion.schemas import validate_report
 
 FAST = ["--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=0"]
 SUITE = """
@@ -73,7 +73,7 @@ def test_passing_suite_with_capacity_report_and_junit(pytester, tmp_path):
     assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].startswith("pass: itl_ms at batch 2 (pp16+tg8): ")
     assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].endswith("<= 10000.0 ms (p99 of 16)")
     verdicts = {v["name"]: v for v in data["verdicts"]}
-    assert verdicts["per_user_tps.b2.pp16.tg8"]["outcome"] == "pass" and data["schema_version"] == 6
+    assert verdicts["per_user_tps.b2.pp16.tg8"]["outcome"] == "pass" and data["schema_version"] == 7
 
 
 @pytest.mark.parametrize("marker, expected", [

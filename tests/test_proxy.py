@@ -4,6 +4,7 @@ The type rules are checked twice: by hand on the published configurations, and a
 ``llama_model_quantize`` run on small F16 proxies (in a subprocess: only the worker loads llama.cpp here).
 """
 
+import json
 import math
 import subprocess
 import sys
@@ -447,7 +448,7 @@ def test_padded_and_cut_vocabularies_load_through_like(tmp_path, vocab_size, arc
 
 
 def test_a_run_measures_a_proxy_named_on_the_command_line_and_names_what_it_stands_for(pytester, tmp_path,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     pytester.makepyfile("""
         import pytest
@@ -456,12 +457,47 @@ def test_a_run_measures_a_proxy_named_on_the_command_line_and_names_what_it_stan
         def test_prompt(axion):
             axion.prompt(32)
     """)
+    report = tmp_path / "2L.json"
     result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{SMOL}:2", "--axion-repetitions=2",
-                                "--axion-efficiency=off", "-p", "no:cacheprovider")
+                                "--axion-efficiency=off", "-p", "no:cacheprovider", f"--axion-report={report}")
     result.assert_outcomes(passed=1)
     [built] = (tmp_path / "cache" / "pytest-axion" / "proxies").rglob("*.gguf")
     assert built.name.startswith(f"{SMOL}.2L.")
-    result.stdout.fnmatch_lines([f"axion: model {built.stem}*"])
+    result.stdout.fnmatch_lines([f"axion: model {built.stem}*",
+                                 f"model: {built.name} (*) loaded in *; proxy of {SMOL}: 2 of 30 layers, random "
+                                 "Q4_0 weights*"])
+    recorded = json.loads(report.read_text())
+    assert recorded["model"]["proxy"] == {"of": SMOL, "layers": 2, "full_layers": 30, "quantization": "Q4_0",
+                                          "seed": recorded["model"]["proxy"]["seed"]}
+    # the same suite on 4 layers, predicting the full model from both runs: in the summary and the report
+    four = tmp_path / "4L.json"
+    result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{SMOL}:4", "--axion-repetitions=2",
+                                "--axion-efficiency=off", "-p", "no:cacheprovider", f"--axion-report={four}",
+                                f"--axion-predict-from={report}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"prediction for {SMOL} (30 layers) from proxies of 2, 4 layers: *A prediction, "
+                                 "not a measurement*",
+                                 "*test_prompt*prompt_tps*pp32+tg0 x1*2L *, 4L *tokens/s*"])
+    predicted = json.loads(four.read_text())["prediction"]
+    assert predicted["of"] == SMOL and predicted["from_layers"] == [2, 4] and predicted["problem"] is None
+    (row,) = predicted["rows"]
+    assert set(row["measured"]) == {"2", "4"} and row["low"] <= row["value"] <= row["high"]
+    # ... and the command gives the same from the two reports
+    from pytest_axion.cli import main
+
+    capsys.readouterr()   # what the runs above printed
+    assert main(["predict", str(report), str(four)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"predicted for {SMOL} at 30 layers from proxies of 2, 4 layers")
+    assert f"{row['value']:.4g} tokens/s" in printed
+    assert main(["predict", str(report)]) == 2
+    assert "two or more layer counts, got [2]" in capsys.readouterr().err
+    # a prediction needs a proxy run, and reports of proxies of the same model
+    result = pytester.runpytest("--axion-slo", f"--axion-predict-from={report}", "-p", "no:cacheprovider")
+    assert result.ret == 4 and "is not a proxy: measure one with --axion-model proxy:NAME:LAYERS" in result.stderr.str()
+    result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{SMOL}:4",
+                                f"--axion-predict-from={tmp_path / 'none.json'}", "-p", "no:cacheprovider")
+    assert result.ret == 4 and "none.json" in result.stderr.str() and "Traceback" not in result.stderr.str()
     result = pytester.runpytest("--axion-slo", "--axion-model=proxy:no-such-model:2", "-p", "no:cacheprovider")
     assert result.ret == 4 and "no-such-model" in result.stderr.str() and "Traceback" not in result.stderr.str()
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pytest_axion.engines.records import METRICS, Measurement
+from pytest_axion.records import METRICS, Measurement
 
 
 def make(metric="prompt_tps", samples=(100.0, 110.0, 90.0), **overrides):

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.hardware import HardwareFingerprint
+from pytest_axion.records import Measurement
 from pytest_axion.store.baselines import baseline_from_json
 from pytest_axion.store.refresh import (
     RunData,

@@ -3,17 +3,18 @@ import dataclasses
 import jsonschema
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.machine.hardware import collect_hardware
 from pytest_axion.machine.model import ModelFingerprint
 from pytest_axion.promises.confirm import confirm
 from pytest_axion.promises.marker import PromiseContext, parse_slo, promises_for
 from pytest_axion.promises.reading import ReadingSpeed
 from pytest_axion.promises.shape import ShapePromise
-from pytest_axion.report.json_report import build_report, validate_report, write_report
+from pytest_axion.records import Measurement
+from pytest_axion.report.json_report import build_report, write_report
 from pytest_axion.report.junit import junit_properties
 from pytest_axion.report.record import RunRecord
 from pytest_axion.report.terminal import capacity_lines, header_lines, measurement_table, promise_table
+from pytest_axion.schemas import validate_report
 
 READING = ReadingSpeed(5.0, "reading speed 5 t/s (default)")
 MODEL = ModelFingerprint(file_name="m.gguf", path="/m.gguf", sha256="a" * 64, architecture="llama",
@@ -44,7 +45,7 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert failed["readings"][0]["status"] == "missed" and failed["readings"][0]["detail"]["batch_size"] == 4
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
                                 "capacity_search": None, "slo_passed": False}]
-    assert report["schema_version"] == 6 and report["ab"] is None and report["baseline"] is None
+    assert report["schema_version"] == 7 and report["ab"] is None and report["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 
@@ -82,8 +83,8 @@ def test_unwritable_report_path_is_one_line_error(tmp_path):
 def judged_record():
     from dataclasses import replace
 
+    from pytest_axion.comparison import Side, compare
     from pytest_axion.promises.baseline import baseline_reading
-    from pytest_axion.promises.speedup import Side, compare
     from pytest_axion.promises.verdict import Judgement, verdict_of
     from pytest_axion.report.record import BaselineStatus
 

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pytest_axion.engines.endpoint import EndpointEngine, served_model_name
-from pytest_axion.engines.records import EngineError, measurements_of
+from pytest_axion.records import EngineError, measurements_of
 from pytest_axion.serve.build import SERVER, build_programs
 from pytest_axion.serve.llama_server import LlamaServer, ServerError, free_port, pids_of
 
@@ -306,7 +306,7 @@ def test_a_run_whose_client_lagged_is_measured_again_and_an_error_only_when_ever
 
 def test_served_prompt_speed_is_the_rounds_prompt_tokens_over_its_prompt_span():
     """As in process (S_PP = B x pp / T_PP), not one slot's share of a prompt step the slots shared."""
-    from pytest_axion.engines.records import ServedRequest, ServedRun, served_samples
+    from pytest_axion.records import ServedRequest, ServedRun, served_samples
 
     def request(user, due, first, end):
         return ServedRequest(user=user, due=due, first_token=first, end=end, token_times=(first, end),

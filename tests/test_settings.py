@@ -129,3 +129,20 @@ def test_served_ab_session_judges_pairs_instead_of_stored_baselines():
     settings = resolve(cli={"enabled": True, "ab_endpoint": "http://a:8080/v1", "endpoint": "http://b:8080/v1"})
     assert settings.ab_source == "http://a:8080/v1" and not settings.compare_baselines
     assert resolve(cli={"enabled": True}).ab_source is None
+
+
+def test_prompt_sizing_is_rule_sweep_or_tokens_and_anything_else_names_its_source():
+    assert resolve().prompt_sizing.value == "rule"
+    assert resolve(cli={"prompt_sizing": "Sweep"}).prompt_sizing.value == "sweep"
+    assert resolve(ini={"axion_prompt_sizing": "256"}).prompt_sizing == \
+        type(resolve().prompt_sizing)(256, "ini axion_prompt_sizing")
+    for bad in ("0", "fast", "99999"):
+        with pytest.raises(SettingsError, match=r"--axion-prompt-sizing must be rule, sweep or a number of tokens"):
+            resolve(cli={"prompt_sizing": bad})
+
+
+def test_predict_from_is_a_list_of_reports():
+    assert resolve().predict_from.value == ()
+    assert resolve(cli={"predict_from": "a.json, b.json"}).predict_from.value == ("a.json", "b.json")
+    with pytest.raises(SettingsError, match=r"--axion-predict-from must name one or more report files"):
+        resolve(cli={"predict_from": " , "})

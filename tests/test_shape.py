@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.machine.sizing import prompt_fill_tokens
 from pytest_axion.promises.confirm import confirm
 from pytest_axion.promises.shape import ShapePromise, SteadyLimits, evaluate_shape, scaling_checks, steadiness_checks
 from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, PASS
+from pytest_axion.records import Measurement
 
 CALM = (0.99, 1.0, 1.01, 0.995, 1.005)
 

@@ -30,3 +30,51 @@ def test_rising_speed_is_told_apart_from_a_level_curve_and_a_dip():
     assert not still_rising([(64, 330), (128, 160), (256, 350), (512, 340)])   # one slow cell: not a climb
     assert not still_rising([(64, 100), (128, 200)])                           # two points say nothing
     assert levels_off_at([]) is None
+
+
+# -- the measured sweep (--axion-prompt-sizing sweep) and its cache ---------------------------------------
+
+# tokens per call -> prompt t/s: 64-512 as issue 26 measured them on this project's 2-vCPU Intel VM (a step at
+# 256), 16 and 32 set lower as on every machine seen
+INTEL_2VCPU = ((16, 150.0), (32, 190.0), (64, 232.0), (128, 236.0), (256, 265.0), (512, 289.0))
+
+
+def test_the_sweep_stops_at_one_micro_batch_and_picks_where_speed_levels_off():
+    from pytest_axion.machine.sizing import fill_from_sweep, sweep_tokens
+
+    assert sweep_tokens() == (16, 32, 64, 128, 256, 512) and sweep_tokens(n_ubatch=128) == (16, 32, 64, 128)
+    # the rule of thumb's 64 runs at 80% of the fastest here; the sweep picks 256 (92%)
+    assert fill_from_sweep(INTEL_2VCPU, threads=2) == 256
+    assert fill_from_sweep((), threads=2) == 64   # no points: the rule
+
+
+def test_a_sweep_is_cached_per_machine_model_and_threads_and_a_busy_one_is_not(tmp_path):
+    from pytest_axion.store.sizing_cache import Sweep, sizing_for
+
+    calls = []
+
+    def measure(busy=0.0):
+        def run():
+            calls.append(busy)
+            return Sweep(INTEL_2VCPU, busy)
+        return run
+
+    first = sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1000.0)
+    assert (first.fill_tokens, first.source) == (256, "swept in this run") and len(calls) == 1
+    again = sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=2000.0)
+    assert again.fill_tokens == 256 and again.source.startswith("swept 1970-01-01 00:16 UTC, cached in ")
+    assert len(calls) == 1   # read from the cache
+    sizing_for("hw", "ab" * 32, 4, measure=measure(), cache_dir=tmp_path, now=2000.0)   # other threads: swept
+    sizing_for("hw", "cd" * 32, 2, measure=measure(), cache_dir=tmp_path, now=2000.0)   # other model: swept
+    assert len(calls) == 3
+    week_later = sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1000.0 + 8 * 86400)
+    assert week_later.source == "swept in this run" and len(calls) == 4
+    busy = sizing_for("hw2", "ab" * 32, 2, measure=measure(busy=1.2), cache_dir=tmp_path, now=1000.0)
+    assert "1.2 CPU(s) busy: not cached" in busy.source
+    sizing_for("hw2", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1001.0)
+    assert len(calls) == 6   # the busy sweep was not kept
+    # a damaged cache file is swept again and rewritten, never an error
+    for path in tmp_path.glob("hw-*-t2.json"):
+        path.write_text('{"measured_at": 1000, "points": [[16, -1]]}')
+    assert sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1001.0).fill_tokens == 256
+    assert len(calls) == 7

@@ -2,18 +2,18 @@ import math
 
 import pytest
 
-from pytest_axion.promises.speedup import (
+from pytest_axion.comparison import (
     IMPROVED,
     INCONCLUSIVE,
     OK,
     REGRESSED,
     UNKNOWN_BETWEEN_RUN_SD,
     Side,
-    busy_reason,
     classify,
     compare,
     t_quantile,
 )
+from pytest_axion.promises.speedup import busy_reason
 
 STEADY = (100.0, 101.0, 99.0, 100.5, 99.5)
 

@@ -1,6 +1,5 @@
 import pytest
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.promises.confirm import confirm
 from pytest_axion.promises.marker import (
@@ -15,6 +14,7 @@ from pytest_axion.promises.marker import (
 from pytest_axion.promises.reading import ReadingSpeed
 from pytest_axion.promises.shape import SteadyLimits
 from pytest_axion.promises.thresholds import capacity
+from pytest_axion.records import Measurement
 
 READING = ReadingSpeed(5.0, "reading speed 5 t/s (default)")
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_axion.comparison import Side, compare
 from pytest_axion.promises.baseline import attempt_reading, baseline_reading, with_cpus
 from pytest_axion.promises.confirm import pause_before
-from pytest_axion.promises.speedup import Side, busy_reason, compare
+from pytest_axion.promises.speedup import busy_reason
 from pytest_axion.promises.verdict import (
     FAIL,
     INCONCLUSIVE,

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from pytest_axion.engines.paired import PairedEngine, round_measurements
-from pytest_axion.engines.records import BatchedRun, EngineError, PromptRun
 from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineCrash, EngineProcess, WorkerError, WorkerHang
+from pytest_axion.records import BatchedRun, EngineError, PromptRun
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """What the harness needs of an engine: the interface a llama.cpp worker implements, and a served endpoint can.
 
 Every engine measures the same three workloads (prompt, generation, batched users) and answers with the
-run records of :mod:`pytest_axion.engines.records`; the harness turns them into measurements and never
+run records of :mod:`pytest_axion.records`; the harness turns them into measurements and never
 asks which kind of engine it has.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pytest_axion.engines.records import ModelFacts, ProgressCallback, Run, WarmUpRun
+from pytest_axion.records import ModelFacts, ProgressCallback, Run, WarmUpRun
 
 
 class Engine(Protocol):

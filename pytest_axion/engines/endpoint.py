@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pytest_axion.credentials import KEY_VARIABLES, Secret, is_loopback
-from pytest_axion.engines.records import (
+from pytest_axion.errors import AxionError
+from pytest_axion.records import (
     EngineError,
     ModelFacts,
     ProgressCallback,
@@ -44,7 +45,6 @@ from pytest_axion.engines.records import (
     ServedRun,
     WarmUpRun,
 )
-from pytest_axion.errors import AxionError
 
 T = TypeVar("T")
 REQUEST_TIMEOUT_S = 300.0     # idle limit of one read, and (below) the whole request's deadline

@@ -3,7 +3,7 @@
 This module imports only ``llama_cpp`` and the standard library, so it can also run as a worker under
 another Python that has nothing but llama-cpp-python installed (``PYTHON path/to/engine.py --model M
 --threads T``, see :func:`serve`): the A/B upgrade gate measures two installations with the same code.
-It returns raw timings as plain dicts (the fields of :mod:`pytest_axion.engines.records`' run records,
+It returns raw timings as plain dicts (the fields of :mod:`pytest_axion.records`' run records,
 which the worker client builds); turning them into tokens/s and verdicts happens elsewhere. The plugin
 runs it only as a worker process (:mod:`pytest_axion.engines.worker`), so that a crash of llama.cpp
 cannot take pytest down with it.

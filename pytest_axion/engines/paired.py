@@ -13,8 +13,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from pytest_axion.engines.base import Engine
-from pytest_axion.engines.records import Measurement, ProgressCallback, Run, WarmUpRun, measurements_of
 from pytest_axion.machine.environment import OtherCpuMeter
+from pytest_axion.records import Measurement, ProgressCallback, Run, WarmUpRun, measurements_of
 from pytest_axion.stats import median
 
 

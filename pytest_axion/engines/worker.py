@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pytest_axion.children import die_with_parent
-from pytest_axion.engines.records import (
+from pytest_axion.errors import AxionError
+from pytest_axion.records import (
     EngineError,
     ModelFacts,
     ProgressCallback,
@@ -34,7 +35,6 @@ from pytest_axion.engines.records import (
     WarmUpRun,
     run_from_json,
 )
-from pytest_axion.errors import AxionError
 
 ENGINE_SCRIPT = Path(__file__).resolve().with_name("llama.py")
 LOG_LINES_QUOTED = 3

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from pytest_axion.engines.records import busy_limit
+from pytest_axion.records import busy_limit
 
 DEFAULT_SYS_CPU_ROOT = "/sys/devices/system/cpu"
 _PERFORMANCE = "performance"

@@ -25,6 +25,8 @@ DEFAULT_ALIGNMENT = 32
 _MAX_COUNT = 1_000_000  # more tensors or keys than any real model has: the header is corrupt
 _MAX_DIMS = 8
 _MAX_METADATA_STRING = 256
+# The keys a proxy model (pytest_axion.proxy) writes into its header: what it stands for.
+PROXY_KEY_PREFIX = "axion.proxy."
 _REFETCH = "fetch or copy the file again"
 
 # GGUF value types and the struct format of the fixed-size ones.

@@ -34,9 +34,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_axion.engines.records import busy_limit
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.environment import OtherCpuMeter
+from pytest_axion.records import busy_limit
 
 MIB = 1 << 20
 BEYOND_CACHE_FACTOR = 8

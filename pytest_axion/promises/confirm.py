@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.promises.verdict import Judgement, Verdict, verdict_of, wants_another_attempt
+from pytest_axion.records import Measurement
 
 # (the measurements to measure again, the attempt's number, a line saying why) -> fresh measurements by key
 MeasureAgain = Callable[[Sequence[Measurement], int, str], Mapping[str, Measurement]]

@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.machine.costs import ModelCosts
 from pytest_axion.machine.limits import MachineLimits
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec, positive_number
 from pytest_axion.promises.verdict import INFO, MET, MISSED, Judgement, Reading
+from pytest_axion.records import Measurement
 
 GEN_BANDWIDTH, PROMPT_COMPUTE = "gen_bandwidth", "prompt_compute"
 EFFICIENCY_METRIC = {GEN_BANDWIDTH: "gen_tps", PROMPT_COMPUTE: "prompt_tps"}

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.machine.sizing import TOKENS_PER_THREAD, levels_off_at, still_rising
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec, positive, positive_number
 from pytest_axion.promises.verdict import MET, MISSED, Judgement, Reading
+from pytest_axion.records import Measurement
 from pytest_axion.stats import median
 
 STEADY = "steady_within"

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec, one_of, positive, positive_number
 from pytest_axion.promises.verdict import INFO, MET, MISSED, Judgement, Reading
+from pytest_axion.records import Measurement
 from pytest_axion.stats import quantile
 
 READING = "reading"

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from pytest_axion.files import TEMP_PREFIX, default_cache_dir, fsync_directory
+from pytest_axion.machine.gguf import PROXY_KEY_PREFIX
 from pytest_axion.proxy import blocks, ggufio
 from pytest_axion.proxy.quant import SUPPORTED_QUANTIZATIONS, file_type_id, tensor_types
 from pytest_axion.proxy.spec import ProxyError, ProxySpec, TensorShape, check_layers, hyperparameter_kvs, tensor_table
 from pytest_axion.proxy.tokenizer import donor_tokenizer, fit_tokenizer, tokenizer_kvs
-from pytest_axion.store.atomic import TEMP_PREFIX, fsync_directory
 
 PROXY_FORMAT_VERSION = 1      # bump when the writer's output changes: cached proxies are named by it
 MIN_DEFAULT_LAYERS = 2        # llama.cpp skips the last layer's FFN for tokens without logits: 1 layer measures little
@@ -29,7 +30,7 @@ MEMORY_REGIME_FACTOR = 4      # weights beyond 4x the last-level cache stream fr
 UNKNOWN_CACHE_BYTES = 256 << 20   # a last-level cache sysfs does not show: assume a large one (more layers, not fewer)
 LOCK_TIMEOUT_S = 1800.0       # a 70B proxy of many layers takes minutes to write on a slow disk
 _CHUNK_BYTES = 32 << 20
-_KEY = "axion.proxy."
+_KEY = PROXY_KEY_PREFIX
 _GIB = 1 << 30
 
 
@@ -325,8 +326,6 @@ def proxy_cache_path(spec_name: str, layers: int, quantization: str, llama_cpp_v
 
     The llama.cpp version is in the path because its quantization rules, and so the proxy's types, follow it.
     """
-    from pytest_axion.machine.model import default_cache_dir
-
     def safe(text: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 

@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import platform
-from collections.abc import Mapping
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from pytest_axion import __version__
 from pytest_axion.errors import AxionError
+from pytest_axion.files import write_json_atomically
 from pytest_axion.promises.efficiency import efficiency_figures
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import FAIL
 from pytest_axion.report.record import RunRecord
-from pytest_axion.store.atomic import write_json_atomically
+from pytest_axion.schemas import validate_report
 
-REPORT_SCHEMA_VERSION = 6
-READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6)
-
-
-def _schema(name: str) -> dict[str, Any]:
-    text = (resources.files("pytest_axion") / "schemas" / name).read_text(encoding="utf-8")
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
+REPORT_SCHEMA_VERSION = 7
+READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def build_report(run: RunRecord) -> dict[str, Any]:
@@ -53,7 +44,11 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool": {"name": "pytest-axion", "version": __version__},
         "settings": {"threads": run.threads, "repetitions": run.repetitions,
-                     "reading_speed_tokens_per_s": run.reading.tokens_per_s, "reading_speed": run.reading.label},
+                     "reading_speed_tokens_per_s": run.reading.tokens_per_s, "reading_speed": run.reading.label,
+                     "prompt_sizing": ({"fill_tokens": run.prompt_sizing.fill_tokens,
+                                        "source": run.prompt_sizing.source,
+                                        "points": [list(p) for p in run.prompt_sizing.points]}
+                                       if run.prompt_sizing is not None else None)},
         "model": run.model.to_json(),
         "hardware": run.hardware.to_json(),
         "software": {"python": platform.python_version(), "pytest": _version("pytest"),
@@ -69,6 +64,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "tests": tests,
         "efficiency": _efficiency(run),
         "served": run.served or None,
+        "prediction": run.prediction.to_json() if run.prediction is not None else None,
     }
 
 
@@ -88,15 +84,6 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def validate_report(report: Mapping[str, Any]) -> None:
-    """Raise jsonschema.ValidationError if the report does not match the shipped schema.
-
-    Reports of every readable version validate: version 1 lacks only the baseline parts; versions 1-4
-    keep verdicts per measurement and per kind, version 5 in one top-level list, every kind alike.
-    """
-    jsonschema.validate(report, _schema("report.schema.json"))
 
 
 def write_report(path: Path, run: RunRecord) -> dict[str, Any]:

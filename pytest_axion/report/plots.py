@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_axion.engines.records import Measurement
 from pytest_axion.errors import SettingsError
 from pytest_axion.promises.efficiency import GEN_BANDWIDTH, PROMPT_COMPUTE, EfficiencyFigure, Roofs
 from pytest_axion.promises.verdict import Verdict
+from pytest_axion.records import Measurement
 
 PLOTS_HINT = "pip install 'pytest-axion[plots]'"
 # A phase of fewer tokens than this exists only to drive the other phase (a 1-token generation after a

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_axion.engines.records import CapacitySearch, Measurement, ModelFacts, WarmUpRun
 from pytest_axion.machine.cpu import parse_system_info
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.machine.model import ModelFingerprint
 from pytest_axion.promises.efficiency import Roofs
 from pytest_axion.promises.reading import ReadingSpeed
 from pytest_axion.promises.verdict import Verdict
+from pytest_axion.proxy.predict import PredictionSet
+from pytest_axion.records import CapacitySearch, Measurement, ModelFacts, WarmUpRun
+from pytest_axion.store.sizing_cache import Sizing
 
 _FLAGS_SHOWN = ("KLEIDIAI", "REPACK", "OPENMP", "LLAMAFILE", "AVX512", "AVX2", "SVE", "DOTPROD", "MATMUL_INT8")
 
@@ -53,6 +55,8 @@ class RunRecord:
     roofs: Roofs | None = None                        # what efficiency is read against; None: off or not measured
     roofs_source: str = ""                            # where the limits came from, or why there are none
     served: str = ""                                  # the served deployment measured, or "" (in process)
+    prediction: PredictionSet | None = None           # the full model's figures, from proxies (--axion-predict-from)
+    prompt_sizing: Sizing | None = None               # axion.fill_tokens, when a test asked for it
 
 
 @dataclass(frozen=True)

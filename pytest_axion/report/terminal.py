@@ -12,13 +12,14 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from tabulate import tabulate
 
-from pytest_axion.engines.records import CapacitySearch, Measurement, WarmUpRun
 from pytest_axion.promises.efficiency import GEN_BANDWIDTH, efficiency_figures
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
+from pytest_axion.records import CapacitySearch, Measurement, WarmUpRun
 from pytest_axion.report.record import BaselineStatus, RunRecord, shown_flags, shown_path
 from pytest_axion.store.gate import no_baseline_message
 from pytest_axion.store.refresh import DIFF_HEADERS, RefreshResult
+from pytest_axion.store.sizing_cache import Sizing
 
 PER_MEASUREMENT_KINDS = ("threshold", "baseline", "ab")   # one row each: the measurement's own
 
@@ -36,6 +37,8 @@ def header_lines(run: RunRecord) -> list[str]:
         model_line = (f"model: {model.file_name} ({model.architecture}, {model.quantization}, "
                       f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 "
                       f"{model.sha256[:12]}) loaded in {run.load_seconds:.2f} s")
+        if model.stands_for:
+            model_line += f"; {model.stands_for}: its speed, not its answers, is the full model's"
     if run.served:
         engine_lines = [] if served_elsewhere else [f"llama-server started here, threads {run.threads}"]
     else:
@@ -50,10 +53,20 @@ def header_lines(run: RunRecord) -> list[str]:
         f"statistic: median of {run.ab.rounds if run.ab else run.repetitions} repetitions (IQR, CV); "
         f"{run.reading.label}",
         *warm_up_lines(run.warm_up),
+        *sizing_lines(run.prompt_sizing),
         *baseline_lines(run.baseline),
         *(run.ab.header_lines() if run.ab else []),
         *(f"environment: {warning}" for warning in run.environment),
     ]
+
+
+def sizing_lines(sizing: Sizing | None) -> list[str]:
+    """The tokens per call of prompt workloads (axion.fill_tokens), how they were found, and the sweep."""
+    if sizing is None:
+        return []
+    swept = ", ".join(f"{tokens}: {speed:.0f}" for tokens, speed in sizing.points)
+    return [f"prompt sizing: {sizing.fill_tokens} tokens per call ({sizing.source})"
+            + (f"; prompt t/s by tokens per call {swept}" if swept else "")]
 
 
 def warm_up_lines(warm_up: WarmUpRun | None) -> list[str]:
@@ -131,6 +144,22 @@ def measurement_table(measurements: Iterable[Measurement], verdicts: Sequence[Ve
         headers += ["baseline", "speedup [95% CI]", "tries", "vs baseline"]
     table: str = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
     return table
+
+
+def prediction_lines(run: RunRecord) -> list[str]:
+    """The full model's figures predicted from proxies (--axion-predict-from), labelled as a prediction."""
+    prediction = run.prediction
+    if prediction is None:
+        return []
+    if prediction.problem is not None:
+        return [f"prediction: none made: {prediction.problem}"]
+    from pytest_axion.proxy.predict import rows_of
+
+    head = (f"prediction for {prediction.of} ({prediction.layers} layers) from proxies of "
+            f"{', '.join(map(str, prediction.from_layers))} layers: time per unit of work = fixed + layers x "
+            "per-layer; 95% bootstrap interval. A prediction, not a measurement: promises judge what was measured.")
+    headers = ["test", "metric", "workload", "proxies (median)", "predicted", "interval, error"]
+    return [head, tabulate(rows_of(prediction.rows), headers=headers, tablefmt="simple")]
 
 
 def efficiency_lines(run: RunRecord) -> list[str]:

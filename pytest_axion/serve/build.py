@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from pytest_axion.engines.worker import NO_AMX_CMAKE_ARGS, probe_build
 from pytest_axion.errors import AxionError
-from pytest_axion.machine.model import default_cache_dir
+from pytest_axion.files import default_cache_dir
 
 BENCH_TOOLS = ("llama-bench", "llama-batched-bench")
 SERVER = "llama-server"

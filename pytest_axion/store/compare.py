@@ -13,9 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from pytest_axion.engines.records import METRICS, Measurement
-from pytest_axion.errors import AxionError
-from pytest_axion.promises.speedup import (
+from pytest_axion.comparison import (
     CONFIDENCE_Z,
     IMPROVED,
     INCONCLUSIVE,
@@ -25,7 +23,9 @@ from pytest_axion.promises.speedup import (
     Side,
     compare,
 )
-from pytest_axion.report.json_report import validate_report
+from pytest_axion.errors import AxionError
+from pytest_axion.records import METRICS, Measurement
+from pytest_axion.schemas import validate_report
 from pytest_axion.store.baselines import MAX_BASELINE_BYTES, read_baseline
 
 
@@ -42,17 +42,33 @@ class StoredSide:
     system_info: dict[str, str]
 
 
-def load_side(path: Path) -> StoredSide:
-    """Read a report or a baseline file; anything else is a one-line error naming it."""
+def _read_json(path: Path) -> Any:
     try:
         if path.stat().st_size > MAX_BASELINE_BYTES:
             raise AxionError(f"{path} is larger than {MAX_BASELINE_BYTES:,} bytes: not a report or baseline")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise AxionError(f"cannot read {path}: {err.strerror or err}") from None
     except (ValueError, RecursionError) as err:
         raise AxionError(f"{path} is not valid JSON ({str(err)[:120]}): pass a --axion-report file or a "
                          "baseline file") from None
+
+
+def read_report(path: Path) -> Mapping[str, Any]:
+    """A ``--axion-report`` file, schema-checked; anything else is a one-line error naming it."""
+    data = _read_json(path)
+    if not (isinstance(data, dict) and "results" in data):
+        raise AxionError(f"{path} is not a pytest-axion report: pass a --axion-report file")
+    try:
+        validate_report(data)
+    except jsonschema.ValidationError as err:
+        raise AxionError(f"report {path} violates the report schema: {err.message[:160]}") from None
+    return data
+
+
+def load_side(path: Path) -> StoredSide:
+    """Read a report or a baseline file; anything else is a one-line error naming it."""
+    data = _read_json(path)
     if isinstance(data, dict) and "entries" in data:
         baseline = read_baseline(path)
         return StoredSide(
@@ -64,11 +80,7 @@ def load_side(path: Path) -> StoredSide:
             llama_cpp_python=str(baseline.provenance.get("llama_cpp_python", "?")),
             system_info=dict(baseline.provenance.get("llama_cpp_system_info", {})))
     if isinstance(data, dict) and "results" in data:
-        try:
-            validate_report(data)
-        except jsonschema.ValidationError as err:
-            raise AxionError(f"report {path} violates the report schema: {err.message[:160]}") from None
-        return _report_side(path, data)
+        return _report_side(path, read_report(path))
     raise AxionError(f"{path} is neither a pytest-axion report nor a baseline file")
 
 

@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_axion.files import default_cache_dir, write_json_atomically
 from pytest_axion.machine.limits import MIB, MachineLimits, measure_in_subprocess
-from pytest_axion.machine.model import default_cache_dir
-from pytest_axion.store.atomic import write_json_atomically
 
 CACHE_MAX_AGE_S = 7 * 24 * 3600
 

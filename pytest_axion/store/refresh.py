@@ -25,10 +25,10 @@ from typing import Any
 
 from pytest_axion import __version__
 from pytest_axion.children import die_with_parent, stop_group
-from pytest_axion.engines.records import METRICS, Measurement
+from pytest_axion.comparison import BAND_SPREADS, DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, MIN_BETWEEN_RUN_SD, Side
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.hardware import HardwareFingerprint
-from pytest_axion.promises.speedup import BAND_SPREADS, DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, MIN_BETWEEN_RUN_SD, Side
+from pytest_axion.records import METRICS, Measurement
 from pytest_axion.stats import cv
 from pytest_axion.store.baselines import Baseline, BaselineEntry
 

@@ -1,4 +1,6 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of either."""
+"""Files on disk: crash-safe writes (a reader sees the old file or the new one, never half of either) and
+the cache folder every part of pytest-axion keeps its reusable results in.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 TEMP_PREFIX = ".{name}."   # temp files are hidden, named after their target: readers skip them, writers clean them
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/pytest-axion`` (``~/.cache/pytest-axion`` without it): ``sha256.json`` (model hashes),
+    ``limits/`` (measured machine limits), ``proxies/`` (proxy models), ``llama-tools/`` (llama.cpp's programs)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-axion"
 
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:

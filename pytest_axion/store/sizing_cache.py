@@ -1,0 +1,70 @@
+"""Where this machine's prompt speed levels off for a model, cached per hardware id, model and thread count.
+
+The sweep (:mod:`pytest_axion.machine.sizing`) takes seconds on a small model and about a minute on a proxy
+of a 70B; a week-old figure of the same machine, model and threads sizes workloads well enough. A sweep
+measured while other processes were busy is used for that run only, never stored, as the machine's limits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_axion.files import default_cache_dir, write_json_atomically
+from pytest_axion.machine.sizing import fill_from_sweep
+
+CACHE_MAX_AGE_S = 7 * 24 * 3600
+BUSY_CPUS = 0.5   # other processes' CPUs during the sweep above which it is not stored
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """(tokens per call, median prompt tokens/s) per point, and other processes' CPUs while it ran."""
+
+    points: tuple[tuple[int, float], ...]
+    other_cpus: float | None
+
+
+@dataclass(frozen=True)
+class Sizing:
+    fill_tokens: int
+    points: tuple[tuple[int, float], ...]
+    source: str   # how the figure was found, for the header
+
+
+def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, measure: Callable[[], Sweep],
+               cache_dir: Path | None = None, now: float | None = None) -> Sizing:
+    """The prompt sizing of this machine, model and thread count: from the cache, or swept now."""
+    folder = cache_dir or default_cache_dir() / "sizing"
+    path = folder / f"{hardware_id}-{model_sha256[:16]}-t{threads}.json"
+    now = time.time() if now is None else now
+    try:
+        entry = json.loads(path.read_text())
+        if now - float(entry["measured_at"]) < CACHE_MAX_AGE_S:
+            points = _points(entry["points"])
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(entry["measured_at"])))
+            return Sizing(fill_from_sweep(points, threads=threads), points, f"swept {when}, cached in {path}")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass   # no entry, an old one or a damaged one: sweep again and rewrite it
+    sweep = measure()
+    fill = fill_from_sweep(sweep.points, threads=threads)
+    if sweep.other_cpus is not None and sweep.other_cpus > BUSY_CPUS:
+        return Sizing(fill, sweep.points, f"swept in this run while other processes kept {sweep.other_cpus:.1f} "
+                                          "CPU(s) busy: not cached")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(path, {"measured_at": now, "hardware_id": hardware_id, "model_sha256": model_sha256,
+                                     "threads": threads, "points": [list(p) for p in sweep.points]})
+    except OSError:
+        pass   # a read-only home: the figure is still good for this run
+    return Sizing(fill, sweep.points, "swept in this run")
+
+
+def _points(raw: Sequence[Sequence[float]]) -> tuple[tuple[int, float], ...]:
+    points = tuple((int(tokens), float(speed)) for tokens, speed in raw)
+    if not points or any(tokens <= 0 or speed <= 0 for tokens, speed in points):
+        raise ValueError("no usable points")
+    return points

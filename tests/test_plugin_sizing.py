@@ -1,0 +1,47 @@
+"""Prompt sizing in a real run: the rule by default, a measured sweep (cached) or a pinned number of tokens."""
+
+import json
+
+PROMPT = """
+def test_prompt(axion):
+    axion.prompt(axion.fill_tokens, repetitions=2)
+"""
+OPTIONS = ["--axion-slo", "--axion-efficiency=off", "-p", "no:cacheprovider"]
+
+
+def test_a_sweep_sizes_prompt_workloads_where_speed_levels_off_and_is_cached(pytester, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pytester.makepyfile(PROMPT)
+    report = tmp_path / "r.json"
+    result = pytester.runpytest(*OPTIONS, "--axion-prompt-sizing=sweep", f"--axion-report={report}")
+    result.assert_outcomes(passed=1)
+    sizing = json.loads(report.read_text())["settings"]["prompt_sizing"]
+    tokens = [t for t, _ in sizing["points"]]
+    assert tokens == [16, 32, 64, 128, 256, 512] and all(speed > 0 for _, speed in sizing["points"])
+    fastest = max(speed for _, speed in sizing["points"])
+    # the fewest tokens per call within 10% of the fastest, and the test measured with it
+    assert sizing["fill_tokens"] == min(t for t, speed in sizing["points"] if speed >= 0.9 * fastest)
+    (row,) = json.loads(report.read_text())["results"]
+    assert row["n_prompt"] == sizing["fill_tokens"]
+    result.stdout.fnmatch_lines([f"prompt sizing: {sizing['fill_tokens']} tokens per call (swept in this run*); "
+                                 "prompt t/s by tokens per call 16: *, 512: *"])
+    [cached] = (tmp_path / "cache" / "pytest-axion" / "sizing").glob("*.json")
+    # the next session reads the sweep instead of measuring it again
+    result = pytester.runpytest(*OPTIONS, "--axion-prompt-sizing=sweep")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"prompt sizing: {sizing['fill_tokens']} tokens per call (swept *, cached in "
+                                 f"{cached})*"])
+
+
+def test_the_rule_by_default_and_a_pinned_number_when_given(pytester, tmp_path):
+    pytester.makepyfile(PROMPT)
+    report = tmp_path / "r.json"
+    result = pytester.runpytest(*OPTIONS, f"--axion-report={report}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["prompt sizing: * tokens per call (32 tokens per thread, at most one micro-batch)"])
+    pinned = pytester.runpytest(*OPTIONS, "--axion-prompt-sizing=48", f"--axion-report={report}")
+    pinned.assert_outcomes(passed=1)
+    (row,) = json.loads(report.read_text())["results"]
+    assert row["n_prompt"] == 48
+    bad = pytester.runpytest(*OPTIONS, "--axion-prompt-sizing=lots")
+    assert bad.ret == 4 and "--axion-prompt-sizing must be rule, sweep or a number of tokens" in bad.stderr.str()
