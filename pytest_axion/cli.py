@@ -235,6 +235,10 @@ def predict(*, reports: Sequence[Path], layers: int | None, out: TextIO) -> int:
     except AxionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not any(row.prediction is not None for row in predicted):
+        reasons = sorted({row.reason or "" for row in predicted}) or ["the reports have no results"]
+        print(f"error: no row could be predicted: {'; '.join(reasons)}", file=sys.stderr)
+        return 1
     counts = sorted({n for row in predicted for n in row.measured})
     target = layers or proxy["full_layers"]
     print(f"predicted for {proxy['of']} at {target} layers from proxies of {', '.join(map(str, counts))} layers: "

@@ -29,7 +29,7 @@ from pytest_axion.machine.features import missing_features, missing_message
 from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import collect_hardware
 from pytest_axion.machine.limits import LimitsError
-from pytest_axion.machine.model import ModelFingerprint, embedded_model_path
+from pytest_axion.machine.model import embedded_model_path
 from pytest_axion.machine.sizing import SWEEP_REPETITIONS, TOKENS_PER_THREAD, prompt_fill_tokens, sweep_tokens
 from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
@@ -80,6 +80,7 @@ class AxionSession:
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
         self._predicted: tuple[int, PredictionSet] | None = None   # (measurements it was made from, prediction)
         self._sizing: Sizing | None = None
+        self._sizing_failed: str | None = None   # why the prompt sweep failed, for every later test that asks
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
         self.started = time.monotonic()   # the session's start: how long run 1 of a refresh took
         self._roofs: Roofs | None = None
@@ -136,8 +137,16 @@ class AxionSession:
             if isinstance(choice.value, int):
                 self._sizing = Sizing(choice.value, (), f"{choice.value} tokens per call from {choice.source}")
             elif choice.value == "sweep" and not self.settings.served and self.settings.ab_source is None:
-                self._sizing = sizing_for(loaded.hardware.hardware_id, loaded.model.sha256, loaded.threads,
-                                          measure=lambda: self._prompt_sweep(loaded))
+                if self._sizing_failed is not None:   # once per session: a later test fails alike, unmeasured
+                    raise MeasurementError(self._sizing_failed)
+                try:
+                    self._sizing = sizing_for(loaded.hardware.hardware_id, loaded.model.sha256, loaded.threads,
+                                              build=loaded.hardware.llama_cpp_python,
+                                              busy_cpus=busy_limit(loaded.threads),
+                                              measure=lambda: self._prompt_sweep(loaded))
+                except MeasurementError as err:
+                    self._sizing_failed = str(err)
+                    raise
             else:
                 why = "" if choice.value == "rule" else " (a served deployment or an A/B session is not swept)"
                 self._sizing = Sizing(prompt_fill_tokens(loaded.threads), (),
@@ -411,38 +420,47 @@ class AxionSession:
 
     # -- the run as a whole; under xdist, carried from the measuring worker to the controller ----------
 
-    def run_record(self) -> RunRecord | None:
-        """Everything this run measured and judged, or None if nothing was measured."""
+    def run_record(self, *, predict: bool = True) -> RunRecord | None:
+        """Everything this run measured and judged, or None if nothing was measured (``predict``: with the
+        full model's predicted figures, when --axion-predict-from asks for them)."""
         if self._adopted is not None:
-            return dataclasses.replace(self._adopted, test_outcomes=self.test_outcomes())
+            # made here from every worker's measurements: a worker's own prediction has only its rows
+            return dataclasses.replace(self._adopted, test_outcomes=self.test_outcomes(),
+                                       prediction=self._prediction(self._adopted, predict))
         loaded = self._loaded
         if loaded is None or not self.measurements:
             return None
-        return RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
-                         repetitions=self.settings.repetitions.value, load_seconds=loaded.load_seconds,
-                         reading=self.reading_speed(), measurements=self.measurements, verdicts=self.verdicts,
-                         baseline=self.baseline_status(), ab=self._ab_session(),
-                         test_outcomes=self.test_outcomes(), environment=self.environment,
-                         capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
-                         roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
-                         served=loaded.engine.describe() if self.settings.served else "",
-                         prediction=self._prediction(loaded.model), prompt_sizing=self._sizing)
+        record = RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
+                           repetitions=self.settings.repetitions.value, load_seconds=loaded.load_seconds,
+                           reading=self.reading_speed(), measurements=self.measurements, verdicts=self.verdicts,
+                           baseline=self.baseline_status(), ab=self._ab_session(),
+                           test_outcomes=self.test_outcomes(), environment=self.environment,
+                           capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
+                           roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
+                           served=loaded.engine.describe() if self.settings.served else "",
+                           prompt_sizing=self._sizing)
+        return dataclasses.replace(record, prediction=self._prediction(record, predict))
 
-    def _prediction(self, model: ModelFingerprint) -> PredictionSet | None:
+    def _prediction(self, record: RunRecord, predict: bool) -> PredictionSet | None:
         """With --axion-predict-from: the full model's figures from the other proxy runs and this one (made once
-        per set of measurements: every report renders the same prediction)."""
-        if not self.settings.predict_from.value:
+        per set of measurements: every report renders the same prediction). An xdist worker makes none: its
+        controller makes it from every worker's measurements."""
+        model, measurements = record.model, record.measurements
+        if not self.settings.predict_from.value or not predict:
             return None
-        if self._predicted is None or self._predicted[0] != len(self.measurements):
+        if self._predicted is None or self._predicted[0] != len(measurements):
             from pytest_axion.store.compare import read_report  # jsonschema: only for a prediction
 
-            this_run = {"model": model.to_json(), "results": [m.to_json() for m in self.measurements]}
+            this_run = {"model": model.to_json(), "results": [m.to_json() for m in measurements],
+                        "hardware": {"hardware_id": record.hardware.hardware_id}}
             try:
                 others = [(path, read_report(Path(path))) for path in self.settings.predict_from.value]
                 prediction = predict_run(others, this_run)
             except AxionError as err:
-                prediction = PredictionSet(of="?", layers=0, from_layers=(), problem=str(err))
-            self._predicted = (len(self.measurements), prediction)
+                proxy = model.proxy or {}
+                prediction = PredictionSet(of=str(proxy.get("of", model.file_name)),
+                                           layers=int(proxy.get("full_layers", 0)), from_layers=(), problem=str(err))
+            self._predicted = (len(measurements), prediction)
         return self._predicted[1]
 
     def _ab_session(self) -> AbSession | None:
@@ -459,7 +477,7 @@ class AxionSession:
 
     def export_state(self) -> bytes | None:
         """An xdist worker's run for its controller (pickle: both ends are this same installation)."""
-        record = self.run_record()
+        record = self.run_record(predict=False)
         if record is None:
             return None
         return pickle.dumps({"record": record, "phases": self.test_phases})
@@ -474,6 +492,7 @@ class AxionSession:
                 first, measurements=[*first.measurements, *record.measurements],
                 verdicts=[*first.verdicts, *record.verdicts],   # every kind, A/B included: one list
                 ab=first.ab or record.ab, baseline=first.baseline or record.baseline,
+                prompt_sizing=_merged_sizing(first.prompt_sizing, record.prompt_sizing),
                 capacity_searches={**first.capacity_searches, **record.capacity_searches},
                 roofs=first.roofs or record.roofs, roofs_source=first.roofs_source or record.roofs_source,
                 load_seconds=max(first.load_seconds, record.load_seconds),
@@ -485,3 +504,12 @@ class AxionSession:
         if self._loaded is not None:
             self._loaded.close()
             self._loaded = None
+
+
+def _merged_sizing(first: Sizing | None, other: Sizing | None) -> Sizing | None:
+    """Two workers' prompt sizing: one figure, or both named when they sized apart (a busy sweep is not cached,
+    so each worker sweeps on its own)."""
+    if first is None or other is None or first.fill_tokens == other.fill_tokens:
+        return first or other
+    return dataclasses.replace(first, source=f"{first.source}; another xdist worker sized {other.fill_tokens} tokens "
+                                             f"per call ({other.source}): pin --axion-prompt-sizing N")

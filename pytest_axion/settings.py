@@ -310,7 +310,7 @@ def _as_prompt_sizing(raw: Sourced[object]) -> Sourced[str | int]:
     text = str(raw.value).strip().lower()
     if text in PROMPT_SIZING_MODES:
         return Sourced(text, raw.source)
-    if text.isdigit() and 1 <= int(text) <= MAX_FILL_TOKENS:
+    if text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= MAX_FILL_TOKENS:
         return Sourced(int(text), raw.source)
     raise SettingsError(f"{raw.source} must be rule, sweep or a number of tokens from 1 to {MAX_FILL_TOKENS}, "
                         f"got {raw.value!r}")
@@ -378,6 +378,10 @@ def check_predict_from(settings: Settings, info: GgufInfo) -> None:
     from pytest_axion.store.compare import read_report
 
     source = settings.predict_from.source
+    if settings.prompt_sizing.value == "sweep":
+        raise SettingsError(f"{source} fits rows measured alike on each proxy, but --axion-prompt-sizing sweep sizes "
+                            "each proxy apart (its own sweep): pin a number of tokens instead, e.g. "
+                            "--axion-prompt-sizing 256")
     mine = proxy_of_model(info)
     if mine is None:
         raise SettingsError(f"{source} predicts a full model from proxies, but {info.path} is not a proxy: "
@@ -390,6 +394,9 @@ def check_predict_from(settings: Settings, info: GgufInfo) -> None:
         if theirs["of"] != mine["of"]:
             raise SettingsError(f"{source}: {path} measured a proxy of {theirs['of']}, this run one of "
                                 f"{mine['of']}: give reports of proxies of the same model")
+        if theirs.get("quantization") != mine["quantization"]:
+            raise SettingsError(f"{source}: {path} measured {theirs.get('quantization')} weights, this run "
+                                f"{mine['quantization']}: give reports of proxies of the same quantization")
 
 
 def with_proxy_model(settings: Settings) -> Settings:

@@ -19,14 +19,20 @@ def test_a_sweep_sizes_prompt_workloads_where_speed_levels_off_and_is_cached(pyt
     tokens = [t for t, _ in sizing["points"]]
     assert tokens == [16, 32, 64, 128, 256, 512] and all(speed > 0 for _, speed in sizing["points"])
     fastest = max(speed for _, speed in sizing["points"])
-    # the fewest tokens per call within 10% of the fastest, and the test measured with it
-    assert sizing["fill_tokens"] == min(t for t, speed in sizing["points"] if speed >= 0.9 * fastest)
+    # the fewest tokens per call from which every larger call ran within 10% of the fastest, and the test
+    # measured with it
+    slow = [t for t, speed in sizing["points"] if speed < 0.9 * fastest]
+    assert sizing["fill_tokens"] == min((t for t, _ in sizing["points"] if not slow or t > max(slow)), default=512)
     (row,) = json.loads(report.read_text())["results"]
     assert row["n_prompt"] == sizing["fill_tokens"]
     result.stdout.fnmatch_lines([f"prompt sizing: {sizing['fill_tokens']} tokens per call (swept in this run*); "
                                  "prompt t/s by tokens per call 16: *, 512: *"])
-    [cached] = (tmp_path / "cache" / "pytest-axion" / "sizing").glob("*.json")
+    stored = list((tmp_path / "cache" / "pytest-axion" / "sizing").glob("*.json"))
+    if "busy: not cached" in sizing["source"]:   # a busy machine (CI may be one): nothing stored, swept again
+        assert stored == []
+        return
     # the next session reads the sweep instead of measuring it again
+    [cached] = stored
     result = pytester.runpytest(*OPTIONS, "--axion-prompt-sizing=sweep")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"prompt sizing: {sizing['fill_tokens']} tokens per call (swept *, cached in "

@@ -53,19 +53,33 @@ def test_three_layer_counts_report_how_straight_the_line_is():
     ([LayerFigure(2, (10.0,), "tokens/s"), LayerFigure(4, (5.0,), "ms")], 80, "cannot be fitted together"),
     ([LayerFigure(2, (10.0,), "tokens/s"), LayerFigure(4, (11.0,), "tokens/s")], 80, "does not grow with the layers"),
     ([LayerFigure(2, (10.0,), "tokens/s"), LayerFigure(4, (5.0,), "tokens/s")], 0, "must be positive"),
+    # 4 layers at 1000 t/s and 8 at 400: the line through them is below zero at 1 layer
+    ([LayerFigure(4, (1000.0,), "tokens/s"), LayerFigure(8, (400.0,), "tokens/s")], 1, "no positive time at 1 layers"),
 ])
 def test_figures_that_cannot_predict_are_one_line(figures, full, message):
     with pytest.raises(PredictionError, match=message):
         predict(figures, full)
 
 
-def report(layers, *, of="llama-3.3-70b", full_layers=80, proxy=True):
+def test_an_interval_needs_three_samples_per_proxy_and_keeps_an_unbounded_tail():
+    few = predict([LayerFigure(2, rate_samples(2, n=2), "tokens/s"), LayerFigure(4, rate_samples(4, n=2), "tokens/s")],
+                  80)
+    assert few.low is None and few.high is None and few.relative_error is None and few.value > 0
+    # a fixed cost near zero and noise as large as a layer: some resampled lines give no positive time at 80
+    # layers, an infinitely fast model, so the upper bound is unbounded rather than cut off
+    wild = predict([LayerFigure(2, (100.0, 60.0, 140.0), "tokens/s"), LayerFigure(4, (50.0, 30.0, 70.0), "tokens/s")],
+                   80)
+    assert wild.high == float("inf") and wild.low < wild.value
+
+
+def report(layers, *, of="llama-3.3-70b", full_layers=80, proxy=True, quantization="Q4_0", hardware="hw"):
     results = [{"nodeid": "t.py::test_prompt", "metric": "prompt_tps", "unit": "tokens/s", "batch_size": 1,
                 "n_prompt": 512, "n_gen": 0, "threads": 2, "samples": list(rate_samples(layers))}]
-    model = {"file_name": "x.gguf", "proxy": {"of": of, "layers": layers, "full_layers": full_layers}}
+    model = {"file_name": "x.gguf", "proxy": {"of": of, "layers": layers, "full_layers": full_layers,
+                                              "quantization": quantization}}
     if not proxy:
         del model["proxy"]
-    return {"model": model, "results": results}
+    return {"model": model, "results": results, "hardware": {"hardware_id": hardware}}
 
 
 def test_reports_of_two_proxies_give_one_predicted_row_per_result():
@@ -75,7 +89,7 @@ def test_reports_of_two_proxies_give_one_predicted_row_per_result():
     assert row.key == ("t.py::test_prompt", "prompt_tps", 1, 512, 0, 2) and set(row.measured) == {2, 4}
     assert row.prediction.value == pytest.approx(1 / (FIXED_S + PER_LAYER_S * 80), rel=0.06)
     (table_row,) = rows_of(predicted)
-    assert table_row[2] == "pp512+tg0 x1" and table_row[4].endswith("tokens/s") and "±" in table_row[5]
+    assert table_row[2] == "pp512+tg0 x1" and table_row[4].endswith("tokens/s") and table_row[5].startswith("95% [")
 
 
 def test_a_row_measured_on_one_proxy_only_says_why_it_has_no_prediction():
@@ -93,6 +107,16 @@ def test_reports_that_are_not_of_one_models_proxies_are_one_line():
         predict_reports([("a.json", report(2)), ("b.json", report(4, proxy=False))])
     with pytest.raises(PredictionError, match=r"different models \(llama-3.1-8b, llama-3.3-70b\)"):
         predict_reports([("a.json", report(2)), ("b.json", report(4, of="llama-3.1-8b"))])
+    with pytest.raises(PredictionError, match=r"different quantizations \(Q4_0, Q8_0\)"):
+        predict_reports([("a.json", report(2)), ("b.json", report(4, quantization="Q8_0"))])
+    with pytest.raises(PredictionError, match=r"different hardware ids \(hw, other\)"):
+        predict_reports([("a.json", report(2)), ("b.json", report(4, hardware="other"))])
+
+
+def test_two_reports_of_one_layer_count_pool_their_samples():
+    _, predicted = predict_reports([("a.json", report(2)), ("b.json", report(4)), ("c.json", report(4))])
+    (row,) = predicted
+    assert set(row.measured) == {2, 4} and row.prediction is not None
 
 
 def test_a_run_gets_its_prediction_or_the_reason_why_not_in_the_reports_form():

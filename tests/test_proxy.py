@@ -458,7 +458,7 @@ def test_a_run_measures_a_proxy_named_on_the_command_line_and_names_what_it_stan
             axion.prompt(32)
     """)
     report = tmp_path / "2L.json"
-    result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{SMOL}:2", "--axion-repetitions=2",
+    result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{SMOL}:2", "--axion-repetitions=3",
                                 "--axion-efficiency=off", "-p", "no:cacheprovider", f"--axion-report={report}")
     result.assert_outcomes(passed=1)
     [built] = (tmp_path / "cache" / "pytest-axion" / "proxies").rglob("*.gguf")
@@ -469,9 +469,10 @@ def test_a_run_measures_a_proxy_named_on_the_command_line_and_names_what_it_stan
     recorded = json.loads(report.read_text())
     assert recorded["model"]["proxy"] == {"of": SMOL, "layers": 2, "full_layers": 30, "quantization": "Q4_0",
                                           "seed": recorded["model"]["proxy"]["seed"]}
-    # the same suite on 4 layers, predicting the full model from both runs: in the summary and the report
+    # the same suite on 4 layers, predicting the full model from both runs: in the summary and the report (3
+    # repetitions each: an interval needs 3 samples per proxy)
     four = tmp_path / "4L.json"
-    result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{SMOL}:4", "--axion-repetitions=2",
+    result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{SMOL}:4", "--axion-repetitions=3",
                                 "--axion-efficiency=off", "-p", "no:cacheprovider", f"--axion-report={four}",
                                 f"--axion-predict-from={report}")
     result.assert_outcomes(passed=1)

@@ -46,35 +46,38 @@ def test_the_sweep_stops_at_one_micro_batch_and_picks_where_speed_levels_off():
     # the rule of thumb's 64 runs at 80% of the fastest here; the sweep picks 256 (92%)
     assert fill_from_sweep(INTEL_2VCPU, threads=2) == 256
     assert fill_from_sweep((), threads=2) == 64   # no points: the rule
+    # not monotonic (this VM in a noisy spell, BENCHMARKS.md): 128 ran fastest but 256 and 512 fell below 90%
+    # of it, so the smallest size from which every larger call kept up is the largest one
+    noisy = ((16, 141.0), (32, 132.0), (64, 154.0), (128, 184.0), (256, 150.0), (512, 145.0))
+    assert fill_from_sweep(noisy, threads=2) == 512
+    assert fill_from_sweep(((16, 90.0), (32, 100.0), (64, 97.0)), threads=2) == 16
 
 
-def test_a_sweep_is_cached_per_machine_model_and_threads_and_a_busy_one_is_not(tmp_path):
+def test_a_sweep_is_cached_per_machine_model_build_and_threads_and_a_busy_one_is_not(tmp_path):
     from pytest_axion.store.sizing_cache import Sweep, sizing_for
 
     calls = []
 
-    def measure(busy=0.0):
-        def run():
+    def size(*, hardware="hw", sha="ab" * 32, threads=2, build="0.3.36", busy=0.0, now):
+        def measure():
             calls.append(busy)
             return Sweep(INTEL_2VCPU, busy)
-        return run
+        return sizing_for(hardware, sha, threads, build=build, busy_cpus=1.0, measure=measure, cache_dir=tmp_path,
+                          now=now)
 
-    first = sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1000.0)
+    first = size(now=1000.0)
     assert (first.fill_tokens, first.source) == (256, "swept in this run") and len(calls) == 1
-    again = sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=2000.0)
+    again = size(now=2000.0)
     assert again.fill_tokens == 256 and again.source.startswith("swept 1970-01-01 00:16 UTC, cached in ")
     assert len(calls) == 1   # read from the cache
-    sizing_for("hw", "ab" * 32, 4, measure=measure(), cache_dir=tmp_path, now=2000.0)   # other threads: swept
-    sizing_for("hw", "cd" * 32, 2, measure=measure(), cache_dir=tmp_path, now=2000.0)   # other model: swept
-    assert len(calls) == 3
-    week_later = sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1000.0 + 8 * 86400)
-    assert week_later.source == "swept in this run" and len(calls) == 4
-    busy = sizing_for("hw2", "ab" * 32, 2, measure=measure(busy=1.2), cache_dir=tmp_path, now=1000.0)
-    assert "1.2 CPU(s) busy: not cached" in busy.source
-    sizing_for("hw2", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1001.0)
-    assert len(calls) == 6   # the busy sweep was not kept
+    size(threads=4, now=2000.0), size(sha="cd" * 32, now=2000.0), size(build="0.3.37", now=2000.0)
+    assert len(calls) == 4   # other threads, another model, another llama.cpp build: each swept
+    assert size(now=1000.0 + 8 * 86400).source == "swept in this run" and len(calls) == 5   # a week old
+    assert size(now=500.0).source == "swept in this run" and len(calls) == 6   # measured "in the future"
+    assert "1.2 CPU(s) busy: not cached" in size(hardware="hw2", busy=1.2, now=1000.0).source
+    size(hardware="hw2", now=1001.0)
+    assert len(calls) == 8   # the busy sweep was not kept
     # a damaged cache file is swept again and rewritten, never an error
-    for path in tmp_path.glob("hw-*-t2.json"):
+    for path in tmp_path.glob("hw-abab*-0.3.36-t2.json"):
         path.write_text('{"measured_at": 1000, "points": [[16, -1]]}')
-    assert sizing_for("hw", "ab" * 32, 2, measure=measure(), cache_dir=tmp_path, now=1001.0).fill_tokens == 256
-    assert len(calls) == 7
+    assert size(now=1001.0).fill_tokens == 256 and len(calls) == 9

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ class ModelFingerprint:
     n_params: int
     size_bytes: int
     # A proxy model (pytest-axion proxy): what it stands for, from its axion.proxy.* keys; None otherwise.
-    proxy: dict[str, Any] | None = None
+    proxy: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def label(self) -> str:

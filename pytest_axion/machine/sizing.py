@@ -37,9 +37,15 @@ def sweep_tokens(n_ubatch: int = DEFAULT_N_UBATCH) -> tuple[int, ...]:
 
 
 def fill_from_sweep(points: Sequence[tuple[int, float]], *, threads: int) -> int:
-    """Tokens per call for prompt workloads: where the measured speed reached 90% of its fastest (so cells of
-    that size and more differ by at most 10% from the machine alone); the rule of thumb without points."""
-    return levels_off_at(points) or prompt_fill_tokens(threads)
+    """Tokens per call for prompt workloads: the fewest from which every larger call of the sweep ran within
+    90% of the fastest (so that, as far as the sweep saw, cells of that size and more differ by at most 10%
+    for the machine's sake); the rule of thumb without points."""
+    if not points:
+        return prompt_fill_tokens(threads)
+    fastest = max(speed for _, speed in points)
+    slow = [tokens for tokens, speed in points if speed < LEVEL_OFF_FRACTION * fastest]
+    settled = [tokens for tokens, _ in points if not slow or tokens > max(slow)]
+    return min(settled) if settled else max(tokens for tokens, _ in points)
 
 
 def levels_off_at(points: Sequence[tuple[int, float]]) -> int | None:

@@ -14,17 +14,19 @@ residual says how straight the line really is. Pure logic: no pytest, no llama.c
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_axion.errors import AxionError
-from pytest_axion.stats import median, quantile
+from pytest_axion.stats import median
 
 RATE_UNIT, TIME_UNIT = "tokens/s", "ms"
 RESAMPLES = 2000
 MIN_LAYERS = 2
+MIN_SAMPLES_FOR_INTERVAL = 3   # fewer per proxy: every resample alike, an interval of no width that means nothing
 
 
 class PredictionError(AxionError):
@@ -42,12 +44,14 @@ class LayerFigure:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The full model's figure (``value`` in the figures' unit) and its 95% bootstrap interval."""
+    """The full model's figure (``value`` in the figures' unit) and its 95% bootstrap interval: the spread of the
+    proxies' repetitions only (runs disagree by more on a noisy machine), None with fewer than 3 samples per proxy;
+    a bound beyond every positive time is infinite (a rate's ``high``)."""
 
     layers: int
     value: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     unit: str
     fixed: float            # time per unit of work at 0 layers (s for rates, ms for times)
     per_layer: float        # the time each layer adds, same unit as ``fixed``
@@ -55,9 +59,11 @@ class Prediction:
     residual: float | None  # largest relative residual of the fit at the measured points (3+ layer counts)
 
     @property
-    def relative_error(self) -> float:
-        """Half the interval's width over the value: the prediction's own error, as the fit gives it."""
-        return (self.high - self.low) / 2 / self.value
+    def relative_error(self) -> float | None:
+        """The interval's larger distance from the value, over the value: the prediction's own error."""
+        if self.low is None or self.high is None:
+            return None
+        return max(self.value - self.low, self.high - self.value) / self.value
 
 
 def _as_time(value: float, unit: str) -> float:
@@ -66,6 +72,12 @@ def _as_time(value: float, unit: str) -> float:
 
 def _from_time(time: float, unit: str) -> float:
     return 1.0 / time if unit == RATE_UNIT else time
+
+
+def _rank_quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile by rank (no interpolation, which infinite values would turn into nan)."""
+    ordered = sorted(values)
+    return ordered[round(q * (len(ordered) - 1))]
 
 
 def _line(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
@@ -114,24 +126,27 @@ def predict(figures: Sequence[LayerFigure], full_layers: int, *, resamples: int 
         raise PredictionError(f"the time per unit of work does not grow with the layers ({shown}): the noise is "
                               "larger than the layers' cost; measure more repetitions, or proxies further apart")
     full_time = fixed + per_layer * full_layers
-    generator = random.Random(seed)
-    predicted = []
-    for _ in range(resamples):
-        medians = {layers: median(generator.choices(samples, k=len(samples)))
-                   for layers, samples in by_layers.items()}
-        f, s = fit(medians)
-        time = f + s * full_layers
-        if time > 0:
-            predicted.append(_from_time(time, unit))
-    if len(predicted) < resamples // 2:
-        raise PredictionError("the proxies' samples are too scattered to predict from: most resampled fits "
-                              "give no positive time; measure more repetitions")
+    if full_time <= 0:
+        raise PredictionError(f"the line through the proxies gives no positive time at {full_layers} layers (fixed "
+                              f"{fixed:.3g}, per layer {per_layer:.3g}): predict for more layers than the proxies "
+                              "have, or measure more repetitions")
+    low = high = None
+    if min(len(samples) for samples in by_layers.values()) >= MIN_SAMPLES_FOR_INTERVAL:
+        generator = random.Random(seed)
+        predicted = []
+        for _ in range(resamples):
+            medians = {layers: median(generator.choices(samples, k=len(samples)))
+                       for layers, samples in by_layers.items()}
+            f, s = fit(medians)
+            time = f + s * full_layers
+            # no positive time: beyond every bound (an infinite rate, a time of nothing), kept so the tail shows
+            predicted.append(_from_time(time, unit) if time > 0 else (math.inf if unit == RATE_UNIT else 0.0))
+        low, high = _rank_quantile(predicted, 0.025), _rank_quantile(predicted, 0.975)
     residual = None
     if len(counts) >= 3:
         residual = max(abs(fixed + per_layer * layers - _as_time(median(by_layers[layers]), unit))
                        / _as_time(median(by_layers[layers]), unit) for layers in counts)
-    return Prediction(layers=full_layers, value=_from_time(full_time, unit),
-                      low=quantile(predicted, 0.025), high=quantile(predicted, 0.975), unit=unit,
+    return Prediction(layers=full_layers, value=_from_time(full_time, unit), low=low, high=high, unit=unit,
                       fixed=fixed, per_layer=per_layer, from_layers=tuple(counts), residual=residual)
 
 
@@ -168,6 +183,14 @@ def predict_reports(reports: Sequence[tuple[str, Mapping[str, Any]]], *,
     if len(models) != 1:
         raise PredictionError(f"the reports are of proxies of different models ({', '.join(sorted(models))}): "
                               "give reports of one model's proxies")
+    # one line through runs of one kind: the same full model, weights' type and machine
+    facts = [(proxy.get("full_layers"), proxy.get("quantization"), report.get("hardware", {}).get("hardware_id"))
+             for (_, report), (_, proxy) in zip(reports, proxies, strict=True)]
+    for index, what in enumerate(("full layer counts", "quantizations", "hardware ids")):
+        seen = {str(fact[index]) for fact in facts}
+        if len(seen) > 1:
+            raise PredictionError(f"the reports are of proxies of different {what} ({', '.join(sorted(seen))}): "
+                                  "fit only proxies measured alike, on one machine")
     counts = sorted({int(proxy["layers"]) for _, proxy in proxies})
     if len(counts) < 2:
         raise PredictionError(f"a prediction needs reports of proxies of two or more layer counts, got {counts}: "
@@ -177,7 +200,8 @@ def predict_reports(reports: Sequence[tuple[str, Mapping[str, Any]]], *,
     for (_, report), (_, proxy) in zip(reports, proxies, strict=True):
         for result in report.get("results", []):
             key = tuple(result[k] for k in RESULT_KEY)
-            rows.setdefault(key, {})[int(proxy["layers"])] = (result["unit"], list(result["samples"]))
+            _, samples = rows.setdefault(key, {}).setdefault(int(proxy["layers"]), (result["unit"], []))
+            samples.extend(result["samples"])   # two reports of one layer count: both runs' samples
     predicted = []
     for key, by_layers in rows.items():
         measured = {layers: median(samples) for layers, (_, samples) in sorted(by_layers.items())}
@@ -195,15 +219,27 @@ def rows_of(predicted: Iterable[PredictedResult]) -> list[list[Any]]:
     for item in predicted:
         nodeid, metric, batch, n_prompt, n_gen, _threads = item.key
         shown = ", ".join(f"{layers}L {value:.4g}" for layers, value in item.measured.items())
+        workload = f"pp{n_prompt}+tg{n_gen} x{batch}"
         if item.prediction is None:
-            table.append([nodeid, metric, f"pp{n_prompt}+tg{n_gen} x{batch}", shown, "-", item.reason])
+            table.append([nodeid, metric, workload, shown, "-", item.reason])
             continue
         p = item.prediction
-        error = f"[{p.low:.4g}-{p.high:.4g}] ±{p.relative_error:.0%}"
+        if p.low is None or p.high is None:
+            error = f"no interval: fewer than {MIN_SAMPLES_FOR_INTERVAL} samples per proxy"
+        else:
+            error = f"95% [{_shown(p.low)}-{_shown(p.high)}]"
         if p.residual is not None:
             error += f", fit within {p.residual:.0%}"
-        table.append([nodeid, metric, f"pp{n_prompt}+tg{n_gen} x{batch}", shown, f"{p.value:.4g} {p.unit}", error])
+        table.append([nodeid, metric, workload, shown, f"{p.value:.4g} {p.unit}", error])
     return table
+
+
+def _shown(value: float) -> str:
+    return "unbounded" if math.isinf(value) else f"{value:.4g}"
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isinf(value) else value
 
 
 @dataclass(frozen=True)
@@ -223,8 +259,8 @@ class PredictionSet:
             entry: dict[str, Any] = dict(zip(RESULT_KEY, row.key, strict=True))
             entry["measured"] = {str(layers): value for layers, value in row.measured.items()}
             p = row.prediction
-            entry.update({"value": p.value, "low": p.low, "high": p.high, "unit": p.unit, "residual": p.residual,
-                          "reason": None} if p is not None else
+            entry.update({"value": p.value, "low": _finite(p.low), "high": _finite(p.high), "unit": p.unit,
+                          "residual": p.residual, "reason": None} if p is not None else
                          {"value": None, "low": None, "high": None, "unit": None, "residual": None,
                           "reason": row.reason})
             rows.append(entry)

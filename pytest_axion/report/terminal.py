@@ -38,7 +38,7 @@ def header_lines(run: RunRecord) -> list[str]:
                       f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 "
                       f"{model.sha256[:12]}) loaded in {run.load_seconds:.2f} s")
         if model.stands_for:
-            model_line += f"; {model.stands_for}: its speed, not its answers, is the full model's"
+            model_line += f"; {model.stands_for}: the full model's kernels and shapes per layer, not its speed"
     if run.served:
         engine_lines = [] if served_elsewhere else [f"llama-server started here, threads {run.threads}"]
     else:

@@ -1,4 +1,4 @@
-"""Where this machine's prompt speed levels off for a model, cached per hardware id, model and thread count.
+"""Where this machine's prompt speed levels off for a model, cached per hardware id, model, build and threads.
 
 The sweep (:mod:`pytest_axion.machine.sizing`) takes seconds on a small model and about a minute on a proxy
 of a 70B; a week-old figure of the same machine, model and threads sizes workloads well enough. A sweep
@@ -17,7 +17,6 @@ from pytest_axion.files import default_cache_dir, write_json_atomically
 from pytest_axion.machine.sizing import fill_from_sweep
 
 CACHE_MAX_AGE_S = 7 * 24 * 3600
-BUSY_CPUS = 0.5   # other processes' CPUs during the sweep above which it is not stored
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,17 @@ class Sizing:
     source: str   # how the figure was found, for the header
 
 
-def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, measure: Callable[[], Sweep],
-               cache_dir: Path | None = None, now: float | None = None) -> Sizing:
-    """The prompt sizing of this machine, model and thread count: from the cache, or swept now."""
+def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, build: str, busy_cpus: float,
+               measure: Callable[[], Sweep], cache_dir: Path | None = None, now: float | None = None) -> Sizing:
+    """The prompt sizing of this machine, model, llama.cpp build and thread count: from the cache, or swept now
+    (and stored unless other processes used more than ``busy_cpus`` CPUs meanwhile)."""
     folder = cache_dir or default_cache_dir() / "sizing"
-    path = folder / f"{hardware_id}-{model_sha256[:16]}-t{threads}.json"
+    build_tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in build)
+    path = folder / f"{hardware_id}-{model_sha256[:16]}-{build_tag}-t{threads}.json"
     now = time.time() if now is None else now
     try:
         entry = json.loads(path.read_text())
-        if now - float(entry["measured_at"]) < CACHE_MAX_AGE_S:
+        if 0 <= now - float(entry["measured_at"]) < CACHE_MAX_AGE_S:   # a time ahead of now: a clock moved back
             points = _points(entry["points"])
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(entry["measured_at"])))
             return Sizing(fill_from_sweep(points, threads=threads), points, f"swept {when}, cached in {path}")
@@ -51,7 +52,7 @@ def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, measure: Ca
         pass   # no entry, an old one or a damaged one: sweep again and rewrite it
     sweep = measure()
     fill = fill_from_sweep(sweep.points, threads=threads)
-    if sweep.other_cpus is not None and sweep.other_cpus > BUSY_CPUS:
+    if sweep.other_cpus is not None and sweep.other_cpus > busy_cpus:
         return Sizing(fill, sweep.points, f"swept in this run while other processes kept {sweep.other_cpus:.1f} "
                                           "CPU(s) busy: not cached")
     try:
