@@ -83,6 +83,7 @@ class AxionSession:
         self._sizing_failed: str | None = None   # why the prompt sweep failed, for every later test that asks
         self._build: tuple[dict[str, str], tuple[str, ...]] | None = None
         self.started = time.monotonic()   # the session's start: how long run 1 of a refresh took
+        self.paused_s = 0.0   # of which confirmation pauses
         self._roofs: Roofs | None = None
         self.roofs_source = ""            # "measured in this run" or "cached, measured ..."
         self.roofs_missing = ""           # why there are no efficiency figures, when they were wanted
@@ -303,8 +304,11 @@ class AxionSession:
 
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
             spacing = pause_before(attempt, settings.confirm_spacing_s.value)
-            wait_message(f"{why}; attempt {attempt} of {attempts} after a {spacing:.0f} s pause, in a fresh worker")
+            # an unsure first attempt earns one attempt beyond --axion-confirm (promises.verdict)
+            of = f"{attempts}" if attempt <= attempts else f"{attempts}, one more as the first was unsure"
+            wait_message(f"{why}; attempt {attempt} of {of} after a {spacing:.0f} s pause, in a fresh worker")
             (self._sleep or time.sleep)(spacing)
+            self.paused_s += spacing   # not measuring: a refresh bounds its later runs by run 1's measuring
             return self._measure_again(suspects, ab_side)
 
         verdicts = confirm(nodeid, promises_for(spec, context), measured, attempts=attempts,
@@ -386,13 +390,18 @@ class AxionSession:
         if self._loaded is not None:  # free the model: the next runs get the machine alone
             self._loaded.engine.close()
         first_run_s = time.monotonic() - self.started
+        measuring_s = max(first_run_s - self.paused_s, 0.0)
+        pauses = [pause_before(attempt, settings.confirm_spacing_s.value)
+                  for attempt in range(2, settings.confirm.value + 3)]   # + the unsure first attempt's extra one
+        allowance = refreshing.confirm_allowance_s(pauses_s=pauses, first_run_measuring_s=measuring_s)
+        timeout_s = refreshing.child_timeout_s(first_run_s, paused_s=self.paused_s, confirm_allowance_s=allowance)
         if settings.runs.value > 1:
             progress(refreshing.plan_line(runs=settings.runs.value, first_run_s=first_run_s,
-                                          spacing_s=settings.run_spacing_s.value))
+                                          spacing_s=settings.run_spacing_s.value, timeout_s=timeout_s))
         with tempfile.TemporaryDirectory(prefix="axion-refresh-") as workdir:
             runs += refreshing.run_children(parent_args, runs=settings.runs.value,
                                             spacing_s=settings.run_spacing_s.value,
-                                            timeout_s=refreshing.child_timeout_s(first_run_s), workdir=Path(workdir),
+                                            timeout_s=timeout_s, workdir=Path(workdir),
                                             cwd=cwd, progress=progress, **({} if self._sleep is None
                                                                            else {"sleep": self._sleep}))
         entries, skipped = refreshing.merge_runs(runs)

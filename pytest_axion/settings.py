@@ -319,7 +319,7 @@ def _as_prompt_sizing(raw: Sourced[object]) -> Sourced[str | int]:
 def _as_paths(raw: Sourced[object]) -> Sourced[tuple[str, ...]]:
     if raw.value is None:
         return Sourced((), "default")
-    paths = tuple(part.strip() for part in str(raw.value).split(",") if part.strip())
+    paths = tuple(os.path.expanduser(part.strip()) for part in str(raw.value).split(",") if part.strip())
     if not paths:
         raise SettingsError(f"{raw.source} must name one or more report files, got {raw.value!r}")
     return Sourced(paths, raw.source)

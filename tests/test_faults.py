@@ -68,8 +68,14 @@ def test_ctrl_c_during_a_refresh_leaves_no_child_run_or_worker_behind(pytester):
     me = psutil.Process(parent.pid)
     child = None
     deadline = time.monotonic() + 300
+    def runs_pytest(process):
+        try:
+            return process.cmdline()[1:3] == ["-m", "pytest"]
+        except psutil.Error:   # run 1's worker just ended, not yet reaped: a zombie has no command line
+            return False
+
     while time.monotonic() < deadline and child is None:   # wait for refresh run 2: a pytest of its own
-        child = next((p for p in me.children() if p.cmdline()[1:3] == ["-m", "pytest"]), None)
+        child = next((p for p in me.children() if runs_pytest(p)), None)
         time.sleep(0.2)
     assert child is not None, "refresh run 2 never started"
     group = child.pid   # it runs in a session (and process group) of its own

@@ -176,11 +176,13 @@ def test_a_later_refresh_run_that_overruns_its_bound_stops_the_refresh(pytester,
     pytester.makepyfile(SUITE)
     monkeypatch.setattr(refresh, "CHILD_RUN_MIN_TIMEOUT_S", 0.0)
     monkeypatch.setattr(refresh, "CHILD_RUN_TIME_FACTOR", 0.01)   # a later run may take 1% of run 1: it cannot
+    monkeypatch.setattr(refresh, "confirm_allowance_s", lambda **_: 0.0)   # ... and nothing for confirming
     result = record(pytester, runs=3)
     result.stdout.fnmatch_lines(["axion refresh: run 1 of 3 took * s; 2 more run(s), each after a 0 s pause: about "
                                  "* (until ~* UTC); a run that takes over * s stops the refresh",
-                                 "ERROR: refresh run 2 of 3 took over * s, 0.01x run 1: the machine is much slower or "
-                                 "busier than when the refresh began (its output: *run-2.log); nothing was written: *"])
+                                 "ERROR: refresh run 2 of 3 took over * s, 0.01x run 1's measuring: the machine is "
+                                 "much slower or busier than when the refresh began (its output: *run-2.log); nothing "
+                                 "was written: *"])
     assert not list((pytester.path / "baselines").glob("*/*.json"))
 
 

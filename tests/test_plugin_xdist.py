@@ -93,3 +93,27 @@ def test_dist_each_is_refused_because_every_worker_would_measure_at_once(pyteste
     result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--dist", "each")
     assert result.ret == 4
     result.stderr.fnmatch_lines(["*--dist each would run every measuring test on every worker*"])
+
+
+def test_under_dash_n_2_the_prediction_covers_every_workers_rows(pytester, tmp_path, monkeypatch):
+    """The controller predicts from all workers' measurements, not from the first worker's alone."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))   # the proxies, built once for both runs
+    pytester.makepyfile("""
+        def test_prompt(axion):
+            axion.prompt(32)
+
+        def test_generation(axion):
+            axion.generate(8)
+    """)
+    proxy = ["--axion-slo", "--axion-repetitions=3", "--axion-efficiency=off", "--axion-no-baselines",
+             "-p", "no:cacheprovider"]
+    two = pytester.runpytest_subprocess(*proxy, "--axion-model=proxy:smollm2-135m:2", "--axion-report=2L.json")
+    two.assert_outcomes(passed=2)
+    four = pytester.runpytest_subprocess(*proxy, "--axion-model=proxy:smollm2-135m:4", "-n", "2",
+                                         "--axion-report=4L.json", "--axion-predict-from=2L.json")
+    four.assert_outcomes(passed=2)
+    predicted = json.loads((pytester.path / "4L.json").read_text())["prediction"]
+    assert predicted["problem"] is None and predicted["from_layers"] == [2, 4]
+    assert {(row["nodeid"].split("::")[1], row["metric"]) for row in predicted["rows"] if row["value"]} == \
+        {("test_prompt", "prompt_tps"), ("test_generation", "gen_tps")}
+    assert four.stdout.str().count("prediction for smollm2-135m (30 layers)") == 1

@@ -95,19 +95,29 @@ def child_arguments(parent_args: Sequence[str], report_path: Path) -> list[str]:
     return [*args, "--axion-no-baselines", "-p", "no:cacheprovider", "--axion-report", str(report_path)]
 
 
-def child_timeout_s(first_run_s: float) -> float:
-    """How long a later run may take: a few times run 1, so a machine that turned busy ends the refresh."""
-    return max(CHILD_RUN_MIN_TIMEOUT_S, CHILD_RUN_TIME_FACTOR * first_run_s)
+def child_timeout_s(first_run_s: float, *, paused_s: float = 0.0, confirm_allowance_s: float = 0.0) -> float:
+    """How long a later run may take, by the work it was given: a few times run 1's measuring (its time less
+    the confirmation pauses it slept), plus what confirming a miss may take (``confirm_allowance_s``), so that
+    a run that confirms a miss fits and a machine that turned slow or busy ends the refresh."""
+    measuring_s = max(first_run_s - paused_s, 0.0)
+    return max(CHILD_RUN_MIN_TIMEOUT_S, CHILD_RUN_TIME_FACTOR * measuring_s + confirm_allowance_s)
 
 
-def plan_line(*, runs: int, first_run_s: float, spacing_s: float) -> str:
+def confirm_allowance_s(*, pauses_s: Sequence[float], first_run_measuring_s: float) -> float:
+    """What confirming one test's misses may add to a later run: its pauses before each attempt, and each attempt
+    measuring at most the whole run again. A run that confirms more than that and overruns is named as
+    confirming (see :func:`_overrun_message`), not as a busy machine."""
+    return sum(pauses_s) + len(pauses_s) * first_run_measuring_s
+
+
+def plan_line(*, runs: int, first_run_s: float, spacing_s: float, timeout_s: float | None = None) -> str:
     """What is left of a refresh after run 1, and its bound, said before the wait begins."""
     left = runs - 1
     expected_s = left * (first_run_s + spacing_s)
     finish = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expected_s)
     return (f"axion refresh: run 1 of {runs} took {first_run_s:.0f} s; {left} more run(s), each after a "
             f"{spacing_s:.0f} s pause: about {_duration(expected_s)} (until ~{finish:%H:%M} UTC); a run that takes "
-            f"over {child_timeout_s(first_run_s):.0f} s stops the refresh")
+            f"over {timeout_s if timeout_s is not None else child_timeout_s(first_run_s):.0f} s stops the refresh")
 
 
 def _duration(seconds: float) -> str:
@@ -135,10 +145,7 @@ def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, tim
                 stop_group(child)
                 if not isinstance(err, subprocess.TimeoutExpired):
                     raise
-                raise AxionError(
-                    f"refresh run {number} of {runs} took over {timeout_s:.0f} s, {CHILD_RUN_TIME_FACTOR:g}x run 1: "
-                    f"the machine is much slower or busier than when the refresh began (its output: {log}); "
-                    "nothing was written: refresh again when nothing else runs on it") from None
+                raise AxionError(_overrun_message(number, runs, timeout_s, log)) from None
         progress(f"axion refresh: run {number} of {runs} finished in {time.perf_counter() - start:.0f} s "
                  f"(exit {code})")
         if code not in (0, 1) or not report.exists():
@@ -146,6 +153,24 @@ def run_children(parent_args: Sequence[str], *, runs: int, spacing_s: float, tim
                              f"output is in {log}: fix what it says, then refresh again (nothing was written)")
         results.append(run_from_report(json.loads(report.read_text(encoding="utf-8")), source=str(report)))
     return results
+
+
+def _overrun_message(number: int, runs: int, timeout_s: float, log: Path) -> str:
+    """Why a later run overran: still confirming misses (its own verdicts made it long), or a slower machine."""
+    try:
+        confirming = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                      if "; attempt " in line and " pause" in line]
+    except OSError:
+        confirming = []
+    if confirming:
+        return (f"refresh run {number} of {runs} took over {timeout_s:.0f} s while confirming misses "
+                f"({len(confirming)} confirming attempt(s), the last: {confirming[-1][:160]}): its own verdicts made "
+                "it long, not the "
+                f"machine; read them in {log}, fix the misses or the promises, then refresh again (nothing was "
+                "written)")
+    return (f"refresh run {number} of {runs} took over {timeout_s:.0f} s, {CHILD_RUN_TIME_FACTOR:g}x run 1's "
+            f"measuring: the machine is much slower or busier than when the refresh began (its output: {log}); "
+            "nothing was written: refresh again when nothing else runs on it")
 
 
 def merge_runs(runs: Sequence[RunData]) -> tuple[dict[str, BaselineEntry], list[str]]:
