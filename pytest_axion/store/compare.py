@@ -59,6 +59,10 @@ def read_report(path: Path) -> Mapping[str, Any]:
     data = _read_json(path)
     if not (isinstance(data, dict) and "results" in data):
         raise AxionError(f"{path} is not a pytest-axion report: pass a --axion-report file")
+    return _checked_report(path, data)
+
+
+def _checked_report(path: Path, data: Mapping[str, Any]) -> Mapping[str, Any]:
     try:
         validate_report(data)
     except jsonschema.ValidationError as err:
@@ -80,7 +84,7 @@ def load_side(path: Path) -> StoredSide:
             llama_cpp_python=str(baseline.provenance.get("llama_cpp_python", "?")),
             system_info=dict(baseline.provenance.get("llama_cpp_system_info", {})))
     if isinstance(data, dict) and "results" in data:
-        return _report_side(path, read_report(path))
+        return _report_side(path, _checked_report(path, data))
     raise AxionError(f"{path} is neither a pytest-axion report nor a baseline file")
 
 
