@@ -128,3 +128,26 @@ def test_an_unwritable_summary_is_one_line_naming_it(tmp_path):
         write_markdown(blocked / "s.md", "## x")
     with pytest.raises(AxionError, match=r"cannot append the Markdown summary to \$GITHUB_STEP_SUMMARY"):
         write_markdown(tmp_path / "ok.md", "## x", append_to=str(tmp_path / "no" / "dir" / "summary"))
+
+
+def test_a_proxy_run_shows_what_it_stands_for_its_sizing_and_the_prediction():
+    from pytest_axion.proxy.predict import LayerFigure, PredictedResult, PredictionSet, predict
+    from pytest_axion.store.sizing_cache import Sizing
+
+    record = run_record()
+    proxy = {"of": "llama-3.3-70b", "layers": 4, "full_layers": 80, "quantization": "Q4_0", "seed": 1}
+    prediction = predict([LayerFigure(2, (400.0, 410.0, 390.0), "tokens/s"),
+                          LayerFigure(4, (210.0, 200.0, 205.0), "tokens/s")], 80)
+    row = PredictedResult(("t.py::test_prompt", "prompt_tps", 1, 512, 0, 2), {2: 400.0, 4: 205.0}, prediction)
+    record = dataclasses.replace(record, model=dataclasses.replace(record.model, proxy=proxy),
+                                 prompt_sizing=Sizing(256, ((64, 232.0), (256, 265.0)), "swept in this run"),
+                                 prediction=PredictionSet("llama-3.3-70b", 80, (2, 4), (row,)))
+    text = markdown_summary(record)
+    assert "> model: proxy of llama-3.3-70b: 4 of 80 layers, random Q4_0 weights" in text
+    assert "> prompt sizing: 256 tokens per call (swept in this run); prompt t/s by tokens per call 64: 232" in text
+    assert ("### Prediction\n\nPredicted for `llama-3.3-70b` (80 layers) from proxies of 2, 4 layers: a "
+            "prediction") in text
+    assert (f"| t.py::test_prompt | prompt_tps | pp512+tg0 x1 | 2L 400, 4L 205 | {prediction.value:.4g} tokens/s "
+            "| 95% [") in text
+    failed = dataclasses.replace(record, prediction=PredictionSet("llama-3.3-70b", 80, (), problem="only [4]"))
+    assert "### Prediction\n\nNone made: only [4]" in markdown_summary(failed)

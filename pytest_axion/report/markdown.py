@@ -15,7 +15,7 @@ from pathlib import Path
 from pytest_axion.errors import AxionError
 from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, INFO, PASS, Reading, Verdict
 from pytest_axion.report.record import RunRecord, shown_flags
-from pytest_axion.report.terminal import baseline_lines, capacity_lines
+from pytest_axion.report.terminal import baseline_lines, capacity_lines, sizing_lines
 
 _ORDER = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, INFO: 3}
 _SHOWN = {FAIL: "**FAIL**", INCONCLUSIVE: "**inconclusive**", PASS: "pass", INFO: "info"}
@@ -67,6 +67,22 @@ def _no_baseline(v: Verdict) -> bool:
     return v.kind == "baseline" and v.first.detail.get("word") == "no-baseline"
 
 
+def _prediction(run: RunRecord) -> list[str]:
+    """The full model's predicted figures (--axion-predict-from), labelled as a prediction."""
+    prediction = run.prediction
+    if prediction is None:
+        return []
+    if prediction.problem is not None:
+        return ["### Prediction", "", f"None made: {_cell(prediction.problem)}", ""]
+    from pytest_axion.proxy.predict import rows_of
+
+    head = (f"Predicted for `{prediction.of}` ({prediction.layers} layers) from proxies of "
+            f"{', '.join(map(str, prediction.from_layers))} layers: a prediction, not a measurement.")
+    rows = ["| " + " | ".join(_cell(str(c)) for c in row) + " |" for row in rows_of(prediction.rows)]
+    return ["### Prediction", "", head, "", "| test | metric | workload | proxies (median) | predicted | interval |",
+            "|---|---|---|---|---|---|", *rows, ""]
+
+
 def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_to: Path | None = None) -> str:
     """The page; figure links are relative to ``relative_to`` (the summary's folder) when given. Measurements
     without a stored baseline are counted in one line, not listed: the note above the table says why."""
@@ -84,7 +100,8 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
              f"{run.threads} threads, "
              + (f"llama-cpp-python {hardware.llama_cpp_python} ({shown_flags(hardware.llama_cpp_system_info)})"
                 if not run.served else "served") + f"; {mode}.", ""]
-    lines += [f"> {_cell(line)}" for line in (*baseline_lines(run.baseline),
+    lines += [f"> {_cell(line)}" for line in (*([f"model: {run.model.stands_for}"] if run.model.stands_for else []),
+                                               *sizing_lines(run.prompt_sizing), *baseline_lines(run.baseline),
                                                *(f"environment: {w}" for w in run.environment))]
     if lines[-1] != "":
         lines.append("")
@@ -102,6 +119,7 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
     capacity = capacity_lines(run.verdicts, run.capacity_searches)
     if capacity:
         lines += ["### Capacity", "", *(f"- {_cell(line)}" for line in capacity), ""]
+    lines += _prediction(run)
     curves = _curves(verdicts)
     if curves:
         lines += ["### Shape curves", "", *curves, ""]
