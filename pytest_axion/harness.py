@@ -1,166 +1,30 @@
-"""The test-facing harness: load the model once, run workloads, turn raw timings into measurements."""
+"""The test-facing harness: what a test measures with (``axion``), over the deployment's loaded engine."""
 
 from __future__ import annotations
 
-import hashlib
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from pytest_axion.engines.base import Engine
-from pytest_axion.engines.paired import PairedEngine, measure_paired
-from pytest_axion.engines.worker import EngineProcess, WorkerError
-from pytest_axion.errors import MeasurementError, ModelFileError
-from pytest_axion.machine.environment import OtherCpuMeter
-from pytest_axion.machine.gguf import read_gguf_info
-from pytest_axion.machine.hardware import HardwareFingerprint, collect_hardware
-from pytest_axion.machine.model import ModelFingerprint, embedded_model_path, fingerprint_model
+from pytest_axion.engines.base import Measured
+from pytest_axion.engines.deployment import LoadedModel
+from pytest_axion.errors import MeasurementError
+from pytest_axion.machine.hardware import HardwareFingerprint
+from pytest_axion.machine.model import ModelFingerprint
 from pytest_axion.machine.sizing import prompt_fill_tokens
 from pytest_axion.records import (
     MAX_SEQUENCES,
     CapacitySearch,
     EngineError,
     Measurement,
+    NotRecorded,
     ProgressCallback,
-    Run,
-    WarmUpRun,
-    measurements_of,
     workload_of,
     workload_request,
 )
-from pytest_axion.settings import Settings
 
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model loaded into llama.cpp, with the fingerprints of the model and the machine."""
-
-    engine: Engine   # a worker process or an endpoint; a PairedEngine of two in an A/B session
-    model: ModelFingerprint
-    hardware: HardwareFingerprint
-    threads: int
-    load_seconds: float
-    warm_up: WarmUpRun | None = None
-
-    def close(self) -> None:
-        self.engine.close()
-
-
-def load_model(settings: Settings, *, say: Callable[[str], None] | None = None) -> LoadedModel:
-    """Check the model file, load it once, and fingerprint model and machine."""
-    if settings.served:
-        return _load_served(settings, say)
-    path = settings.model.value or str(embedded_model_path())
-    info = read_gguf_info(path)  # refuse bad files before llama.cpp can crash on them
-    start = time.perf_counter()
-    engine: Engine
-    python = settings.python.value or sys.executable
-    try:
-        if settings.ab_baseline.value is not None:
-            def worker(interpreter: str, label: str) -> Callable[[], Engine]:
-                return lambda: EngineProcess(interpreter, model_path=path, threads=settings.threads.value,
-                                             label=label, hang_floor_s=settings.worker_timeout_s.value)
-
-            engine = PairedEngine(worker(settings.ab_baseline.value, "A/B baseline (--axion-ab-baseline)"),
-                                  worker(python, "A/B current"), rounds=settings.ab_rounds.value)
-        else:
-            engine = EngineProcess(python, model_path=path, threads=settings.threads.value,
-                                   hang_floor_s=settings.worker_timeout_s.value)
-    except (EngineError, WorkerError) as err:
-        if type(err) is WorkerError and "could not load" in str(err):
-            raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
-        raise
-    load_seconds = time.perf_counter() - start
-    try:
-        # Until the speed settles, so that the session's first cell is not measured cold.
-        warm_up = engine.warm_up(prompt_fill_tokens(settings.threads.value))
-        hardware = collect_hardware(
-            system_info=engine.facts.system_info,
-            llama_cpp_python_version=engine.facts.llama_cpp_python_version,
-            hardware_id_override=settings.hardware.value,
-            override_source=settings.hardware.source,
-        )
-    except BaseException:
-        engine.close()   # a worker that hung or crashed in its warm-up must not outlive the session
-        raise
-    return LoadedModel(engine=engine, model=fingerprint_model(path, info=info), hardware=hardware,
-                       threads=settings.threads.value, load_seconds=load_seconds, warm_up=warm_up)
-
-
-def _load_served(settings: Settings, say: Callable[[str], None] | None) -> LoadedModel:
-    """A served deployment as the engine: llama-server started here (``--axion-serve N``), or an endpoint."""
-    from pytest_axion.engines.endpoint import EndpointEngine, served_model_name  # only for served sessions (httpx)
-
-    start = time.perf_counter()
-    if settings.serve_slots.value is not None:
-        from pytest_axion.serve.build import SERVER, build_programs
-        from pytest_axion.serve.llama_server import LlamaServer
-
-        path = settings.model.value or str(embedded_model_path())
-        info = read_gguf_info(path)
-        binary = build_programs((SERVER,), say=say)[SERVER]
-        server = LlamaServer(binary, path, threads=settings.threads.value, slots=settings.serve_slots.value).start()
-        try:
-            engine = EndpointEngine(server.url, label="llama-server", restart_server=server.restart, server=server,
-                                    api_key=server.api_key)
-        except BaseException:
-            server.stop()
-            raise
-        served: Engine = engine
-        model = fingerprint_model(path, info=info)
-        model = replace(model, file_name=f"{model.label}@llama-server-np{settings.serve_slots.value}.gguf")
-        hardware_override, override_source = settings.hardware.value, settings.hardware.source
-    else:
-        url = str(settings.endpoint.value)
-        engine = served = EndpointEngine(url, model=settings.endpoint_model.value, api_key=settings.endpoint_key)
-        model_name = served_model_name(engine.server.model)
-        digest = hashlib.sha256(f"{url} {model_name} {engine.server.build}".encode()).hexdigest()
-        model = ModelFingerprint(file_name=f"{model_name}@endpoint", path=url, sha256=digest,
-                                 architecture="served", quantization="unknown", n_params=0, size_bytes=0)
-        # The deployment, not this client machine, is the hardware: name it, or it is named after the endpoint.
-        hardware_override = settings.hardware.value or endpoint_hardware_id(url)
-        override_source = settings.hardware.source if settings.hardware.value else "--axion-endpoint"
-    if settings.ab_endpoint.value is not None:
-        # B is the deployment named above; A the one it is judged against, measured in alternating rounds
-        ab_url = settings.ab_endpoint.value
-        try:
-            served = PairedEngine(lambda: EndpointEngine(ab_url, label="A/B baseline endpoint",
-                                                         option="--axion-ab-endpoint",
-                                                         api_key=settings.ab_endpoint_key), lambda: engine,
-                                  rounds=settings.ab_rounds.value)
-        except BaseException:
-            engine.close()
-            raise
-    load_seconds = time.perf_counter() - start
-    try:
-        warm_up = served.warm_up(prompt_fill_tokens(settings.threads.value))
-        hardware = collect_hardware(system_info=engine.facts.system_info, llama_cpp_python_version="served",
-                                    hardware_id_override=hardware_override, override_source=override_source)
-    except BaseException:
-        served.close()   # the server started here must not outlive a session that could not begin
-        raise
-    return LoadedModel(engine=served, model=model, hardware=hardware, threads=settings.threads.value,
-                       load_seconds=load_seconds, warm_up=warm_up)
-
-
-def endpoint_hardware_id(url: str) -> str:
-    """An external endpoint's hardware id, unless --axion-hardware names it: ``endpoint-<host>-<port>``."""
-    host = url.split("://", 1)[1].split("/", 1)[0]
-    return "endpoint-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in host)
-
-
-def engine_run(engine: Engine, kind: str, *, repetitions: int,
-               progress: ProgressCallback | None, **shape: int) -> tuple[Run, float | None]:
-    """One workload on one engine (``kind`` is prompt, generation or batched), and the CPUs' worth of
-    other processes' work that ran meanwhile."""
-    # Contention is measured against this process tree; a server elsewhere (or not our child) would count as
-    # "other processes", so an external endpoint reports none.
-    meter = OtherCpuMeter().start() if engine.measures_contention else None
-    run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)  # type: ignore[arg-type]  # sizes
-    return run, meter.stop() if meter is not None else None
-
+__all__ = ["Axion", "BatchedCell", "BatchedResult", "LoadedModel", "remeasure"]
 
 # (A's measurements, B's measurements) of one workload, by metric
 PairRecorder = Callable[[dict[str, Measurement], dict[str, Measurement]], None]
@@ -291,9 +155,10 @@ class Axion:
         cells: dict[int, BatchedCell] = {}
         seconds: dict[int, float] = {}
 
-        def measure(batch_size: int, reps: int | None) -> float:
+        def measure(batch_size: int, reps: int | None, *, beyond: bool = False) -> float:
             start = time.perf_counter()
-            measured = self._measure("batched", reps, n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size)
+            measured = self._measure("batched", reps, n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size,
+                                     unrecorded_ends=beyond)
             cells[batch_size] = BatchedCell.of(batch_size, measured)
             seconds[batch_size] = time.perf_counter() - start
             return per_user(batch_size)
@@ -320,7 +185,11 @@ class Axion:
                 stopped = (f"the time budget: {following} users would take about {predicted:.0f} s, over the "
                            f"{max(0.0, budget_s - spent):.0f} s left of {budget_s:.0f} s")
                 break
-            measure(following, search_repetitions)
+            try:
+                measure(following, search_repetitions, beyond=True)
+            except NotRecorded:
+                stopped = f"the replayed recording, which holds no {following}-user cell"
+                break
             spent += seconds[following]
             size = following
         else:
@@ -330,21 +199,18 @@ class Axion:
             per_user_tps=tuple((b, per_user(b)) for b in sorted(cells)), stopped=stopped))
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
 
-    def _measure(self, kind: str, repetitions: int | None, **shape: int) -> dict[str, Measurement]:
-        """One workload: measured here, or on both sides of an A/B session (then one sample per round)."""
-        engine = self.loaded.engine
-        with self._engine_errors():
-            if isinstance(engine, PairedEngine):
-                paired = measure_paired(engine, kind, nodeid=self.nodeid, threads=self.threads, **shape)
-                measured = paired.current
-                if self._record_pair is not None:
-                    self._record_pair(paired.baseline_rounds, paired.current_rounds)
-            else:
-                run, other = engine_run(engine, kind, repetitions=self._reps(repetitions), progress=self._progress,
-                                        **shape)
-                measured = measurements_of(run, nodeid=self.nodeid, threads=self.threads, other_cpus=other)
-        self._keep(list(measured.values()))
-        return measured
+    def _measure(self, kind: str, repetitions: int | None, *, unrecorded_ends: bool = False,
+                 **shape: int) -> dict[str, Measurement]:
+        """One workload; in an A/B session on both sides (their rounds go to ``record_pair``). ``unrecorded_ends``:
+        a workload a replayed recording lacks is raised as such (a search then ends), not as the test's error."""
+        with self._engine_errors(unrecorded_ends):
+            measured = self.loaded.engine.measure(kind, nodeid=self.nodeid, threads=self.threads,
+                                                  repetitions=self._reps(repetitions), progress=self._progress,
+                                                  **shape)
+        if measured.rounds is not None and self._record_pair is not None:
+            self._record_pair(*measured.rounds)
+        self._keep(list(measured.current.values()))
+        return measured.current
 
     def _reps(self, repetitions: int | None) -> int:
         return self.repetitions if repetitions is None else repetitions
@@ -354,10 +220,12 @@ class Axion:
         return self._reps(repetitions) + 1
 
     @contextmanager
-    def _engine_errors(self) -> Iterator[None]:
+    def _engine_errors(self, unrecorded_ends: bool = False) -> Iterator[None]:
         try:
             yield
         except EngineError as err:
+            if unrecorded_ends and isinstance(err, NotRecorded):
+                raise
             raise MeasurementError(f"{self.nodeid}: {err}") from None
 
     def _keep(self, measurements: list[Measurement]) -> list[Measurement]:
@@ -368,26 +236,18 @@ class Axion:
 
 
 def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repetitions: int,
-              progress: ProgressCallback | None = None) -> dict[str, Measurement]:
-    """Measure the workloads behind ``measurements`` again, fresh (warm-up included), keyed like them.
-
-    Each distinct workload runs once, however many of its metrics are asked for.
-    """
-    engine, threads = loaded.engine, loaded.threads
-    fresh: dict[str, Measurement] = {}
-    done: set[tuple[str, int, int, int]] = set()
-    for m in measurements:
-        workload = workload_of(m)
-        if workload in done:
-            continue
-        done.add(workload)
+              progress: ProgressCallback | None = None) -> list[Measured]:
+    """Measure the workloads behind ``measurements`` again, fresh (warm-up included): each distinct workload once,
+    however many of its metrics are asked for."""
+    fresh: list[Measured] = []
+    for m in {workload_of(m): m for m in measurements}.values():
         kind, shape_args = workload_request(m)
         try:
-            run, other = engine_run(engine, kind, repetitions=repetitions, progress=progress, **shape_args)
+            measured = loaded.engine.measure(kind, nodeid=m.nodeid, threads=loaded.threads, repetitions=repetitions,
+                                             progress=progress, **shape_args)
         except EngineError as err:
             raise MeasurementError(f"{m.nodeid}: measuring again: {err}") from None
-        results = list(measurements_of(run, nodeid=m.nodeid, threads=threads, other_cpus=other).values())
-        fresh.update((r.key, r) for r in results)
+        fresh.append(measured)
     return fresh
 
 

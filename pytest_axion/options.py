@@ -103,6 +103,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("serve", "--axion-serve", "axion_serve", "int",
                "start llama.cpp's llama-server with N parallel slots on 127.0.0.1 for this session (built once "
                "from the installed llama-cpp-python's llama.cpp tree) and measure it as the endpoint", "N"),
+    OptionSpec("replay", "--axion-replay", None, "str",
+               "judge the samples of an --axion-report file again instead of measuring: each test's workloads are "
+               "answered with what that report recorded, on its model, hardware id and threads, so the promises, "
+               "baselines and reports say whether that run passes as things stand now", "REPORT"),
     OptionSpec("efficiency", "--axion-efficiency", "axion_efficiency", "str",
                "the machine's own limits (memory bandwidth, float32 compute) that efficiency figures and "
                "promises are read against: cached (default: measured once per hardware id and thread count, "

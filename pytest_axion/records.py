@@ -40,6 +40,10 @@ class EngineError(Exception):
     """The engine refused a model, a context or a batch; the message is one line."""
 
 
+class NotRecorded(EngineError):
+    """A replayed report holds no such workload: where a search for capacity goes beyond the recording, it ends."""
+
+
 @dataclass(frozen=True)
 class PromptRun:
     """Wall-clock seconds of each repetition of a prompt of ``n_prompt`` tokens (llama-bench ``pp``)."""

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_axion.engines.base import Engine
-from pytest_axion.engines.paired import PairedEngine, measure_paired
 from pytest_axion.engines.worker import probe_build
 from pytest_axion.errors import AxionError, MeasurementError, SettingsError
-from pytest_axion.harness import (
-    Axion,
-    LoadedModel,
-    endpoint_hardware_id,
-    engine_run,
-    load_model,
-    remeasure,
-)
+from pytest_axion.harness import Axion, LoadedModel, remeasure
 from pytest_axion.machine.costs import CostsError, model_costs
 from pytest_axion.machine.cpu import parse_system_info
 from pytest_axion.machine.environment import environment_warnings, other_processes_cpus
@@ -44,9 +36,6 @@ from pytest_axion.records import (
     Measurement,
     ProgressCallback,
     busy_limit,
-    measurements_of,
-    workload_of,
-    workload_request,
 )
 from pytest_axion.report.record import AbSession, AbSide, BaselineStatus, RunRecord, shown_path
 from pytest_axion.settings import Settings
@@ -55,6 +44,7 @@ from pytest_axion.store.baselines import Baseline, baseline_path, check_writable
 from pytest_axion.store.gate import BaselineGate, GateSettings
 from pytest_axion.store.limits_cache import limits_for
 from pytest_axion.store.sizing_cache import Sizing, Sweep, sizing_for
+from pytest_axion.transport import from_builtin, to_builtin
 
 
 class AxionSession:
@@ -63,6 +53,7 @@ class AxionSession:
     def __init__(self, settings: Settings, *, baselines_root: Path, progress: ProgressCallback | None = None,
                  sleep: Callable[[float], None] | None = None) -> None:
         self.settings = settings
+        self.deployment = settings.deployment   # how this run measures: asked, never re-derived
         self.baselines_root = baselines_root
         self.measurements: list[Measurement] = []
         self.verdicts: list[Verdict] = []   # every promise of every test, after its confirmations
@@ -98,13 +89,14 @@ class AxionSession:
         llama.cpp crashed since (the test that saw the crash has failed with its one-line error)."""
         if self._loaded is not None and not self._loaded.engine.alive:
             self._loaded.engine.restart()
-        if self._loaded is None:
+        if self._loaded is None and self.deployment.measures:
             # Read before the model loads: the load itself would raise the load average.
             self.environment = tuple(environment_warnings(
                 threads=self.settings.threads.value, physical_cores=self.settings.cores.physical,
                 logical_cores=self.settings.cores.logical, other_cpus=other_processes_cpus()))
+        if self._loaded is None:
             progress = self.progress
-            self._loaded = load_model(self.settings, say=(lambda text: progress(text, 0, 0)) if progress else None)
+            self._loaded = self.deployment.load(say=(lambda text: progress(text, 0, 0)) if progress else None)
         return self._loaded
 
     def check_quiet_for_refresh(self, *, sample_s: float = 1.0) -> None:
@@ -137,7 +129,7 @@ class AxionSession:
             loaded, choice = self.load(), self.settings.prompt_sizing
             if isinstance(choice.value, int):
                 self._sizing = Sizing(choice.value, (), f"{choice.value} tokens per call from {choice.source}")
-            elif choice.value == "sweep" and not self.settings.served and self.settings.ab_source is None:
+            elif choice.value == "sweep" and self.deployment.sweeps_prompt:
                 if self._sizing_failed is not None:   # once per session: a later test fails alike, unmeasured
                     raise MeasurementError(self._sizing_failed)
                 try:
@@ -149,7 +141,7 @@ class AxionSession:
                     self._sizing_failed = str(err)
                     raise
             else:
-                why = "" if choice.value == "rule" else " (a served deployment or an A/B session is not swept)"
+                why = "" if choice.value == "rule" else f" (a {self.deployment.kind} run is not swept)"
                 self._sizing = Sizing(prompt_fill_tokens(loaded.threads), (),
                                       f"{TOKENS_PER_THREAD} tokens per thread, at most one micro-batch{why}")
         return self._sizing
@@ -161,13 +153,13 @@ class AxionSession:
             if self.progress is not None:
                 self.progress(f"prompt sizing: {n_prompt} tokens per call", 0, 0)
             try:
-                run, other = engine_run(loaded.engine, "prompt", repetitions=SWEEP_REPETITIONS, progress=None,
-                                        n_prompt=n_prompt)
+                measured = loaded.engine.measure("prompt", nodeid="prompt sizing", threads=loaded.threads,
+                                                 repetitions=SWEEP_REPETITIONS, n_prompt=n_prompt)
             except EngineError as err:
                 raise MeasurementError(f"prompt sizing ({n_prompt} tokens per call): {err}") from None
-            measured = measurements_of(run, nodeid="prompt sizing", threads=loaded.threads, other_cpus=other)
-            points.append((n_prompt, measured["prompt_tps"].median))
-            busy.append(other)
+            prompt = measured.current["prompt_tps"]
+            points.append((n_prompt, prompt.median))
+            busy.append(prompt.other_cpus)
         known = [cpus for cpus in busy if cpus is not None]
         return Sweep(tuple(points), max(known) if known else None)
 
@@ -195,9 +187,10 @@ class AxionSession:
         """The model's costs and the machine's limits that efficiency is read against, measured (or read from
         the cache) once, on first use; raises AxionError when they cannot be had."""
         if self._roofs is None:
-            if self.settings.endpoint.value is not None:
-                raise AxionError("efficiency is read against the machine that computes: an endpoint served "
-                                 "elsewhere has other limits; measure it there, or with --axion-serve on this machine")
+            if not self.deployment.computes_here:
+                raise AxionError(f"efficiency is read against the machine that computes, which a "
+                                 f"{self.deployment.kind} run does not: measure it there (in process or with "
+                                 "--axion-serve)")
             loaded = self.load()
             try:
                 costs = model_costs(read_gguf_info(self.settings.model.value or str(embedded_model_path())))
@@ -210,8 +203,8 @@ class AxionSession:
 
     def _report_roofs(self) -> Roofs | None:
         """The roofs for the reports: None when efficiency is off or could not be measured (said once)."""
-        if self.settings.efficiency.value == "off" or self.roofs_missing:
-            return None
+        if self.settings.efficiency.value == "off" or self.roofs_missing or not self.deployment.measures:
+            return None   # a replay's figures were measured elsewhere: this machine's limits do not bound them
         try:
             return self.roofs()
         except (LimitsError, AxionError) as err:
@@ -248,39 +241,16 @@ class AxionSession:
 
     def header_line(self) -> str:
         """Before the first test: the model, the hardware id, threads and mode (nothing is loaded yet)."""
-        settings = self.settings
-        if settings.endpoint.value is not None:
-            model = settings.endpoint_model.value or "the endpoint's model"
-            hardware = settings.hardware.value or endpoint_hardware_id(settings.endpoint.value)
-        else:
-            try:
-                model = Path(settings.model.value or embedded_model_path()).name.removesuffix(".gguf")
-            except AxionError:
-                model = "not installed"
-            try:   # the id comes from the CPU alone: no worker is started for the header
-                hardware = collect_hardware(hardware_id_override=settings.hardware.value,
-                                            override_source=settings.hardware.source).hardware_id
-            except (AxionError, OSError):
-                hardware = "not known until the model loads"
-        if settings.refresh:
-            mode = f"recording baselines ({settings.runs.value} runs)"
-        elif settings.ab_baseline.value is not None:
-            mode = f"A/B against the llama-cpp-python of {settings.ab_baseline.value}"
-        elif settings.ab_endpoint.value is not None:
-            mode = f"A/B of the served deployment against {settings.ab_endpoint.value}"
-        elif settings.serve_slots.value is not None:
-            mode = f"served by llama-server with {settings.serve_slots.value} slots"
-        elif settings.endpoint.value is not None:
-            mode = f"served at {settings.endpoint.value}"
-        else:
-            mode = "in process"
+        settings, deployment = self.settings, self.deployment
+        model, hardware = deployment.model_name(), deployment.hardware_id()
+        mode = f"recording baselines ({settings.runs.value} runs)" if settings.refresh else deployment.mode()
         if settings.refresh:
             gate = f"writing to {shown_path(self.baselines_root)}/"
         elif settings.compare_baselines:
             gate = f"baselines in {shown_path(self.baselines_root)}/"
         else:
             gate = "no stored baselines"
-        return f"axion: model {model}, hardware {hardware}, {settings.threads.value} threads, {mode}; {gate}"
+        return f"axion: model {model}, hardware {hardware}, {deployment.run_threads()} threads, {mode}; {gate}"
 
     def read_baseline(self) -> None:
         """Read this machine's baseline now (if comparing), so that a corrupt file is reported first."""
@@ -294,13 +264,13 @@ class AxionSession:
             return []
         settings = self.settings
         ab_side = ({b.key: (a, b) for a, b in self.ab_pairs if b.nodeid == nodeid}
-                   if settings.ab_source is not None else None)
+                   if self.deployment.paired else None)
         context = PromiseContext(nodeid=nodeid, reading=self.reading_speed, default_tolerance=settings.tolerance.value,
                                  gate=self.gate, require_baseline=settings.require_baseline,
                                  ab_baseline_side=ab_side, ab_rounds=settings.ab_rounds.value,
                                  ab_tolerance=settings.ab_tolerance.value,
                                  roofs=None if settings.efficiency.value == "off" else self.roofs)
-        attempts = 1 + settings.confirm.value
+        attempts = 1 + settings.confirm.value if self.deployment.measures else 1
 
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
             spacing = pause_before(attempt, settings.confirm_spacing_s.value)
@@ -323,24 +293,20 @@ class AxionSession:
         # load() already starts a fresh worker when the last one crashed (or none was started yet)
         running = self._loaded is not None and self._loaded.engine.alive
         loaded = self.load()
-        engine = loaded.engine
         if running:
-            engine.restart()
-        if not isinstance(engine, PairedEngine) or ab_side is None:
-            return remeasure(loaded, suspects, repetitions=self.settings.repetitions.value, progress=self.progress)
+            loaded.engine.restart()
         fresh: dict[str, Measurement] = {}
-        for first in {workload_of(m): m for m in suspects}.values():
-            kind, shape = workload_request(first)
-            try:
-                paired = measure_paired(engine, kind, nodeid=first.nodeid, threads=first.threads, **shape)
-            except EngineError as err:
-                raise MeasurementError(f"{first.nodeid}: measuring again in fresh processes: {err}") from None
-            for metric, b in paired.current.items():
-                if metric in paired.baseline_rounds and metric in paired.current_rounds:
-                    ab_side[b.key] = (paired.baseline_rounds[metric], paired.current_rounds[metric])
+        for measured in remeasure(loaded, suspects, repetitions=self.settings.repetitions.value,
+                                  progress=self.progress):
+            fresh.update((m.key, m) for m in measured.current.values())
+            if ab_side is None or measured.rounds is None:
+                continue
+            baseline_rounds, current_rounds = measured.rounds
+            for metric, b in measured.current.items():
+                if metric in baseline_rounds and metric in current_rounds:
+                    ab_side[b.key] = (baseline_rounds[metric], current_rounds[metric])
                 else:
                     ab_side.pop(b.key, None)   # never judge this attempt by the first attempt's pairs
-                fresh[b.key] = b
         return fresh
 
     def baseline_status(self) -> BaselineStatus | None:
@@ -440,13 +406,16 @@ class AxionSession:
         if loaded is None or not self.measurements:
             return None
         record = RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
-                           repetitions=self.settings.repetitions.value, load_seconds=loaded.load_seconds,
+                           repetitions=self.deployment.run_repetitions(self.settings.repetitions.value),
+                           load_seconds=loaded.load_seconds,
                            reading=self.reading_speed(), measurements=self.measurements, verdicts=self.verdicts,
                            baseline=self.baseline_status(), ab=self._ab_session(),
                            test_outcomes=self.test_outcomes(), environment=self.environment,
                            capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
                            roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
-                           served=loaded.engine.describe() if self.settings.served else "",
+                           served=self.deployment.describe(loaded.engine), deployment=self.deployment.kind,
+                           served_elsewhere=self.deployment.endpoint is not None,
+                           replay_of=self.deployment.replay or "",
                            prompt_sizing=self._sizing)
         return dataclasses.replace(record, prediction=self._prediction(record, predict))
 
@@ -473,28 +442,31 @@ class AxionSession:
         return self._predicted[1]
 
     def _ab_session(self) -> AbSession | None:
-        engine, settings = self._loaded.engine if self._loaded is not None else None, self.settings
-        if not isinstance(engine, PairedEngine) or settings.ab_source is None:
+        sides = self.deployment.ab_sides(self._loaded.engine) if self._loaded is not None else None
+        if sides is None:
             return None
 
         def side(where: str, of: Engine) -> AbSide:
             return AbSide(where, of.facts, served=of.describe())
 
-        current = settings.endpoint.value or ("llama-server" if settings.served else sys.executable)
-        return AbSession(baseline=side(settings.ab_source, engine.baseline), current=side(current, engine.current),
+        settings = self.settings
+        return AbSession(baseline=side(sides.baseline_where, sides.baseline),
+                         current=side(sides.current_where, sides.current),
                          rounds=settings.ab_rounds.value, tolerance=settings.ab_tolerance.value)
 
-    def export_state(self) -> bytes | None:
-        """An xdist worker's run for its controller (pickle: both ends are this same installation)."""
+    def export_state(self) -> dict[str, Any] | None:
+        """An xdist worker's run for its controller, as builtin types (execnet carries nothing else)."""
         record = self.run_record(predict=False)
         if record is None:
             return None
-        return pickle.dumps({"record": record, "phases": self.test_phases})
+        return {"record": to_builtin(record), "phases": [list(phase) for phase in self.test_phases]}
 
-    def adopt_state(self, payload: bytes) -> None:
+    def adopt_state(self, payload: Mapping[str, Any]) -> None:
         """Take over a worker's run; each further worker's run is merged in, never dropped."""
-        state = pickle.loads(payload)  # from our own worker process, the same installation
-        record: RunRecord = state["record"]
+        record = from_builtin(payload["record"])
+        if not isinstance(record, RunRecord):
+            raise AxionError(f"an xdist worker sent {type(record).__name__}, not its run: are both ends the same "
+                             "pytest-axion?")
         if self._adopted is not None:
             first = self._adopted
             record = dataclasses.replace(
@@ -507,7 +479,7 @@ class AxionSession:
                 load_seconds=max(first.load_seconds, record.load_seconds),
                 environment=tuple(dict.fromkeys([*first.environment, *record.environment])))
         self._adopted = record
-        self.test_phases += state["phases"]
+        self.test_phases += [(str(nodeid), str(outcome)) for nodeid, outcome in payload["phases"]]
 
     def close(self) -> None:
         if self._loaded is not None:

@@ -7,6 +7,7 @@ where it came from, so an error can say which option or ini key to fix.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pytest_axion.promises.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
 from pytest_axion.promises.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
 
 if TYPE_CHECKING:
+    from pytest_axion.engines.deployment import Deployment
     from pytest_axion.machine.gguf import GgufInfo
 
 T = TypeVar("T")
@@ -98,16 +100,23 @@ class Settings:
     # Reports of this suite on proxies of the same model at other layer counts: predict the full model.
     predict_from: Sourced[tuple[str, ...]] = Sourced((), "default")
 
-    @property
-    def served(self) -> bool:
-        return self.endpoint.value is not None or self.serve_slots.value is not None
+    replay: Sourced[str | None] = Sourced(None, "default")   # a report judged again instead of measuring
 
-    @property
-    def ab_source(self) -> str | None:
-        """Side A of an A/B session (an interpreter or an endpoint URL); None outside one."""
-        return self.ab_baseline.value or self.ab_endpoint.value
     warnings: tuple[str, ...] = ()
     cores: UsableCores = _ONE_CORE   # what the default thread count rests on
+
+    @functools.cached_property
+    def deployment(self) -> Deployment:
+        """How this run measures: decided here once, asked by everything that differs by it."""
+        from pytest_axion.engines.deployment import Deployment  # the engines: only once a run measures
+
+        return Deployment(
+            threads=self.threads.value, model_path=self.model.value, python=self.python.value,
+            worker_timeout_s=self.worker_timeout_s.value, hardware_override=self.hardware.value,
+            hardware_source=self.hardware.source, ab_python=self.ab_baseline.value, ab_rounds=self.ab_rounds.value,
+            serve_slots=self.serve_slots.value, endpoint=self.endpoint.value,
+            endpoint_model=self.endpoint_model.value, endpoint_key=self.endpoint_key,
+            ab_endpoint=self.ab_endpoint.value, ab_endpoint_key=self.ab_endpoint_key, replay=self.replay.value)
 
 
 def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores: UsableCores) -> Settings:
@@ -202,6 +211,13 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         raise SettingsError("--axion-ab-endpoint and --axion-refresh-baselines do not mix: run the A/B session, "
                             "then record baselines in a separate run")
 
+    replay = _as_optional_str(raw["replay"])
+    if replay.value is not None:
+        _check_replay(replay, enabled=bool(raw["enabled"].value), refresh=refresh, served=served, threads=threads,
+                      ab=ab_baseline.value is not None or ab_endpoint.value is not None,
+                      model=_as_optional_str(raw["model"]), reading_unit=reading_speed.unit,
+                      prompt_sizing=prompt_sizing)
+
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
 
@@ -240,6 +256,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         plots=_as_optional_str(raw["plots"]),
         markdown=_as_optional_str(raw["markdown"]),
         predict_from=_as_paths(raw["predict_from"]),
+        replay=replay,
         model=model,
         threads=threads,
         repetitions=repetitions,
@@ -247,6 +264,30 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         warnings=tuple(warnings),
         cores=cores,
     )
+
+
+def _check_replay(replay: Sourced[str | None], *, enabled: bool, refresh: bool, served: bool, ab: bool,
+                  threads: Sourced[int], model: Sourced[str | None], reading_unit: str,
+                  prompt_sizing: Sourced[str | int]) -> None:
+    """A replay judges a recorded run: it needs --axion-slo and a readable report, and measures nothing."""
+    from pytest_axion.engines.replay import read_recorded_run  # reads the report (jsonschema): only for a replay
+
+    if not enabled:
+        raise SettingsError(f"{replay.source} judges a recorded run under --axion-slo: add --axion-slo")
+    try:
+        read_recorded_run(str(replay.value))
+    except AxionError as err:
+        raise SettingsError(str(err)) from None
+    clash = ("--axion-refresh-baselines" if refresh else "--axion-serve / --axion-endpoint" if served
+             else "an A/B session" if ab else model.source if model.value is not None
+             else threads.source if threads.source != "default"
+             else f"{prompt_sizing.source} sweep" if prompt_sizing.value == "sweep" else None)
+    if clash is not None:
+        raise SettingsError(f"{replay.source} replays what the report recorded (its model, machine and threads) and "
+                            f"measures nothing, so {clash} does not apply: run that without --axion-replay")
+    if reading_unit == "wpm":
+        raise SettingsError(f"{replay.source} has no tokenizer to turn words per minute into tokens: give "
+                            "--axion-reading-speed in tokens/s (the report's settings.reading_speed_tokens_per_s)")
 
 
 def _pick(spec: OptionSpec, cli: Mapping[str, object], ini: Mapping[str, str]) -> Sourced[object]:

@@ -1,10 +1,9 @@
-"""A recorded run replayed through the plugin: a test double of the engine, for pytester tests only.
+"""Recorded runs replayed through the plugin's replay engine in pytester runs, in place of the worker.
 
-A run's JSON report keeps every cell's samples; :class:`ReplayEngine` answers the engine's requests
-with them, turned back into the seconds the real engine returns, so that a user's test file (the
-reference suite, say) goes through the real settings, promises, confirmations and messages with a
-16-core machine's figures, or a build doctored to misbehave. The real engine is tested on the real
-model elsewhere; nothing here replaces that.
+A run's JSON report keeps every cell's samples; :class:`pytest_axion.engines.replay.ReplayEngine` answers the
+harness with them, so that a user's test file (the reference suite, say) goes through the real settings,
+promises, confirmations and messages with a 16-core machine's figures, or a build doctored to misbehave.
+The real engine is tested on the real model elsewhere; nothing here replaces that.
 """
 
 from __future__ import annotations
@@ -14,14 +13,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_axion.records import BatchedRun, EngineError, ModelFacts, Run, WarmUpRun
+from pytest_axion.engines.replay import ReplayEngine
+from pytest_axion.records import ModelFacts, Workload
 
 DATA = Path(__file__).parent / "data"
 MANY_CORE = DATA / "many-core" / "reference-suite-16t-report.json"
 TWO_THREADS = DATA / "replay" / "reference-suite-2t.json"
 
 Cell = tuple[int, int, int]   # (n_prompt, n_gen, batch_size)
-Doctor = Callable[[Cell, dict[str, list[float]]], dict[str, list[float]]]
+Doctor = Callable[[Cell, dict[str, list[float]]], dict[str, list[float]]]   # as the tests write them
 
 
 def recorded_cells(report: Path) -> dict[Cell, dict[str, list[float]]]:
@@ -33,59 +33,51 @@ def recorded_cells(report: Path) -> dict[Cell, dict[str, list[float]]]:
     return cells
 
 
-class ReplayEngine:
-    """The engine's interface over recorded cells; a cell not recorded is an EngineError naming it."""
+FACTS = ModelFacts(description="replayed", n_params=134_515_008, size_bytes=96_583_296, n_vocab=49152,
+                   n_ctx_train=8192, model_buffers=("CPU_REPACK",), system_info="CPU : AVX2 = 1 |",
+                   llama_cpp_python_version="replay")
 
-    def __init__(self, report: Path, doctor: Doctor | None = None) -> None:
-        self.cells = recorded_cells(report)
-        self.doctor = doctor or (lambda _cell, samples: samples)
-        self.facts = ModelFacts(description="replayed", n_params=134_515_008, size_bytes=96_583_296, n_vocab=49152,
-                                n_ctx_train=8192, model_buffers=("CPU_REPACK",), system_info="CPU : AVX2 = 1 |",
-                                llama_cpp_python_version="replay")
 
-    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: object = None,
-            **shape: int) -> Run:
-        if kind != "batched":
-            raise EngineError(f"the replayed report holds batched cells only, not {kind}")
-        n_prompt, n_gen, batch_size = shape["n_prompt"], shape["n_gen"], shape["batch_size"]
-        cell = (n_prompt, n_gen, batch_size)
-        if cell not in self.cells:
-            raise EngineError(f"no recorded cell pp{n_prompt} tg{n_gen} x{batch_size} in the replayed report")
-        samples = self.doctor(cell, self.cells[cell])
-        steps = [s / 1e3 for s in samples["itl_ms"]]
-        reps = len(samples["prompt_tps"])
-        return BatchedRun(
-            n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size,
-            prompt_seconds=tuple(batch_size * n_prompt / v for v in samples["prompt_tps"]),
-            gen_seconds=tuple(batch_size * n_gen / v for v in samples["gen_tps"]),
-            step_seconds=tuple(tuple(steps[i * n_gen:(i + 1) * n_gen]) for i in range(reps)))
+def replay_engine(report: Path, doctor: Doctor | None = None) -> ReplayEngine:
+    """The plugin's replay engine over a report's rows (these trimmed reports lack the model and machine that
+    ``--axion-replay`` needs, so the worker is replaced instead), ``doctor`` rewriting each cell's samples."""
+    def by_cell(workload: Workload, samples: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+        _kind, batch_size, n_prompt, n_gen = workload
+        lists = {metric: list(values) for metric, values in samples.items()}
+        return {metric: tuple(values) for metric, values in doctor((n_prompt, n_gen, batch_size), lists).items()}
 
-    def warm_up(self, n_prompt: int) -> WarmUpRun:
-        return WarmUpRun(n_prompt=n_prompt, seconds=(0.1, 0.1, 0.1), settled=True)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    measures_contention = True
-
-    def describe(self) -> str:
-        return ""
-
-    def restart(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    return ReplayEngine(json.loads(report.read_text())["results"], FACTS, source=report.name,
+                        doctor=by_cell if doctor else None)
 
 
 def replay(monkeypatch, report: Path, doctor: Doctor | None = None) -> None:
     """Make pytester runs in this process measure ``report`` instead of loading llama.cpp."""
     # The module as sys.modules has it now: pytester forgets what a run imported (the plugin imports the harness
     # only under --axion-slo), while the package keeps an attribute pointing at the forgotten copy.
-    harness = importlib.import_module("pytest_axion.harness")
-    monkeypatch.setattr(harness, "EngineProcess",
-                        lambda python, model_path, threads, **_options: ReplayEngine(report, doctor))
+    deployment = importlib.import_module("pytest_axion.engines.deployment")
+    monkeypatch.setattr(deployment, "EngineProcess",
+                        lambda python, model_path, threads, **_options: replay_engine(report, doctor))
+
+
+def store_baseline(report: Path, root: Path, *, scale: float = 1.0) -> Path:
+    """A baseline of ``report``'s own rows (three steady runs, every sample times ``scale``), filed under the
+    report's hardware id and model as a refresh would file it: what a replay is then judged against."""
+    import dataclasses
+
+    from pytest_axion.engines.replay import RecordedRun
+    from pytest_axion.records import Measurement
+    from pytest_axion.store import refresh
+    from pytest_axion.store.baselines import baseline_path, update_baseline
+
+    recorded = RecordedRun(report)
+    measurements = [Measurement.from_json(row) for row in recorded.rows]
+    runs = [refresh.RunData(measurements=tuple(dataclasses.replace(m, samples=tuple(v * scale * f for v in m.samples))
+                                               for m in measurements),
+                            passed=frozenset(m.nodeid for m in measurements)) for f in (0.995, 1.0, 1.005)]
+    entries, _ = refresh.merge_runs(runs)
+    provenance = refresh.provenance(hardware=recorded.hardware, model=recorded.model.to_json(),
+                                    threads=recorded.threads, repetitions=5, runs=3, spacing_s=0, git=None)
+    path = baseline_path(root, recorded.hardware.hardware_id, recorded.model.label)
+    update_baseline(path, lambda _old: refresh.combine(None, entries, hardware_id=recorded.hardware.hardware_id,
+                                                        model_label=recorded.model.label, provenance=provenance)[0])
+    return path

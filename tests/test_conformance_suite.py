@@ -36,6 +36,22 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     assert checked["test_token_generation"] == {"gen_tps at batch 1", "gen_tps at batch 2", "gen_tps at batch 4",
                                                 "gen_tps pp8+tg16", "gen_tps pp8+tg64"}
 
+    # Replayed (--axion-replay), the run's own report gives back its samples and its verdicts, measuring nothing.
+    again = tmp_path / "again.json"
+    replayed = pytester.runpytest("--axion-slo", f"--axion-replay={report}", f"--axion-report={again}", "-k",
+                                  "not test_prompt_encoding", str(SUITE))
+    replayed.assert_outcomes(passed=3, deselected=1)
+    replayed_data = json.loads(again.read_text())
+    assert replayed_data["deployment"] == "replay" and data["deployment"] == "in process"
+
+    def figures(run):
+        return sorted((r["nodeid"], r["metric"], r["batch_size"], r["n_prompt"], r["n_gen"], r["samples"])
+                      for r in run["results"])
+
+    def outcomes(run):
+        return sorted((v["nodeid"], v["kind"], v["label"], v["outcome"]) for v in run["verdicts"])
+    assert figures(replayed_data) == figures(data) and outcomes(replayed_data) == outcomes(data)
+
 
 def test_reference_suite_skips_without_axion_slo(pytester):
     result = pytester.runpytest(str(SUITE))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "pytest_axion"
 ROOT = "pytest_axion"
 
@@ -20,7 +18,7 @@ ROOT = "pytest_axion"
 # layer; another unit of its own layer only where ALLOWED_SAME_LAYER says so, never a higher layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0: leaves, importing nothing of pytest_axion
-    (ROOT, "errors", "stats", "credentials", "children", "options", "files", "schemas"),
+    (ROOT, "errors", "stats", "credentials", "children", "options", "files", "schemas", "transport"),
     # 1: pure records and statistics on top of the leaves
     ("records", "comparison"),
     # 2: the machine and the model file
@@ -43,6 +41,9 @@ ALLOWED_SAME_LAYER: dict[tuple[str, str], str] = {
     # llama.cpp's programs are built with the ISA flags the worker probed, so that they run its kernels
     ("pytest_axion.serve.build", "pytest_axion.engines.worker"):
         "serve builds llama-server with the worker's build probe and its no-AMX CMake flags",
+    # the llama-server deployment (--axion-serve N) builds the server and starts it, then measures it as an endpoint
+    ("pytest_axion.engines.deployment", "pytest_axion.serve.build"): "--axion-serve builds llama-server once",
+    ("pytest_axion.engines.deployment", "pytest_axion.serve.llama_server"): "--axion-serve starts llama-server",
 }
 
 LAYER_OF = {unit: index for index, units in enumerate(LAYERS) for unit in units}
@@ -118,7 +119,11 @@ def test_the_layer_table_names_every_unit_and_its_exceptions_are_used():
 
 
 def _isinstance_engine_checks(path: Path) -> list[str]:
-    """``isinstance(x, SomethingEngine)`` (or ``...EngineProcess``, alone or in a tuple) in one module."""
+    return _engine_checks_in(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE.parent)))
+
+
+def _engine_checks_in(source: str, where: str) -> list[str]:
+    """``isinstance(x, SomethingEngine)`` (or ``...EngineProcess``, alone or in a tuple) in one module's source."""
     def names(node: ast.expr) -> list[str]:
         if isinstance(node, ast.Tuple):
             return [name for item in node.elts for name in names(item)]
@@ -129,18 +134,25 @@ def _isinstance_engine_checks(path: Path) -> list[str]:
         return []
 
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in ast.walk(ast.parse(source, filename=where)):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance"
                 and len(node.args) == 2):
-            found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: isinstance(..., {name})"
+            found += [f"{where}:{node.lineno}: isinstance(..., {name})"
                       for name in names(node.args[1]) if name.endswith(("Engine", "EngineProcess"))]
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28 item 1: the deployment value")
 def test_only_the_engines_ask_which_engine_they_hold():
     outside = [check for module, path in MODULES.items() if _unit(module) != "engines"
                for check in _isinstance_engine_checks(path)]
     for check in outside:
         print(check)
     assert not outside, "code outside engines/ branches on an engine's class:\n" + "\n".join(outside)
+
+
+def test_the_engine_check_finds_a_planted_branch():
+    source = (PACKAGE / "session.py").read_text(encoding="utf-8")
+    planted = source + "\nif isinstance(object(), (int, engines.PairedEngine)):\n    pass\n"
+    assert _engine_checks_in(source, "session.py") == []
+    assert _engine_checks_in(planted, "session.py") == [
+        f"session.py:{planted.count(chr(10)) - 1}: isinstance(..., PairedEngine)"]

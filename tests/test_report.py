@@ -45,7 +45,7 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert failed["readings"][0]["status"] == "missed" and failed["readings"][0]["detail"]["batch_size"] == 4
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
                                 "capacity_search": None, "slo_passed": False}]
-    assert report["schema_version"] == 7 and report["ab"] is None and report["baseline"] is None
+    assert report["schema_version"] == 8 and report["ab"] is None and report["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 
@@ -230,8 +230,8 @@ def test_efficiency_reaches_the_report_and_its_table():
 def test_header_of_a_served_session_says_what_the_client_knows_and_no_library_build():
     local = run_record()
     elsewhere = dataclasses.replace(
-        local, served="endpoint http://h:8000/v1: model m, build unknown, slots not reported",
-        model=ModelFingerprint(file_name="m@endpoint", path="http://h:8000/v1", sha256="ab" * 32,
+        local, served="endpoint http://h:8000/v1: model m, build unknown, slots not reported", deployment="endpoint",
+        served_elsewhere=True, model=ModelFingerprint(file_name="m@endpoint", path="http://h:8000/v1", sha256="ab" * 32,
                                architecture="served", quantization="unknown", n_params=0, size_bytes=0))
     lines = header_lines(elsewhere)
     assert lines[0] == f"model: m@endpoint (served elsewhere: size and parameters not reported; id {'ab' * 6})"

@@ -127,8 +127,9 @@ def test_served_ab_session_needs_side_b_and_refuses_what_does_not_mix(cli, messa
 
 def test_served_ab_session_judges_pairs_instead_of_stored_baselines():
     settings = resolve(cli={"enabled": True, "ab_endpoint": "http://a:8080/v1", "endpoint": "http://b:8080/v1"})
-    assert settings.ab_source == "http://a:8080/v1" and not settings.compare_baselines
-    assert resolve(cli={"enabled": True}).ab_source is None
+    assert settings.deployment.ab_source == "http://a:8080/v1" and not settings.compare_baselines
+    assert settings.deployment.kind == "served A/B" and settings.deployment.paired
+    assert resolve(cli={"enabled": True}).deployment.ab_source is None
 
 
 def test_prompt_sizing_is_rule_sweep_or_tokens_and_anything_else_names_its_source():
@@ -146,3 +147,44 @@ def test_predict_from_is_a_list_of_reports():
     assert resolve(cli={"predict_from": "a.json, b.json"}).predict_from.value == ("a.json", "b.json")
     with pytest.raises(SettingsError, match=r"--axion-predict-from must name one or more report files"):
         resolve(cli={"predict_from": " , "})
+
+
+REPLAYED = str(__import__("pathlib").Path(__file__).parent / "data" / "many-core" / "reference-suite-16t-report.json")
+
+
+@pytest.mark.parametrize(("cli", "kind"), [
+    ({}, "in process"),
+    ({"ab_baseline": "/other/python"}, "installation A/B"),
+    ({"serve": "4"}, "llama-server"),
+    ({"endpoint": "http://b:8080/v1"}, "endpoint"),
+    ({"serve": "4", "ab_endpoint": "http://a:8080/v1"}, "served A/B"),
+    ({"replay": REPLAYED}, "replay"),
+])
+def test_the_deployment_is_decided_once_from_the_settings(cli, kind):
+    deployment = resolve(cli={"enabled": True, **cli}).deployment
+    assert deployment.kind == kind
+    assert deployment.paired == (kind in ("installation A/B", "served A/B"))
+    assert deployment.computes_here == (kind not in ("endpoint", "replay"))
+    assert deployment.sweeps_prompt == (kind == "in process") and deployment.measures == (kind != "replay")
+
+
+def test_a_replay_reads_its_report_at_start_and_names_its_machine_and_threads():
+    deployment = resolve(cli={"enabled": True, "replay": REPLAYED}).deployment
+    assert deployment.hardware_id() == "x86_64-icelake-16c-d338d0dc" and deployment.run_threads() == 16
+    assert deployment.model_name() == "SmolLM2-135M-Instruct.Q4_1"
+
+
+@pytest.mark.parametrize(("cli", "message"), [
+    ({"replay": REPLAYED}, "--axion-replay judges a recorded run under --axion-slo: add --axion-slo"),
+    ({"enabled": True, "replay": "/no/such.json"}, "--axion-replay: /no/such.json does not exist"),
+    ({"enabled": True, "replay": REPLAYED, "serve": "2"}, "so --axion-serve / --axion-endpoint does not apply"),
+    ({"enabled": True, "replay": REPLAYED, "ab_baseline": "/p"}, "so an A/B session does not apply"),
+    ({"enabled": True, "replay": REPLAYED, "refresh": True}, "so --axion-refresh-baselines does not apply"),
+    ({"enabled": True, "replay": REPLAYED, "threads": "4"}, "so --axion-threads does not apply"),
+    ({"enabled": True, "replay": REPLAYED, "model": "m.gguf"}, "so --axion-model does not apply"),
+    ({"enabled": True, "replay": REPLAYED, "prompt_sizing": "sweep"}, "so --axion-prompt-sizing sweep does not"),
+    ({"enabled": True, "replay": REPLAYED, "reading_speed": "250wpm"}, "has no tokenizer"),
+])
+def test_a_replay_refuses_what_only_measuring_can_do(cli, message):
+    with pytest.raises(SettingsError, match=message):
+        resolve(cli=cli)

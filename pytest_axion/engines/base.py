@@ -1,15 +1,27 @@
 """What the harness needs of an engine: the interface a llama.cpp worker implements, and a served endpoint can.
 
 Every engine measures the same three workloads (prompt, generation, batched users) and answers with the
-run records of :mod:`pytest_axion.records`; the harness turns them into measurements and never
-asks which kind of engine it has.
+run records of :mod:`pytest_axion.records`, or with measurements through :meth:`Engine.measure`: the
+harness asks every engine that one question and never which kind of engine it has (an A/B pair answers
+with both sides' rounds as well).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from pytest_axion.records import ModelFacts, ProgressCallback, Run, WarmUpRun
+from pytest_axion.machine.environment import OtherCpuMeter
+from pytest_axion.records import Measurement, ModelFacts, ProgressCallback, Run, WarmUpRun, measurements_of
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One workload's measurements by metric: what the test's promises judge. In an A/B session also both
+    sides with one sample per round (A, B), paired round by round; a metric one side lacks is in neither."""
+
+    current: dict[str, Measurement]
+    rounds: tuple[dict[str, Measurement], dict[str, Measurement]] | None = None
 
 
 class Engine(Protocol):
@@ -38,6 +50,11 @@ class Engine(Protocol):
         batch_size); ``repetitions`` timed repetitions after an untimed warm-up."""
         ...
 
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+                progress: ProgressCallback | None = None, **shape: int) -> Measured:
+        """``run`` turned into measurements for test ``nodeid`` (most engines: :func:`measure_run`)."""
+        ...
+
     def warm_up(self, n_prompt: int) -> WarmUpRun:
         """Untimed prompts until the speed settles, before the session's first measurement."""
         ...
@@ -52,3 +69,14 @@ class Engine(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def measure_run(engine: Engine, kind: str, *, nodeid: str, threads: int, repetitions: int,
+                progress: ProgressCallback | None = None, **shape: int) -> Measured:
+    """One workload on one engine, each measurement knowing the CPUs' worth of other processes' work meanwhile."""
+    # Contention is measured against this process tree; a server elsewhere (or not our child) would count as
+    # "other processes", so an external endpoint reports none.
+    meter = OtherCpuMeter().start() if engine.measures_contention else None
+    run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)  # type: ignore[arg-type]  # sizes
+    other = meter.stop() if meter is not None else None
+    return Measured(measurements_of(run, nodeid=nodeid, threads=threads, other_cpus=other))

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pytest_axion.credentials import KEY_VARIABLES, Secret, is_loopback
+from pytest_axion.engines.base import Measured, measure_run
 from pytest_axion.errors import AxionError
 from pytest_axion.records import (
     EngineError,
@@ -228,6 +229,11 @@ class EndpointEngine:
         return f"endpoint {self.url}: model {self.server.model}, build {self.server.build}, {slots}"
 
     # -- the engine interface ------------------------------------------------------------------------
+
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+                progress: ProgressCallback | None = None, **shape: int) -> Measured:
+        return measure_run(self, kind, nodeid=nodeid, threads=threads, repetitions=repetitions, progress=progress,
+                           **shape)
 
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:

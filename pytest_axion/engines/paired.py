@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from pytest_axion.engines.base import Engine
+from pytest_axion.engines.base import Engine, Measured
 from pytest_axion.machine.environment import OtherCpuMeter
 from pytest_axion.records import Measurement, ProgressCallback, Run, WarmUpRun, measurements_of
 from pytest_axion.stats import median
@@ -62,25 +62,6 @@ class PairedRun:
         return len(self.current_rounds)
 
 
-@dataclasses.dataclass(frozen=True)
-class PairedMeasurements:
-    """One workload measured on both sides, as measurements keyed by metric."""
-    current: dict[str, Measurement]          # B, every sample: what the test's promises judge
-    baseline_rounds: dict[str, Measurement]  # A, one sample per round
-    current_rounds: dict[str, Measurement]   # B, one sample per round: paired with A's round by round
-
-
-def measure_paired(engine: PairedEngine, kind: str, *, nodeid: str, threads: int, **shape: int) -> PairedMeasurements:
-    """One workload on both sides of ``engine`` in alternating rounds, with the CPU other processes took meanwhile."""
-    meter = OtherCpuMeter().start() if engine.measures_contention else None
-    paired = engine.measure_pair(kind, **shape)
-    other = meter.stop() if meter is not None else None
-    baseline_rounds, current_rounds = (round_measurements(rounds, nodeid=nodeid, threads=threads, other_cpus=other)
-                                       for rounds in (paired.baseline_rounds, paired.current_rounds))
-    return PairedMeasurements(current=measurements_of(paired.current, nodeid=nodeid, threads=threads, other_cpus=other),
-                              baseline_rounds=baseline_rounds, current_rounds=current_rounds)
-
-
 class PairedEngine:
     """A and B measured in alternating rounds; as a plain :class:`Engine` it is B."""
 
@@ -102,7 +83,7 @@ class PairedEngine:
 
     @property
     def measures_contention(self) -> bool:
-        """Only when both sides' CPU time is this process tree's own (see :func:`harness.engine_run`)."""
+        """Only when both sides' CPU time is this process tree's own (see :func:`base.measure_run`)."""
         return self.baseline.measures_contention and self.current.measures_contention
 
     def restart(self) -> None:
@@ -127,6 +108,20 @@ class PairedEngine:
             if self._progress is not None:
                 self._progress(what, i + 1, self.rounds)
         return PairedRun(kind, tuple(runs["A"]), tuple(runs["B"]))
+
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+                progress: ProgressCallback | None = None, **shape: int) -> Measured:
+        """One workload on both sides in alternating rounds (``repetitions`` is the session's ``rounds``): B's
+        every sample as the current figures, both sides' one sample per round paired, each with the CPU other
+        processes took meanwhile."""
+        meter = OtherCpuMeter().start() if self.measures_contention else None
+        paired = self.measure_pair(kind, **shape)
+        other = meter.stop() if meter is not None else None
+        baseline_rounds, current_rounds = (round_measurements(rounds, nodeid=nodeid, threads=threads,
+                                                              other_cpus=other)
+                                           for rounds in (paired.baseline_rounds, paired.current_rounds))
+        return Measured(measurements_of(paired.current, nodeid=nodeid, threads=threads, other_cpus=other),
+                        rounds=(baseline_rounds, current_rounds))
 
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:

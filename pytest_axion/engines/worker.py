@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pytest_axion.children import die_with_parent
+from pytest_axion.engines.base import Measured, measure_run
 from pytest_axion.errors import AxionError
 from pytest_axion.records import (
     EngineError,
@@ -251,6 +252,11 @@ class EngineProcess:
             raise WorkerError(f"{self.label} {self.python}: {error.get('message', error)}")
         result: dict[str, Any] = reply["ok"]
         return result
+
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+                progress: ProgressCallback | None = None, **shape: int) -> Measured:
+        return measure_run(self, kind, nodeid=nodeid, threads=threads, repetitions=repetitions, progress=progress,
+                           **shape)
 
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:

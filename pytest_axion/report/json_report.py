@@ -18,7 +18,7 @@ from pytest_axion.promises.verdict import FAIL
 from pytest_axion.report.record import RunRecord
 from pytest_axion.schemas import validate_report
 
-REPORT_SCHEMA_VERSION = 7
+REPORT_SCHEMA_VERSION = 8
 READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 
@@ -64,6 +64,8 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         "tests": tests,
         "efficiency": _efficiency(run),
         "served": run.served or None,
+        "deployment": run.deployment,
+        "replay_of": run.replay_of or None,
         "prediction": run.prediction.to_json() if run.prediction is not None else None,
     }
 

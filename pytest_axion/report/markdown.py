@@ -94,7 +94,8 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
         tally += f"; {len(unjudged)} measurement(s) without a stored baseline"
     hardware = run.hardware
     mode = (f"A/B: B {run.ab.current.name} against A {run.ab.baseline.name}" if run.ab is not None
-            else f"served: {run.served}" if run.served else "in process")
+            else f"served: {run.served}" if run.served
+            else f"replay of `{run.replay_of}`, nothing measured" if run.replay_of else "in process")
     lines = [f"## pytest-axion: {tally}", "",
              f"Model `{run.model.label}` on `{hardware.hardware_id}` ({hardware.cpu_description}), "
              f"{run.threads} threads, "

@@ -55,6 +55,9 @@ class RunRecord:
     roofs: Roofs | None = None                        # what efficiency is read against; None: off or not measured
     roofs_source: str = ""                            # where the limits came from, or why there are none
     served: str = ""                                  # the served deployment measured, or "" (in process)
+    deployment: str = "in process"                    # how the run measured (engines.deployment.KINDS)
+    served_elsewhere: bool = False                    # B is an endpoint: neither its file nor its build is known
+    replay_of: str = ""                               # the report a replayed run judged again; "" when measured
     prediction: PredictionSet | None = None           # the full model's figures, from proxies (--axion-predict-from)
     prompt_sizing: Sizing | None = None               # axion.fill_tokens, when a test asked for it
 

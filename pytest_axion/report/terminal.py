@@ -29,17 +29,20 @@ def header_lines(run: RunRecord) -> list[str]:
     model, hardware = run.model, run.hardware
     flags = hardware.llama_cpp_system_info
     shown = shown_flags(flags)
-    served_elsewhere = model.architecture == "served"   # an endpoint reports neither the file nor the build
+    served_elsewhere = run.served_elsewhere   # an endpoint reports neither the file nor the build
     if served_elsewhere:
         model_line = (f"model: {model.file_name} (served elsewhere: size and parameters not reported; "
                       f"id {model.sha256[:12]})")
     else:
         model_line = (f"model: {model.file_name} ({model.architecture}, {model.quantization}, "
                       f"{model.n_params / 1e6:.0f}M params, {model.size_bytes / 2**20:.0f} MiB, sha256 "
-                      f"{model.sha256[:12]}) loaded in {run.load_seconds:.2f} s")
+                      f"{model.sha256[:12]})" + ("" if run.replay_of else f" loaded in {run.load_seconds:.2f} s"))
         if model.stands_for:
             model_line += f"; {model.stands_for}: the full model's kernels and shapes per layer, not its speed"
-    if run.served:
+    if run.replay_of:
+        engine_lines = [f"replay of {run.replay_of}: its samples judged again, nothing measured in this run; "
+                        f"recorded with llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}"]
+    elif run.served:
         engine_lines = [] if served_elsewhere else [f"llama-server started here, threads {run.threads}"]
     else:
         engine_lines = [f"llama-cpp-python {hardware.llama_cpp_python}, threads {run.threads}, llama.cpp: {shown}"]
