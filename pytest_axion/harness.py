@@ -246,7 +246,7 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
             measured = loaded.engine.measure(kind, nodeid=m.nodeid, threads=loaded.threads, repetitions=repetitions,
                                              progress=progress, **shape_args)
         except EngineError as err:
-            raise MeasurementError(f"{m.nodeid}: measuring again: {err}") from None
+            raise MeasurementError(f"{m.nodeid}: measuring again in fresh processes: {err}") from None
         fresh.append(measured)
     return fresh
 

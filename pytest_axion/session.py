@@ -127,7 +127,10 @@ class AxionSession:
         """The tokens per call of prompt workloads (``axion.fill_tokens``): found once per session."""
         if self._sizing is None:
             loaded, choice = self.load(), self.settings.prompt_sizing
-            if isinstance(choice.value, int):
+            recorded = self.deployment.recorded_fill_tokens()
+            if recorded is not None:
+                self._sizing = Sizing(recorded, (), f"{recorded} tokens per call, as {self.deployment.replay} recorded")
+            elif isinstance(choice.value, int):
                 self._sizing = Sizing(choice.value, (), f"{choice.value} tokens per call from {choice.source}")
             elif choice.value == "sweep" and self.deployment.sweeps_prompt:
                 if self._sizing_failed is not None:   # once per session: a later test fails alike, unmeasured
@@ -141,7 +144,7 @@ class AxionSession:
                     self._sizing_failed = str(err)
                     raise
             else:
-                why = "" if choice.value == "rule" else f" (a {self.deployment.kind} run is not swept)"
+                why = "" if choice.value == "rule" else f" (not swept in this run: {self.deployment.kind})"
                 self._sizing = Sizing(prompt_fill_tokens(loaded.threads), (),
                                       f"{TOKENS_PER_THREAD} tokens per thread, at most one micro-batch{why}")
         return self._sizing
@@ -188,9 +191,10 @@ class AxionSession:
         the cache) once, on first use; raises AxionError when they cannot be had."""
         if self._roofs is None:
             if not self.deployment.computes_here:
-                raise AxionError(f"efficiency is read against the machine that computes, which a "
-                                 f"{self.deployment.kind} run does not: measure it there (in process or with "
-                                 "--axion-serve)")
+                why = ("a replay computes nothing here" if not self.deployment.measures
+                       else "an endpoint served elsewhere has other limits")
+                raise AxionError(f"efficiency is read against the machine that computes: {why}; measure it there, or "
+                                 "with --axion-serve on this machine")
             loaded = self.load()
             try:
                 costs = model_costs(read_gguf_info(self.settings.model.value or str(embedded_model_path())))
@@ -414,7 +418,9 @@ class AxionSession:
                            capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
                            roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
                            served=self.deployment.describe(loaded.engine), deployment=self.deployment.kind,
-                           served_elsewhere=self.deployment.endpoint is not None,
+                           # an endpoint's, or one replayed: the client knew neither the file nor the build
+                           served_elsewhere=(self.deployment.endpoint is not None
+                                             or loaded.model.architecture == "served"),
                            replay_of=self.deployment.replay or "",
                            prompt_sizing=self._sizing)
         return dataclasses.replace(record, prediction=self._prediction(record, predict))
@@ -463,7 +469,11 @@ class AxionSession:
 
     def adopt_state(self, payload: Mapping[str, Any]) -> None:
         """Take over a worker's run; each further worker's run is merged in, never dropped."""
-        record = from_builtin(payload["record"])
+        try:
+            record = from_builtin(payload["record"])
+        except (KeyError, TypeError, ValueError, ImportError, AttributeError) as err:
+            raise AxionError(f"an xdist worker's run could not be read ({err}): are the controller and the workers "
+                             "the same pytest-axion?") from None
         if not isinstance(record, RunRecord):
             raise AxionError(f"an xdist worker sent {type(record).__name__}, not its run: are both ends the same "
                              "pytest-axion?")

@@ -216,7 +216,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         _check_replay(replay, enabled=bool(raw["enabled"].value), refresh=refresh, served=served, threads=threads,
                       ab=ab_baseline.value is not None or ab_endpoint.value is not None,
                       model=_as_optional_str(raw["model"]), reading_unit=reading_speed.unit,
-                      prompt_sizing=prompt_sizing)
+                      features=_as_optional_str(raw["require_features"]).value is not None)
 
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
@@ -267,21 +267,23 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
 
 
 def _check_replay(replay: Sourced[str | None], *, enabled: bool, refresh: bool, served: bool, ab: bool,
-                  threads: Sourced[int], model: Sourced[str | None], reading_unit: str,
-                  prompt_sizing: Sourced[str | int]) -> None:
-    """A replay judges a recorded run: it needs --axion-slo and a readable report, and measures nothing."""
+                  threads: Sourced[int], model: Sourced[str | None], reading_unit: str, features: bool) -> None:
+    """A replay judges a recorded run: it needs --axion-slo and a readable report, and measures nothing. A value
+    that only restates the recording (an ini file's threads, say) is no clash."""
     from pytest_axion.engines.replay import read_recorded_run  # reads the report (jsonschema): only for a replay
 
     if not enabled:
         raise SettingsError(f"{replay.source} judges a recorded run under --axion-slo: add --axion-slo")
     try:
-        read_recorded_run(str(replay.value))
+        recorded = read_recorded_run(str(replay.value))
     except AxionError as err:
         raise SettingsError(str(err)) from None
+    other_model = model.value is not None and Path(model.value).name != recorded.model.file_name
     clash = ("--axion-refresh-baselines" if refresh else "--axion-serve / --axion-endpoint" if served
-             else "an A/B session" if ab else model.source if model.value is not None
-             else threads.source if threads.source != "default"
-             else f"{prompt_sizing.source} sweep" if prompt_sizing.value == "sweep" else None)
+             else "an A/B session" if ab else f"{model.source} {model.value}" if other_model
+             else f"{threads.source}={threads.value} (it recorded {recorded.threads})"
+             if threads.source != "default" and threads.value != recorded.threads
+             else "--axion-require-features (this machine's build is not what was measured)" if features else None)
     if clash is not None:
         raise SettingsError(f"{replay.source} replays what the report recorded (its model, machine and threads) and "
                             f"measures nothing, so {clash} does not apply: run that without --axion-replay")
@@ -398,7 +400,7 @@ def _convert(raw: Sourced[object], convert: Callable[[str], T], expected: str) -
 def settings_for_this_machine(cli: Mapping[str, object], ini: Mapping[str, str]) -> Settings:
     """Resolve settings with this machine's core counts as the defaults and limits."""
     settings = resolve_settings(cli, ini, cores=usable_cores())
-    if settings.enabled:
+    if settings.enabled and settings.replay.value is None:   # a replay loads no model: its report was checked
         # A missing or broken model is a usage error, found before any test runs (imported here: a run
         # without --axion-slo pays nothing for the GGUF reader).
         from pytest_axion.machine.gguf import read_gguf_info

@@ -60,8 +60,9 @@ def replay(monkeypatch, report: Path, doctor: Doctor | None = None) -> None:
 
 
 def store_baseline(report: Path, root: Path, *, scale: float = 1.0) -> Path:
-    """A baseline of ``report``'s own rows (three steady runs, every sample times ``scale``), filed under the
-    report's hardware id and model as a refresh would file it: what a replay is then judged against."""
+    """A baseline of ``report``'s own rows (three steady runs, ``scale`` times as fast: speeds multiplied, times
+    divided), filed under the report's hardware id and model as a refresh would file it: what a replay is then
+    judged against."""
     import dataclasses
 
     from pytest_axion.engines.replay import RecordedRun
@@ -71,8 +72,11 @@ def store_baseline(report: Path, root: Path, *, scale: float = 1.0) -> Path:
 
     recorded = RecordedRun(report)
     measurements = [Measurement.from_json(row) for row in recorded.rows]
-    runs = [refresh.RunData(measurements=tuple(dataclasses.replace(m, samples=tuple(v * scale * f for v in m.samples))
-                                               for m in measurements),
+    def faster(m: Measurement, by: float) -> Measurement:
+        factor = by if m.higher_is_better else 1 / by
+        return dataclasses.replace(m, samples=tuple(v * factor for v in m.samples))
+
+    runs = [refresh.RunData(measurements=tuple(faster(m, scale * f) for m in measurements),
                             passed=frozenset(m.nodeid for m in measurements)) for f in (0.995, 1.0, 1.005)]
     entries, _ = refresh.merge_runs(runs)
     provenance = refresh.provenance(hardware=recorded.hardware, model=recorded.model.to_json(),

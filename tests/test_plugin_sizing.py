@@ -6,7 +6,7 @@ PROMPT = """
 def test_prompt(axion):
     axion.prompt(axion.fill_tokens, repetitions=2)
 """
-OPTIONS = ["--axion-slo", "--axion-efficiency=off", "-p", "no:cacheprovider"]
+OPTIONS = ["--axion-slo", "--axion-efficiency=off", "--axion-confirm-spacing=1", "-p", "no:cacheprovider"]
 
 
 def test_a_sweep_sizes_prompt_workloads_where_speed_levels_off_and_is_cached(pytester, tmp_path, monkeypatch):

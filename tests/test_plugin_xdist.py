@@ -3,7 +3,8 @@
 import itertools
 import json
 
-FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "-p", "no:cacheprovider"]
+FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "--axion-confirm-spacing=1", "-p",
+        "no:cacheprovider"]
 
 SUITE = """
 import pytest

@@ -6,6 +6,7 @@ stream, sends no usage) come from a small stand-in HTTP server in this file: the
 """
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -140,7 +141,10 @@ def test_served_ab_catches_a_deployment_whose_users_queue(pytester, served):
     result = pytester.runpytest(*FAST, "--axion-serve=1", f"--axion-ab-endpoint={served.url}",
                                 "--axion-ab-rounds=6", "--axion-confirm=1")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*ttft_ms pp32+tg32 x4: regressed: B/A 0.*"])
+    # Queueing shows in the first tokens: TTFT and the prompt speed read from them. On a busy machine one of the two
+    # can stay inconclusive (TTFT B/A 0.53x-0.75x over three attempts, its interval 0.18-1.54) while the other is
+    # regressed; either is the deployment caught.
+    assert re.search(r"fail: (ttft_ms|prompt_tps) pp32\+tg32 x4: regressed: B/A 0\.", result.stdout.str())
 
 
 def test_nothing_listening_at_side_a_is_one_line_and_side_b_is_stopped(pytester):

@@ -180,11 +180,17 @@ def test_a_replay_reads_its_report_at_start_and_names_its_machine_and_threads():
     ({"enabled": True, "replay": REPLAYED, "serve": "2"}, "so --axion-serve / --axion-endpoint does not apply"),
     ({"enabled": True, "replay": REPLAYED, "ab_baseline": "/p"}, "so an A/B session does not apply"),
     ({"enabled": True, "replay": REPLAYED, "refresh": True}, "so --axion-refresh-baselines does not apply"),
-    ({"enabled": True, "replay": REPLAYED, "threads": "4"}, "so --axion-threads does not apply"),
-    ({"enabled": True, "replay": REPLAYED, "model": "m.gguf"}, "so --axion-model does not apply"),
-    ({"enabled": True, "replay": REPLAYED, "prompt_sizing": "sweep"}, "so --axion-prompt-sizing sweep does not"),
+    ({"enabled": True, "replay": REPLAYED, "threads": "4"}, r"so --axion-threads=4 \(it recorded 16\) does not"),
+    ({"enabled": True, "replay": REPLAYED, "model": "m.gguf"}, "so --axion-model m.gguf does not apply"),
+    ({"enabled": True, "replay": REPLAYED, "require_features": "avx2"}, "so --axion-require-features"),
     ({"enabled": True, "replay": REPLAYED, "reading_speed": "250wpm"}, "has no tokenizer"),
 ])
 def test_a_replay_refuses_what_only_measuring_can_do(cli, message):
     with pytest.raises(SettingsError, match=message):
         resolve(cli=cli)
+
+
+def test_a_replay_takes_values_that_restate_the_recording():
+    settings = resolve(cli={"enabled": True, "replay": REPLAYED, "threads": "16", "prompt_sizing": "sweep"},
+                       ini={"axion_model": "/models/SmolLM2-135M-Instruct.Q4_1.gguf"})
+    assert settings.deployment.kind == "replay" and settings.deployment.run_threads() == 16

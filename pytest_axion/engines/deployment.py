@@ -150,6 +150,10 @@ class Deployment:
         """The threads the run's figures are measured (or were recorded) with."""
         return read_recorded_run(self.replay).threads if self.replay is not None else self.threads
 
+    def recorded_fill_tokens(self) -> int | None:
+        """A replay's ``axion.fill_tokens`` as the recorded run used it (None: not a replay, or not recorded)."""
+        return read_recorded_run(self.replay).fill_tokens if self.replay is not None else None
+
     def run_repetitions(self, asked: int) -> int:
         """The repetitions per workload: as asked, or as the replayed run recorded them."""
         return read_recorded_run(self.replay).repetitions if self.replay is not None else asked
@@ -173,6 +177,7 @@ class Deployment:
             return self._load_served(say)
         path = self.model_path or str(embedded_model_path())
         info = read_gguf_info(path)  # refuse bad files before llama.cpp can crash on them
+        model = fingerprint_model(path, info=info)   # before any process starts: nothing to leak if it fails
         start = time.perf_counter()
         engine: Engine
         python = self.python or sys.executable
@@ -187,7 +192,7 @@ class Deployment:
                 raise ModelFileError(f"{err}: check that {path} is a model this llama.cpp build supports") from None
             raise
         load_seconds = time.perf_counter() - start
-        return self._warmed(engine, fingerprint_model(path, info=info), load_seconds,
+        return self._warmed(engine, model, load_seconds,
                             llama_cpp_python=None, hardware_override=self.hardware_override,
                             override_source=self.hardware_source)
 
@@ -222,6 +227,8 @@ class Deployment:
 
             path = self.model_path or str(embedded_model_path())
             info = read_gguf_info(path)
+            model = fingerprint_model(path, info=info)
+            model = dataclasses.replace(model, file_name=f"{model.label}@llama-server-np{self.serve_slots}.gguf")
             binary = build_programs((SERVER,), say=say)[SERVER]
             server = LlamaServer(binary, path, threads=self.threads, slots=self.serve_slots).start()
             try:
@@ -230,8 +237,6 @@ class Deployment:
             except BaseException:
                 server.stop()
                 raise
-            model = fingerprint_model(path, info=info)
-            model = dataclasses.replace(model, file_name=f"{model.label}@llama-server-np{self.serve_slots}.gguf")
             hardware_override, override_source = self.hardware_override, self.hardware_source
         else:
             url = str(self.endpoint)

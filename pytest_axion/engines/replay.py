@@ -66,6 +66,7 @@ class ReplayEngine:
             m = Measurement.from_json(row)
             self._rows.setdefault(workload_of(m), {}).setdefault(m.nodeid, {}).setdefault(m.metric, m)
         self._doctor = doctor
+        self._nodeids = {nodeid for tests in self._rows.values() for nodeid in tests}
 
     @property
     def alive(self) -> bool:
@@ -81,7 +82,11 @@ class ReplayEngine:
         if not by_test:
             raise NotRecorded(f"{self.source} holds no {_shape(workload)} workload: replay a report of the tests "
                               "being run, with the same workload sizes (and --axion-prompt-sizing as it was recorded)")
-        recorded = by_test.get(nodeid) or next(iter(by_test.values()))
+        recorded = by_test.get(nodeid)
+        if recorded is None and nodeid in self._nodeids:
+            # a test replays its own recording: a capacity search ends where it ended, not in another test's cells
+            raise NotRecorded(f"{nodeid} recorded no {_shape(workload)} workload in {self.source}")
+        recorded = recorded or next(iter(by_test.values()))   # a test the report does not name: the first
         samples = {metric: m.samples for metric, m in recorded.items()}
         if self._doctor is not None:
             samples = self._doctor(workload, samples)
@@ -139,6 +144,8 @@ class RecordedRun:
                              "by --axion-report") from None
         self.path = path
         self.rows: list[Mapping[str, Any]] = list(data["results"])
+        sizing = data["settings"].get("prompt_sizing")   # schema 7 on: axion.fill_tokens as the run used it
+        self.fill_tokens: int | None = int(sizing["fill_tokens"]) if sizing else None
         warm = data.get("warm_up")
         self.warm_up = (WarmUpRun(n_prompt=int(warm["n_prompt"]), seconds=tuple(warm["seconds"]),
                                   settled=bool(warm["settled"])) if warm else None)

@@ -19,7 +19,7 @@ from pytest_axion.report.record import RunRecord
 from pytest_axion.schemas import validate_report
 
 REPORT_SCHEMA_VERSION = 8
-READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def build_report(run: RunRecord) -> dict[str, Any]:
