@@ -30,7 +30,10 @@ from typing import Any
 from pytest_axion.errors import SettingsError
 from pytest_axion.stats import cv, median
 
-OK, IMPROVED, REGRESSED, INCONCLUSIVE = "ok", "improved", "regressed", "inconclusive"   # what one comparison says
+# What one comparison says. NOT_SIGNIFICANT ("inconclusive" in files, as written since version 1) is a comparison's
+# word: slower beyond the band, not significantly. A verdict's INCONCLUSIVE (promises.verdict) is another thing: the
+# attempts could not settle a promise.
+OK, IMPROVED, REGRESSED, NOT_SIGNIFICANT = "ok", "improved", "regressed", "inconclusive"
 
 DEFAULT_TOLERANCE = 0.10
 DEFAULT_ESTIMATOR = "median"
@@ -168,7 +171,7 @@ def compare(baseline: Side, current: Side, *, higher_is_better: bool, tolerance:
                 + _level_variance_within(current, estimator, higher_is_better, rng))
     # The between-run spread is estimated from few runs, so its quantile is Student's t, not normal.
     half_width = t_quantile(dof) * math.sqrt(variance)
-    band = max(tolerance, BAND_SPREADS * (between if pooled is not None else 0.0))
+    band = band_of(tolerance, pooled)
     speedup = math.exp(log_speedup)
     low, high = math.exp(log_speedup - half_width), math.exp(log_speedup + half_width)
     return Comparison(baseline_level=base_level, current_level=cur_level, speedup=speedup, low=low, high=high,
@@ -177,11 +180,26 @@ def compare(baseline: Side, current: Side, *, higher_is_better: bool, tolerance:
                       quantile=t_quantile(dof))
 
 
+def band_of(tolerance: float, between_run_sd: float | None) -> float:
+    """The band a comparison must clear: the tolerance, widened to BAND_SPREADS between-run spreads (at least
+    MIN_BETWEEN_RUN_SD each) where the spread is known. Comparisons, refresh reports and the gate use this one rule."""
+    if between_run_sd is None:
+        return tolerance
+    return max(tolerance, BAND_SPREADS * max(between_run_sd, MIN_BETWEEN_RUN_SD))
+
+
+def spread_allowance(between_run_sd: float | None) -> float:
+    """How far (log scale) two measurements of one build may lie apart on this machine: BAND_SPREADS between-run
+    spreads, the spread assumed where it is unknown."""
+    return BAND_SPREADS * (UNKNOWN_BETWEEN_RUN_SD if between_run_sd is None
+                           else max(between_run_sd, MIN_BETWEEN_RUN_SD))
+
+
 def classify(speedup: float, low: float, high: float, band: float) -> str:
     """Significant and beyond the band: regressed/improved. Slower beyond the band but not significant:
     inconclusive (worth a look). Faster but not significant: ok (no sign of harm, nothing to warn about)."""
     if speedup < 1 - band:
-        return REGRESSED if high < 1 else INCONCLUSIVE
+        return REGRESSED if high < 1 else NOT_SIGNIFICANT
     if speedup > 1 + band and low > 1:
         return IMPROVED
     return OK

@@ -284,7 +284,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     run = axion.run_record()
     if run is None:
         return
-    from pytest_axion.promises.efficiency import efficiency_figures
     from pytest_axion.report.json_report import write_report
     from pytest_axion.report.plots import draw_ab_ratios, draw_figures, draw_roofline
 
@@ -322,7 +321,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                                           title=f"{run.model.label} on {run.hardware.hardware_id}\n"
                                                 f"B: {run.ab.current.name}, A: {run.ab.baseline.name}")
             if run.roofs is not None:
-                figures += draw_roofline(efficiency_figures(run.measurements, run.roofs), run.roofs,
+                figures += draw_roofline(run.efficiency, run.roofs,
                                          Path(settings.plots.value), title=f"{run.model.label} on "
                                          f"{run.hardware.hardware_id}, {run.threads} threads")
         if settings.markdown.value is not None:
@@ -364,7 +363,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         if table:
             write("")
             write(table)
-    for lines in (efficiency_lines(run), capacity_lines(run.verdicts, run.capacity_searches), prediction_lines(run)):
+    for lines in (efficiency_lines(run), capacity_lines(run), prediction_lines(run)):
         if lines:
             write("")
         for line in lines:

@@ -66,10 +66,23 @@ def test_table_shows_slo_and_verdict_and_capacity_is_summarised():
     run = run_record()
     table = measurement_table(run.measurements, run.verdicts)
     assert "test_users" in table and ">= 5.00 t/s (reading)" in table and " fail" in table
-    assert capacity_lines(run.verdicts) == [
+    assert capacity_lines(run) == [
         "capacity t.py::test_users: 2 concurrent user(s) at reading speed 5 t/s (default) "
         "(measured batch sizes 1, 2, 4)"]
     assert any("reading speed 5 t/s" in line for line in header_lines(run))
+
+
+def test_a_search_whose_first_attempt_missed_below_the_confirmed_capacity_is_not_shown_as_a_bracket():
+    # the search stopped at 4 users (its first attempt, on a busy machine), the promise measured 4 again and met it
+    from pytest_axion.records import CapacitySearch
+    run = run_record()
+    passed = [dataclasses.replace(v, outcome="pass") for v in run.verdicts]
+    search = CapacitySearch("t.py::test_users", 128, 64, 5.0, "reading", ((1, 20.0), (2, 9.0), (4, 1.04)),
+                            "a size below the promise")
+    lines = capacity_lines(dataclasses.replace(run, verdicts=passed, capacity_searches={"t.py::test_users": search}))
+    assert lines == ["capacity t.py::test_users: 4 concurrent user(s) at reading speed 5 t/s (default) (measured "
+                     "batch sizes 1, 2, 4; the search stopped where its first attempt gave 4 users 1.04 t/s each, "
+                     "which measured again met the promise)"]
 
 
 def test_unwritable_report_path_is_one_line_error(tmp_path):

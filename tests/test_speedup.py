@@ -4,7 +4,7 @@ import pytest
 
 from pytest_axion.comparison import (
     IMPROVED,
-    INCONCLUSIVE,
+    NOT_SIGNIFICANT,
     OK,
     REGRESSED,
     UNKNOWN_BETWEEN_RUN_SD,
@@ -56,7 +56,7 @@ def test_tolerance_is_the_floor_of_the_band():
 def test_beyond_the_band_without_significance_is_inconclusive():
     wild = Side(((30.0, 60.0, 200.0, 300.0, 400.0),))  # one run, samples all over the place
     c = compare(wild, runs(100), higher_is_better=True)
-    assert c.speedup == pytest.approx(0.5) and c.high > 1 and c.verdict == INCONCLUSIVE
+    assert c.speedup == pytest.approx(0.5) and c.high > 1 and c.verdict == NOT_SIGNIFICANT
     assert not c.between_run_known and c.between_run_sd == UNKNOWN_BETWEEN_RUN_SD
 
 
@@ -69,7 +69,7 @@ def test_few_baseline_runs_widen_the_interval_with_students_t():
 
 
 @pytest.mark.parametrize("speedup, low, high, expected", [
-    (0.80, 0.75, 0.85, REGRESSED), (0.80, 0.60, 1.05, INCONCLUSIVE), (0.95, 0.90, 1.00, OK),
+    (0.80, 0.75, 0.85, REGRESSED), (0.80, 0.60, 1.05, NOT_SIGNIFICANT), (0.95, 0.90, 1.00, OK),
     (1.30, 1.20, 1.40, IMPROVED), (1.30, 0.95, 1.70, OK),
 ])
 def test_classify(speedup, low, high, expected):

@@ -24,9 +24,9 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
-from pytest_axion.comparison import IMPROVED, INCONCLUSIVE, OK, REGRESSED
+from pytest_axion.comparison import NOT_SIGNIFICANT, OK, REGRESSED, classify
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
-from pytest_axion.promises.verdict import MET, MISSED, UNSURE, Judgement, Reading
+from pytest_axion.promises.verdict import Judgement, Reading, reading_status
 from pytest_axion.records import Measurement
 from pytest_axion.stats import median
 
@@ -116,15 +116,6 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
 
 
-def classify(ratio: float, interval: tuple[float, float], tolerance: float) -> str:
-    lo, hi = interval
-    if ratio < 1 - tolerance:
-        return REGRESSED if hi < 1 else INCONCLUSIVE
-    if ratio > 1 + tolerance and lo > 1:
-        return IMPROVED
-    return OK
-
-
 def compare_paired(baseline: Measurement, current: Measurement, *, rounds: int,
                    tolerance: float = DEFAULT_AB_TOLERANCE) -> PairedComparison:
     """B (current) against A (baseline), pair by pair."""
@@ -135,9 +126,9 @@ def compare_paired(baseline: Measurement, current: Measurement, *, rounds: int,
         ratios = [x / y for x, y in zip(a, b, strict=True)]
     estimate, lo, hi, exact = hodges_lehmann([math.log(r) for r in ratios])
     ratio, interval = math.exp(estimate), (math.exp(lo), math.exp(hi))
-    verdict = classify(ratio, interval, tolerance)
+    verdict = classify(ratio, interval[0], interval[1], tolerance)   # the gate's rule, the tolerance as band
     if not exact:  # fewer than 6 pairs: no 95% statement is possible, so nothing is proven either way
-        verdict = INCONCLUSIVE if verdict in (REGRESSED, INCONCLUSIVE) else OK
+        verdict = NOT_SIGNIFICANT if verdict in (REGRESSED, NOT_SIGNIFICANT) else OK
     return PairedComparison(
         key=current.key, nodeid=current.nodeid, metric=current.metric, workload=current.shape, unit=current.unit,
         baseline_median=baseline.median, current_median=current.median, ratios=tuple(ratios), ratio=ratio,
@@ -156,7 +147,6 @@ def unpaired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
     return [y / x for (x, _), (_, y) in pairwise(zip(a, b, strict=True))]
 
 
-_STATUS = {REGRESSED: MISSED, INCONCLUSIVE: UNSURE}
 
 
 @dataclass(frozen=True)
@@ -175,7 +165,7 @@ class AbPromise:
             if pair is None:
                 continue
             c = compare_paired(*pair, rounds=self.rounds, tolerance=self.tolerance)
-            reading = Reading(status=_STATUS.get(c.verdict, MET), figure=f"{c.ratio:.3f}x", message=c.message,
+            reading = Reading(status=reading_status(c.verdict), figure=f"{c.ratio:.3f}x", message=c.message,
                               shortfall=(1 - self.tolerance) - c.ratio,
                               other_cpus=m.other_cpus if m.contended else None, detail=c.to_json())
             judgements.append(Judgement(name=m.key, kind="ab", label=f"{m.metric} {m.shape} B/A", involved=(m.key,),

@@ -20,21 +20,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_axion.comparison import (
-    BAND_SPREADS,
     IMPROVED,
-    INCONCLUSIVE,
-    MIN_BETWEEN_RUN_SD,
+    NOT_SIGNIFICANT,
     REGRESSED,
-    UNKNOWN_BETWEEN_RUN_SD,
     Comparison,
     Side,
     compare,
     parse_tolerance,
+    spread_allowance,
 )
 from pytest_axion.errors import SettingsError
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
 from pytest_axion.promises.speedup import busy_reason
-from pytest_axion.promises.verdict import FAIL, INFO, MET, MISSED, UNSURE, Judgement, Reading
+from pytest_axion.promises.verdict import FAIL, INFO, MET, MISSED, UNSURE, Judgement, Reading, reading_status
 from pytest_axion.records import METRICS, Measurement
 
 if TYPE_CHECKING:
@@ -59,8 +57,7 @@ MARKER_KEYS = (
               "fraction or '10%' (default --axion-tolerance)", _tolerance),
 )
 
-_STATUS = {REGRESSED: MISSED, INCONCLUSIVE: UNSURE}
-_WORDS = {REGRESSED: "regressed", INCONCLUSIVE: "slower, not significantly", IMPROVED: "improved"}
+_WORDS = {REGRESSED: "regressed", NOT_SIGNIFICANT: "slower, not significantly", IMPROVED: "improved"}
 
 
 # Attempts of one build that disagree by more than this are the machine's doing: whole processes here differ by
@@ -160,8 +157,7 @@ def _unsettled(stored: Side, attempts: Side, pooled: Comparison, *, band: float,
                higher_is_better: bool) -> tuple[str | None, float, float]:
     """Why the attempts cannot settle it (or None), how far apart they lie and how far they may (log scale)."""
     between = stored.between_run_sd(estimator, higher_is_better)
-    allowed = max(BAND_SPREADS * (UNKNOWN_BETWEEN_RUN_SD if between is None else max(between, MIN_BETWEEN_RUN_SD)),
-                  MIN_DISAGREEMENT)
+    allowed = max(spread_allowance(between), MIN_DISAGREEMENT)
     apart = attempts.disagreement(estimator, higher_is_better)
     miss = math.log((1 - band) / pooled.speedup)   # how far the pooled level lies beyond the band
     if apart <= allowed or miss >= UNSETTLED_SPREADS * allowed:
@@ -181,9 +177,9 @@ def baseline_reading(c: Comparison, *, label: str, unit: str, runs: int, estimat
     message = (f"{label}: {word}: {_fmt(c.current_level)} {unit} vs baseline {_fmt(c.baseline_level)} {unit} "
                f"({estimator} of {runs} run(s)), speedup {c.speedup:.2f}x [{c.low:.2f}-{c.high:.2f}], "
                f"band {c.band:.0%}")
-    if differences and c.verdict in (REGRESSED, INCONCLUSIVE):
+    if differences and c.verdict in (REGRESSED, NOT_SIGNIFICANT):
         message += f"; baseline differs: {'; '.join(differences)}"
-    return Reading(status=_STATUS.get(c.verdict, MET), figure=f"{c.speedup:.2f}x", message=message,
+    return Reading(status=reading_status(c.verdict), figure=f"{c.speedup:.2f}x", message=message,
                    shortfall=(1 - c.band) - c.speedup, other_cpus=other_cpus, busy=busy,
                    detail={**c.to_json(), "word": word, "baseline_runs": runs, "estimator": estimator,
                            "tolerance": tolerance})

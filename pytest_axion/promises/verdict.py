@@ -29,9 +29,17 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from pytest_axion.comparison import NOT_SIGNIFICANT, REGRESSED
+
 PASS, FAIL, INCONCLUSIVE, INFO = "pass", "fail", "inconclusive", "info"
 OUTCOMES = (PASS, FAIL, INCONCLUSIVE, INFO)
 MET, MISSED, UNSURE = "met", "missed", "unsure"
+
+
+def reading_status(comparison_word: str) -> str:
+    """A comparison's word as an attempt's status, for the baseline and A/B promises alike: regressed is a miss,
+    slower but not significantly is unsure (measured again), anything else is met."""
+    return {REGRESSED: MISSED, NOT_SIGNIFICANT: UNSURE}.get(comparison_word, MET)
 
 
 @dataclass(frozen=True)

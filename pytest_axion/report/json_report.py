@@ -12,8 +12,6 @@ from typing import Any
 from pytest_axion import __version__
 from pytest_axion.errors import AxionError
 from pytest_axion.files import write_json_atomically
-from pytest_axion.promises.efficiency import efficiency_figures
-from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import FAIL
 from pytest_axion.report.record import RunRecord
 from pytest_axion.schemas import validate_report
@@ -37,7 +35,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         promised = [v for v in mine if v.kind not in ("baseline", "ab")]
         search = run.capacity_searches.get(nodeid)
         tests.append({"nodeid": nodeid, "outcome": run.test_outcomes.get(nodeid, "unknown"),
-                      "capacity": capacity(mine), "capacity_search": search.to_json() if search else None,
+                      "capacity": run.capacities.get(nodeid), "capacity_search": search.to_json() if search else None,
                       "slo_passed": all(v.outcome != FAIL for v in promised) if promised else None})
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -78,7 +76,7 @@ def _efficiency(run: RunRecord) -> dict[str, Any] | None:
     return {"source": run.roofs_source, "limits": run.roofs.limits.to_json(),
             "costs": {**dataclasses.asdict(costs), "kv_bytes_per_position": costs.kv_bytes_per_position},
             "n_ubatch": run.roofs.n_ubatch,
-            "figures": [f.to_json() for f in efficiency_figures(run.measurements, run.roofs)]}
+            "figures": [f.to_json() for f in run.efficiency]}
 
 
 def _version(distribution: str) -> str:

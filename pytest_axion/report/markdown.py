@@ -117,7 +117,7 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
                   "</summary>", "", *_table(_verdict_rows(passed)), "", "</details>", ""]
     else:
         lines += [*_table(_verdict_rows([*open_rows, *passed])), ""]
-    capacity = capacity_lines(run.verdicts, run.capacity_searches)
+    capacity = capacity_lines(run)
     if capacity:
         lines += ["### Capacity", "", *(f"- {_cell(line)}" for line in capacity), ""]
     lines += _prediction(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 from pytest_axion.machine.cpu import parse_system_info
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.machine.model import ModelFingerprint
-from pytest_axion.promises.efficiency import Roofs
+from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
 from pytest_axion.promises.reading import ReadingSpeed
+from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
 from pytest_axion.proxy.predict import PredictionSet
 from pytest_axion.records import CapacitySearch, Measurement, ModelFacts, WarmUpRun
@@ -60,6 +62,21 @@ class RunRecord:
     replay_of: str = ""                               # the report a replayed run judged again; "" when measured
     prediction: PredictionSet | None = None           # the full model's figures, from proxies (--axion-predict-from)
     prompt_sizing: Sizing | None = None               # axion.fill_tokens, when a test asked for it
+
+    # -- figures derived from the record, once: every renderer reads these, none computes its own ----------------
+
+    @functools.cached_property
+    def capacities(self) -> dict[str, int | None]:
+        """Per test: the most concurrent users that all got its per-user promise (None: it promised none)."""
+        by_test: dict[str, list[Verdict]] = {}
+        for verdict in self.verdicts:
+            by_test.setdefault(verdict.nodeid, []).append(verdict)
+        return {nodeid: capacity(verdicts) for nodeid, verdicts in by_test.items()}
+
+    @functools.cached_property
+    def efficiency(self) -> list[EfficiencyFigure]:
+        """Every measured cell's share of the machine's limit (none when efficiency was off or not measured)."""
+        return efficiency_figures(self.measurements, self.roofs) if self.roofs is not None else []
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ over several cells (steadiness, scaling, and any kind that comes next) gets a ro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from tabulate import tabulate
 
-from pytest_axion.promises.efficiency import GEN_BANDWIDTH, efficiency_figures
-from pytest_axion.promises.thresholds import capacity
+from pytest_axion.promises.efficiency import GEN_BANDWIDTH
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.records import CapacitySearch, Measurement, WarmUpRun
+from pytest_axion.records import Measurement, WarmUpRun
 from pytest_axion.report.record import BaselineStatus, RunRecord, shown_flags, shown_path
 from pytest_axion.store.gate import no_baseline_message
 from pytest_axion.store.refresh import DIFF_HEADERS, RefreshResult
@@ -171,7 +170,7 @@ def efficiency_lines(run: RunRecord) -> list[str]:
     if roofs is None:
         return [f"efficiency: not measured: {run.roofs_source}"] if run.roofs_source else []
     rows = []
-    for f in efficiency_figures(run.measurements, roofs):
+    for f in run.efficiency:
         what = "generation bandwidth" if f.kind == GEN_BANDWIDTH else "prompt compute"
         rows.append([_short(f.nodeid), f.cell, what, f"{f.achieved:.1f} {f.unit}", f"{f.roof:.1f} {f.unit}",
                      f"{f.fraction:.0%}", f"{f.intensity:.1f}"])
@@ -234,25 +233,29 @@ def ab_table(verdicts: Sequence[Verdict]) -> str:
     return table
 
 
-def capacity_lines(verdicts: Sequence[Verdict], searches: Mapping[str, CapacitySearch] | None = None) -> list[str]:
+def capacity_lines(run: RunRecord) -> list[str]:
     """Per test with a per-user promise: how many concurrent users get it, as a bracket when a search found
     the end."""
     lines = []
-    for nodeid in dict.fromkeys(v.nodeid for v in verdicts):
-        mine = [v for v in verdicts if v.nodeid == nodeid]
-        most = capacity(mine)
+    for nodeid, most in run.capacities.items():
         if most is None:
             continue
-        per_user = [v.first.detail for v in mine if v.kind == "threshold"
+        per_user = [v.first.detail for v in run.verdicts if v.nodeid == nodeid and v.kind == "threshold"
                     and v.first.detail.get("metric") == "per_user_tps"]
         label = per_user[0]["threshold_label"] or f"{_fmt(per_user[0]['threshold'])} t/s"
         measured = sorted({d["batch_size"] for d in per_user})
         sizes = f"measured batch sizes {', '.join(map(str, measured))}"
-        search = (searches or {}).get(nodeid)
-        if search is not None and search.fewest_failing is not None:
+        search = run.capacity_searches.get(nodeid)
+        if search is not None and search.fewest_failing is not None and search.fewest_failing > most:
             speed = dict(search.per_user_tps)[search.fewest_failing]
             lines.append(f"capacity {_short(nodeid)}: {most} concurrent user(s) at {label}; "
                          f"{search.fewest_failing} did not ({_fmt(speed)} t/s each) ({sizes})")
+        elif search is not None and search.fewest_failing is not None:
+            # the search's first attempt missed at a size the promise's confirmation then met
+            speed = dict(search.per_user_tps)[search.fewest_failing]
+            lines.append(f"capacity {_short(nodeid)}: {most} concurrent user(s) at {label} ({sizes}; the search "
+                         f"stopped where its first attempt gave {search.fewest_failing} users {_fmt(speed)} t/s "
+                         "each, which measured again met the promise)")
         elif search is not None:
             lines.append(f"capacity {_short(nodeid)}: at least {most} concurrent user(s) at {label} "
                          f"({sizes}; no larger size measured: {search.stopped})")

@@ -16,7 +16,7 @@ import jsonschema
 from pytest_axion.comparison import (
     CONFIDENCE_Z,
     IMPROVED,
-    INCONCLUSIVE,
+    NOT_SIGNIFICANT,
     OK,
     REGRESSED,
     Comparison,
@@ -140,7 +140,7 @@ def together(comparisons: Sequence[Comparison], alpha: float = FAMILY_ALPHA) -> 
     verdicts = []
     for i, c in enumerate(comparisons):
         if c.verdict == REGRESSED and i not in significant:
-            verdicts.append(INCONCLUSIVE)
+            verdicts.append(NOT_SIGNIFICANT)
         elif c.verdict == IMPROVED and i not in significant:
             verdicts.append(OK)
         else:

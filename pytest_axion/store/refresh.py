@@ -25,7 +25,7 @@ from typing import Any
 
 from pytest_axion import __version__
 from pytest_axion.children import die_with_parent, stop_group
-from pytest_axion.comparison import BAND_SPREADS, DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, MIN_BETWEEN_RUN_SD, Side
+from pytest_axion.comparison import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, Side, band_of
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.records import METRICS, Measurement
@@ -216,8 +216,8 @@ def noisy_entries(entries: Mapping[str, BaselineEntry]) -> list[str]:
 
 def _band(entry: BaselineEntry) -> float:
     """The gate's band for this entry at the default settings: twice its between-run spread (log scale)."""
-    sd = Side(entry.runs).between_run_sd(DEFAULT_ESTIMATOR, METRICS[entry.metric].higher_is_better) or 0.0
-    return max(DEFAULT_TOLERANCE, BAND_SPREADS * max(sd, MIN_BETWEEN_RUN_SD))
+    sd = Side(entry.runs).between_run_sd(DEFAULT_ESTIMATOR, METRICS[entry.metric].higher_is_better)
+    return band_of(DEFAULT_TOLERANCE, sd or 0.0)   # one run: no spread of its own, the floor applies
 
 
 # What shapes a figure: an entry recorded under other values of these is not this file's provenance's to claim.
