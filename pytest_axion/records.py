@@ -20,6 +20,9 @@ class MetricSpec:
     unit: str
     higher_is_better: bool
     description: str
+    # One sample per generation step, not per repetition: a run's samples are not repetitions of one figure, so
+    # their spread is not the run's noise (a refresh and the busy check skip it) and a round takes their median.
+    per_step: bool = False
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -27,7 +30,7 @@ METRICS: dict[str, MetricSpec] = {
     "gen_tps": MetricSpec("tokens/s", True, "total token generation speed over the batch (tg, S_TG)"),
     "per_user_tps": MetricSpec("tokens/s", True, "generation speed each user sees (S_TG / batch size)"),
     "ttft_ms": MetricSpec("ms", False, "time to first token: the prompt phase of a batched run"),
-    "itl_ms": MetricSpec("ms", False, "inter-token latency: one generation step of the whole batch"),
+    "itl_ms": MetricSpec("ms", False, "inter-token latency: one generation step of the whole batch", per_step=True),
 }
 
 

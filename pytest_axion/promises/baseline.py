@@ -103,7 +103,7 @@ class BaselinePromise:
         higher = METRICS[m.metric].higher_is_better
         stored = Side(entry.runs)
         busy = busy_reason(m.samples, higher_is_better=higher, baseline_within_cv=stored.within_run_cv(),
-                           per_repetition=m.metric != "itl_ms")
+                           per_repetition=not METRICS[m.metric].per_step)
         reading = attempt_reading(stored, [a.samples for a in attempts], higher_is_better=higher,
                                   tolerance=self.tolerance, estimator=gate.settings.estimator, label=_label(m),
                                   unit=m.unit, busy=with_cpus(busy, m.other_cpus),

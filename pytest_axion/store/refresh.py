@@ -206,7 +206,7 @@ def noisy_entries(entries: Mapping[str, BaselineEntry]) -> list[str]:
             problems.append((entry.between_run_cv, f"{_short_key(key)}: runs disagree by {entry.between_run_cv:.0%} "
                                                    f"(quiet: <= {REFRESH_MAX_BETWEEN_RUN_CV:.0%}), so its band is "
                                                    f"{_band(entry):.0%}"))
-        if entry.metric != "itl_ms":
+        if not METRICS[entry.metric].per_step:
             worst = max(cv(run) for run in entry.runs)
             if worst > REFRESH_MAX_WITHIN_RUN_CV:
                 problems.append((worst, f"{_short_key(key)}: a run's repetitions spread {worst:.0%} (quiet: <= "
