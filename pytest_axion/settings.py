@@ -168,14 +168,9 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
     estimator = _as_optional_str(raw["estimator"])
     if estimator.value is not None and estimator.value not in ESTIMATORS:
         raise SettingsError(f"{estimator.source} must be one of {', '.join(ESTIMATORS)}, got {estimator.value!r}")
-    refresh = bool(raw["refresh"].value)
-    if refresh and not raw["enabled"].value:
-        raise SettingsError("--axion-refresh-baselines measures: add --axion-slo")
 
+    refresh = bool(raw["refresh"].value)
     ab_baseline = _as_optional_str(raw["ab_baseline"])
-    if ab_baseline.value is not None and refresh:
-        raise SettingsError("--axion-ab-baseline and --axion-refresh-baselines do not mix: run the A/B session, "
-                            "then record baselines in a separate run")
     ab_rounds = _as_int(raw["ab_rounds"], default=DEFAULT_AB_ROUNDS)
     if not 2 <= ab_rounds.value <= MAX_REPETITIONS:
         raise SettingsError(f"{ab_rounds.source} must be between 2 and {MAX_REPETITIONS}, got {ab_rounds.value}")
@@ -197,29 +192,13 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
     if serve_slots.value is not None and not 1 <= serve_slots.value <= MAX_SERVE_SLOTS:
         raise SettingsError(f"{serve_slots.source} must be between 1 and {MAX_SERVE_SLOTS} slots, got "
                             f"{serve_slots.value}")
-    if serve_slots.value is not None and endpoint.value is not None:
-        raise SettingsError("--axion-serve starts a server to measure, --axion-endpoint measures one already "
-                            "running: give one of them")
-    served = serve_slots.value is not None or endpoint.value is not None
-    if (served or ab_endpoint.value is not None) and ab_baseline.value is not None:
-        raise SettingsError("--axion-ab-baseline compares two llama-cpp-python installations in worker processes; "
-                            "it does not mix with --axion-endpoint / --axion-serve / --axion-ab-endpoint")
-    if ab_endpoint.value is not None and not served:
-        raise SettingsError(f"{ab_endpoint.source} is side A of a served A/B session: give side B with "
-                            "--axion-endpoint URL or --axion-serve N")
-    if ab_endpoint.value is not None and refresh:
-        raise SettingsError("--axion-ab-endpoint and --axion-refresh-baselines do not mix: run the A/B session, "
-                            "then record baselines in a separate run")
 
     replay = _as_optional_str(raw["replay"])
-    if replay.value is not None:
-        _check_replay(replay, enabled=bool(raw["enabled"].value), refresh=refresh, served=served, threads=threads,
-                      ab=ab_baseline.value is not None or ab_endpoint.value is not None,
-                      model=_as_optional_str(raw["model"]), reading_unit=reading_speed.unit,
-                      features=_as_optional_str(raw["require_features"]).value is not None)
-
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
+    _check_combinations(enabled=bool(raw["enabled"].value), refresh=refresh, ab_baseline=ab_baseline,
+                        ab_endpoint=ab_endpoint, serve_slots=serve_slots, endpoint=endpoint, replay=replay,
+                        threads=threads, model=model, reading_unit=reading_speed.unit, features=bool(required))
 
     return Settings(
         enabled=bool(raw["enabled"].value),
@@ -264,6 +243,35 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         warnings=tuple(warnings),
         cores=cores,
     )
+
+
+def _check_combinations(*, enabled: bool, refresh: bool, ab_baseline: Sourced[str | None],
+                        ab_endpoint: Sourced[str | None], serve_slots: Sourced[int | None],
+                        endpoint: Sourced[str | None], replay: Sourced[str | None], threads: Sourced[int],
+                        model: Sourced[str | None], reading_unit: str, features: bool) -> None:
+    """Every rule about which options combine, in one place: each valid on its own, some not together."""
+    if refresh and not enabled:
+        raise SettingsError("--axion-refresh-baselines measures: add --axion-slo")
+    if ab_baseline.value is not None and refresh:
+        raise SettingsError("--axion-ab-baseline and --axion-refresh-baselines do not mix: run the A/B session, "
+                            "then record baselines in a separate run")
+    if serve_slots.value is not None and endpoint.value is not None:
+        raise SettingsError("--axion-serve starts a server to measure, --axion-endpoint measures one already "
+                            "running: give one of them")
+    served = serve_slots.value is not None or endpoint.value is not None
+    if (served or ab_endpoint.value is not None) and ab_baseline.value is not None:
+        raise SettingsError("--axion-ab-baseline compares two llama-cpp-python installations in worker processes; "
+                            "it does not mix with --axion-endpoint / --axion-serve / --axion-ab-endpoint")
+    if ab_endpoint.value is not None and not served:
+        raise SettingsError(f"{ab_endpoint.source} is side A of a served A/B session: give side B with "
+                            "--axion-endpoint URL or --axion-serve N")
+    if ab_endpoint.value is not None and refresh:
+        raise SettingsError("--axion-ab-endpoint and --axion-refresh-baselines do not mix: run the A/B session, "
+                            "then record baselines in a separate run")
+    if replay.value is not None:
+        _check_replay(replay, enabled=enabled, refresh=refresh, served=served, threads=threads,
+                      ab=ab_baseline.value is not None or ab_endpoint.value is not None, model=model,
+                      reading_unit=reading_unit, features=features)
 
 
 def _check_replay(replay: Sourced[str | None], *, enabled: bool, refresh: bool, served: bool, ab: bool,
