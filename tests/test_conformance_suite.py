@@ -49,9 +49,9 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     assert figures(replayed_data) == figures(data)
     # A report keeps each workload's first attempt; a verdict the run settled in its first attempt comes back as it
     # was (one settled by a confirming attempt is judged on the first attempt alone, as docs/replay.md says).
-    replayed_verdicts = {(v["nodeid"], v["kind"], v["label"]): v for v in replayed_data["verdicts"]}
+    replayed_verdicts = {(v["nodeid"], v["kind"], v["name"]): v for v in replayed_data["verdicts"]}
     first_attempt = [v for v in data["verdicts"] if len(v["readings"]) == 1]
-    assert first_attempt and all(replayed_verdicts[(v["nodeid"], v["kind"], v["label"])]["outcome"] == v["outcome"]
+    assert first_attempt and all(replayed_verdicts[(v["nodeid"], v["kind"], v["name"])]["outcome"] == v["outcome"]
                                  for v in first_attempt)
     assert len(replayed_verdicts) == len(data["verdicts"])
 

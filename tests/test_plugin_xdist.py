@@ -115,6 +115,9 @@ def test_under_dash_n_2_the_prediction_covers_every_workers_rows(pytester, tmp_p
     four.assert_outcomes(passed=2)
     predicted = json.loads((pytester.path / "4L.json").read_text())["prediction"]
     assert predicted["problem"] is None and predicted["from_layers"] == [2, 4]
-    assert {(row["nodeid"].split("::")[1], row["metric"]) for row in predicted["rows"] if row["value"]} == \
+    # a row for each worker's test; a value where the fit gives one (on a busy VM, 4 layers' tg8 can come out as fast
+    # as 2 layers', and a row without a positive per-layer cost says so instead of predicting)
+    assert {(row["nodeid"].split("::")[1], row["metric"]) for row in predicted["rows"]} == \
         {("test_prompt", "prompt_tps"), ("test_generation", "gen_tps")}
+    assert any(row["value"] for row in predicted["rows"])
     assert four.stdout.str().count("prediction for smollm2-135m (30 layers)") == 1
