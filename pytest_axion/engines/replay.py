@@ -156,8 +156,8 @@ class RecordedRun:
                                 system_info=system_info,
                                 llama_cpp_python_version=str(software.get("llama_cpp_python", "unknown")))
 
-    def engine(self, doctor: Doctor | None = None) -> ReplayEngine:
-        return ReplayEngine(self.rows, self.facts, source=str(self.path), doctor=doctor, warm_up=self.warm_up)
+    def engine(self) -> ReplayEngine:
+        return ReplayEngine(self.rows, self.facts, source=str(self.path), warm_up=self.warm_up)
 
 
 def read_recorded_run(path: str) -> RecordedRun:
