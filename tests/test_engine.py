@@ -47,15 +47,24 @@ def test_longer_prompts_take_longer(engine):
 
 
 def test_batching_raises_total_generation_throughput(engine):
-    single = batched(engine, 32, 16, 1, repetitions=3)
-    four = batched(engine, 32, 16, 4, repetitions=3)
-    # Tokens per second of the typical step (48 steps a side): with a core taken by other work, one whole
-    # batch-1 run can land between preemptions and look as fast as batch 4; the median step cannot.
-    typical_total_1 = 1 / statistics.median(s for steps in single.step_seconds for s in steps)
-    typical_total_4 = 4 / statistics.median(s for steps in four.step_seconds for s in steps)
+    # Batch 1 and batch 4 take turns (1, 4, 4, 1, 1, 4): a slow spell of a shared machine lasting a whole
+    # run then falls on both sides, where measuring one side after the other put it on one side only (on a
+    # 2-core VM with one core busy, batch 4 once read 37 t/s in total against batch 1's 41).
+    steps = {1: [], 4: []}
+    four_runs = []
+    for order in ((1, 4), (4, 1), (1, 4)):
+        for size in order:
+            run = batched(engine, 32, 16, size, repetitions=1)
+            steps[size].extend(s for run_steps in run.step_seconds for s in run_steps)
+            if size == 4:
+                four_runs.append(run)
+    # Tokens per second of the typical step (48 steps a side): one whole batch-1 run can land between
+    # preemptions and look as fast as batch 4; the median step cannot.
+    typical_total_1 = 1 / statistics.median(steps[1])
+    typical_total_4 = 4 / statistics.median(steps[4])
     assert typical_total_4 > typical_total_1
-    assert len(four.step_seconds) == 3 and all(len(steps) == 16 for steps in four.step_seconds)
-    assert all(s > 0 for steps in four.step_seconds for s in steps)
+    assert all(len(run.step_seconds) == 1 and len(run.step_seconds[0]) == 16 for run in four_runs)
+    assert all(s > 0 for s in steps[4])
 
 
 def test_time_to_first_token_grows_with_prompt_length(engine):
