@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -13,13 +14,26 @@ from pytest_axion.errors import MeasurementError
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.machine.model import ModelFingerprint
 from pytest_axion.machine.sizing import prompt_fill_tokens
+from pytest_axion.promises.capacity import (
+    DEFAULT_ATTAINMENT,
+    RequestPromise,
+    check_attainment,
+    judge_level,
+    min_requests,
+    next_users,
+)
+from pytest_axion.promises.latency import DEFAULT_PERCENTILE as ITL_DEFAULT_PERCENTILE
+from pytest_axion.promises.verdict import INCONCLUSIVE, MISSED
 from pytest_axion.records import (
     MAX_SEQUENCES,
+    CapacityLevel,
     CapacitySearch,
     EngineError,
     Measurement,
     NotRecorded,
     ProgressCallback,
+    RequestFigures,
+    bracket_of,
     workload_of,
     workload_request,
 )
@@ -65,7 +79,7 @@ class BatchedResult:
         return self.cells[batch_size]
 
 
-DEFAULT_CAPACITY_BUDGET_S = 45.0
+DEFAULT_CAPACITY_BUDGET_S = 60.0
 DEFAULT_SEARCH_REPETITIONS = 3
 
 
@@ -79,7 +93,7 @@ class Axion:
     def __init__(self, loaded: LoadedModel, *, nodeid: str, repetitions: int,
                  record: Callable[[Measurement], None], progress: ProgressCallback | None = None,
                  record_pair: PairRecorder | None = None,
-                 promised_per_user: Callable[[], tuple[float, str] | None] = lambda: None,
+                 request_promises: Callable[[], list[RequestPromise]] = list,
                  record_capacity: Callable[[CapacitySearch], None] = lambda _: None,
                  fill_tokens: Callable[[], int] | None = None) -> None:
         self.loaded = loaded
@@ -89,7 +103,7 @@ class Axion:
         self._record = record
         self._record_pair = record_pair
         self._progress = progress
-        self._promised_per_user = promised_per_user
+        self._request_promises = request_promises
         self._record_capacity = record_capacity
         self._fill_tokens = fill_tokens
 
@@ -133,84 +147,128 @@ class Axion:
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
 
     def capacity(self, n_prompt: int = 16, n_gen: int = 16, *, per_user_tps: float | None = None,
-                 batch_sizes: Sequence[int] = (1, 2, 4, 8), max_users: int = MAX_SEQUENCES,
-                 budget_s: float = DEFAULT_CAPACITY_BUDGET_S, repetitions: int | None = None,
+                 ttft_ms: float | None = None, itl_ms: float | None = None,
+                 attainment: float = DEFAULT_ATTAINMENT, batch_sizes: Sequence[int] = (1, 2, 4, 8),
+                 max_users: int = MAX_SEQUENCES, budget_s: float = DEFAULT_CAPACITY_BUDGET_S,
+                 repetitions: int | None = None,
                  search_repetitions: int = DEFAULT_SEARCH_REPETITIONS) -> BatchedResult:
-        """``batched()`` at ``batch_sizes``, then doubling the users until each no longer gets ``per_user_tps``.
+        """The most concurrent users whose requests keep every per-request promise of the test at once.
 
-        The promise defaults to the test's ``axion_slo(per_user_tps=...)`` (``"reading"`` included). The
-        doubling stops at the first size that misses it (the capacity then lies in between), at
-        ``max_users``, or before a size predicted (from the last one, linearly) to overrun ``budget_s``
-        seconds of measuring beyond ``batch_sizes``; the summary says which. Sizes beyond
-        ``batch_sizes`` take ``search_repetitions`` each: they show where capacity ends, which a
-        promise with ``max_batch`` does not enforce. The per-user speed depends on the users far more
-        than on short prompt and output lengths (2 threads: 26.6 t/s each at 8 users with 16+16 tokens,
-        29.5 with 64+32; 4.4 and 4.1 at 64 users), so short ones let the search reach the end in time.
+        The promises are the test's ``axion_slo(per_user_tps=..., ttft_ms=..., itl_ms=...)``; ``per_user_tps=``,
+        ``ttft_ms=`` and ``itl_ms=`` set or replace one. ``batch_sizes`` are measured as ``batched()`` measures
+        them (and judged by the test's promises), with more repetitions where a level needs more requests; then
+        the search doubles the users while every level holds,
+        and bisects until the bracket is no wider than 10% (or one user). A level holds when at least
+        ``attainment`` of its requests met every promise, with 95% confidence (Wilson interval); each level
+        measures at least enough requests for that (35 at 0.9), a level whose interval straddles the target is
+        measured again (within the budget), and stays inconclusive if it still straddles (see
+        :mod:`pytest_axion.promises.capacity`).
+        Sizes beyond ``batch_sizes`` take at least ``search_repetitions`` repetitions each. The search ends on a
+        promise, on ``max_users`` or llama.cpp's sequence limit, or before a level predicted to overrun
+        ``budget_s`` seconds of measuring beyond ``batch_sizes``' first measurements; the summary says which.
         """
-        promise = (float(per_user_tps), f"{per_user_tps:g} t/s") if per_user_tps else self._promised_per_user()
-        if promise is None:
-            raise MeasurementError(f"{self.nodeid}: axion.capacity() needs a per-user speed to search for: declare "
-                                   "axion_slo(per_user_tps=...) or pass per_user_tps=")
-        threshold, label = promise
+        where = f"{self.nodeid}: axion.capacity()"
+        attainment = check_attainment(attainment, where)
+        promises = self._capacity_promises(where, per_user_tps=per_user_tps, ttft_ms=ttft_ms, itl_ms=itl_ms)
+        if budget_s <= 0 or max_users < 1:
+            raise MeasurementError(f"{where}: budget_s must be positive and max_users at least 1, got "
+                                   f"budget_s={budget_s!r}, max_users={max_users!r}")
+        if n_gen < 2 and any(p.key != "ttft_ms" for p in promises):
+            raise MeasurementError(f"{where}: per-user speed and inter-token latency come after the first token, "
+                                   f"which a run of n_gen={n_gen} does not give: ask for n_gen of 2 or more")
+        needed = min_requests(attainment)
         cells: dict[int, BatchedCell] = {}
-        seconds: dict[int, float] = {}
+        requests: dict[int, list[RequestFigures]] = {}
+        seconds_per_run: dict[int, float] = {}
+        levels: dict[int, CapacityLevel] = {}
+        spent = 0.0
+        repeatable = True   # a replay gives the same samples again: the search judges what it holds, once
 
-        def measure(batch_size: int, reps: int | None, *, beyond: bool = False) -> float:
+        def measure(users: int, reps: int, *, record: bool) -> float:
+            nonlocal repeatable
             start = time.perf_counter()
-            measured = self._measure("batched", reps, n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size,
-                                     unrecorded_ends=beyond)
-            cells[batch_size] = BatchedCell.of(batch_size, measured)
-            seconds[batch_size] = time.perf_counter() - start
-            return per_user(batch_size)
+            measured = self._measure_full("batched", reps, {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": users},
+                                          record=record, unrecorded_ends=True)
+            if record:
+                cells[users] = BatchedCell.of(users, measured.current)
+            requests.setdefault(users, []).extend(measured.requests)
+            repeatable = repeatable and measured.repeatable
+            elapsed = time.perf_counter() - start
+            seconds_per_run[users] = elapsed / (reps + 1)
+            return elapsed
 
-        def per_user(batch_size: int) -> float:
-            speed = cells[batch_size].per_user_tps
-            if speed is None:
-                raise MeasurementError(f"{self.nodeid}: capacity needs each user's speed after the first token, "
-                                       f"which a run of n_gen={n_gen} does not give here: ask for n_gen of 2 or more")
-            return speed.median
+        def reps_for(users: int, floor: int) -> int:
+            """Repetitions that bring the level to the requests it needs (a repetition serves every user once)."""
+            return max(floor, math.ceil((needed - len(requests.get(users, ()))) / users))
 
-        for batch_size in _distinct_sizes(batch_sizes):
-            measure(batch_size, repetitions)
-        spent, size = 0.0, max(cells)
-        stopped = (f"max_users ({max_users})" if max_users < MAX_SEQUENCES
-                   else f"the most users llama.cpp holds in one context ({max_users})")
-        while all(per_user(b) >= threshold for b in cells):
-            following = size * 2
-            if following > max_users:
+        def judge(users: int) -> None:
+            nonlocal spent
+            level = judge_level(users, requests[users], promises, attainment)
+            again = reps_for(users, math.ceil(len(requests[users]) / users))   # as many requests again
+            if level.status == INCONCLUSIVE and repeatable and spent + seconds_per_run[users] * (again + 1) <= budget_s:
+                spent += measure(users, again, record=False)
+                level = judge_level(users, requests[users], promises, attainment, attempts=2)
+            levels[users] = level
+
+        for users in _distinct_sizes(batch_sizes):   # each with the requests it needs, all recorded (and replayable)
+            measure(users, reps_for(users, self._reps(repetitions)), record=True)
+            judge(users)
+        ended, stopped = "", ""
+        while (following := next_users(list(levels.values()), max_users)) is not None:
+            if following in levels:   # a level measured already (a bracket that cannot narrow further)
                 break
-            predicted = seconds[size] * following / size * self._runs(search_repetitions) / self._runs(
-                repetitions if size in batch_sizes else search_repetitions)
+            reference = max((u for u in seconds_per_run if u <= following), default=min(seconds_per_run))
+            reps = reps_for(following, search_repetitions)
+            predicted = seconds_per_run[reference] * following / reference * (reps + 1)
             if spent + predicted > budget_s:
-                stopped = (f"the time budget: {following} users would take about {predicted:.0f} s, over the "
-                           f"{max(0.0, budget_s - spent):.0f} s left of {budget_s:.0f} s")
+                ended, stopped = "budget", (f"the time budget: {following} users would take about {predicted:.0f} s, "
+                                            f"over the {max(0.0, budget_s - spent):.0f} s left of {budget_s:.0f} s")
                 break
             try:
-                measure(following, search_repetitions, beyond=True)
+                spent += measure(following, reps, record=True)
             except NotRecorded:
-                stopped = f"the replayed recording, which holds no {following}-user cell"
+                ended, stopped = "recording", f"the replayed recording, which holds no {following}-user cell"
                 break
-            spent += seconds[following]
-            size = following
-        else:
-            stopped = "a size below the promise"
+            judge(following)
+        if not ended:
+            ended, stopped = _why_ended(list(levels.values()), attainment, max_users)
         self._record_capacity(CapacitySearch(
-            nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, threshold_tps=threshold, threshold_label=label,
-            per_user_tps=tuple((b, per_user(b)) for b in sorted(cells)), stopped=stopped))
+            nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
+            attainment=attainment, levels=tuple(levels.values()), ended=ended, stopped=stopped))
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
 
-    def _measure(self, kind: str, repetitions: int | None, *, unrecorded_ends: bool = False,
-                 **shape: int) -> dict[str, Measurement]:
-        """One workload; in an A/B session on both sides (their rounds go to ``record_pair``). ``unrecorded_ends``:
-        a workload a replayed recording lacks is raised as such (a search then ends), not as the test's error."""
+    def _capacity_promises(self, where: str, **overrides: float | None) -> list[RequestPromise]:
+        promises = {p.key: p for p in self._request_promises()}
+        for key, limit in overrides.items():
+            if limit is None:
+                continue
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
+                raise MeasurementError(f"{where}: {key} must be a positive number, got {limit!r}")
+            percentile = promises[key].percentile if key in promises else (ITL_DEFAULT_PERCENTILE
+                                                                            if key == "itl_ms" else None)
+            promises[key] = RequestPromise(key, float(limit), percentile=percentile)
+        if not promises:
+            raise MeasurementError(f"{where} needs a per-request promise to search for: declare "
+                                   "axion_slo(per_user_tps=..., ttft_ms=... or itl_ms=...) or pass per_user_tps=, "
+                                   "ttft_ms= or itl_ms=")
+        return [promises[key] for key in ("per_user_tps", "ttft_ms", "itl_ms") if key in promises]
+
+    def _measure(self, kind: str, repetitions: int | None, **shape: int) -> dict[str, Measurement]:
+        return self._measure_full(kind, self._reps(repetitions), shape).current
+
+    def _measure_full(self, kind: str, repetitions: int, shape: Mapping[str, int], *, record: bool = True,
+                      unrecorded_ends: bool = False) -> Measured:
+        """One workload; in an A/B session on both sides (their rounds go to ``record_pair``). ``record``: its
+        measurements go to the session (a capacity search's top-ups do not). ``unrecorded_ends``: a workload a
+        replayed recording lacks is raised as such (a search then ends), not as the test's error."""
         with self._engine_errors(unrecorded_ends):
             measured = self.loaded.engine.measure(kind, nodeid=self.nodeid, threads=self.threads,
-                                                  repetitions=self._reps(repetitions), progress=self._progress,
-                                                  **shape)
-        if measured.rounds is not None and self._record_pair is not None:
-            self._record_pair(*measured.rounds)
-        self._keep(list(measured.current.values()))
-        return measured.current
+                                                  repetitions=repetitions, progress=self._progress, **shape)
+        if record:
+            if measured.rounds is not None and self._record_pair is not None:
+                self._record_pair(*measured.rounds)
+            self._keep(list(measured.current.values()))
+        return measured
 
     def _reps(self, repetitions: int | None) -> int:
         return self.repetitions if repetitions is None else repetitions
@@ -249,6 +307,21 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
             raise MeasurementError(f"{m.nodeid}: measuring again in fresh processes: {err}") from None
         fresh.append(measured)
     return fresh
+
+
+def _why_ended(levels: list[CapacityLevel], attainment: float, max_users: int) -> tuple[str, str]:
+    """(ended, stopped) of a search that ran to its end: on a promise, inconclusive, or on the most users."""
+    fewest_failing = bracket_of(levels)[1]
+    level = next((lv for lv in levels if lv.users == fewest_failing), None)
+    if level is not None and level.status == MISSED:
+        return "promise", f"{level.users} users: {level.worst}"
+    if level is not None:
+        return "inconclusive", (f"{level.users} users inconclusive: {level.meeting} of {level.requests} requests "
+                                f"({level.attainment:.0%}; 95% interval {level.low:.0%}-{level.high:.0%}) met every "
+                                f"promise, measured {level.attempts} time(s), against {attainment:.0%}")
+    if max_users < MAX_SEQUENCES:
+        return "max_users", f"max_users ({max_users})"
+    return "sequence limit", f"the most users llama.cpp holds in one context ({max_users})"
 
 
 def _distinct_sizes(batch_sizes: Iterable[int]) -> list[int]:

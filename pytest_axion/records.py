@@ -6,7 +6,7 @@ so reports, verdicts and the offline commands never import llama.cpp.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -249,36 +249,129 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class CapacityLevel:
+    """One number of users a capacity search measured: how many of its requests met every promise, the
+    interval around that share, and the verdict (met, missed, inconclusive)."""
+
+    users: int
+    requests: int
+    meeting: int
+    low: float                        # the Wilson interval of meeting / requests
+    high: float
+    status: str                       # "met", "missed" or "inconclusive"
+    attempts: int = 1                 # 2: it straddled the target and was measured again
+    worst: str = ""                   # the promise most of its requests missed, with its figure
+    figures: tuple[tuple[str, float | None], ...] = ()   # each promise's figure at the attainment's percentile
+
+    @property
+    def attainment(self) -> float:
+        return self.meeting / self.requests if self.requests else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {"users": self.users, "requests": self.requests, "meeting": self.meeting,
+                "attainment": self.attainment, "interval": [self.low, self.high], "status": self.status,
+                "attempts": self.attempts, "worst": self.worst, "figures": dict(self.figures)}
+
+
+def bracket_of(levels: Iterable[CapacityLevel]) -> tuple[int, int | None]:
+    """(the most users met, with every level measured below them met too (0: none); the fewest users not met,
+    None when every level was met)."""
+    levels = list(levels)
+    high = min((level.users for level in levels if level.status != "met"), default=None)
+    low = max((level.users for level in levels if level.status == "met" and (high is None or level.users < high)),
+              default=0)
+    return low, high
+
+
+# why a capacity search ended
+ENDED_ON = ("promise", "inconclusive", "budget", "sequence limit", "max_users", "recording")
+
+
+@dataclass(frozen=True)
 class CapacitySearch:
-    """Where per-user speed falls below a promise as users are added: the bracket, and why the search ended."""
+    """The most users whose requests kept every per-request promise: the levels measured, the bracket, and why
+    the search ended (``ended``: one of :data:`ENDED_ON`; ``stopped``: the sentence)."""
 
     nodeid: str
     n_prompt: int
     n_gen: int
-    threshold_tps: float
-    threshold_label: str
-    per_user_tps: tuple[tuple[int, float], ...]   # (batch size, median per-user tokens/s), as measured
-    stopped: str                                   # why no larger batch was measured
+    service_level: str                             # "per-user speed >= reading speed 5 t/s, TTFT <= 2 s"
+    attainment: float
+    levels: tuple[CapacityLevel, ...]              # in the order measured
+    ended: str
+    stopped: str
 
     @property
     def most_passing(self) -> int:
-        """The most users that all got the promised speed, at every measured size up to it (0: none)."""
-        most = 0
-        for batch_size, speed in self.per_user_tps:
-            if speed < self.threshold_tps:
-                break
-            most = batch_size
-        return most
+        """The most users met, with every level measured below them met too (0: none)."""
+        return bracket_of(self.levels)[0]
 
     @property
     def fewest_failing(self) -> int | None:
-        return next((b for b, speed in self.per_user_tps if speed < self.threshold_tps), None)
+        """The fewest users whose level was not met (missed or inconclusive); None: every level was met."""
+        return bracket_of(self.levels)[1]
+
+    @property
+    def ending_level(self) -> CapacityLevel | None:
+        high = self.fewest_failing
+        return next((level for level in self.levels if level.users == high), None)
 
     def to_json(self) -> dict[str, object]:
-        return {"n_prompt": self.n_prompt, "n_gen": self.n_gen, "threshold_tps": self.threshold_tps,
-                "threshold_label": self.threshold_label, "most_passing": self.most_passing,
-                "fewest_failing": self.fewest_failing, "stopped": self.stopped,
-                "per_user_tps": [{"batch_size": b, "median": v} for b, v in self.per_user_tps]}
+        return {"n_prompt": self.n_prompt, "n_gen": self.n_gen, "service_level": self.service_level,
+                "attainment": self.attainment, "most_passing": self.most_passing,
+                "fewest_failing": self.fewest_failing, "ended": self.ended, "stopped": self.stopped,
+                "levels": [level.to_json() for level in sorted(self.levels, key=lambda lv: lv.users)]}
+
+
+@dataclass(frozen=True)
+class RequestFigures:
+    """What one user's request got: its time to first token, its speed after the first token (None with one
+    output token) and every gap between its tokens. A capacity search judges each request by all of them at once.
+
+    In process a repetition's users share every step, so each of them got the same figures."""
+
+    ttft_ms: float
+    per_user_tps: float | None
+    itl_ms: tuple[float, ...]
+
+
+def requests_of(run: Run) -> tuple[RequestFigures, ...]:
+    """Every request of a batched or served run, in order (a prompt or generation run serves no users)."""
+    if isinstance(run, ServedRun):
+        return tuple(RequestFigures(
+            ttft_ms=(r.first_token - r.due) * 1e3,
+            per_user_tps=((r.completion_tokens - 1) / (r.end - r.first_token)
+                          if r.completion_tokens > 1 and r.end > r.first_token else None),
+            itl_ms=tuple((later - earlier) * 1e3 for earlier, later in pairwise(r.token_times)))
+            for r in run.requests)
+    if isinstance(run, BatchedRun):
+        return tuple(RequestFigures(ttft_ms=prompt * 1e3, per_user_tps=run.n_gen / gen if gen > 0 else None,
+                                    itl_ms=tuple(s * 1e3 for s in steps))
+                     for prompt, gen, steps in zip(run.prompt_seconds, run.gen_seconds, run.step_seconds, strict=True)
+                     for _ in range(run.batch_size))
+    return ()
+
+
+def requests_from_measurements(measurements: Mapping[str, Measurement]) -> tuple[RequestFigures, ...]:
+    """A batched workload's requests rebuilt from its measurements, as a replayed report holds them: one
+    repetition's figures for each of its users, its steps split evenly between repetitions (a served
+    recording's requests, whose gaps are pooled, are split evenly too where they can be, else each gets all)."""
+    ttft = measurements.get("ttft_ms")
+    if ttft is None:
+        return ()
+    per_user = measurements.get("per_user_tps")
+    itl = measurements.get("itl_ms")
+    count = len(ttft.samples)
+    speeds: list[float | None] = (list(per_user.samples) if per_user is not None
+                                  and len(per_user.samples) == count else [None] * count)
+    gaps = itl.samples if itl is not None else ()
+    per_request = len(gaps) // count if gaps and len(gaps) % count == 0 else 0
+    steps = [gaps[i * per_request:(i + 1) * per_request] for i in range(count)] if per_request else [gaps] * count
+    # in process one TTFT per repetition, standing for its users; served one per request (more than rounds)
+    rounds = measurements.get("prompt_tps") or measurements.get("gen_tps")
+    copies = ttft.batch_size if rounds is not None and len(rounds.samples) == count else 1
+    return tuple(RequestFigures(ttft_ms=t, per_user_tps=v, itl_ms=tuple(g))
+                 for t, v, g in zip(ttft.samples, speeds, steps, strict=True) for _ in range(copies))
 
 
 # -- runs -> measurements ------------------------------------------------------------------------

@@ -23,11 +23,11 @@ from pytest_axion.machine.hardware import collect_hardware
 from pytest_axion.machine.limits import LimitsError
 from pytest_axion.machine.model import embedded_model_path
 from pytest_axion.machine.sizing import SWEEP_REPETITIONS, TOKENS_PER_THREAD, prompt_fill_tokens, sweep_tokens
+from pytest_axion.promises.capacity import RequestPromise, capacity_promises
 from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
 from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
-from pytest_axion.promises.thresholds import per_user_limit
 from pytest_axion.promises.verdict import Verdict
 from pytest_axion.proxy.predict import PredictionSet, predict_run
 from pytest_axion.records import (
@@ -112,15 +112,12 @@ class AxionSession:
                 "or add --axion-force to record it anyway (nothing was measured or written)")
 
     def harness(self, nodeid: str, spec: SloSpec | None = None) -> Axion:
-        def promised_per_user() -> tuple[float, str] | None:
-            if spec is None or spec.per_user_tps is None:
-                return None
-            limit, label = per_user_limit(spec.per_user_tps, PromiseContext(nodeid, reading=self.reading_speed))
-            return limit, label or f"{limit:g} t/s"
+        def request_promises() -> list[RequestPromise]:
+            return capacity_promises(spec, PromiseContext(nodeid, reading=self.reading_speed))
 
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
                      record=self.measurements.append, progress=self.progress, record_pair=self._record_pair,
-                     promised_per_user=promised_per_user, record_capacity=self._record_capacity,
+                     request_promises=request_promises, record_capacity=self._record_capacity,
                      fill_tokens=lambda: self.prompt_sizing().fill_tokens)
 
     def prompt_sizing(self) -> Sizing:

@@ -13,7 +13,7 @@ from pytest_axion.records import Measurement
 from pytest_axion.report.json_report import build_report, write_report
 from pytest_axion.report.junit import junit_properties
 from pytest_axion.report.record import RunRecord
-from pytest_axion.report.terminal import capacity_lines, header_lines, measurement_table, promise_table
+from pytest_axion.report.terminal import capacity_lines, header_lines, measurement_table, promise_table, search_line
 from pytest_axion.schemas import validate_report
 
 READING = ReadingSpeed(5.0, "reading speed 5 t/s (default)")
@@ -45,7 +45,7 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert failed["readings"][0]["status"] == "missed" and failed["readings"][0]["detail"]["batch_size"] == 4
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
                                 "capacity_search": None, "slo_passed": False}]
-    assert report["schema_version"] == 8 and report["ab"] is None and report["baseline"] is None
+    assert report["schema_version"] == 9 and report["ab"] is None and report["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 
@@ -72,17 +72,46 @@ def test_table_shows_slo_and_verdict_and_capacity_is_summarised():
     assert any("reading speed 5 t/s" in line for line in header_lines(run))
 
 
-def test_a_search_whose_first_attempt_missed_below_the_confirmed_capacity_is_not_shown_as_a_bracket():
-    # the search stopped at 4 users (its first attempt, on a busy machine), the promise measured 4 again and met it
-    from pytest_axion.records import CapacitySearch
+def capacity_search(*statuses: tuple[int, str], ended: str = "promise", stopped: str = ""):
+    from pytest_axion.records import CapacityLevel, CapacitySearch
+    levels = tuple(CapacityLevel(users=u, requests=40, meeting={"met": 40, "missed": 10, "inconclusive": 36}[st],
+                                 low=0.5, high=0.95, status=st, attempts=2 if st == "inconclusive" else 1,
+                                 worst="" if st == "met" else "TTFT p90 2.9 s > 2 s",
+                                 figures=(("per_user_tps", 9.0), ("ttft_ms", 2900.0 if st != "met" else 900.0)))
+                   for u, st in statuses)
+    return CapacitySearch("t.py::test_users", 16, 16, "per-user speed >= reading speed 5 t/s (default), TTFT <= 2 s",
+                          0.9, levels, ended, stopped)
+
+
+def test_a_search_is_shown_as_its_bracket_with_the_promise_that_ended_it_and_validates():
     run = run_record()
-    passed = [dataclasses.replace(v, outcome="pass") for v in run.verdicts]
-    search = CapacitySearch("t.py::test_users", 128, 64, 5.0, "reading", ((1, 20.0), (2, 9.0), (4, 1.04)),
-                            "a size below the promise")
-    lines = capacity_lines(dataclasses.replace(run, verdicts=passed, capacity_searches={"t.py::test_users": search}))
-    assert lines == ["capacity t.py::test_users: 4 concurrent user(s) at reading speed 5 t/s (default) (measured "
-                     "batch sizes 1, 2, 4; the search stopped where its first attempt gave 4 users 1.04 t/s each, "
-                     "which measured again met the promise)"]
+    search = capacity_search((1, "met"), (2, "met"), (4, "met"), (8, "missed"), (6, "met"), (7, "met"))
+    run = dataclasses.replace(run, capacity_searches={"t.py::test_users": search})
+    assert run.capacities["t.py::test_users"] == 7
+    assert capacity_lines(run) == [
+        "capacity t.py::test_users: 7 concurrent user(s) with 90% of requests at per-user speed >= reading speed 5 "
+        "t/s (default), TTFT <= 2 s; 8 did not: TTFT p90 2.9 s > 2 s (levels measured: 1, 2, 4, 8, 6, 7)"]
+    report = build_report(run)
+    validate_report(report)
+    test = report["tests"][0]
+    assert test["capacity"] == 7 and test["capacity_search"]["fewest_failing"] == 8
+    assert [lv["users"] for lv in test["capacity_search"]["levels"]] == [1, 2, 4, 6, 7, 8]
+
+
+def test_an_inconclusive_or_budget_ended_search_says_so():
+    run = run_record()
+    inconclusive = capacity_search((1, "met"), (2, "met"), (4, "inconclusive"), (3, "met"), ended="inconclusive")
+    budget = capacity_search((1, "met"), (2, "met"), ended="budget", stopped="the time budget: 4 users would take "
+                             "about 70 s, over the 20 s left of 60 s")
+    lines = [search_line("t.py::test_users", s) for s in (inconclusive, budget)]
+    assert lines == [
+        "capacity t.py::test_users: 3 concurrent user(s) with 90% of requests at per-user speed >= reading speed 5 "
+        "t/s (default), TTFT <= 2 s; 4 inconclusive (36 of 40 requests met every promise, 95% interval 50%-95%) "
+        "(levels measured: 1, 2, 4?, 3)",
+        "capacity t.py::test_users: at least 2 concurrent user(s) with 90% of requests at per-user speed >= reading "
+        "speed 5 t/s (default), TTFT <= 2 s; stopped by the time budget: 4 users would take about 70 s, over the 20 s "
+        "left of 60 s (levels measured: 1, 2)"]
+    assert run.capacities["t.py::test_users"] == 2   # no search: from the per-user verdicts
 
 
 def test_unwritable_report_path_is_one_line_error(tmp_path):

@@ -104,8 +104,9 @@ def test_one_output_token_gives_prompt_figures_only_and_capacity_says_why_not(py
     pytester.makepyfile(PROMPT_ONLY)
     result = pytester.runpytest(*FAST, f"--axion-endpoint={served.url}")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*test_capacity_of_one_token*: capacity needs each user's speed after the first "
-                                 "token, which a run of n_gen=1 does not give here: ask for n_gen of 2 or more"])
+    result.stdout.fnmatch_lines(["*test_capacity_of_one_token: axion.capacity(): per-user speed and inter-token "
+                                 "latency come after the first token, which a run of n_gen=1 does not give: ask for "
+                                 "n_gen of 2 or more"])
     assert "TypeError" not in result.stdout.str()
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_axion.records import CapacitySearch, WarmUpRun
+from pytest_axion.records import CapacityLevel, CapacitySearch, WarmUpRun
 from pytest_axion.transport import from_builtin, to_builtin
 from tests.test_report import run_record
 
@@ -14,8 +14,10 @@ from tests.test_report import run_record
 def test_a_run_record_crosses_as_json_types_and_comes_back_equal():
     record = dataclasses.replace(
         run_record(), warm_up=WarmUpRun(n_prompt=64, seconds=(0.2, 0.1), settled=True),
-        capacity_searches={"t.py::test_users": CapacitySearch("t.py::test_users", 16, 16, 5.0, "reading", ((1, 20.0),
-                                                                                                  (2, 9.0)), "x")},
+        capacity_searches={"t.py::test_users": CapacitySearch(
+            "t.py::test_users", 16, 16, "TTFT <= 2 s", 0.9, (CapacityLevel(1, 35, 35, 0.9, 1.0, "met", figures=(
+                ("ttft_ms", 120.0),)), CapacityLevel(2, 36, 3, 0.0, 0.2, "missed", worst="TTFT p90 3 s > 2 s")),
+            "promise", "2 users: TTFT p90 3 s > 2 s")},
         environment=("busy",), deployment="replay", replay_of="r.json")
     sent = json.loads(json.dumps(to_builtin(record)))   # what execnet could carry, and JSON can hold
     received = from_builtin(sent)

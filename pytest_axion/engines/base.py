@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pytest_axion.machine.environment import OtherCpuMeter
-from pytest_axion.records import Measurement, ModelFacts, ProgressCallback, Run, WarmUpRun, measurements_of
+from pytest_axion.records import (
+    Measurement,
+    ModelFacts,
+    ProgressCallback,
+    RequestFigures,
+    Run,
+    WarmUpRun,
+    measurements_of,
+    requests_of,
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,8 @@ class Measured:
 
     current: dict[str, Measurement]
     rounds: tuple[dict[str, Measurement], dict[str, Measurement]] | None = None
+    requests: tuple[RequestFigures, ...] = ()    # every user's request of a batched workload, in order
+    repeatable: bool = True    # False: measured again, the workload gives these very samples (a replay)
 
 
 class Engine(Protocol):
@@ -79,4 +90,4 @@ def measure_run(engine: Engine, kind: str, *, nodeid: str, threads: int, repetit
     meter = OtherCpuMeter().start() if engine.measures_contention else None
     run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)  # type: ignore[arg-type]  # sizes
     other = meter.stop() if meter is not None else None
-    return Measured(measurements_of(run, nodeid=nodeid, threads=threads, other_cpus=other))
+    return Measured(measurements_of(run, nodeid=nodeid, threads=threads, other_cpus=other), requests=requests_of(run))

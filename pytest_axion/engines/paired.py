@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from pytest_axion.engines.base import Engine, Measured
 from pytest_axion.machine.environment import OtherCpuMeter
-from pytest_axion.records import Measurement, ProgressCallback, Run, WarmUpRun, measurements_of
+from pytest_axion.records import Measurement, ProgressCallback, Run, WarmUpRun, measurements_of, requests_of
 from pytest_axion.stats import median
 
 
@@ -121,7 +121,8 @@ class PairedEngine:
                                                               other_cpus=other)
                                            for rounds in (paired.baseline_rounds, paired.current_rounds))
         return Measured(measurements_of(paired.current, nodeid=nodeid, threads=threads, other_cpus=other),
-                        rounds=(baseline_rounds, current_rounds))
+                        rounds=(baseline_rounds, current_rounds),
+                        requests=requests_of(paired.current))
 
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:

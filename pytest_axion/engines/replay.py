@@ -29,6 +29,7 @@ from pytest_axion.records import (
     Run,
     WarmUpRun,
     Workload,
+    requests_from_measurements,
     workload_of,
 )
 
@@ -90,10 +91,11 @@ class ReplayEngine:
         samples = {metric: m.samples for metric, m in recorded.items()}
         if self._doctor is not None:
             samples = self._doctor(workload, samples)
-        return Measured({metric: Measurement(nodeid=nodeid, metric=metric, batch_size=m.batch_size,
-                                             n_prompt=m.n_prompt, n_gen=m.n_gen, threads=threads,
-                                             samples=tuple(samples[metric]), other_cpus=m.other_cpus)
-                         for metric, m in recorded.items() if metric in samples})
+        current = {metric: Measurement(nodeid=nodeid, metric=metric, batch_size=m.batch_size, n_prompt=m.n_prompt,
+                                       n_gen=m.n_gen, threads=threads, samples=tuple(samples[metric]),
+                                       other_cpus=m.other_cpus)
+                   for metric, m in recorded.items() if metric in samples}
+        return Measured(current, requests=requests_from_measurements(current), repeatable=False)
 
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:

@@ -16,7 +16,7 @@ from pytest_axion.promises.verdict import FAIL
 from pytest_axion.report.record import RunRecord
 from pytest_axion.schemas import validate_report
 
-REPORT_SCHEMA_VERSION = 8
+REPORT_SCHEMA_VERSION = 9
 READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 

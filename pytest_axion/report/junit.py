@@ -7,15 +7,22 @@ from collections.abc import Sequence
 from pytest_axion.promises.efficiency import EfficiencyFigure
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
+from pytest_axion.records import CapacitySearch
 
 
-def junit_properties(verdicts: Sequence[Verdict], figures: Sequence[EfficiencyFigure] = ()) -> list[tuple[str, str]]:
-    """``(axion.<kind>.<name>, "<outcome>: <message>")`` per verdict, the test's capacity if it has one, and
-    ``(axion.efficiency_figure.<kind>.b<B>.pp<P>.tg<G>, "<fraction>")`` per measured cell."""
+def junit_properties(verdicts: Sequence[Verdict], figures: Sequence[EfficiencyFigure] = (),
+                     search: CapacitySearch | None = None) -> list[tuple[str, str]]:
+    """``(axion.<kind>.<name>, "<outcome>: <message>")`` per verdict, the test's capacity if it has one (with its
+    search's bracket and why it ended), and ``(axion.efficiency_figure.<kind>.b<B>.pp<P>.tg<G>, "<fraction>")`` per
+    measured cell."""
     properties = [(v.property_name, v.message()) for v in verdicts]
-    most = capacity(verdicts)
+    most = search.most_passing if search is not None else capacity(verdicts)
     if most is not None:
         properties.append(("axion.capacity", str(most)))
+    if search is not None:
+        fewest = "none" if search.fewest_failing is None else str(search.fewest_failing)
+        properties.append(("axion.capacity_search", f"{most} users met, fewest not met {fewest}, at "
+                           f"{search.service_level}; ended on {search.ended}: {search.stopped}"))
     properties += [(f"axion.efficiency_figure.{f.kind}.b{f.batch_size}.pp{f.n_prompt}.tg{f.n_gen}",
                     f"{f.fraction:.3f} ({f.achieved:.1f} of {f.roof:.1f} {f.unit})") for f in figures]
     return properties

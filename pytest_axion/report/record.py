@@ -67,11 +67,13 @@ class RunRecord:
 
     @functools.cached_property
     def capacities(self) -> dict[str, int | None]:
-        """Per test: the most concurrent users that all got its per-user promise (None: it promised none)."""
+        """Per test: the most concurrent users that all got its per-user promise (None: it promised none); where
+        the test searched (``axion.capacity``), the most users whose requests kept every per-request promise."""
         by_test: dict[str, list[Verdict]] = {}
         for verdict in self.verdicts:
             by_test.setdefault(verdict.nodeid, []).append(verdict)
-        return {nodeid: capacity(verdicts) for nodeid, verdicts in by_test.items()}
+        found = {nodeid: capacity(verdicts) for nodeid, verdicts in by_test.items()}
+        return {**found, **{nodeid: search.most_passing for nodeid, search in self.capacity_searches.items()}}
 
     @functools.cached_property
     def efficiency(self) -> list[EfficiencyFigure]:

@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from pytest_axion.promises.efficiency import GEN_BANDWIDTH
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.records import Measurement, WarmUpRun
+from pytest_axion.records import CapacitySearch, Measurement, WarmUpRun
 from pytest_axion.report.record import BaselineStatus, RunRecord, shown_flags, shown_path
 from pytest_axion.store.gate import no_baseline_message
 from pytest_axion.store.refresh import DIFF_HEADERS, RefreshResult
@@ -234,36 +234,45 @@ def ab_table(verdicts: Sequence[Verdict]) -> str:
 
 
 def capacity_lines(run: RunRecord) -> list[str]:
-    """Per test with a per-user promise: how many concurrent users get it, as a bracket when a search found
-    the end."""
+    """Per test with a per-user promise or a capacity search: how many concurrent users it serves, as a bracket
+    where a search found the end, with the promise (or the budget, or the limit) that ended it."""
     lines = []
     for nodeid, most in run.capacities.items():
+        search = run.capacity_searches.get(nodeid)
+        if search is not None:
+            lines.append(search_line(_short(nodeid), search))
+            continue
         if most is None:
             continue
         per_user = [v.first.detail for v in run.verdicts if v.nodeid == nodeid and v.kind == "threshold"
                     and v.first.detail.get("metric") == "per_user_tps"]
         label = per_user[0]["threshold_label"] or f"{_fmt(per_user[0]['threshold'])} t/s"
         measured = sorted({d["batch_size"] for d in per_user})
-        sizes = f"measured batch sizes {', '.join(map(str, measured))}"
-        search = run.capacity_searches.get(nodeid)
-        if search is not None and search.fewest_failing is not None and search.fewest_failing > most:
-            speed = dict(search.per_user_tps)[search.fewest_failing]
-            lines.append(f"capacity {_short(nodeid)}: {most} concurrent user(s) at {label}; "
-                         f"{search.fewest_failing} did not ({_fmt(speed)} t/s each) ({sizes})")
-        elif search is not None and search.fewest_failing is not None:
-            # the search's first attempt missed at a size the promise's confirmation then met
-            speed = dict(search.per_user_tps)[search.fewest_failing]
-            lines.append(f"capacity {_short(nodeid)}: {most} concurrent user(s) at {label} ({sizes}; the search "
-                         f"stopped where its first attempt gave {search.fewest_failing} users {_fmt(speed)} t/s "
-                         "each, which measured again met the promise)")
-        elif search is not None:
-            lines.append(f"capacity {_short(nodeid)}: at least {most} concurrent user(s) at {label} "
-                         f"({sizes}; no larger size measured: {search.stopped})")
-        else:
-            # Every measured size passed: the true capacity lies beyond what was measured.
-            bound = "at least " if most == measured[-1] else ""
-            lines.append(f"capacity {_short(nodeid)}: {bound}{most} concurrent user(s) at {label} ({sizes})")
+        # Every measured size passed: the true capacity lies beyond what was measured.
+        bound = "at least " if most == measured[-1] else ""
+        lines.append(f"capacity {_short(nodeid)}: {bound}{most} concurrent user(s) at {label} "
+                     f"(measured batch sizes {', '.join(map(str, measured))})")
     return lines
+
+
+def search_line(name: str, search: CapacitySearch) -> str:
+    """``capacity t.py::test: 8 concurrent user(s) with 90% of requests at per-user speed >= ..., TTFT <= 2 s;
+    12 did not: TTFT p90 2.9 s > 2 s (levels 1, 2, 4, 8, 16, 12; ended on the promise)``."""
+    most, high = search.most_passing, search.fewest_failing
+    levels = ", ".join(f"{level.users}" + ("?" if level.status == "inconclusive" else "")
+                       for level in search.levels)
+    bound = "at least " if high is None else ""
+    share = "every request" if search.attainment >= 1 else f"{search.attainment:.0%} of requests"
+    text = f"capacity {name}: {bound}{most} concurrent user(s) with {share} at {search.service_level}"
+    ending = search.ending_level
+    if ending is not None and ending.status == "missed":
+        text += f"; {ending.users} did not: {ending.worst}"
+    elif ending is not None:
+        text += (f"; {ending.users} inconclusive ({ending.meeting} of {ending.requests} requests met every promise, "
+                 f"95% interval {ending.low:.0%}-{ending.high:.0%})")
+    if search.ended not in ("promise", "inconclusive"):
+        text += f"; stopped by {search.stopped}"
+    return text + f" (levels measured: {levels})"
 
 
 def refresh_lines(result: RefreshResult | None) -> list[str]:

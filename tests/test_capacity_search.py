@@ -1,0 +1,132 @@
+"""``axion.capacity()``: the search for the most users whose requests keep every per-request promise.
+
+The walk's rules (top-ups, measuring a straddling level again, the budget, one-line errors) are shown on a
+scripted engine whose runs are built and read by the real record code; the search itself is then run on the
+real model, in process, under per-user speed and TTFT together.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_axion.engines.base import Measured
+from pytest_axion.errors import AxionError
+from pytest_axion.harness import Axion
+from pytest_axion.promises.capacity import RequestPromise
+from pytest_axion.records import BatchedRun, measurements_of, requests_of
+
+
+class ScriptedEngine:
+    """Batched runs whose per-user speed and TTFT follow ``speed(users, call)`` and ``ttft_ms(users)``."""
+
+    def __init__(self, speed, ttft_ms=lambda users: 100.0 * users):
+        self.speed, self.ttft_ms, self.calls = speed, ttft_ms, []
+
+    def measure(self, kind, *, nodeid, threads, repetitions, progress=None, **shape) -> Measured:
+        users, n_gen = shape["batch_size"], shape["n_gen"]
+        self.calls.append((users, repetitions))
+        speeds = self.speed(users, len([c for c in self.calls if c[0] == users]))
+        speeds = [speeds] * repetitions if isinstance(speeds, float | int) else speeds[:repetitions]
+        run = BatchedRun(n_prompt=shape["n_prompt"], n_gen=n_gen, batch_size=users,
+                         prompt_seconds=(self.ttft_ms(users) / 1e3,) * repetitions,
+                         gen_seconds=tuple(n_gen / s for s in speeds),
+                         step_seconds=tuple((1 / s,) * n_gen for s in speeds))
+        return Measured(measurements_of(run, nodeid=nodeid, threads=threads), requests=requests_of(run))
+
+
+def harness(engine, promises=(), recorded=None):
+    searches = recorded if recorded is not None else []
+    return Axion(SimpleNamespace(engine=engine, threads=2), nodeid="t.py::test_users", repetitions=5,
+                 record=lambda m: None, request_promises=lambda: list(promises), record_capacity=searches.append)
+
+
+READING = RequestPromise("per_user_tps", 5.0, label="reading speed 5 t/s (default)")
+
+
+def test_levels_get_the_requests_they_need_then_the_users_are_doubled_and_bisected():
+    engine = ScriptedEngine(lambda users, call: 200.0 / users)   # reading speed up to 40 users
+    found = []
+    result = harness(engine, [READING], found).capacity(budget_s=1e6)
+    search = found[0]
+    assert (search.most_passing, search.fewest_failing) == (40, 44)   # 44 - 40 users: within 10% of 40
+    assert search.ended == "promise"
+    assert search.stopped == "44 users: per-user speed p10 4.55 t/s < reading speed 5 t/s (default)"
+    # batch sizes 1, 2, 4, 8 with at least the test's 5 repetitions, and at least 35 requests each
+    assert engine.calls[:4] == [(1, 35), (2, 18), (4, 9), (8, 5)]
+    assert sorted(result.cells)[:4] == [1, 2, 4, 8] and all(lv.requests >= 35 for lv in search.levels)
+    assert [lv.users for lv in search.levels] == [1, 2, 4, 8, 16, 32, 64, 48, 40, 44]
+    assert engine.calls[4] == (16, 3)   # beyond the batch sizes: search_repetitions, or more where fewer would not do
+
+
+def test_a_level_that_straddles_the_target_is_measured_again_and_stays_inconclusive_if_it_still_does():
+    # at 4 users 8 repetitions in 9 keep reading speed: 32 of 36 requests (89%), interval 75%-96%; measured again
+    # 64 of 72, interval 80%-94%: still across 90%
+    engine = ScriptedEngine(lambda users, call: [9.0] * 8 + [1.0] if users == 4 else (9.0 if users < 4 else 1.0))
+    found = []
+    harness(engine, [READING], found).capacity(batch_sizes=[1, 2, 4], budget_s=1e6)
+    level = {lv.users: lv for lv in found[0].levels}[4]
+    assert (level.status, level.attempts, level.meeting, level.requests) == ("inconclusive", 2, 64, 72)
+    assert [c for c in engine.calls if c[0] == 4] == [(4, 9), (4, 9)]   # measured, then measured again
+    assert found[0].ended == "inconclusive" and found[0].most_passing == 3
+    assert "4 users inconclusive: 64 of 72 requests (89%; 95% interval 80%-94%)" in found[0].stopped
+
+
+def test_the_budget_ends_the_search_before_a_level_that_would_overrun_it():
+    engine = ScriptedEngine(lambda users, call: 9.0)
+    found = []
+    harness(engine, [READING], found).capacity(batch_sizes=[1], budget_s=1e-6)
+    assert found[0].ended == "budget" and found[0].stopped.startswith("the time budget: 2 users would take about")
+    assert found[0].most_passing == 1 and found[0].fewest_failing is None
+
+
+def test_the_test_promises_and_the_call_overrides_are_searched_together():
+    engine = ScriptedEngine(lambda users, call: 9.0, ttft_ms=lambda users: 300.0 * users)   # TTFT ends it at 6
+    found = []
+    harness(engine, [READING], found).capacity(ttft_ms=2000, budget_s=1e6)
+    search = found[0]
+    assert search.service_level == "per-user speed >= reading speed 5 t/s (default), TTFT <= 2 s"
+    assert (search.most_passing, search.fewest_failing) == (6, 7)
+    assert search.stopped == "7 users: TTFT p90 2.1 s > 2 s"
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (dict(attainment=0), r"attainment is the share of requests that must meet every promise, within \(0, 1\]"),
+    (dict(attainment=1.5), r"within \(0, 1\] \(0\.9: 90%\), got 1\.5$"),
+    (dict(), r"axion\.capacity\(\) needs a per-request promise to search for: declare axion_slo\(per_user_tps=\.\.\."),
+    (dict(ttft_ms=-1), r"ttft_ms must be a positive number, got -1$"),
+    (dict(per_user_tps=5, budget_s=0), r"budget_s must be positive and max_users at least 1"),
+    (dict(per_user_tps=5, n_gen=1), r"per-user speed and inter-token latency come after the first token"),
+])
+def test_bad_capacity_calls_are_one_line_errors_naming_the_test(call, message):
+    with pytest.raises(Exception) as err:
+        harness(ScriptedEngine(lambda users, c: 9.0)).capacity(**call)
+    assert str(err.value).startswith("t.py::test_users: axion.capacity()") and "\n" not in str(err.value)
+    assert __import__("re").search(message, str(err.value)), str(err.value)
+    assert isinstance(err.value, AxionError)   # shown as one line, no traceback
+
+
+def test_on_the_real_model_in_process_the_search_brackets_users_under_speed_and_ttft_together(engine):
+    """The embedded model on this machine, whatever its speed today: the TTFT limit is six times one user's, so
+    the prompt phase of many users' prompts ends the search somewhere above one user. Attainment 0.5 lets a level
+    decide on 4 requests (the 0.9 default needs 35: shown on the scripted engine above), so the search is quick."""
+    one_user = engine.measure("batched", nodeid="calibration", threads=2, repetitions=3, n_prompt=16, n_gen=4,
+                              batch_size=1).current["ttft_ms"].median
+    found = []
+    result = harness(engine, [RequestPromise("per_user_tps", 1.0)], found).capacity(
+        n_prompt=16, n_gen=4, ttft_ms=6 * one_user, attainment=0.5, batch_sizes=[1, 2], repetitions=2, budget_s=120)
+    search = found[0]
+    assert search.ended in ("promise", "inconclusive"), search.stopped
+    low, high = search.most_passing, search.fewest_failing
+    assert low >= 1 and high is not None and high - low <= max(1, 0.1 * low)
+    for level in search.levels:   # each level decided by its interval, on the requests it needed
+        assert level.requests >= 4
+        assert {"met": level.low >= 0.5, "missed": level.high < 0.5,
+                "inconclusive": level.attempts == 2}[level.status], level
+    ending = search.ending_level
+    assert ending.status == "inconclusive" or ending.worst.startswith(("TTFT p50", "per-user speed p50"))
+    # physics: the users' prompts are processed together, so the first token comes later with more users
+    ttft = {level.users: dict(level.figures)["ttft_ms"] for level in search.levels}
+    assert ttft[max(ttft)] > ttft[1]
+    assert sorted(result.cells)[:2] == [1, 2] and result[2].ttft_ms is not None
