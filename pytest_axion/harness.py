@@ -203,11 +203,11 @@ class Axion:
 
         def judge(users: int) -> None:
             nonlocal spent
-            level = judge_level(users, requests[users], promises, attainment)
+            level = judge_level(users, requests[users], promises, attainment, n_gen=n_gen)
             again = reps_for(users, math.ceil(len(requests[users]) / users))   # as many requests again
             if level.status == INCONCLUSIVE and repeatable and spent + seconds_per_run[users] * (again + 1) <= budget_s:
                 spent += measure(users, again, record=False)
-                level = judge_level(users, requests[users], promises, attainment, attempts=2)
+                level = judge_level(users, requests[users], promises, attainment, attempts=2, n_gen=n_gen)
             levels[users] = level
 
         for users in _distinct_sizes(batch_sizes):   # each with the requests it needs, all recorded (and replayable)

@@ -262,6 +262,8 @@ class CapacityLevel:
     attempts: int = 1                 # 2: it straddled the target and was measured again
     worst: str = ""                   # the promise most of its requests missed, with its figure
     figures: tuple[tuple[str, float | None], ...] = ()   # each promise's figure at the attainment's percentile
+    goodput_rps: float | None = None  # requests/s that met every promise (closed loop: users / mean request time)
+    goodput_tps: float | None = None  # their output tokens/s
 
     @property
     def attainment(self) -> float:
@@ -270,7 +272,8 @@ class CapacityLevel:
     def to_json(self) -> dict[str, object]:
         return {"users": self.users, "requests": self.requests, "meeting": self.meeting,
                 "attainment": self.attainment, "interval": [self.low, self.high], "status": self.status,
-                "attempts": self.attempts, "worst": self.worst, "figures": dict(self.figures)}
+                "attempts": self.attempts, "worst": self.worst, "figures": dict(self.figures),
+                "goodput_rps": self.goodput_rps, "goodput_tps": self.goodput_tps}
 
 
 def bracket_of(levels: Iterable[CapacityLevel]) -> tuple[int, int | None]:
@@ -326,13 +329,15 @@ class CapacitySearch:
 @dataclass(frozen=True)
 class RequestFigures:
     """What one user's request got: its time to first token, its speed after the first token (None with one
-    output token) and every gap between its tokens. A capacity search judges each request by all of them at once.
+    output token), every gap between its tokens, and its whole time, from when it was due to its last token. A
+    capacity search judges each request by all of them at once.
 
     In process a repetition's users share every step, so each of them got the same figures."""
 
     ttft_ms: float
     per_user_tps: float | None
     itl_ms: tuple[float, ...]
+    latency_s: float = 0.0
 
 
 def requests_of(run: Run) -> tuple[RequestFigures, ...]:
@@ -342,11 +347,12 @@ def requests_of(run: Run) -> tuple[RequestFigures, ...]:
             ttft_ms=(r.first_token - r.due) * 1e3,
             per_user_tps=((r.completion_tokens - 1) / (r.end - r.first_token)
                           if r.completion_tokens > 1 and r.end > r.first_token else None),
-            itl_ms=tuple((later - earlier) * 1e3 for earlier, later in pairwise(r.token_times)))
+            itl_ms=tuple((later - earlier) * 1e3 for earlier, later in pairwise(r.token_times)),
+            latency_s=r.end - r.due)
             for r in run.requests)
     if isinstance(run, BatchedRun):
         return tuple(RequestFigures(ttft_ms=prompt * 1e3, per_user_tps=run.n_gen / gen if gen > 0 else None,
-                                    itl_ms=tuple(s * 1e3 for s in steps))
+                                    itl_ms=tuple(s * 1e3 for s in steps), latency_s=prompt + gen)
                      for prompt, gen, steps in zip(run.prompt_seconds, run.gen_seconds, run.step_seconds, strict=True)
                      for _ in range(run.batch_size))
     return ()
@@ -369,8 +375,13 @@ def requests_from_measurements(measurements: Mapping[str, Measurement]) -> tuple
     steps = [gaps[i * per_request:(i + 1) * per_request] for i in range(count)] if per_request else [gaps] * count
     # in process one TTFT per repetition, standing for its users; served one per request (more than rounds)
     rounds = measurements.get("prompt_tps") or measurements.get("gen_tps")
-    copies = ttft.batch_size if rounds is not None and len(rounds.samples) == count else 1
-    return tuple(RequestFigures(ttft_ms=t, per_user_tps=v, itl_ms=tuple(g))
+    in_process = rounds is not None and len(rounds.samples) == count
+    copies = ttft.batch_size if in_process else 1
+    # the whole time: the first token, then the tokens after it at the request's speed (in process every one of
+    # the n_gen tokens comes from a generation step; served the first comes with the prompt)
+    after_first = ttft.n_gen if in_process else ttft.n_gen - 1
+    return tuple(RequestFigures(ttft_ms=t, per_user_tps=v, itl_ms=tuple(g),
+                                latency_s=t / 1e3 + (after_first / v if v else 0.0))
                  for t, v, g in zip(ttft.samples, speeds, steps, strict=True) for _ in range(copies))
 
 

@@ -140,7 +140,8 @@ def batched_run():
 def test_in_process_each_user_of_a_repetition_gets_its_figures():
     requests = requests_of(batched_run())
     assert len(requests) == 4   # 2 repetitions x 2 users
-    assert requests[0] == requests[1] == RequestFigures(ttft_ms=100.0, per_user_tps=10.0, itl_ms=(100.0,) * 3)
+    assert requests[0] == requests[1] == RequestFigures(ttft_ms=100.0, per_user_tps=10.0, itl_ms=(100.0,) * 3,
+                                                        latency_s=pytest.approx(0.4))
     assert requests[2].ttft_ms == 200.0 and requests[2].per_user_tps == pytest.approx(5.0)
 
 
@@ -163,7 +164,16 @@ def test_a_replayed_cell_gives_back_the_requests_its_run_had():
         ServedRequest(user=u, due=r, first_token=r + 0.1 * (u + 1), end=r + 0.5, token_times=(
             r + 0.1 * (u + 1), r + 0.3, r + 0.5), completion_tokens=3) for r in (0.0, 1.0) for u in (0, 1)))
     rebuilt, original = requests_from_measurements(measurements_of(served, nodeid="t", threads=2)), requests_of(served)
-    for figure in ("ttft_ms", "per_user_tps", "itl_ms"):
+    for figure in ("ttft_ms", "per_user_tps", "itl_ms", "latency_s"):
         for mine, theirs in zip(rebuilt, original, strict=True):
             assert getattr(mine, figure) == pytest.approx(getattr(theirs, figure))
     assert requests_from_measurements({"gen_tps": Measurement("t", "gen_tps", 1, 0, 8, 2, (5.0,))}) == ()
+
+
+def test_goodput_counts_the_requests_per_second_that_met_every_promise():
+    # 4 users one request after another, 2 s each: 2 requests/s, of which 30 in 40 met the promise
+    requests = [request(per_user_tps=9.0 if i < 30 else 1.0) for i in range(40)]
+    requests = [RequestFigures(r.ttft_ms, r.per_user_tps, r.itl_ms, latency_s=2.0) for r in requests]
+    level = judge_level(4, requests, [RequestPromise("per_user_tps", 5.0)], 0.9, n_gen=16)
+    assert level.goodput_rps == pytest.approx(1.5) and level.goodput_tps == pytest.approx(24.0)
+    assert judge_level(4, [request()] * 40, [RequestPromise("per_user_tps", 5.0)], 0.9).goodput_rps is None

@@ -16,6 +16,7 @@ from pytest_axion.errors import AxionError
 from pytest_axion.harness import Axion
 from pytest_axion.promises.capacity import RequestPromise
 from pytest_axion.records import BatchedRun, measurements_of, requests_of
+from pytest_axion.report.terminal import search_line
 
 
 class ScriptedEngine:
@@ -89,6 +90,13 @@ def test_the_test_promises_and_the_call_overrides_are_searched_together():
     assert search.service_level == "per-user speed >= reading speed 5 t/s (default), TTFT <= 2 s"
     assert (search.most_passing, search.fewest_failing) == (6, 7)
     assert search.stopped == "7 users: TTFT p90 2.1 s > 2 s"
+    # 6 users, each request 1.8 s of prompt and 16 / 9 s of generation: 6 / 3.58 requests/s, all within
+    six = {level.users: level for level in search.levels}[6]
+    assert six.goodput_rps == pytest.approx(6 / (1.8 + 16 / 9)) and six.goodput_tps == pytest.approx(16 * 6 / (
+        1.8 + 16 / 9))
+    assert search_line("t.py::test_users", search).endswith(
+        "; 7 did not: TTFT p90 2.1 s > 2 s; goodput at 6 users 1.68 requests/s (27 tokens/s) (levels measured: 1, 2, "
+        "4, 8, 6, 7)")
 
 
 @pytest.mark.parametrize(("call", "message"), [

@@ -198,6 +198,13 @@ def test_junit_properties_name_every_verdict_alike_and_the_capacity():
     assert properties["axion.threshold.per_user_tps.b4.pp128.tg64"].startswith("fail: per_user_tps at batch 4")
     assert properties["axion.baseline." + run.measurements[0].key].startswith("pass: per_user_tps pp128+tg64: ok")
     assert properties["axion.capacity"] == "2"
+    # with a search, its bracket is the capacity, and the search is one property in the summary's words
+    searched = dict(junit_properties(run.verdicts, search=capacity_search((1, "met"), (2, "met"), (4, "missed"),
+                                                                          (3, "met"))))
+    assert searched["axion.capacity"] == "3"
+    assert searched["axion.capacity_search"] == (
+        "3 concurrent user(s) with 90% of requests at per-user speed >= reading speed 5 t/s (default), TTFT <= 2 s; "
+        "4 did not: TTFT p90 2.9 s > 2 s (levels measured: 1, 2, 4, 3); ended on promise")
 
 
 def scaling_run():

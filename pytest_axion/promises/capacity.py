@@ -124,9 +124,13 @@ def level_status(meeting: int, n: int, attainment: float) -> tuple[str, tuple[fl
 
 
 def judge_level(users: int, requests: Sequence[RequestFigures], promises: Sequence[RequestPromise],
-                attainment: float, *, attempts: int = 1) -> CapacityLevel:
+                attainment: float, *, attempts: int = 1, n_gen: int = 0) -> CapacityLevel:
     """One level's verdict over its requests, and the promise most of them missed, shown at the attainment's
-    percentile across the level's requests (the figure that would have had to change for the level to hold)."""
+    percentile across the level's requests (the figure that would have had to change for the level to hold).
+
+    Its goodput, as DistServe's: the requests per second that met every promise. ``users`` send one request
+    after another (a closed loop), so they complete ``users / mean request time`` requests a second, of which
+    the share that met every promise counts; times ``n_gen`` output tokens each for tokens per second."""
     meeting = sum(all(p.met_by(r) for p in promises) for r in requests)
     status, interval = level_status(meeting, len(requests), attainment)
     figures = []
@@ -140,8 +144,12 @@ def judge_level(users: int, requests: Sequence[RequestFigures], promises: Sequen
     if status != MET and any(misses):
         index = max(range(len(promises)), key=lambda i: misses[i])
         worst = _shortfall(promises[index], figures[index][1], attainment)
+    times = [r.latency_s for r in requests]
+    goodput = (meeting / len(requests) * users / (sum(times) / len(times))
+               if requests and all(t > 0 for t in times) else None)
     return CapacityLevel(users=users, requests=len(requests), meeting=meeting, low=interval[0], high=interval[1],
-                         status=status, attempts=attempts, worst=worst, figures=tuple(figures))
+                         status=status, attempts=attempts, worst=worst, figures=tuple(figures), goodput_rps=goodput,
+                         goodput_tps=None if goodput is None else goodput * n_gen)
 
 
 def _shortfall(promise: RequestPromise, value: float | None, attainment: float) -> str:

@@ -8,6 +8,7 @@ from pytest_axion.promises.efficiency import EfficiencyFigure
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
 from pytest_axion.records import CapacitySearch
+from pytest_axion.report.terminal import search_text
 
 
 def junit_properties(verdicts: Sequence[Verdict], figures: Sequence[EfficiencyFigure] = (),
@@ -20,9 +21,7 @@ def junit_properties(verdicts: Sequence[Verdict], figures: Sequence[EfficiencyFi
     if most is not None:
         properties.append(("axion.capacity", str(most)))
     if search is not None:
-        fewest = "none" if search.fewest_failing is None else str(search.fewest_failing)
-        properties.append(("axion.capacity_search", f"{most} users met, fewest not met {fewest}, at "
-                           f"{search.service_level}; ended on {search.ended}: {search.stopped}"))
+        properties.append(("axion.capacity_search", f"{search_text(search)}; ended on {search.ended}"))
     properties += [(f"axion.efficiency_figure.{f.kind}.b{f.batch_size}.pp{f.n_prompt}.tg{f.n_gen}",
                     f"{f.fraction:.3f} ({f.achieved:.1f} of {f.roof:.1f} {f.unit})") for f in figures]
     return properties

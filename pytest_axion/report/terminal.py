@@ -257,13 +257,18 @@ def capacity_lines(run: RunRecord) -> list[str]:
 
 def search_line(name: str, search: CapacitySearch) -> str:
     """``capacity t.py::test: 8 concurrent user(s) with 90% of requests at per-user speed >= ..., TTFT <= 2 s;
-    12 did not: TTFT p90 2.9 s > 2 s (levels 1, 2, 4, 8, 16, 12; ended on the promise)``."""
+    12 did not: TTFT p90 2.9 s > 2 s; goodput ... (levels measured: 1, 2, 4, 8, 16, 12)``."""
+    return f"capacity {name}: {search_text(search)}"
+
+
+def search_text(search: CapacitySearch) -> str:
+    """A capacity search in words: the bracket, what ended it, the goodput at the most users met, the levels."""
     most, high = search.most_passing, search.fewest_failing
     levels = ", ".join(f"{level.users}" + ("?" if level.status == "inconclusive" else "")
                        for level in search.levels)
     bound = "at least " if high is None else ""
     share = "every request" if search.attainment >= 1 else f"{search.attainment:.0%} of requests"
-    text = f"capacity {name}: {bound}{most} concurrent user(s) with {share} at {search.service_level}"
+    text = f"{bound}{most} concurrent user(s) with {share} at {search.service_level}"
     ending = search.ending_level
     if ending is not None and ending.status == "missed":
         text += f"; {ending.users} did not: {ending.worst}"
@@ -272,6 +277,9 @@ def search_line(name: str, search: CapacitySearch) -> str:
                  f"95% interval {ending.low:.0%}-{ending.high:.0%})")
     if search.ended not in ("promise", "inconclusive"):
         text += f"; stopped by {search.stopped}"
+    best = next((level for level in search.levels if level.users == most), None)
+    if best is not None and best.goodput_rps is not None:
+        text += f"; goodput at {most} users {best.goodput_rps:.2f} requests/s ({best.goodput_tps:.0f} tokens/s)"
     return text + f" (levels measured: {levels})"
 
 
