@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -79,7 +80,7 @@ class BatchedResult:
         return self.cells[batch_size]
 
 
-DEFAULT_CAPACITY_BUDGET_S = 60.0
+DEFAULT_CAPACITY_BUDGET_S = 120.0
 DEFAULT_SEARCH_REPETITIONS = 3
 
 
@@ -155,28 +156,32 @@ class Axion:
         """The most concurrent users whose requests keep every per-request promise of the test at once.
 
         The promises are the test's ``axion_slo(per_user_tps=..., ttft_ms=..., itl_ms=...)``; ``per_user_tps=``,
-        ``ttft_ms=`` and ``itl_ms=`` set or replace one. ``batch_sizes`` are measured as ``batched()`` measures
-        them (and judged by the test's promises), with more repetitions where a level needs more requests; then
-        the search doubles the users while every level holds,
-        and bisects until the bracket is no wider than 10% (or one user). A level holds when at least
-        ``attainment`` of its requests met every promise, with 95% confidence (Wilson interval); each level
-        measures at least enough requests for that (35 at 0.9), a level whose interval straddles the target is
-        measured again (within the budget), and stays inconclusive if it still straddles (see
-        :mod:`pytest_axion.promises.capacity`).
-        Sizes beyond ``batch_sizes`` take at least ``search_repetitions`` repetitions each. The search ends on a
-        promise, on ``max_users`` or llama.cpp's sequence limit, or before a level predicted to overrun
-        ``budget_s`` seconds of measuring beyond ``batch_sizes``' first measurements; the summary says which.
+        ``ttft_ms=`` and ``itl_ms=`` set or replace one. A level (a number of users) holds when at least
+        ``attainment`` of its requests met every promise, judged on a 95% Wilson interval over its observations
+        (a request served apart; in process a repetition of all its users, who share every step). Each level is
+        measured first with the test's repetitions (``batch_sizes``) or ``search_repetitions`` (beyond them),
+        then, unless missed already, up to the observations it needs (35 at 0.9), then once more as much if it
+        straddles the target; it stays inconclusive if it still does (see :mod:`pytest_axion.promises.capacity`).
+        All of a level is recorded as one cell. After ``batch_sizes`` the search doubles the users while every
+        level holds and bisects until the bracket is no wider than 10% (or one user). It ends on a promise, on
+        ``max_users`` or llama.cpp's sequence limit, or on ``budget_s`` seconds of measuring after the first
+        measurement of each of ``batch_sizes``; the summary says which.
         """
         where = f"{self.nodeid}: axion.capacity()"
         attainment = check_attainment(attainment, where)
         promises = self._capacity_promises(where, per_user_tps=per_user_tps, ttft_ms=ttft_ms, itl_ms=itl_ms)
-        if budget_s <= 0 or max_users < 1:
-            raise MeasurementError(f"{where}: budget_s must be positive and max_users at least 1, got "
-                                   f"budget_s={budget_s!r}, max_users={max_users!r}")
+        if budget_s <= 0 or not 1 <= max_users <= MAX_SEQUENCES:
+            raise MeasurementError(f"{where}: budget_s must be positive and max_users within 1-{MAX_SEQUENCES} (the "
+                                   f"sequences llama.cpp holds), got budget_s={budget_s!r}, max_users={max_users!r}")
+        initial = _distinct_sizes(batch_sizes)
+        if initial[-1] > max_users:
+            raise MeasurementError(f"{where}: batch_sizes go up to {initial[-1]}, beyond max_users={max_users}: "
+                                   "raise max_users or leave the larger sizes out")
         if n_gen < 2 and any(p.key != "ttft_ms" for p in promises):
             raise MeasurementError(f"{where}: per-user speed and inter-token latency come after the first token, "
                                    f"which a run of n_gen={n_gen} does not give: ask for n_gen of 2 or more")
         needed = min_requests(attainment)
+        shape = {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": 0}
         cells: dict[int, BatchedCell] = {}
         requests: dict[int, list[RequestFigures]] = {}
         seconds_per_run: dict[int, float] = {}
@@ -184,54 +189,63 @@ class Axion:
         spent = 0.0
         repeatable = True   # a replay gives the same samples again: the search judges what it holds, once
 
-        def measure(users: int, reps: int, *, record: bool) -> float:
-            nonlocal repeatable
+        def take(users: int, reps: int, *, counted: bool = True) -> Measured:
+            """One measurement of a level, its time counted against the budget unless it is the test's own."""
+            nonlocal repeatable, spent
             start = time.perf_counter()
-            measured = self._measure_full("batched", reps, {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": users},
-                                          record=record, unrecorded_ends=True)
-            if record:
-                cells[users] = BatchedCell.of(users, measured.current)
+            measured = self._measure_full("batched", reps, {**shape, "batch_size": users}, record=False,
+                                          unrecorded_ends=True)
             requests.setdefault(users, []).extend(measured.requests)
             repeatable = repeatable and measured.repeatable
             elapsed = time.perf_counter() - start
             seconds_per_run[users] = elapsed / (reps + 1)
-            return elapsed
+            spent += elapsed if counted else 0.0
+            return measured
 
-        def reps_for(users: int, floor: int) -> int:
-            """Repetitions that bring the level to the requests it needs (a repetition serves every user once)."""
-            return max(floor, math.ceil((needed - len(requests.get(users, ()))) / users))
+        def per_repetition(users: int) -> int:
+            """Observations a repetition gives: it serves every user once, which is one observation in process (the
+            users share every step) and one per user where they are served apart."""
+            return users if self.loaded.engine.requests_apart else 1
 
-        def judge(users: int) -> None:
-            nonlocal spent
+        def affordable(users: int, reps: int) -> bool:
+            return spent + seconds_per_run[users] * (reps + 1) <= budget_s
+
+        def settle(users: int, floor: int, *, first_counted: bool = True) -> None:
+            """Measure a level until it is decided, and record all of it as one cell: ``floor`` repetitions first
+            (a level that every observation misses is decided there), then up to the observations it needs, then,
+            if it straddles the target, as many again; more than the first within the budget only."""
+            chunks = [take(users, floor, counted=first_counted)]
             level = judge_level(users, requests[users], promises, attainment, n_gen=n_gen)
-            again = reps_for(users, math.ceil(len(requests[users]) / users))   # as many requests again
-            if level.status == INCONCLUSIVE and repeatable and spent + seconds_per_run[users] * (again + 1) <= budget_s:
-                spent += measure(users, again, record=False)
+            top_up = math.ceil((needed - len(requests[users])) / per_repetition(users))
+            if level.status != MISSED and repeatable and top_up > 0 and affordable(users, top_up):
+                chunks.append(take(users, top_up))
+                level = judge_level(users, requests[users], promises, attainment, n_gen=n_gen)
+            again = math.ceil(len(requests[users]) / per_repetition(users))   # as many observations again
+            if level.status == INCONCLUSIVE and repeatable and affordable(users, again):
+                chunks.append(take(users, again))
                 level = judge_level(users, requests[users], promises, attainment, attempts=2, n_gen=n_gen)
             levels[users] = level
+            cells[users] = BatchedCell.of(users, self._record_all(chunks))
 
-        for users in _distinct_sizes(batch_sizes):   # each with the requests it needs, all recorded (and replayable)
-            measure(users, reps_for(users, self._reps(repetitions)), record=True)
-            judge(users)
+        for users in initial:   # the first measurement of each is the test's own, outside the budget
+            settle(users, self._reps(repetitions), first_counted=False)
         ended, stopped = "", ""
         while (following := next_users(list(levels.values()), max_users)) is not None:
-            if following in levels:   # a level measured already (a bracket that cannot narrow further)
-                break
             reference = max((u for u in seconds_per_run if u <= following), default=min(seconds_per_run))
-            reps = reps_for(following, search_repetitions)
+            reps = max(search_repetitions, math.ceil(needed / per_repetition(following)))
             predicted = seconds_per_run[reference] * following / reference * (reps + 1)
             if spent + predicted > budget_s:
                 ended, stopped = "budget", (f"the time budget: {following} users would take about {predicted:.0f} s, "
                                             f"over the {max(0.0, budget_s - spent):.0f} s left of {budget_s:.0f} s")
                 break
             try:
-                spent += measure(following, reps, record=True)
+                settle(following, search_repetitions)
             except NotRecorded:
                 ended, stopped = "recording", f"the replayed recording, which holds no {following}-user cell"
                 break
-            judge(following)
         if not ended:
-            ended, stopped = _why_ended(list(levels.values()), attainment, max_users)
+            short_by = f"the time budget ({budget_s:.0f} s)" if repeatable else "the replayed recording"
+            ended, stopped = _why_ended(list(levels.values()), attainment, max_users, needed, short_by)
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
             attainment=attainment, levels=tuple(levels.values()), ended=ended, stopped=stopped))
@@ -270,12 +284,23 @@ class Axion:
             self._keep(list(measured.current.values()))
         return measured
 
+    def _record_all(self, chunks: Sequence[Measured]) -> dict[str, Measurement]:
+        """Several measurements of one workload recorded as one: every sample, in order (a level of a capacity
+        search measured until decided is one cell, so a replay of the report sees all of it)."""
+        merged = {}
+        for metric, first in chunks[0].current.items():
+            parts = [chunk.current[metric] for chunk in chunks if metric in chunk.current]
+            known = [part.other_cpus for part in parts if part.other_cpus is not None]
+            merged[metric] = dataclasses.replace(first, samples=tuple(s for part in parts for s in part.samples),
+                                                 other_cpus=max(known) if known else None)
+        for chunk in chunks:
+            if chunk.rounds is not None and self._record_pair is not None:
+                self._record_pair(*chunk.rounds)
+        self._keep(list(merged.values()))
+        return merged
+
     def _reps(self, repetitions: int | None) -> int:
         return self.repetitions if repetitions is None else repetitions
-
-    def _runs(self, repetitions: int | None) -> int:
-        """Timed repetitions plus the warm-up: what a cell's time is proportional to."""
-        return self._reps(repetitions) + 1
 
     @contextmanager
     def _engine_errors(self, unrecorded_ends: bool = False) -> Iterator[None]:
@@ -309,14 +334,20 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
     return fresh
 
 
-def _why_ended(levels: list[CapacityLevel], attainment: float, max_users: int) -> tuple[str, str]:
-    """(ended, stopped) of a search that ran to its end: on a promise, inconclusive, or on the most users."""
+def _why_ended(levels: list[CapacityLevel], attainment: float, max_users: int, needed: int,
+               short_by: str) -> tuple[str, str]:
+    """(ended, stopped) of a search that ran to its end: on a promise, inconclusive (or left so by the budget),
+    or on the most users."""
     fewest_failing = bracket_of(levels)[1]
     level = next((lv for lv in levels if lv.users == fewest_failing), None)
     if level is not None and level.status == MISSED:
         return "promise", f"{level.users} users: {level.worst}"
+    if level is not None and level.observations < needed:
+        return ("budget" if short_by.startswith("the time") else "recording",
+                f"{short_by}: {level.users} users got {level.observations} of the {needed} observations a level needs "
+                f"to be met at {attainment:.0%}")
     if level is not None:
-        return "inconclusive", (f"{level.users} users inconclusive: {level.meeting} of {level.requests} requests "
+        return "inconclusive", (f"{level.users} users inconclusive: {level.evidence} "
                                 f"({level.attainment:.0%}; 95% interval {level.low:.0%}-{level.high:.0%}) met every "
                                 f"promise, measured {level.attempts} time(s), against {attainment:.0%}")
     if max_users < MAX_SEQUENCES:

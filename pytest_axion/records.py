@@ -254,9 +254,9 @@ class CapacityLevel:
     interval around that share, and the verdict (met, missed, inconclusive)."""
 
     users: int
-    requests: int
+    requests: int                     # every user's request, and those that met every promise
     meeting: int
-    low: float                        # the Wilson interval of meeting / requests
+    low: float                        # the Wilson interval of the share, over the observations
     high: float
     status: str                       # "met", "missed" or "inconclusive"
     attempts: int = 1                 # 2: it straddled the target and was measured again
@@ -264,16 +264,24 @@ class CapacityLevel:
     figures: tuple[tuple[str, float | None], ...] = ()   # each promise's figure at the attainment's percentile
     goodput_rps: float | None = None  # requests/s that met every promise (closed loop: users / mean request time)
     goodput_tps: float | None = None  # their output tokens/s
+    observations: int = 0             # independent ones: requests served apart; in process, repetitions
 
     @property
     def attainment(self) -> float:
         return self.meeting / self.requests if self.requests else 0.0
 
+    @property
+    def evidence(self) -> str:
+        """``68 of 80 requests``; in process, where a repetition is one observation of all its users, with them."""
+        shared = self.observations and self.observations < self.requests
+        where = f" in {self.observations} repetitions" if shared else ""
+        return f"{self.meeting} of {self.requests} requests{where}"
+
     def to_json(self) -> dict[str, object]:
         return {"users": self.users, "requests": self.requests, "meeting": self.meeting,
                 "attainment": self.attainment, "interval": [self.low, self.high], "status": self.status,
                 "attempts": self.attempts, "worst": self.worst, "figures": dict(self.figures),
-                "goodput_rps": self.goodput_rps, "goodput_tps": self.goodput_tps}
+                "goodput_rps": self.goodput_rps, "goodput_tps": self.goodput_tps, "observations": self.observations}
 
 
 def bracket_of(levels: Iterable[CapacityLevel]) -> tuple[int, int | None]:
@@ -332,12 +340,14 @@ class RequestFigures:
     output token), every gap between its tokens, and its whole time, from when it was due to its last token. A
     capacity search judges each request by all of them at once.
 
-    In process a repetition's users share every step, so each of them got the same figures."""
+    In process a repetition's users share every step and got the same figures: one record stands for them all
+    (``users``), as one observation."""
 
     ttft_ms: float
     per_user_tps: float | None
     itl_ms: tuple[float, ...]
     latency_s: float = 0.0
+    users: int = 1
 
 
 def requests_of(run: Run) -> tuple[RequestFigures, ...]:
@@ -352,15 +362,15 @@ def requests_of(run: Run) -> tuple[RequestFigures, ...]:
             for r in run.requests)
     if isinstance(run, BatchedRun):
         return tuple(RequestFigures(ttft_ms=prompt * 1e3, per_user_tps=run.n_gen / gen if gen > 0 else None,
-                                    itl_ms=tuple(s * 1e3 for s in steps), latency_s=prompt + gen)
-                     for prompt, gen, steps in zip(run.prompt_seconds, run.gen_seconds, run.step_seconds, strict=True)
-                     for _ in range(run.batch_size))
+                                    itl_ms=tuple(s * 1e3 for s in steps), latency_s=prompt + gen,
+                                    users=run.batch_size)
+                     for prompt, gen, steps in zip(run.prompt_seconds, run.gen_seconds, run.step_seconds, strict=True))
     return ()
 
 
 def requests_from_measurements(measurements: Mapping[str, Measurement]) -> tuple[RequestFigures, ...]:
-    """A batched workload's requests rebuilt from its measurements, as a replayed report holds them: one
-    repetition's figures for each of its users, its steps split evenly between repetitions (a served
+    """A batched workload's requests rebuilt from its measurements, as a replayed report holds them: in process
+    one record per repetition for all its users, its steps split evenly between repetitions (a served
     recording's requests, whose gaps are pooled, are split evenly too where they can be, else each gets all)."""
     ttft = measurements.get("ttft_ms")
     if ttft is None:
@@ -376,13 +386,13 @@ def requests_from_measurements(measurements: Mapping[str, Measurement]) -> tuple
     # in process one TTFT per repetition, standing for its users; served one per request (more than rounds)
     rounds = measurements.get("prompt_tps") or measurements.get("gen_tps")
     in_process = rounds is not None and len(rounds.samples) == count
-    copies = ttft.batch_size if in_process else 1
+    users = ttft.batch_size if in_process else 1
     # the whole time: the first token, then the tokens after it at the request's speed (in process every one of
     # the n_gen tokens comes from a generation step; served the first comes with the prompt)
     after_first = ttft.n_gen if in_process else ttft.n_gen - 1
     return tuple(RequestFigures(ttft_ms=t, per_user_tps=v, itl_ms=tuple(g),
-                                latency_s=t / 1e3 + (after_first / v if v else 0.0))
-                 for t, v, g in zip(ttft.samples, speeds, steps, strict=True) for _ in range(copies))
+                                latency_s=t / 1e3 + (after_first / v if v else 0.0), users=users)
+                 for t, v, g in zip(ttft.samples, speeds, steps, strict=True))
 
 
 # -- runs -> measurements ------------------------------------------------------------------------

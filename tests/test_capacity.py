@@ -73,6 +73,14 @@ def test_a_request_is_judged_by_every_promise_at_once():
                                                 "ITL p99 <= 200 ms"]
 
 
+def test_a_level_missed_by_several_promises_together_says_how_many_missed_the_worst():
+    # 34 good requests, 3 with a slow start, 3 slow: 34 of 40 (inconclusive), and neither promise's p90 breaks it
+    promises = [RequestPromise("per_user_tps", 5.0), RequestPromise("ttft_ms", 2000.0)]
+    requests = [request()] * 34 + [request(ttft_ms=3000)] * 3 + [request(per_user_tps=1.0)] * 3
+    level = judge_level(8, requests, promises, 0.9)
+    assert level.status == "inconclusive" and level.worst == "3 of 40 requests missed per-user speed >= 5 t/s"
+
+
 def test_a_missed_level_names_the_promise_most_requests_missed_at_the_attainments_percentile():
     promises = [RequestPromise("per_user_tps", 5.0), RequestPromise("ttft_ms", 2000.0)]
     requests = [request(ttft_ms=1002 + 50 * i, per_user_tps=7.0) for i in range(40)]   # TTFT 1002..2952 ms
@@ -86,7 +94,7 @@ def test_a_missed_level_names_the_promise_most_requests_missed_at_the_attainment
 
 def test_a_request_without_the_promised_figure_misses_it():
     level = judge_level(2, [request(per_user_tps=None)] * 40, [RequestPromise("per_user_tps", 5.0)], 0.9)
-    assert level.status == "missed" and level.worst == "per-user speed: no request gave it"
+    assert level.status == "missed" and level.worst == "40 of 40 requests missed per-user speed >= 5 t/s"
 
 
 def walk(capacity: int, max_users: int = 256, start=(1, 2, 4, 8)) -> list:
@@ -137,12 +145,17 @@ def batched_run():
                       step_seconds=((0.1, 0.1, 0.1), (0.2, 0.2, 0.2)))
 
 
-def test_in_process_each_user_of_a_repetition_gets_its_figures():
+def test_in_process_a_repetition_is_one_observation_of_all_its_users():
     requests = requests_of(batched_run())
-    assert len(requests) == 4   # 2 repetitions x 2 users
-    assert requests[0] == requests[1] == RequestFigures(ttft_ms=100.0, per_user_tps=10.0, itl_ms=(100.0,) * 3,
-                                                        latency_s=pytest.approx(0.4))
-    assert requests[2].ttft_ms == 200.0 and requests[2].per_user_tps == pytest.approx(5.0)
+    assert len(requests) == 2   # 2 repetitions, each standing for its 2 users (they shared every step)
+    assert requests[0] == RequestFigures(ttft_ms=100.0, per_user_tps=10.0, itl_ms=(100.0,) * 3,
+                                         latency_s=pytest.approx(0.4), users=2)
+    assert requests[1].ttft_ms == 200.0 and requests[1].per_user_tps == pytest.approx(5.0)
+    # the interval counts the 2 observations, the share and the text count the 4 requests
+    level = judge_level(2, requests, [RequestPromise("per_user_tps", 8.0)], 0.5)
+    assert (level.requests, level.meeting, level.observations) == (4, 2, 2) and level.evidence == (
+        "2 of 4 requests in 2 repetitions")
+    assert (level.low, level.high) == pytest.approx(wilson_interval(1, 2))
 
 
 def test_served_requests_keep_their_own_figures():

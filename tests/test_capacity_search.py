@@ -7,6 +7,7 @@ real model, in process, under per-user speed and TTFT together.
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -22,8 +23,9 @@ from pytest_axion.report.terminal import search_line
 class ScriptedEngine:
     """Batched runs whose per-user speed and TTFT follow ``speed(users, call)`` and ``ttft_ms(users)``."""
 
-    def __init__(self, speed, ttft_ms=lambda users: 100.0 * users):
+    def __init__(self, speed, ttft_ms=lambda users: 100.0 * users, requests_apart=False):
         self.speed, self.ttft_ms, self.calls = speed, ttft_ms, []
+        self.requests_apart = requests_apart   # True: each user's request counts on its own, as a server's
 
     def measure(self, kind, *, nodeid, threads, repetitions, progress=None, **shape) -> Measured:
         users, n_gen = shape["batch_size"], shape["n_gen"]
@@ -34,7 +36,10 @@ class ScriptedEngine:
                          prompt_seconds=(self.ttft_ms(users) / 1e3,) * repetitions,
                          gen_seconds=tuple(n_gen / s for s in speeds),
                          step_seconds=tuple((1 / s,) * n_gen for s in speeds))
-        return Measured(measurements_of(run, nodeid=nodeid, threads=threads), requests=requests_of(run))
+        requests = requests_of(run)
+        if self.requests_apart:   # the same figures, each user's request its own observation
+            requests = tuple(dataclasses.replace(r, users=1) for r in requests for _ in range(users))
+        return Measured(measurements_of(run, nodeid=nodeid, threads=threads), requests=requests)
 
 
 def harness(engine, promises=(), recorded=None):
@@ -47,39 +52,57 @@ READING = RequestPromise("per_user_tps", 5.0, label="reading speed 5 t/s (defaul
 
 
 def test_levels_get_the_requests_they_need_then_the_users_are_doubled_and_bisected():
-    engine = ScriptedEngine(lambda users, call: 200.0 / users)   # reading speed up to 40 users
+    engine = ScriptedEngine(lambda users, call: 200.0 / users, requests_apart=True)   # reading speed up to 40 users
     found = []
     result = harness(engine, [READING], found).capacity(budget_s=1e6)
     search = found[0]
     assert (search.most_passing, search.fewest_failing) == (40, 44)   # 44 - 40 users: within 10% of 40
     assert search.ended == "promise"
     assert search.stopped == "44 users: per-user speed p10 4.55 t/s < reading speed 5 t/s (default)"
-    # batch sizes 1, 2, 4, 8 with at least the test's 5 repetitions, and at least 35 requests each
-    assert engine.calls[:4] == [(1, 35), (2, 18), (4, 9), (8, 5)]
+    # batch sizes 1, 2, 4, 8 with the test's 5 repetitions, then topped up to 35 requests each; all recorded
+    assert engine.calls[:7] == [(1, 5), (1, 30), (2, 5), (2, 13), (4, 5), (4, 4), (8, 5)]
+    assert [len(result[b].ttft_ms.samples) for b in (1, 2, 4, 8)] == [35, 18, 9, 5]   # every repetition
     assert sorted(result.cells)[:4] == [1, 2, 4, 8] and all(lv.requests >= 35 for lv in search.levels)
     assert [lv.users for lv in search.levels] == [1, 2, 4, 8, 16, 32, 64, 48, 40, 44]
-    assert engine.calls[4] == (16, 3)   # beyond the batch sizes: search_repetitions, or more where fewer would not do
+    assert engine.calls[7] == (16, 3)   # beyond the batch sizes: search_repetitions, then more if it is not missed
 
 
 def test_a_level_that_straddles_the_target_is_measured_again_and_stays_inconclusive_if_it_still_does():
     # at 4 users 8 repetitions in 9 keep reading speed: 32 of 36 requests (89%), interval 75%-96%; measured again
     # 64 of 72, interval 80%-94%: still across 90%
-    engine = ScriptedEngine(lambda users, call: [9.0] * 8 + [1.0] if users == 4 else (9.0 if users < 4 else 1.0))
+    at_four = {1: [9.0, 9.0, 9.0, 9.0, 1.0], 2: [9.0] * 4, 3: [9.0] * 8 + [1.0]}
+    engine = ScriptedEngine(lambda users, call: at_four[call] if users == 4 else (9.0 if users < 4 else 1.0),
+                            requests_apart=True)
     found = []
     harness(engine, [READING], found).capacity(batch_sizes=[1, 2, 4], budget_s=1e6)
     level = {lv.users: lv for lv in found[0].levels}[4]
     assert (level.status, level.attempts, level.meeting, level.requests) == ("inconclusive", 2, 64, 72)
-    assert [c for c in engine.calls if c[0] == 4] == [(4, 9), (4, 9)]   # measured, then measured again
+    assert [c for c in engine.calls if c[0] == 4] == [(4, 5), (4, 4), (4, 9)]   # measured, topped up, again
     assert found[0].ended == "inconclusive" and found[0].most_passing == 3
     assert "4 users inconclusive: 64 of 72 requests (89%; 95% interval 80%-94%)" in found[0].stopped
+
+
+def test_in_process_every_level_needs_35_repetitions_since_its_users_share_every_step():
+    # 8 users x 5 repetitions are 40 requests but 5 observations: 5 met of 5 is no evidence of 90%
+    engine = ScriptedEngine(lambda users, call: 9.0 if users <= 8 else 1.0)
+    found = []
+    harness(engine, [READING], found).capacity(budget_s=1e6)
+    assert engine.calls[:8] == [(1, 5), (1, 30), (2, 5), (2, 30), (4, 5), (4, 30), (8, 5), (8, 30)]
+    assert {lv.users: lv.observations for lv in found[0].levels}[8] == 35
+    assert (found[0].most_passing, found[0].fewest_failing) == (8, 9)
+    # a level that every repetition misses is decided on its first 3 (0 of 3: interval 0%-56%)
+    assert {lv.users: (lv.status, lv.requests) for lv in found[0].levels}[16] == ("missed", 16 * 3)
 
 
 def test_the_budget_ends_the_search_before_a_level_that_would_overrun_it():
     engine = ScriptedEngine(lambda users, call: 9.0)
     found = []
-    harness(engine, [READING], found).capacity(batch_sizes=[1], budget_s=1e-6)
-    assert found[0].ended == "budget" and found[0].stopped.startswith("the time budget: 2 users would take about")
-    assert found[0].most_passing == 1 and found[0].fewest_failing is None
+    harness(engine, [READING], found).capacity(batch_sizes=[1, 2], budget_s=1e-6)
+    # the test's own 5 repetitions are measured; topping them up to 35 would overrun the budget
+    assert engine.calls == [(1, 5), (2, 5)]
+    assert found[0].ended == "budget" and found[0].stopped == (
+        "the time budget (0 s): 1 users got 5 of the 35 observations a level needs to be met at 90%")
+    assert found[0].most_passing == 0 and found[0].fewest_failing == 1
 
 
 def test_the_test_promises_and_the_call_overrides_are_searched_together():
@@ -104,7 +127,9 @@ def test_the_test_promises_and_the_call_overrides_are_searched_together():
     (dict(attainment=1.5), r"within \(0, 1\] \(0\.9: 90%\), got 1\.5$"),
     (dict(), r"axion\.capacity\(\) needs a per-request promise to search for: declare axion_slo\(per_user_tps=\.\.\."),
     (dict(ttft_ms=-1), r"ttft_ms must be a positive number, got -1$"),
-    (dict(per_user_tps=5, budget_s=0), r"budget_s must be positive and max_users at least 1"),
+    (dict(per_user_tps=5, budget_s=0), r"budget_s must be positive and max_users within 1-256"),
+    (dict(per_user_tps=5, max_users=512), r"max_users within 1-256 \(the sequences llama\.cpp holds\)"),
+    (dict(per_user_tps=5, max_users=4), r"batch_sizes go up to 8, beyond max_users=4: raise max_users or leave"),
     (dict(per_user_tps=5, n_gen=1), r"per-user speed and inter-token latency come after the first token"),
 ])
 def test_bad_capacity_calls_are_one_line_errors_naming_the_test(call, message):

@@ -133,10 +133,12 @@ def test_a_capacity_search_ends_where_the_recording_ends(pytester, no_worker):
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
         "capacity *test_users: at least 8 concurrent user(s) with 50% of requests at per-user speed >= reading speed "
-        "5 t/s (default); stopped by the replayed recording, which holds no 16-user cell (levels measured: 1, 2, 4, 8)",
+        "5 t/s (default); stopped by the replayed recording, which holds no 16-user cell; goodput at 8 users * "
+        "requests/s (* tokens/s) (levels measured: 1, 2, 4, 8)",
         "capacity *test_strict: 0 concurrent user(s) with 90% of requests at per-user speed >= reading speed 5 t/s "
-        "(default); 1 inconclusive (5 of 5 requests met every promise, 95% interval 57%-100%) (levels measured: 1?, "
-        "2?, 4?, 8)"])
+        "(default); 1 inconclusive (5 of 5 requests met every promise, 95% interval 57%-100%); stopped by the "
+        "replayed recording: 1 users got 5 of the 35 observations a level needs to be met at 90% (levels measured: "
+        "1?, 2?, 4?, 8?)"])
 
 
 def test_a_replay_under_xdist_reports_what_one_process_reports(pytester):

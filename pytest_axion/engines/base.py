@@ -51,6 +51,12 @@ class Engine(Protocol):
         take while it measures can be told apart (not so for a server that runs elsewhere)."""
         ...
 
+    @property
+    def requests_apart(self) -> bool:
+        """True when each user's request is timed on its own (a server); False when the users of a repetition
+        share every step (in process), so that a repetition is one observation of them all."""
+        ...
+
     def describe(self) -> str:
         """What is measured, in a few words, for the report header ("" for a worker process)."""
         ...

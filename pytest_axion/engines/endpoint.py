@@ -212,6 +212,7 @@ class EndpointEngine:
         self._restart_server = restart_server   # a managed llama-server restarts; an external endpoint cannot
         self._managed = server                  # the LlamaServer this session started, stopped on close()
         self.measures_contention = server is not None   # our child process: its CPU time is ours
+        self.requests_apart = True                       # every user's request streams on its own
         self.server = probe_endpoint(self.url, model, option, api_key)
         self._rng = random.Random(seed)
         self._warm_up_tokens = 0

@@ -82,6 +82,10 @@ class PairedEngine:
         return self.baseline.alive and self.current.alive
 
     @property
+    def requests_apart(self) -> bool:
+        return self.current.requests_apart
+
+    @property
     def measures_contention(self) -> bool:
         """Only when both sides' CPU time is this process tree's own (see :func:`base.measure_run`)."""
         return self.baseline.measures_contention and self.current.measures_contention

@@ -68,6 +68,10 @@ class ReplayEngine:
             self._rows.setdefault(workload_of(m), {}).setdefault(m.nodeid, {}).setdefault(m.metric, m)
         self._doctor = doctor
         self._nodeids = {nodeid for tests in self._rows.values() for nodeid in tests}
+        # recorded from a server when a batched cell of several users has a TTFT per request, not per repetition
+        self.requests_apart = any(
+            len(cell["ttft_ms"].samples) > len(cell["prompt_tps"].samples)
+            for tests in self._rows.values() for cell in tests.values() if "ttft_ms" in cell and "prompt_tps" in cell)
 
     @property
     def alive(self) -> bool:

@@ -150,6 +150,7 @@ class EngineProcess:
 
     # The worker is our child process: its CPU time is this process tree's own.
     measures_contention = True
+    requests_apart = False   # llama.cpp decodes every user of a repetition in the same steps
 
     def describe(self) -> str:
         return ""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.promises.latency import DEFAULT_PERCENTILE
 from pytest_axion.promises.marker import PromiseContext, SloSpec
 from pytest_axion.promises.thresholds import per_user_limit
 from pytest_axion.promises.verdict import INCONCLUSIVE, MET, MISSED
@@ -56,7 +57,7 @@ class RequestPromise:
             return request.ttft_ms
         if not request.itl_ms:
             return None
-        return quantile(request.itl_ms, (self.percentile or 50) / 100)
+        return quantile(request.itl_ms, (self.percentile or DEFAULT_PERCENTILE) / 100)
 
     def met_by(self, request: RequestFigures) -> bool:
         value = self.figure(request)
@@ -103,8 +104,9 @@ def wilson_interval(successes: int, n: int, z: float | None = None) -> tuple[flo
 
 
 def min_requests(attainment: float) -> int:
-    """The fewest requests a level needs for its interval to clear ``attainment`` when every one of them met
-    every promise (35 at 90%); 1 at attainment 1.0, where one missed request decides."""
+    """The fewest observations a level needs for its interval to clear ``attainment`` when every one of them met
+    every promise (35 at 90%); 1 at attainment 1.0, where one miss decides. An observation is a request served
+    on its own, or in process one repetition of all the level's users (they share every step)."""
     if attainment >= 1:
         return 1
     z = _z()
@@ -131,35 +133,41 @@ def judge_level(users: int, requests: Sequence[RequestFigures], promises: Sequen
     Its goodput, as DistServe's: the requests per second that met every promise. ``users`` send one request
     after another (a closed loop), so they complete ``users / mean request time`` requests a second, of which
     the share that met every promise counts; times ``n_gen`` output tokens each for tokens per second."""
-    meeting = sum(all(p.met_by(r) for p in promises) for r in requests)
-    status, interval = level_status(meeting, len(requests), attainment)
+    # the interval counts observations: a request served apart, or in process a repetition of all its users
+    kept = [all(p.met_by(r) for p in promises) for r in requests]
+    status, interval = level_status(sum(kept), len(requests), attainment)
+    meeting = sum(r.users for r, met in zip(requests, kept, strict=True) if met)
     figures = []
     for promise in promises:
         values = [v for v in (promise.figure(r) for r in requests) if v is not None]
         # the value that the attainment's share of requests did at least as well as
         share = attainment if promise.upper else 1 - attainment
         figures.append((promise.key, quantile(values, share) if values else None))
-    misses = [sum(not p.met_by(r) for r in requests) for p in promises]
+    misses = [sum(r.users for r in requests if not p.met_by(r)) for p in promises]
     worst = ""
     if status != MET and any(misses):
         index = max(range(len(promises)), key=lambda i: misses[i])
-        worst = _shortfall(promises[index], figures[index][1], attainment)
+        worst = _shortfall(promises[index], figures[index][1], attainment, misses[index],
+                           sum(r.users for r in requests))
     times = [r.latency_s for r in requests]
-    goodput = (meeting / len(requests) * users / (sum(times) / len(times))
+    goodput = (meeting / sum(r.users for r in requests) * users / (sum(times) / len(times))
                if requests and all(t > 0 for t in times) else None)
-    return CapacityLevel(users=users, requests=len(requests), meeting=meeting, low=interval[0], high=interval[1],
-                         status=status, attempts=attempts, worst=worst, figures=tuple(figures), goodput_rps=goodput,
-                         goodput_tps=None if goodput is None else goodput * n_gen)
+    return CapacityLevel(users=users, requests=sum(r.users for r in requests), meeting=meeting, low=interval[0],
+                         high=interval[1], status=status, attempts=attempts, worst=worst, figures=tuple(figures),
+                         goodput_rps=goodput, goodput_tps=None if goodput is None else goodput * n_gen,
+                         observations=len(requests))
 
 
-def _shortfall(promise: RequestPromise, value: float | None, attainment: float) -> str:
-    """``TTFT p90 2.9 s > 2 s``: the missed promise at the attainment's percentile across requests."""
-    percentile = f"p{round(attainment * 100)}" if promise.upper else f"p{round((1 - attainment) * 100)}"
+def _shortfall(promise: RequestPromise, value: float | None, attainment: float, missed: int, total: int) -> str:
+    """``TTFT p90 2.9 s > 2 s``: the missed promise at the attainment's percentile across requests; where that
+    figure is within the limit (the misses of several promises add up), how many requests missed it."""
     name = NAMES[promise.key] + (f" (each request's p{promise.percentile})" if promise.key == "itl_ms" else "")
-    if value is None:
-        return f"{name}: no request gave it"
-    shown = _value(promise.key, value)
-    return f"{name} {percentile} {shown} {'>' if promise.upper else '<'} {promise.limit_text}"
+    broken = value is not None and (value > promise.limit if promise.upper else value < promise.limit)
+    if not broken:
+        return f"{missed} of {total} requests missed {promise.describe()}"
+    assert value is not None
+    percentile = round((attainment if promise.upper else 1 - attainment) * 100)
+    return f"{name} p{percentile} {_value(promise.key, value)} {'>' if promise.upper else '<'} {promise.limit_text}"
 
 
 def next_users(levels: Sequence[CapacityLevel], max_users: int) -> int | None:

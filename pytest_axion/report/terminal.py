@@ -273,7 +273,7 @@ def search_text(search: CapacitySearch) -> str:
     if ending is not None and ending.status == "missed":
         text += f"; {ending.users} did not: {ending.worst}"
     elif ending is not None:
-        text += (f"; {ending.users} inconclusive ({ending.meeting} of {ending.requests} requests met every promise, "
+        text += (f"; {ending.users} inconclusive ({ending.evidence} met every promise, "
                  f"95% interval {ending.low:.0%}-{ending.high:.0%})")
     if search.ended not in ("promise", "inconclusive"):
         text += f"; stopped by {search.stopped}"

@@ -33,7 +33,7 @@ calls at 6257). The sizing rule: 32 tokens per thread, at most one 512-token mic
   any machine (0.7-0.8 s at 1-2 threads here, ~0.3 s on 16 cores);
 - readers: the most users whose requests keep reading speed and MLPerf's 2 s TTFT together, 90% of them
   (``axion.capacity``): batch sizes 1, 2, 4, 8, then doubling while every level holds and bisecting to
-  within 10%, 256 users or 60 s of measuring, with short exchanges (16-token prompts, 16 tokens out) so
+  within 10%, 256 users or 120 s of measuring, with short exchanges (16-token prompts, 16 tokens out) so
   that the end is reached in time; the summary reports the bracket and the promise that ended it;
 - generation: batch sizes 1, 2 and 4, the publication's range for its scaling claim.
 The suite takes about 2 minutes on 2 cores, bounded on many by the capacity budget.
