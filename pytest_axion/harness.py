@@ -228,7 +228,10 @@ class Axion:
             cells[users] = BatchedCell.of(users, self._record_all(chunks))
 
         for users in initial:   # the first measurement of each is the test's own, outside the budget
-            settle(users, self._reps(repetitions), first_counted=False)
+            try:
+                settle(users, self._reps(repetitions), first_counted=False)
+            except NotRecorded as err:   # a test's own workload the replayed report lacks: its error
+                raise MeasurementError(f"{self.nodeid}: {err}") from None
         ended, stopped = "", ""
         while (following := next_users(list(levels.values()), max_users)) is not None:
             reference = max((u for u in seconds_per_run if u <= following), default=min(seconds_per_run))

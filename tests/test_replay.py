@@ -165,3 +165,17 @@ def test_a_replay_under_xdist_reports_what_one_process_reports(pytester):
     assert sorted(json.dumps(t, sort_keys=True) for t in one["tests"]) == sorted(json.dumps(t, sort_keys=True)
                                                                                 for t in two["tests"])
     assert two["deployment"] == "replay" and any(test["capacity_search"] for test in two["tests"])
+
+
+def test_a_capacity_search_whose_own_batch_sizes_were_not_recorded_fails_in_one_line(pytester, no_worker):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.axion_slo(per_user_tps="reading")
+        def test_users(axion):
+            axion.capacity(n_prompt=64, n_gen=32, batch_sizes=[3])
+    """)
+    result = pytester.runpytest(*REPLAY, "--axion-no-baselines")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*test_users*holds no pp64+tg32 x3 workload*"])
+    assert "Traceback" not in result.stdout.str() and "NotRecorded" not in result.stdout.str()
