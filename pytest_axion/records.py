@@ -368,6 +368,14 @@ def requests_of(run: Run) -> tuple[RequestFigures, ...]:
     return ()
 
 
+def served_apart(measurements: Mapping[str, Measurement]) -> bool:
+    """Whether a batched cell's requests were timed one by one (served: a TTFT per request, more than its rounds)
+    or together (in process: one TTFT per repetition, standing for all its users)."""
+    ttft = measurements.get("ttft_ms")
+    rounds = measurements.get("prompt_tps") or measurements.get("gen_tps")
+    return ttft is not None and (rounds is None or len(ttft.samples) > len(rounds.samples))
+
+
 def requests_from_measurements(measurements: Mapping[str, Measurement]) -> tuple[RequestFigures, ...]:
     """A batched workload's requests rebuilt from its measurements, as a replayed report holds them: in process
     one record per repetition for all its users, its steps split evenly between repetitions (a served
@@ -383,9 +391,7 @@ def requests_from_measurements(measurements: Mapping[str, Measurement]) -> tuple
     gaps = itl.samples if itl is not None else ()
     per_request = len(gaps) // count if gaps and len(gaps) % count == 0 else 0
     steps = [gaps[i * per_request:(i + 1) * per_request] for i in range(count)] if per_request else [gaps] * count
-    # in process one TTFT per repetition, standing for its users; served one per request (more than rounds)
-    rounds = measurements.get("prompt_tps") or measurements.get("gen_tps")
-    in_process = rounds is not None and len(rounds.samples) == count
+    in_process = not served_apart(measurements)
     users = ttft.batch_size if in_process else 1
     # the whole time: the first token, then the tokens after it at the request's speed (in process every one of
     # the n_gen tokens comes from a generation step; served the first comes with the prompt)

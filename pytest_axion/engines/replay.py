@@ -30,6 +30,7 @@ from pytest_axion.records import (
     WarmUpRun,
     Workload,
     requests_from_measurements,
+    served_apart,
     workload_of,
 )
 
@@ -69,9 +70,7 @@ class ReplayEngine:
         self._doctor = doctor
         self._nodeids = {nodeid for tests in self._rows.values() for nodeid in tests}
         # recorded from a server when a batched cell of several users has a TTFT per request, not per repetition
-        self.requests_apart = any(
-            len(cell["ttft_ms"].samples) > len(cell["prompt_tps"].samples)
-            for tests in self._rows.values() for cell in tests.values() if "ttft_ms" in cell and "prompt_tps" in cell)
+        self.requests_apart = any(served_apart(cell) for tests in self._rows.values() for cell in tests.values())
 
     @property
     def alive(self) -> bool:

@@ -65,6 +65,10 @@ class RequestPromise:
             return False
         return value <= self.limit if self.upper else value >= self.limit
 
+    def share(self, attainment: float) -> float:
+        """The quantile across requests that ``attainment`` of them did at least as well as."""
+        return attainment if self.upper else 1 - attainment
+
     @property
     def limit_text(self) -> str:
         return self.label or _value(self.key, self.limit)
@@ -141,7 +145,7 @@ def judge_level(users: int, requests: Sequence[RequestFigures], promises: Sequen
     for promise in promises:
         values = [v for v in (promise.figure(r) for r in requests) if v is not None]
         # the value that the attainment's share of requests did at least as well as
-        share = attainment if promise.upper else 1 - attainment
+        share = promise.share(attainment)
         figures.append((promise.key, quantile(values, share) if values else None))
     misses = [sum(r.users for r in requests if not p.met_by(r)) for p in promises]
     worst = ""
@@ -166,7 +170,7 @@ def _shortfall(promise: RequestPromise, value: float | None, attainment: float, 
     if not broken:
         return f"{missed} of {total} requests missed {promise.describe()}"
     assert value is not None
-    percentile = round((attainment if promise.upper else 1 - attainment) * 100)
+    percentile = round(promise.share(attainment) * 100)
     return f"{name} p{percentile} {_value(promise.key, value)} {'>' if promise.upper else '<'} {promise.limit_text}"
 
 
