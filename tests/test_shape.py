@@ -26,13 +26,13 @@ def prompt_cells(*levels):
 def test_steady_prompt_speed_passes_and_names_the_extremes():
     [check] = steadiness_checks(prompt_cells(280, 285, 275, 288), SteadyLimits.both(0.15))
     assert check.passed and check.observed == pytest.approx((288 - 275) / 282.5)
-    assert check.message.startswith("prompt_tps steady: 275 t/s at pp 2048 batch 1 vs 288 t/s at pp 2048 batch 2")
+    assert check.message.startswith("prompt_tps steady: 275.0 t/s at pp 2048 batch 1 vs 288.0 t/s at pp 2048 batch 2")
 
 
 def test_unsteady_prompt_speed_reads_like_the_issue():
     [check] = steadiness_checks(prompt_cells(288, 286, 212, 283), SteadyLimits.both(0.15))
     assert not check.passed
-    assert check.message == ("prompt_tps not steady: 212 t/s at pp 2048 batch 1 vs 288 t/s at pp 128 batch 1 "
+    assert check.message == ("prompt_tps not steady: 212.0 t/s at pp 2048 batch 1 vs 288.0 t/s at pp 128 batch 1 "
                              "(spread 27% > 15%)")
     assert set(check.involved) == {c.key for c in prompt_cells(288, 286, 212, 283)}
 
@@ -42,7 +42,7 @@ def test_generation_steadiness_is_per_batch_across_lengths():
              cell("gen_tps", 4, 8, 16, 260), cell("gen_tps", 4, 8, 64, 160)]
     checks = steadiness_checks(cells, SteadyLimits.both(0.15))
     assert [(c.group, c.passed) for c in checks] == [("gen_tps at batch 1", True), ("gen_tps at batch 4", False)]
-    assert "160 t/s at tg 64 vs 260 t/s at tg 16" in checks[1].message
+    assert "160.0 t/s at tg 64 vs 260.0 t/s at tg 16" in checks[1].message
 
 
 def test_steadiness_without_enough_cells_is_a_usage_error():
@@ -85,12 +85,12 @@ def test_scaling_passes_with_the_curve_and_fails_below_the_factor():
     assert ok.passed and ok.observed == pytest.approx(265 / 155)
     assert ok.curve == (("batch 1", 155.0), ("batch 2", 190.0), ("batch 4", 265.0))
     [miss] = scaling_checks(scaling(155, 190, 265), 100)
-    assert not miss.passed and miss.message.startswith("gen_tps does not scale: 265 t/s at batch 4 is 1.71x batch 1")
+    assert not miss.passed and miss.message.startswith("gen_tps does not scale: 265.0 t/s at batch 4 is 1.71x batch 1")
 
 
 def test_a_fall_beyond_noise_fails_but_a_dip_within_noise_does_not():
     [fall] = scaling_checks(scaling(155, 240, 200), 1.2)
-    assert not fall.passed and "240 t/s at batch 2 -> 200 t/s at batch 4" in fall.message
+    assert not fall.passed and "240.0 t/s at batch 2 -> 200.0 t/s at batch 4" in fall.message
     noisy = (0.7, 1.0, 1.3, 0.8, 1.2)
     [dip] = scaling_checks(scaling(155, 240, 232, spread=noisy), 1.2)
     assert dip.passed
@@ -159,7 +159,7 @@ def test_a_machine_not_yet_saturated_is_told_apart_from_an_unsteady_build():
     [check] = steadiness_checks(many_core_prompt_cells("test_prompt_encoding"), SteadyLimits.both(0.25))
     assert not check.passed and check.levels_off_at == 512
     assert check.message == (
-        "prompt_tps not steady: prompt speed still rising with tokens per batch: 1779 t/s at 32 -> 6257 t/s at "
+        "prompt_tps not steady: prompt speed still rising with tokens per batch: 1778.5 t/s at 32 -> 6256.6 t/s at "
         "512; below about 512 tokens this machine is not saturated (spread 124% > 25%; size prompts x users to at "
         "least 32 tokens per thread)")
 
@@ -175,7 +175,7 @@ def test_the_sizing_rule_applied_to_the_16_core_figures_keeps_the_promise():
 def test_an_uneven_build_gets_no_saturation_excuse():
     cells = prompt_cells(330, 340, 165, 335)   # one cell at half speed amid level ones: not a climb
     [check] = steadiness_checks(cells, SteadyLimits.both(0.25))
-    assert not check.passed and "still rising" not in check.message and "not steady: 165 t/s" in check.message
+    assert not check.passed and "still rising" not in check.message and "not steady: 165.0 t/s" in check.message
 
 
 def test_a_miss_measured_while_other_processes_competed_is_inconclusive():

@@ -25,6 +25,7 @@ from itertools import pairwise
 from typing import Any
 
 from pytest_axion.comparison import NOT_SIGNIFICANT, OK, REGRESSED, classify
+from pytest_axion.figures import figure
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
 from pytest_axion.promises.verdict import Judgement, Reading, reading_status
 from pytest_axion.records import Measurement
@@ -101,7 +102,7 @@ class PairedComparison:
         lo, hi = self.interval
         level = f"{CONFIDENCE:.0%} CI" if self.exact_interval else "range, too few pairs for a 95% CI"
         return (f"{self.metric} {self.workload}: {self.verdict}: B/A {self.ratio:.3f}x [{lo:.3f}-{hi:.3f} {level}] "
-                f"over {len(self.ratios)} pairs, A {_fmt(self.baseline_median)} vs B {_fmt(self.current_median)} "
+                f"over {len(self.ratios)} pairs, A {figure(self.baseline_median)} vs B {figure(self.current_median)} "
                 f"{self.unit}, tolerance {self.tolerance:.0%}")
 
     def to_json(self) -> dict[str, Any]:
@@ -110,10 +111,6 @@ class PairedComparison:
                 "exact_interval": self.exact_interval, "tolerance": self.tolerance, "ratios": list(self.ratios),
                 "baseline_median": self.baseline_median, "current_median": self.current_median,
                 "baseline_samples": list(self.baseline_samples), "current_samples": list(self.current_samples)}
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
 
 
 def compare_paired(baseline: Measurement, current: Measurement, *, rounds: int,

@@ -30,6 +30,7 @@ from pytest_axion.comparison import (
     spread_allowance,
 )
 from pytest_axion.errors import SettingsError
+from pytest_axion.figures import figure
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
 from pytest_axion.promises.speedup import busy_reason
 from pytest_axion.promises.verdict import FAIL, INFO, MET, MISSED, UNSURE, Judgement, Reading, reading_status
@@ -142,7 +143,7 @@ def attempt_reading(stored: Side, attempts: Sequence[Sequence[float]], *, higher
     pooled_side = Side(tuple(tuple(a) for a in attempts))
     pooled = against(pooled_side)
     word = _WORDS.get(pooled.verdict, "ok")
-    message = (f"{reading.message}; all {len(attempts)} attempts pooled: {_fmt(pooled.current_level)} {unit}, "
+    message = (f"{reading.message}; all {len(attempts)} attempts pooled: {figure(pooled.current_level)} {unit}, "
                f"speedup {pooled.speedup:.2f}x [{pooled.low:.2f}-{pooled.high:.2f}], {word}")
     unsettled, apart, allowed = _unsettled(stored, pooled_side, pooled, band=alone.band, estimator=estimator,
                                            higher_is_better=higher_is_better)
@@ -174,7 +175,7 @@ def baseline_reading(c: Comparison, *, label: str, unit: str, runs: int, estimat
     """One attempt's comparison with the baseline as a reading: regressed is a miss, slower beyond the band but
     not significantly is unsure (measured again: one noisy attempt proves nothing either way), else met."""
     word = _WORDS.get(c.verdict, "ok")
-    message = (f"{label}: {word}: {_fmt(c.current_level)} {unit} vs baseline {_fmt(c.baseline_level)} {unit} "
+    message = (f"{label}: {word}: {figure(c.current_level)} {unit} vs baseline {figure(c.baseline_level)} {unit} "
                f"({estimator} of {runs} run(s)), speedup {c.speedup:.2f}x [{c.low:.2f}-{c.high:.2f}], "
                f"band {c.band:.0%}")
     if differences and c.verdict in (REGRESSED, NOT_SIGNIFICANT):
@@ -183,10 +184,6 @@ def baseline_reading(c: Comparison, *, label: str, unit: str, runs: int, estimat
                    shortfall=(1 - c.band) - c.speedup, other_cpus=other_cpus, busy=busy,
                    detail={**c.to_json(), "word": word, "baseline_runs": runs, "estimator": estimator,
                            "tolerance": tolerance})
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
 def promises(spec: SloSpec | None, context: PromiseContext) -> list[Any]:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.figures import figure
 from pytest_axion.machine.costs import ModelCosts
 from pytest_axion.machine.limits import MachineLimits
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec, positive_number
@@ -148,12 +149,12 @@ class EfficiencyPromise:
         return [self._judgement(m, roofs) for m in relevant]
 
     def _judgement(self, m: Measurement, roofs: Roofs) -> Judgement:
-        figure = figure_of(m, roofs)
-        assert figure is not None
-        met = figure.fraction >= self.fraction
+        cell = figure_of(m, roofs)
+        assert cell is not None
+        met = cell.fraction >= self.fraction
         roof = "read bandwidth" if self.key == GEN_BANDWIDTH else "float32 matmul"
-        message = (f"efficiency {self.key} at {figure.cell}: {figure.fraction:.0%} of the machine's {roof} "
-                   f"({figure.achieved:.1f} of {figure.roof:.1f} {figure.unit}: {figure.basis}) "
+        message = (f"efficiency {self.key} at {cell.cell}: {cell.fraction:.0%} of the machine's {roof} "
+                   f"({figure(cell.achieved)} of {figure(cell.roof)} {cell.unit}: {cell.basis}) "
                    f"{'>=' if met else '<'} {self.fraction:.0%}")
         # A cell is held to the roof that bounds it: past the ridge a generation step is compute-bound (large
         # batches), before it a prompt is bandwidth-bound (a few tokens); such cells are shown, not judged.
@@ -161,23 +162,23 @@ class EfficiencyPromise:
         # reference can sit below llama.cpp's integer kernels, so the ridge decides only from batch 2 on.
         ridge = roofs.limits.compute_gflops / roofs.limits.read_gbs
         if self.key == GEN_BANDWIDTH:
-            other_roof = m.batch_size > 1 and figure.intensity > ridge
+            other_roof = m.batch_size > 1 and cell.intensity > ridge
         else:
-            other_roof = figure.intensity < ridge
+            other_roof = cell.intensity < ridge
         if other_roof:
-            message += (f"; not judged: {figure.intensity:.1f} FLOP/byte is on the "
+            message += (f"; not judged: {cell.intensity:.1f} FLOP/byte is on the "
                         f"{'compute' if self.key == GEN_BANDWIDTH else 'bandwidth'} side of the ridge "
                         f"({ridge:.1f} FLOP/byte), so the other roof bounds this cell")
-        reading = Reading(status=MET if met else MISSED, figure=f"{figure.fraction:.0%}", message=message,
-                          shortfall=(self.fraction - figure.fraction) / self.fraction,
+        reading = Reading(status=MET if met else MISSED, figure=f"{cell.fraction:.0%}", message=message,
+                          shortfall=(self.fraction - cell.fraction) / self.fraction,
                           other_cpus=m.other_cpus if m.contended else None,
-                          detail={"metric": m.metric, "efficiency": self.key, "observed": figure.fraction,
-                                  "threshold": self.fraction, "achieved": figure.achieved, "roof": figure.roof,
-                                  "unit": figure.unit, "batch_size": m.batch_size, "n_prompt": m.n_prompt,
+                          detail={"metric": m.metric, "efficiency": self.key, "observed": cell.fraction,
+                                  "threshold": self.fraction, "achieved": cell.achieved, "roof": cell.roof,
+                                  "unit": cell.unit, "batch_size": m.batch_size, "n_prompt": m.n_prompt,
                                   "n_gen": m.n_gen, "promise": f">= {self.fraction:.0%} of {roof}",
-                                  "intensity": figure.intensity, "ridge": ridge, "enforced": not other_roof})
+                                  "intensity": cell.intensity, "ridge": ridge, "enforced": not other_roof})
         return Judgement(name=f"{self.key}.b{m.batch_size}.pp{m.n_prompt}.tg{m.n_gen}", kind="efficiency",
-                         label=f"{self.key} at {figure.cell}", involved=(m.key,), reading=reading,
+                         label=f"{self.key} at {cell.cell}", involved=(m.key,), reading=reading,
                          settled=INFO if other_roof else None)
 
 

@@ -25,6 +25,7 @@ from itertools import pairwise
 from typing import Any
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.figures import figure
 from pytest_axion.machine.sizing import TOKENS_PER_THREAD, levels_off_at, still_rising
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec, positive, positive_number
 from pytest_axion.promises.verdict import MET, MISSED, Judgement, Reading
@@ -75,10 +76,6 @@ class ShapeCheck:
                 "levels_off_at_tokens": self.levels_off_at, "contended_other_cpus": self.contended}
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
-
-
 def _label(m: Measurement, varying: Sequence[str]) -> str:
     parts = {"n_prompt": f"pp {m.n_prompt}", "n_gen": f"tg {m.n_gen}", "batch_size": f"batch {m.batch_size}"}
     return " ".join(parts[d] for d in varying) or m.shape
@@ -102,13 +99,13 @@ def _steady(cells: list[Measurement], limit: float, group: str, metric: str) -> 
     knee = levels_off_at(points)
     if not passed and still_rising(points):
         first, last = min(points), max(points, key=lambda point: point[1])
-        message = (f"{metric} not steady: prompt speed still rising with tokens per batch: {_fmt(first[1])} t/s at "
-                   f"{first[0]} -> {_fmt(last[1])} t/s at {last[0]}; below about {knee} tokens this machine is not "
+        message = (f"{metric} not steady: prompt speed still rising with tokens per batch: {figure(first[1])} t/s at "
+                   f"{first[0]} -> {figure(last[1])} t/s at {last[0]}; below about {knee} tokens this machine is not "
                    f"saturated (spread {spread:.0%} {comparison} {limit:.0%}; size prompts x users to at least "
                    f"{TOKENS_PER_THREAD} tokens per thread)")
     else:
-        message = (f"{metric} {'steady' if passed else 'not steady'}: {_fmt(slow.median)} t/s at "
-                   f"{_label(slow, varying)} vs {_fmt(fast.median)} t/s at {_label(fast, varying)} "
+        message = (f"{metric} {'steady' if passed else 'not steady'}: {figure(slow.median)} t/s at "
+                   f"{_label(slow, varying)} vs {figure(fast.median)} t/s at {_label(fast, varying)} "
                    f"(spread {spread:.0%} {comparison} {limit:.0%})")
     return ShapeCheck(key=STEADY, group=group, metric=metric, passed=passed, observed=spread, threshold=limit,
                       message=message, involved=tuple(m.key for m in cells),
@@ -174,15 +171,15 @@ def scaling_checks(measurements: Sequence[Measurement], factor: float) -> list[S
             if a.median - b.median > noise:
                 falls.append((a, b, noise))
         passed = ratio >= factor and not falls
-        curve_text = ", ".join(f"{_fmt(v)}" for _, v in curve)
+        curve_text = ", ".join(f"{figure(v)}" for _, v in curve)
         if ratio < factor:
-            message = (f"gen_tps does not scale: {_fmt(last.median)} t/s at batch {sizes[-1]} is {ratio:.2f}x "
-                       f"batch 1 ({_fmt(first.median)} t/s) < {factor:g}x (batch {', '.join(map(str, sizes))}: "
+            message = (f"gen_tps does not scale: {figure(last.median)} t/s at batch {sizes[-1]} is {ratio:.2f}x "
+                       f"batch 1 ({figure(first.median)} t/s) < {factor:g}x (batch {', '.join(map(str, sizes))}: "
                        f"{curve_text} t/s)")
         elif falls:
             a, b, noise = falls[0]
-            message = (f"gen_tps falls with batch: {_fmt(a.median)} t/s at batch {a.batch_size} -> "
-                       f"{_fmt(b.median)} t/s at batch {b.batch_size}, beyond its noise ({_fmt(noise)} t/s)")
+            message = (f"gen_tps falls with batch: {figure(a.median)} t/s at batch {a.batch_size} -> "
+                       f"{figure(b.median)} t/s at batch {b.batch_size}, beyond its noise ({figure(noise)} t/s)")
         else:
             message = (f"gen_tps scales: {ratio:.2f}x >= {factor:g}x from batch 1 to {sizes[-1]} "
                        f"({curve_text} t/s)")
@@ -232,10 +229,10 @@ MARKER_KEYS = (
 
 def _reading(check: ShapeCheck) -> Reading:
     if check.key == SCALING:
-        figure, shortfall = f"{check.observed:.2f}x", (check.threshold - check.observed) / check.threshold
+        shown, shortfall = f"{check.observed:.2f}x", (check.threshold - check.observed) / check.threshold
     else:
-        figure, shortfall = f"spread {check.observed:.0%}", (check.observed - check.threshold) / check.threshold
-    return Reading(status=MET if check.passed else MISSED, figure=figure, message=check.message, shortfall=shortfall,
+        shown, shortfall = f"spread {check.observed:.0%}", (check.observed - check.threshold) / check.threshold
+    return Reading(status=MET if check.passed else MISSED, figure=shown, message=check.message, shortfall=shortfall,
                    other_cpus=check.contended, detail=check.to_json())
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.figures import figure
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec, one_of, positive, positive_number
 from pytest_axion.promises.verdict import INFO, MET, MISSED, Judgement, Reading
 from pytest_axion.records import Measurement
@@ -61,10 +62,6 @@ HOW_TO_MEASURE = {
 }
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
-
-
 def _unit(m: Measurement) -> str:
     return "t/s" if m.unit == "tokens/s" else m.unit
 
@@ -105,14 +102,14 @@ class Bound:
         unit = _unit(m)
         detail = ", ".join(part for part in (self.label, f"{self.statistic} of {len(m.samples)}") if part)
         workload = m.shape.split(" x")[0]
-        message = (f"{self.key} at batch {m.batch_size} ({workload}): {_fmt(observed)} {unit} {shown} "
-                   f"{_fmt(self.limit)} {unit} ({detail})")
+        message = (f"{self.key} at batch {m.batch_size} ({workload}): {figure(observed)} {unit} {shown} "
+                   f"{figure(self.limit)} {unit} ({detail})")
         shortfall = (observed - self.limit) / self.limit if self.upper else (self.limit - observed) / self.limit
         enforced = self.enforced_up_to is None or m.batch_size <= self.enforced_up_to
-        promise = f"{bound} {_fmt(self.limit)} {unit}" + (" (reading)" if self.label.startswith("reading") else "")
+        promise = f"{bound} {figure(self.limit)} {unit}" + (" (reading)" if self.label.startswith("reading") else "")
         if self.percentile is not None:
             promise += f" {self.statistic}"
-        reading = Reading(status=MET if met else MISSED, figure=f"{_fmt(observed)} {unit}", message=message,
+        reading = Reading(status=MET if met else MISSED, figure=f"{figure(observed)} {unit}", message=message,
                           shortfall=shortfall, other_cpus=m.other_cpus if m.contended else None,
                           detail={"metric": self.metric, "statistic": self.statistic, "observed": observed,
                                   "threshold": self.limit, "unit": m.unit, "upper": self.upper,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pytest_axion.figures import figure
 from pytest_axion.promises.efficiency import EfficiencyFigure
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
@@ -23,5 +24,5 @@ def junit_properties(verdicts: Sequence[Verdict], figures: Sequence[EfficiencyFi
     if search is not None:
         properties.append(("axion.capacity_search", f"{search_text(search)}; ended on {search.ended}"))
     properties += [(f"axion.efficiency_figure.{f.kind}.b{f.batch_size}.pp{f.n_prompt}.tg{f.n_gen}",
-                    f"{f.fraction:.3f} ({f.achieved:.1f} of {f.roof:.1f} {f.unit})") for f in figures]
+                    f"{f.fraction:.3f} ({figure(f.achieved)} of {figure(f.roof)} {f.unit})") for f in figures]
     return properties

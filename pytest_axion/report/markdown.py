@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_axion.errors import AxionError
+from pytest_axion.figures import figure
 from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, INFO, PASS, Reading, Verdict
 from pytest_axion.report.record import RunRecord, shown_flags
 from pytest_axion.report.terminal import baseline_lines, capacity_lines, sizing_lines
@@ -56,7 +57,7 @@ def _curves(verdicts: Sequence[Verdict]) -> list[str]:
         if v.kind not in ("steady", "scaling") or not curve:
             continue
         knee = detail.get("levels_off_at_tokens")
-        cells = ", ".join(f"{c['cell']}: {c['median']:.1f}" for c in curve)
+        cells = ", ".join(f"{c['cell']}: {figure(c['median'])}" for c in curve)
         lines.append(f"- `{_cell(_test(v.nodeid))}` {v.kind} {_cell(v.label)}: {_SHOWN[v.outcome]} "
                      f"({', '.join(r.figure for r in v.readings)}); median per cell {cells}"
                      + (f"; prompt speed levels off at {knee} tokens per batch" if knee is not None else ""))

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from tabulate import tabulate
 
+from pytest_axion.figures import figure
 from pytest_axion.promises.efficiency import GEN_BANDWIDTH
 from pytest_axion.promises.verdict import Verdict
 from pytest_axion.records import CapacitySearch, Measurement, WarmUpRun
@@ -78,7 +79,7 @@ def warm_up_lines(warm_up: WarmUpRun | None) -> list[str]:
     first, last = (warm_up.n_prompt / s for s in (warm_up.seconds[0], warm_up.seconds[-1]))
     how = "until the speed settled" if warm_up.settled else "and the speed had not settled (a busy machine?)"
     return [f"warm-up: {len(warm_up.seconds)} prompt(s) of {warm_up.n_prompt} tokens in {sum(warm_up.seconds):.1f} s "
-            f"{how} (first {_fmt(first)} t/s, last {_fmt(last)} t/s)"]
+            f"{how} (first {figure(first)} t/s, last {figure(last)} t/s)"]
 
 
 def baseline_lines(status: BaselineStatus | None) -> list[str]:
@@ -93,10 +94,6 @@ def baseline_lines(status: BaselineStatus | None) -> list[str]:
     if status.differences:
         lines.append(f"baseline differs from this run: {'; '.join(status.differences)}")
     return lines
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
 def _short(nodeid: str) -> str:
@@ -122,7 +119,7 @@ def _baseline_cells(verdict: Verdict | None) -> list[str]:
     if "speedup" not in d:
         return ["-", "-", "0", d.get("word", verdict.outcome)]
     low, high = d["interval"]
-    return [_fmt(d["baseline_level"]), f"{d['speedup']:.2f}x [{low:.2f}-{high:.2f}]", str(len(verdict.readings)),
+    return [figure(d["baseline_level"]), f"{d['speedup']:.2f}x [{low:.2f}-{high:.2f}]", str(len(verdict.readings)),
             verdict.outcome if verdict.outcome != "pass" else d.get("word", "ok")]
 
 
@@ -137,7 +134,7 @@ def measurement_table(measurements: Iterable[Measurement], verdicts: Sequence[Ve
     for m in measurements:
         s = m.summary
         row = [_short(m.nodeid), m.metric, m.batch_size, m.n_prompt, m.n_gen,
-               f"{_fmt(s.median)} {m.unit}", _fmt(s.iqr), f"{s.cv * 100:.1f}%", s.n, *_slo_cells(slos.get(m.key))]
+               f"{figure(s.median)} {m.unit}", figure(s.iqr), f"{s.cv * 100:.1f}%", s.n, *_slo_cells(slos.get(m.key))]
         if baselines:
             row += _baseline_cells(baselines.get(m.key))
         rows.append(row)
@@ -172,7 +169,7 @@ def efficiency_lines(run: RunRecord) -> list[str]:
     rows = []
     for f in run.efficiency:
         what = "generation bandwidth" if f.kind == GEN_BANDWIDTH else "prompt compute"
-        rows.append([_short(f.nodeid), f.cell, what, f"{f.achieved:.1f} {f.unit}", f"{f.roof:.1f} {f.unit}",
+        rows.append([_short(f.nodeid), f.cell, what, f"{figure(f.achieved)} {f.unit}", f"{figure(f.roof)} {f.unit}",
                      f"{f.fraction:.0%}", f"{f.intensity:.1f}"])
     if not rows:
         return []
@@ -194,7 +191,7 @@ def promise_table(verdicts: Sequence[Verdict]) -> str:
             continue
         d = v.first.detail
         knee = f"{d['levels_off_at_tokens']} tokens" if d.get("levels_off_at_tokens") is not None else ""
-        curve = ", ".join(f"{c['cell']}: {_fmt(c['median'])}" for c in d.get("curve", []))
+        curve = ", ".join(f"{c['cell']}: {figure(c['median'])}" for c in d.get("curve", []))
         rows.append([_short(v.nodeid), v.kind, v.label, _promise_text(v), ", ".join(r.figure for r in v.readings),
                      v.outcome, knee, curve])
     if not rows:
@@ -221,8 +218,8 @@ def ab_table(verdicts: Sequence[Verdict]) -> str:
             continue
         d = v.first.detail
         lo, hi = d["interval"]
-        rows.append([_short(d["nodeid"]), d["metric"], d["workload"], _fmt(d["baseline_median"]),
-                     _fmt(d["current_median"]), d["unit"], f"{d['ratio']:.3f}x",
+        rows.append([_short(d["nodeid"]), d["metric"], d["workload"], figure(d["baseline_median"]),
+                     figure(d["current_median"]), d["unit"], f"{d['ratio']:.3f}x",
                      f"[{lo:.3f}-{hi:.3f}]" + ("" if d["exact_interval"] else "*"), len(d["ratios"]),
                      ", ".join(r.figure for r in v.readings), v.outcome])
     if not rows:
@@ -246,7 +243,7 @@ def capacity_lines(run: RunRecord) -> list[str]:
             continue
         per_user = [v.first.detail for v in run.verdicts if v.nodeid == nodeid and v.kind == "threshold"
                     and v.first.detail.get("metric") == "per_user_tps"]
-        label = per_user[0]["threshold_label"] or f"{_fmt(per_user[0]['threshold'])} t/s"
+        label = per_user[0]["threshold_label"] or f"{figure(per_user[0]['threshold'])} t/s"
         measured = sorted({d["batch_size"] for d in per_user})
         # Every measured size passed: the true capacity lies beyond what was measured.
         bound = "at least " if most == measured[-1] else ""
