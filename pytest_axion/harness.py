@@ -17,6 +17,7 @@ from pytest_axion.machine.model import ModelFingerprint
 from pytest_axion.machine.sizing import prompt_fill_tokens
 from pytest_axion.promises.capacity import (
     DEFAULT_ATTAINMENT,
+    DEFAULT_CAPACITY_BUDGET_S,
     RequestPromise,
     check_attainment,
     judge_level,
@@ -80,7 +81,6 @@ class BatchedResult:
         return self.cells[batch_size]
 
 
-DEFAULT_CAPACITY_BUDGET_S = 120.0
 DEFAULT_SEARCH_REPETITIONS = 3
 
 
@@ -96,7 +96,8 @@ class Axion:
                  record_pair: PairRecorder | None = None,
                  request_promises: Callable[[], list[RequestPromise]] = list,
                  record_capacity: Callable[[CapacitySearch], None] = lambda _: None,
-                 fill_tokens: Callable[[], int] | None = None) -> None:
+                 fill_tokens: Callable[[], int] | None = None,
+                 capacity_budget_s: float = DEFAULT_CAPACITY_BUDGET_S) -> None:
         self.loaded = loaded
         self.nodeid = nodeid
         self.repetitions = repetitions
@@ -107,6 +108,7 @@ class Axion:
         self._request_promises = request_promises
         self._record_capacity = record_capacity
         self._fill_tokens = fill_tokens
+        self._capacity_budget_s = capacity_budget_s
 
     @property
     def model(self) -> ModelFingerprint:
@@ -150,7 +152,7 @@ class Axion:
     def capacity(self, n_prompt: int = 16, n_gen: int = 16, *, per_user_tps: float | None = None,
                  ttft_ms: float | None = None, itl_ms: float | None = None,
                  attainment: float = DEFAULT_ATTAINMENT, batch_sizes: Sequence[int] = (1, 2, 4, 8),
-                 max_users: int = MAX_SEQUENCES, budget_s: float = DEFAULT_CAPACITY_BUDGET_S,
+                 max_users: int = MAX_SEQUENCES, budget_s: float | None = None,
                  repetitions: int | None = None,
                  search_repetitions: int = DEFAULT_SEARCH_REPETITIONS) -> BatchedResult:
         """The most concurrent users whose requests keep every per-request promise of the test at once.
@@ -165,8 +167,10 @@ class Axion:
         All of a level is recorded as one cell. After ``batch_sizes`` the search doubles the users while every
         level holds and bisects until the bracket is no wider than 10% (or one user). It ends on a promise, on
         ``max_users`` or llama.cpp's sequence limit, or on ``budget_s`` seconds of measuring after the first
-        measurement of each of ``batch_sizes``; the summary says which.
+        measurement of each of ``batch_sizes`` (``--axion-capacity-budget`` where not given; 120 by default); the
+        summary says which.
         """
+        budget_s = self._capacity_budget_s if budget_s is None else budget_s
         where = f"{self.nodeid}: axion.capacity()"
         attainment = check_attainment(attainment, where)
         promises = self._capacity_promises(where, per_user_tps=per_user_tps, ttft_ms=ttft_ms, itl_ms=itl_ms)

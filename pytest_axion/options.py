@@ -79,6 +79,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("confirm_spacing", "--axion-confirm-spacing", "axion_confirm_spacing", "float",
                "seconds to pause before the first confirming attempt, doubled before each later one (60, 120, "
                "240 s by default), so that the attempts span a slow spell of the machine", "S"),
+    OptionSpec("capacity_budget", "--axion-capacity-budget", "axion_capacity_budget", "float",
+               "seconds of measuring an axion.capacity() search may spend after the first measurement of its "
+               "batch sizes, where the call sets no budget_s= (default: 120)", "S"),
     OptionSpec("worker_timeout", "--axion-worker-timeout", "axion_worker_timeout", "float",
                "seconds a llama.cpp worker may stay silent before it counts as hung and is killed; a request's own "
                "limit grows with its work at the warm-up's speed (default 60)", "S"),

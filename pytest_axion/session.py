@@ -118,7 +118,8 @@ class AxionSession:
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
                      record=self.measurements.append, progress=self.progress, record_pair=self._record_pair,
                      request_promises=request_promises, record_capacity=self._record_capacity,
-                     fill_tokens=lambda: self.prompt_sizing().fill_tokens)
+                     fill_tokens=lambda: self.prompt_sizing().fill_tokens,
+                     capacity_budget_s=self.settings.capacity_budget_s.value)
 
     def prompt_sizing(self) -> Sizing:
         """The tokens per call of prompt workloads (``axion.fill_tokens``): found once per session."""

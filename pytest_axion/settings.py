@@ -22,6 +22,7 @@ from pytest_axion.machine.features import parse_features
 from pytest_axion.machine.hardware import validate_hardware_id
 from pytest_axion.options import OPTIONS, OptionSpec
 from pytest_axion.promises.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
+from pytest_axion.promises.capacity import DEFAULT_CAPACITY_BUDGET_S
 from pytest_axion.promises.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Settings:
     confirm: Sourced[int] = Sourced(DEFAULT_CONFIRM, "default")
     confirm_spacing_s: Sourced[float] = Sourced(DEFAULT_CONFIRM_SPACING_S, "default")
     worker_timeout_s: Sourced[float] = Sourced(DEFAULT_WORKER_TIMEOUT_S, "default")
+    capacity_budget_s: Sourced[float] = Sourced(DEFAULT_CAPACITY_BUDGET_S, "default")
     strict: bool = False
     refresh: bool = False
     runs: Sourced[int] = Sourced(DEFAULT_RUNS, "default")
@@ -213,6 +215,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         confirm=confirm,
         confirm_spacing_s=_as_seconds(raw["confirm_spacing"], default=DEFAULT_CONFIRM_SPACING_S),
         worker_timeout_s=_positive(_as_seconds(raw["worker_timeout"], default=DEFAULT_WORKER_TIMEOUT_S)),
+        capacity_budget_s=_positive(_as_seconds(raw["capacity_budget"], default=DEFAULT_CAPACITY_BUDGET_S)),
         strict=_as_bool(raw["strict"]),
         refresh=refresh,
         runs=runs,

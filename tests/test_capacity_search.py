@@ -42,10 +42,11 @@ class ScriptedEngine:
         return Measured(measurements_of(run, nodeid=nodeid, threads=threads), requests=requests)
 
 
-def harness(engine, promises=(), recorded=None):
+def harness(engine, promises=(), recorded=None, **options):
     searches = recorded if recorded is not None else []
     return Axion(SimpleNamespace(engine=engine, threads=2), nodeid="t.py::test_users", repetitions=5,
-                 record=lambda m: None, request_promises=lambda: list(promises), record_capacity=searches.append)
+                 record=lambda m: None, request_promises=lambda: list(promises), record_capacity=searches.append,
+                 **options)
 
 
 READING = RequestPromise("per_user_tps", 5.0, label="reading speed 5 t/s (default)")
@@ -92,6 +93,16 @@ def test_in_process_every_level_needs_35_repetitions_since_its_users_share_every
     assert (found[0].most_passing, found[0].fewest_failing) == (8, 9)
     # a level that every repetition misses is decided on its first 3 (0 of 3: interval 0%-56%)
     assert {lv.users: (lv.status, lv.requests) for lv in found[0].levels}[16] == ("missed", 16 * 3)
+
+
+def test_the_sessions_budget_bounds_a_search_whose_call_sets_none_and_the_call_overrides_it():
+    found = []
+    harness(ScriptedEngine(lambda users, call: 9.0), [READING], found, capacity_budget_s=1e-6).capacity(
+        batch_sizes=[1, 2])
+    assert found[0].ended == "budget" and found[0].stopped.startswith("the time budget (0 s)")
+    harness(ScriptedEngine(lambda users, call: 9.0), [READING], found, capacity_budget_s=1e-6).capacity(
+        batch_sizes=[1, 2], max_users=4, budget_s=1e6)
+    assert found[1].ended != "budget"
 
 
 def test_the_budget_ends_the_search_before_a_level_that_would_overrun_it():

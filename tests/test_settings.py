@@ -2,7 +2,7 @@ import pytest
 
 from pytest_axion.errors import HardwareIdError, SettingsError
 from pytest_axion.machine.cpu import UsableCores
-from pytest_axion.settings import OPTIONS, resolve_settings
+from pytest_axion.settings import OPTIONS, Sourced, resolve_settings
 
 
 def resolve(cli=None, ini=None, physical=2, logical=4, quota=None):
@@ -76,6 +76,11 @@ def test_baseline_gate_defaults():
     assert settings.runs.value == 3 and settings.run_spacing_s.value == 60.0 and not settings.refresh
 
 
+def test_the_capacity_budget_defaults_to_120_s_and_takes_the_ini_key():
+    assert resolve(cli={"enabled": True}).capacity_budget_s.value == 120.0
+    assert resolve(ini={"axion_capacity_budget": "30"}).capacity_budget_s == Sourced(30.0, "ini axion_capacity_budget")
+
+
 @pytest.mark.parametrize("text, value", [("10%", 0.10), ("0.05", 0.05), (" 25 % ".strip(), 0.25), ("0", 0.0)])
 def test_tolerance_takes_fractions_and_percentages(text, value):
     assert resolve(ini={"axion_tolerance": text}).tolerance.value == pytest.approx(value)
@@ -88,6 +93,7 @@ def test_tolerance_takes_fractions_and_percentages(text, value):
     ({"runs": "0"}, "--axion-runs must be between 1 and 50"),
     ({"estimator": "mean"}, "--axion-estimator must be one of median, best"),
     ({"confirm_spacing": "-3"}, "--axion-confirm-spacing must be between 0 and 86400"),
+    ({"capacity_budget": "0"}, "--axion-capacity-budget must be more than 0 seconds, got 0"),
     ({"refresh": True}, "--axion-refresh-baselines measures: add --axion-slo"),
 ])
 def test_gate_options_refuse_bad_values_by_name(cli, message):

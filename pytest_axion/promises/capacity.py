@@ -27,6 +27,7 @@ from pytest_axion.promises.verdict import INCONCLUSIVE, MET, MISSED
 from pytest_axion.records import CapacityLevel, RequestFigures, bracket_of
 from pytest_axion.stats import quantile
 
+DEFAULT_CAPACITY_BUDGET_S = 120.0   # seconds of a search's measuring after its batch sizes' first
 DEFAULT_ATTAINMENT = 0.9       # DistServe's goodput: at least 90% of requests within every limit
 CONFIDENCE = 0.95              # of the Wilson interval around a level's attainment
 BRACKET_WIDTH = 0.10           # the search ends once its bracket is this narrow (relative to its lower end)
