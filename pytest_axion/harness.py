@@ -255,7 +255,8 @@ class Axion:
             ended, stopped = _why_ended(list(levels.values()), attainment, max_users, needed, short_by)
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
-            attainment=attainment, levels=tuple(levels.values()), ended=ended, stopped=stopped))
+            attainment=attainment, levels=tuple(levels.values()), ended=ended, stopped=stopped,
+            limits=tuple((p.key, p.limit) for p in promises)))
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
 
     def _capacity_promises(self, where: str, **overrides: float | None) -> list[RequestPromise]:

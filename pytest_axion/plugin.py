@@ -286,7 +286,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if run is None:
         return
     from pytest_axion.report.json_report import write_report
-    from pytest_axion.report.plots import draw_ab_ratios, draw_figures, draw_roofline
+    from pytest_axion.report.plots import draw_ab_ratios, draw_capacity, draw_figures, draw_roofline
 
     settings = axion.settings
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -325,6 +325,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 figures += draw_roofline(run.efficiency, run.roofs,
                                          Path(settings.plots.value), title=f"{run.model.label} on "
                                          f"{run.hardware.hardware_id}, {run.threads} threads")
+            figures += draw_capacity(run.capacity_searches, Path(settings.plots.value),
+                                     title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads")
         if settings.markdown.value is not None:
             from pytest_axion.report.markdown import markdown_summary, write_markdown
 

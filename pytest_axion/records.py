@@ -311,6 +311,7 @@ class CapacitySearch:
     levels: tuple[CapacityLevel, ...]              # in the order measured
     ended: str
     stopped: str
+    limits: tuple[tuple[str, float], ...] = ()     # each promise's limit by key (per_user_tps, ttft_ms, itl_ms)
 
     @property
     def most_passing(self) -> int:
@@ -331,6 +332,7 @@ class CapacitySearch:
         return {"n_prompt": self.n_prompt, "n_gen": self.n_gen, "service_level": self.service_level,
                 "attainment": self.attainment, "most_passing": self.most_passing,
                 "fewest_failing": self.fewest_failing, "ended": self.ended, "stopped": self.stopped,
+                "limits": dict(self.limits),
                 "levels": [level.to_json() for level in sorted(self.levels, key=lambda lv: lv.users)]}
 
 

@@ -69,10 +69,12 @@ def test_reference_suite_skips_without_axion_slo(pytester):
 REPLAY = ["--axion-slo", "--axion-no-baselines", "--axion-confirm-spacing=0", "-p", "no:cacheprovider"]
 
 
-def test_the_suite_replayed_at_two_threads_passes_with_its_capacity_bracket(pytester, monkeypatch):
+def test_the_suite_replayed_at_two_threads_passes_with_its_capacity_bracket(pytester, monkeypatch, tmp_path):
     replay(monkeypatch, TWO_THREADS)
-    result = pytester.runpytest(*REPLAY, "--axion-threads=2", str(SUITE))
+    result = pytester.runpytest(*REPLAY, "--axion-threads=2", f"--axion-plots={tmp_path}", str(SUITE))
     result.assert_outcomes(passed=4)
+    assert {p.name for p in tmp_path.glob("fig6-*")} == {"fig6-capacity-test_every_user_reads_comfortably.png",
+                                                        "fig6-capacity-test_every_user_reads_comfortably.svg"}
     # in process each level takes 35 repetitions (a repetition's users share every step: one observation); on 2
     # threads the recorded run's budget ended at 8 users, and the replay ends where the recording does
     result.stdout.fnmatch_lines([

@@ -5,8 +5,8 @@ import pytest
 from pytest_axion.errors import SettingsError
 from pytest_axion.promises.ab import AbPromise
 from pytest_axion.promises.confirm import confirm
-from pytest_axion.records import Measurement
-from pytest_axion.report.plots import check_matplotlib, draw_ab_ratios, draw_figures
+from pytest_axion.records import CapacityLevel, CapacitySearch, Measurement
+from pytest_axion.report.plots import check_matplotlib, draw_ab_ratios, draw_capacity, draw_figures
 
 
 def fake_run():
@@ -54,3 +54,23 @@ def test_ab_ratio_figure_shows_throughput_pairs_only(tmp_path):
     assert [p.name for p in written] == ["fig4-ab-ratios.png", "fig4-ab-ratios.svg"]
     assert all(p.stat().st_size > 1000 for p in written)
     assert draw_ab_ratios(verdicts[1:], tmp_path / "none", title="t") == []
+
+
+def test_a_capacity_figure_per_search_with_each_promise_its_limit_and_the_bracket(tmp_path):
+    def level(users, status, speed, ttft):
+        return CapacityLevel(users=users, requests=35 * users, meeting=35 * users if status == "met" else 0, low=0.9,
+                             high=1.0, status=status, figures=(("per_user_tps", speed), ("ttft_ms", ttft)))
+    search = CapacitySearch(nodeid="t.py::test_users", n_prompt=16, n_gen=16,
+                            service_level="per-user speed >= 5 t/s, TTFT <= 2 s", attainment=0.9,
+                            levels=(level(1, "met", 40.0, 300.0), level(2, "met", 30.0, 900.0),
+                                    level(4, "inconclusive", 20.0, 1990.0), level(8, "missed", 9.0, 4100.0)),
+                            ended="promise", stopped="TTFT p90 4.1 s > 2 s", limits=(("per_user_tps", 5.0),
+                                                                                   ("ttft_ms", 2000.0)))
+    written = draw_capacity({search.nodeid: search}, tmp_path / "figs", title="m on hw")
+    assert [p.name for p in written] == ["fig6-capacity-test_users.png", "fig6-capacity-test_users.svg"]
+    svg = written[1].read_text()
+    assert "bracket: 2 met, 4 not" in svg and "promise &lt;= 2000.0 ms" in svg and "promise &gt;= 5.00 t/s" in svg
+    assert "time to first token" in svg and "level inconclusive" in svg
+    no_limits = CapacitySearch(nodeid="t.py::x", n_prompt=16, n_gen=16, service_level="", attainment=0.9,
+                               levels=search.levels, ended="promise", stopped="")
+    assert draw_capacity({"t.py::x": no_limits}, tmp_path / "none", title="t") == []

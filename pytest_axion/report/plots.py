@@ -3,22 +3,24 @@
 1. prompt encoding speed by batch size, one line per prompt size;
 2. total generation speed by batch size, one line per generation length;
 3. per-user generation speed by batch size, with the reading-speed line;
-and, in an A/B session, the paired ratios B/A per measurement with the tolerance band; and the roofline
-(fig5) when the machine's limits were measured.
+and, in an A/B session, the paired ratios B/A per measurement with the tolerance band; the roofline (fig5) when
+the machine's limits were measured; and, for each ``axion.capacity()`` search, each promise's figure by users
+with its limit and the bracket (fig6).
 matplotlib is optional (``pytest-axion[plots]``); it is imported only here, with the Agg backend.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.figures import figure
 from pytest_axion.promises.efficiency import GEN_BANDWIDTH, PROMPT_COMPUTE, EfficiencyFigure, Roofs
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.records import Measurement
+from pytest_axion.records import CapacitySearch, Measurement
 
 PLOTS_HINT = "pip install 'pytest-axion[plots]'"
 # A phase of fewer tokens than this exists only to drive the other phase (a 1-token generation after a
@@ -179,3 +181,54 @@ def draw_roofline(figures: Sequence[EfficiencyFigure], roofs: Roofs, directory: 
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"Roofline: how close to the machine's limits\n{title}", fontsize=10)
     return _save(fig, directory, "fig5-roofline")
+
+
+CAPACITY_PANELS = {"per_user_tps": "per-user speed (tokens/s)", "ttft_ms": "time to first token (ms)",
+                   "itl_ms": "inter-token latency (ms)"}
+STATUS_COLOURS = {"met": "tab:green", "missed": "crimson", "inconclusive": "tab:orange"}
+
+
+def draw_capacity(searches: Mapping[str, CapacitySearch], directory: Path, *, title: str) -> list[Path]:
+    """One figure per ``axion.capacity()`` search: a panel per promise with the figure its requests kept at the
+    attainment by users, coloured by the level's verdict, the promise's limit, and the bracket shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    for nodeid, search in sorted(searches.items()):
+        keys = [key for key, _ in search.limits if key in CAPACITY_PANELS]
+        levels = sorted(search.levels, key=lambda level: level.users)
+        if not keys or not levels:
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), dpi=120, squeeze=False)
+        low, high = search.most_passing, search.fewest_failing
+        limits = dict(search.limits)
+        for ax, key in zip(axes[0], keys, strict=True):
+            points = [(level.users, dict(level.figures).get(key), level.status) for level in levels]
+            shown = [(users, value, status) for users, value, status in points if value is not None]
+            ax.plot([u for u, _, _ in shown], [v for _, v, _ in shown], color="grey", linewidth=1, zorder=1)
+            for status, colour in STATUS_COLOURS.items():
+                mine = [(u, v) for u, v, s in shown if s == status]
+                if mine:
+                    ax.scatter(*zip(*mine, strict=True), color=colour, label=f"level {status}", zorder=3)
+            bound = ">= {} t/s" if key == "per_user_tps" else "<= {} ms"
+            ax.axhline(limits[key], color="crimson", linestyle="--",
+                       label="promise " + bound.format(figure(limits[key])))
+            if high is not None:
+                ax.axvspan(max(low, 0.5), high, color="grey", alpha=0.15,
+                           label=f"bracket: {low} met, {high} not" if low else f"bracket: {high} not met")
+            users = [level.users for level in levels]
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(users, [str(u) for u in users])
+            ax.set_xlabel("concurrent users")
+            ax.set_ylabel(f"{CAPACITY_PANELS[key]}, kept by {search.attainment:.0%} of requests", fontsize=8)
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        name = nodeid.rsplit("::", 1)[-1]
+        fig.suptitle(f"Capacity of {name}: {search.service_level}\n{title}", fontsize=9)
+        written += _save(fig, directory, f"fig6-capacity-{name}")
+    return written
