@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pytest_axion.comparison import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
 from pytest_axion.credentials import Secret, api_key, public_url
@@ -50,6 +50,38 @@ MAX_FILL_TOKENS = 8192
 
 
 _ONE_CORE = UsableCores(logical=1, physical=1)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a plain option may be, beyond the kind the option table gives it: its default, and the bounds of a
+    number or the choices of a word."""
+
+    default: object = None
+    low: int | None = None
+    high: int | None = None
+    positive: bool = False          # seconds: more than 0, not merely 0 or more
+    choices: tuple[str, ...] = ()
+
+
+# The options resolved by their kind alone; the others (threads, model, tolerances, URLs, ...) each have a rule
+# of their own in resolve_settings.
+PLAIN: dict[str, Rule] = {
+    "enabled": Rule(), "no_baselines": Rule(), "refresh": Rule(), "force": Rule(),
+    "require_baseline": Rule(), "strict": Rule(),
+    "repetitions": Rule(DEFAULT_REPETITIONS, 1, MAX_REPETITIONS),
+    "confirm": Rule(DEFAULT_CONFIRM, 0, 10),
+    "runs": Rule(DEFAULT_RUNS, 1, MAX_RUNS),
+    "ab_rounds": Rule(DEFAULT_AB_ROUNDS, 2, MAX_REPETITIONS),
+    "confirm_spacing": Rule(DEFAULT_CONFIRM_SPACING_S),
+    "run_spacing": Rule(DEFAULT_RUN_SPACING_S),
+    "worker_timeout": Rule(DEFAULT_WORKER_TIMEOUT_S, positive=True),
+    "capacity_budget": Rule(DEFAULT_CAPACITY_BUDGET_S, positive=True),
+    "estimator": Rule(DEFAULT_ESTIMATOR, choices=tuple(ESTIMATORS)),
+    "efficiency": Rule(DEFAULT_EFFICIENCY, choices=EFFICIENCY_MODES),
+    "baselines": Rule(), "report": Rule(), "plots": Rule(), "markdown": Rule(), "python": Rule(),
+    "endpoint_model": Rule(), "ab_baseline": Rule(), "replay": Rule(),
+}
 
 
 @dataclass(frozen=True)
@@ -143,11 +175,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
             f"({cores.describe()}): threads will wait on each other and the figures will be low"
         )
 
-    repetitions = _as_int(raw["repetitions"], default=DEFAULT_REPETITIONS)
-    if not 1 <= repetitions.value <= MAX_REPETITIONS:
-        raise SettingsError(
-            f"{repetitions.source} must be between 1 and {MAX_REPETITIONS}, got {repetitions.value}"
-        )
+    plain = {spec.name: _typed(spec, raw[spec.name], PLAIN[spec.name]) for spec in OPTIONS if spec.name in PLAIN}
 
     hardware = _as_optional_str(raw["hardware"])
     if hardware.value is not None:
@@ -161,28 +189,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
     reading_speed = (DEFAULT_READING_SPEED if reading_raw.value is None
                      else parse_reading_speed(reading_raw.value, source=reading_raw.source))
 
-    confirm = _as_int(raw["confirm"], default=DEFAULT_CONFIRM)
-    if not 0 <= confirm.value <= 10:
-        raise SettingsError(f"{confirm.source} must be between 0 and 10, got {confirm.value}")
-    runs = _as_int(raw["runs"], default=DEFAULT_RUNS)
-    if not 1 <= runs.value <= MAX_RUNS:
-        raise SettingsError(f"{runs.source} must be between 1 and {MAX_RUNS}, got {runs.value}")
-    estimator = _as_optional_str(raw["estimator"])
-    if estimator.value is not None and estimator.value not in ESTIMATORS:
-        raise SettingsError(f"{estimator.source} must be one of {', '.join(ESTIMATORS)}, got {estimator.value!r}")
-
-    refresh = bool(raw["refresh"].value)
-    ab_baseline = _as_optional_str(raw["ab_baseline"])
-    ab_rounds = _as_int(raw["ab_rounds"], default=DEFAULT_AB_ROUNDS)
-    if not 2 <= ab_rounds.value <= MAX_REPETITIONS:
-        raise SettingsError(f"{ab_rounds.source} must be between 2 and {MAX_REPETITIONS}, got {ab_rounds.value}")
-    ab_tolerance = _as_tolerance(raw["ab_tolerance"], default=DEFAULT_AB_TOLERANCE)
-
-    efficiency = _as_optional_str(raw["efficiency"])
-    if efficiency.value is not None and efficiency.value not in EFFICIENCY_MODES:
-        raise SettingsError(f"{efficiency.source} must be one of {', '.join(EFFICIENCY_MODES)}, "
-                            f"got {efficiency.value!r}")
-
+    refresh, ab_baseline, replay = plain["refresh"].value, plain["ab_baseline"], plain["replay"]
     prompt_sizing = _as_prompt_sizing(raw["prompt_sizing"])
 
     (endpoint, endpoint_key), (ab_endpoint, ab_endpoint_key) = _as_url(raw["endpoint"]), _as_url(raw["ab_endpoint"])
@@ -195,53 +202,52 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         raise SettingsError(f"{serve_slots.source} must be between 1 and {MAX_SERVE_SLOTS} slots, got "
                             f"{serve_slots.value}")
 
-    replay = _as_optional_str(raw["replay"])
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
-    _check_combinations(enabled=bool(raw["enabled"].value), refresh=refresh, ab_baseline=ab_baseline,
+    _check_combinations(enabled=plain["enabled"].value, refresh=refresh, ab_baseline=ab_baseline,
                         ab_endpoint=ab_endpoint, serve_slots=serve_slots, endpoint=endpoint, replay=replay,
                         threads=threads, model=model, reading_unit=reading_speed.unit, features=bool(required))
 
     return Settings(
-        enabled=bool(raw["enabled"].value),
+        enabled=plain["enabled"].value,
         require_features=required,
-        baselines=_as_optional_str(raw["baselines"]),
+        baselines=plain["baselines"],
         # An A/B session judges B against A measured side by side, not against stored baselines.
-        compare_baselines=(not raw["no_baselines"].value and not refresh and ab_baseline.value is None
+        compare_baselines=(not plain["no_baselines"].value and not refresh and ab_baseline.value is None
                            and ab_endpoint.value is None),
-        require_baseline=_as_bool(raw["require_baseline"]),
+        require_baseline=plain["require_baseline"].value,
         tolerance=_as_tolerance(raw["tolerance"]),
-        estimator=Sourced(estimator.value or DEFAULT_ESTIMATOR, estimator.source),
-        confirm=confirm,
-        confirm_spacing_s=_as_seconds(raw["confirm_spacing"], default=DEFAULT_CONFIRM_SPACING_S),
-        worker_timeout_s=_positive(_as_seconds(raw["worker_timeout"], default=DEFAULT_WORKER_TIMEOUT_S)),
-        capacity_budget_s=_positive(_as_seconds(raw["capacity_budget"], default=DEFAULT_CAPACITY_BUDGET_S)),
-        strict=_as_bool(raw["strict"]),
+        estimator=plain["estimator"],
+        confirm=plain["confirm"],
+        confirm_spacing_s=plain["confirm_spacing"],
+        worker_timeout_s=plain["worker_timeout"],
+        capacity_budget_s=plain["capacity_budget"],
+        strict=plain["strict"].value,
         refresh=refresh,
-        runs=runs,
-        run_spacing_s=_as_seconds(raw["run_spacing"], default=DEFAULT_RUN_SPACING_S),
-        force=bool(raw["force"].value),
-        python=_as_optional_str(raw["python"]),
+        runs=plain["runs"],
+        run_spacing_s=plain["run_spacing"],
+        force=plain["force"].value,
+        python=plain["python"],
         ab_baseline=ab_baseline,
-        efficiency=Sourced(efficiency.value or DEFAULT_EFFICIENCY, efficiency.source),
+        efficiency=plain["efficiency"],
         prompt_sizing=prompt_sizing,
         endpoint=endpoint,
         ab_endpoint=ab_endpoint,
-        endpoint_model=_as_optional_str(raw["endpoint_model"]),
+        endpoint_model=plain["endpoint_model"],
         endpoint_key=endpoint_key,
         ab_endpoint_key=ab_endpoint_key,
         serve_slots=serve_slots,
-        ab_rounds=ab_rounds,
-        ab_tolerance=ab_tolerance,
+        ab_rounds=plain["ab_rounds"],
+        ab_tolerance=_as_tolerance(raw["ab_tolerance"], default=DEFAULT_AB_TOLERANCE),
         reading_speed=reading_speed,
-        report=_as_optional_str(raw["report"]),
-        plots=_as_optional_str(raw["plots"]),
-        markdown=_as_optional_str(raw["markdown"]),
+        report=plain["report"],
+        plots=plain["plots"],
+        markdown=plain["markdown"],
         predict_from=_as_paths(raw["predict_from"]),
         replay=replay,
         model=model,
         threads=threads,
-        repetitions=repetitions,
+        repetitions=plain["repetitions"],
         hardware=hardware,
         warnings=tuple(warnings),
         cores=cores,
@@ -312,6 +318,28 @@ def _pick(spec: OptionSpec, cli: Mapping[str, object], ini: Mapping[str, str]) -
         if text is not None and str(text).strip():
             return Sourced(str(text).strip(), f"ini {spec.ini}")
     return Sourced(None, "default")
+
+
+def _typed(spec: OptionSpec, raw: Sourced[object], rule: Rule) -> Sourced[Any]:
+    """A plain option's value by its kind in the option table, within its rule; errors name the option."""
+    if spec.kind in ("flag", "bool"):
+        return Sourced(_as_bool(raw), raw.source)
+    if spec.kind == "int":
+        assert isinstance(rule.default, int)
+        number = _as_int(raw, default=rule.default)
+        if rule.low is not None and rule.high is not None and not rule.low <= number.value <= rule.high:
+            raise SettingsError(f"{number.source} must be between {rule.low} and {rule.high}, got {number.value}")
+        return number
+    if spec.kind == "float":
+        assert isinstance(rule.default, float)
+        seconds = _as_seconds(raw, default=rule.default)
+        return _positive(seconds) if rule.positive else seconds
+    word = _as_optional_str(raw)
+    if word.value is None:
+        return Sourced(rule.default, word.source)
+    if rule.choices and word.value not in rule.choices:
+        raise SettingsError(f"{word.source} must be one of {', '.join(rule.choices)}, got {word.value!r}")
+    return word
 
 
 def _as_int(raw: Sourced[object], *, default: int) -> Sourced[int]:

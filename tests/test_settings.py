@@ -2,7 +2,7 @@ import pytest
 
 from pytest_axion.errors import HardwareIdError, SettingsError
 from pytest_axion.machine.cpu import UsableCores
-from pytest_axion.settings import OPTIONS, Sourced, resolve_settings
+from pytest_axion.settings import OPTIONS, PLAIN, Sourced, resolve_settings
 
 
 def resolve(cli=None, ini=None, physical=2, logical=4, quota=None):
@@ -200,3 +200,22 @@ def test_a_replay_takes_values_that_restate_the_recording():
     settings = resolve(cli={"enabled": True, "replay": REPLAYED, "threads": "16", "prompt_sizing": "sweep"},
                        ini={"axion_model": "/models/SmolLM2-135M-Instruct.Q4_1.gguf"})
     assert settings.deployment.kind == "replay" and settings.deployment.run_threads() == 16
+
+
+def test_every_option_is_plain_or_has_a_rule_of_its_own_and_plain_numbers_refuse_their_bounds():
+    own_rules = {spec.name for spec in OPTIONS} - set(PLAIN)
+    # a new option is resolved by its kind (PLAIN) unless it is added here with its own rule in resolve_settings
+    assert own_rules == {"model", "predict_from", "threads", "reading_speed", "hardware", "require_features",
+                         "tolerance", "ab_tolerance", "endpoint", "ab_endpoint", "serve", "prompt_sizing"}
+    for spec in OPTIONS:
+        rule = PLAIN.get(spec.name)
+        if rule is None or spec.kind != "int":
+            continue
+        assert getattr(resolve(cli={spec.name: str(rule.default)}), spec.name).value == rule.default
+        with pytest.raises(SettingsError, match=f"^{spec.flag} must be between {rule.low} and {rule.high}, got "):
+            resolve(cli={spec.name: str(rule.high + 1)})
+    for spec in OPTIONS:
+        rule = PLAIN.get(spec.name)
+        if rule is not None and rule.choices:
+            with pytest.raises(SettingsError, match=f"^{spec.flag} must be one of {', '.join(rule.choices)}"):
+                resolve(cli={spec.name: "nonsense"})
