@@ -9,20 +9,28 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pytest_axion.engines.arrivals import arrival_times
 from pytest_axion.engines.base import Measured
 from pytest_axion.engines.deployment import LoadedModel
 from pytest_axion.errors import MeasurementError
+from pytest_axion.figures import figure
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.machine.model import ModelFingerprint
 from pytest_axion.machine.sizing import prompt_fill_tokens
 from pytest_axion.promises.capacity import (
     DEFAULT_ATTAINMENT,
     DEFAULT_CAPACITY_BUDGET_S,
+    DEFAULT_MAX_IN_FLIGHT,
+    RATE_HALVINGS,
     RequestPromise,
     check_attainment,
+    check_open_loop,
     judge_level,
+    judge_open_loop,
     min_requests,
+    next_rate,
     next_users,
+    rate_duration,
 )
 from pytest_axion.promises.latency import DEFAULT_PERCENTILE as ITL_DEFAULT_PERCENTILE
 from pytest_axion.promises.verdict import INCONCLUSIVE, MISSED
@@ -33,7 +41,9 @@ from pytest_axion.records import (
     EngineError,
     Measurement,
     NotRecorded,
+    OpenLoopRun,
     ProgressCallback,
+    RateLevel,
     RequestFigures,
     bracket_of,
     workload_of,
@@ -86,7 +96,7 @@ DEFAULT_SEARCH_REPETITIONS = 3
 
 class Axion:
     """What a test uses to measure: ``axion.prompt()``, ``axion.generate()``, ``axion.batched()``,
-    ``axion.capacity()``.
+    ``axion.capacity()``, and against a served deployment ``axion.rate()``.
 
     Every result is also recorded for the session report.
     """
@@ -96,6 +106,7 @@ class Axion:
                  record_pair: PairRecorder | None = None,
                  request_promises: Callable[[], list[RequestPromise]] = list,
                  record_capacity: Callable[[CapacitySearch], None] = lambda _: None,
+                 record_rate: Callable[[RateLevel], None] = lambda _: None,
                  fill_tokens: Callable[[], int] | None = None,
                  capacity_budget_s: float = DEFAULT_CAPACITY_BUDGET_S) -> None:
         self.loaded = loaded
@@ -107,6 +118,7 @@ class Axion:
         self._progress = progress
         self._request_promises = request_promises
         self._record_capacity = record_capacity
+        self._record_rate = record_rate
         self._fill_tokens = fill_tokens
         self._capacity_budget_s = capacity_budget_s
 
@@ -154,7 +166,9 @@ class Axion:
                  attainment: float = DEFAULT_ATTAINMENT, batch_sizes: Sequence[int] = (1, 2, 4, 8),
                  max_users: int = MAX_SEQUENCES, budget_s: float | None = None,
                  repetitions: int | None = None,
-                 search_repetitions: int = DEFAULT_SEARCH_REPETITIONS) -> BatchedResult:
+                 search_repetitions: int = DEFAULT_SEARCH_REPETITIONS, by: str = "users",
+                 duration_s: float = 0.0, burstiness: float = 1.0, start_rate: float | None = None,
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> BatchedResult | CapacitySearch:
         """The most concurrent users whose requests keep every per-request promise of the test at once.
 
         The promises are the test's ``axion_slo(per_user_tps=..., ttft_ms=..., itl_ms=...)``; ``per_user_tps=``,
@@ -169,11 +183,23 @@ class Axion:
         ``max_users`` or llama.cpp's sequence limit, or on ``budget_s`` seconds of measuring after the first
         measurement of each of ``batch_sizes`` (``--axion-capacity-budget`` where not given; 120 by default); the
         summary says which.
+
+        ``by="rate"`` (a served deployment only) searches the highest request rate instead, as MLPerf's server
+        scenario: each level an open loop (:meth:`rate`) of at least ``duration_s`` seconds and of about 1.5 times
+        the requests its verdict needs, starting at ``start_rate`` (by default one lone request's rate, 1 / its
+        latency), doubling while met, bisecting to within 10%; it returns the search.
         """
         budget_s = self._capacity_budget_s if budget_s is None else budget_s
         where = f"{self.nodeid}: axion.capacity()"
         attainment = check_attainment(attainment, where)
         promises = self._capacity_promises(where, per_user_tps=per_user_tps, ttft_ms=ttft_ms, itl_ms=itl_ms)
+        if by not in ("users", "rate"):
+            raise MeasurementError(f"{where}: by is \"users\" (concurrent users, closed loop) or \"rate\" (requests/s, "
+                                   f"open loop), got {by!r}")
+        if by == "rate":
+            return self._rate_search(promises, attainment, budget_s=budget_s, n_prompt=n_prompt, n_gen=n_gen,
+                                     duration_s=duration_s, burstiness=burstiness, start_rate=start_rate,
+                                     max_in_flight=max_in_flight)
         if budget_s <= 0 or not 1 <= max_users <= MAX_SEQUENCES:
             raise MeasurementError(f"{where}: budget_s must be positive and max_users within 1-{MAX_SEQUENCES} (the "
                                    f"sequences llama.cpp holds), got budget_s={budget_s!r}, max_users={max_users!r}")
@@ -181,9 +207,7 @@ class Axion:
         if initial[-1] > max_users:
             raise MeasurementError(f"{where}: batch_sizes go up to {initial[-1]}, beyond max_users={max_users}: "
                                    "raise max_users or leave the larger sizes out")
-        if n_gen < 2 and any(p.key != "ttft_ms" for p in promises):
-            raise MeasurementError(f"{where}: per-user speed and inter-token latency come after the first token, "
-                                   f"which a run of n_gen={n_gen} does not give: ask for n_gen of 2 or more")
+        _check_generation(promises, n_gen, where)
         needed = min_requests(attainment)
         shape = {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": 0}
         cells: dict[int, BatchedCell] = {}
@@ -259,6 +283,86 @@ class Axion:
             limits=tuple((p.key, p.limit) for p in promises)))
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
 
+    def rate(self, requests_per_s: float, *, duration_s: float = 60.0, n_prompt: int = 16, n_gen: int = 16,
+             burstiness: float = 1.0, per_user_tps: float | None = None, ttft_ms: float | None = None,
+             itl_ms: float | None = None, attainment: float = DEFAULT_ATTAINMENT,
+             max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, seed: int = 0) -> RateLevel:
+        """Requests sent to a served deployment at ``requests_per_s`` for ``duration_s`` seconds whatever the
+        answers before them (an open loop, as MLPerf's server scenario and vLLM's ``bench serve``): arrivals with
+        gamma-distributed gaps (Poisson at ``burstiness`` 1), each request timed from when it was due, so a wait
+        for a slot counts; at most ``max_in_flight`` outstanding, a request due beyond them waiting its turn (and
+        timed). Judged as a capacity level by the test's per-request promises (``per_user_tps=``, ``ttft_ms=``,
+        ``itl_ms=`` set or replace one): met when the 95% Wilson interval of the share of requests that met every
+        promise lies at or above ``attainment``. The duration must hold the requests that decides (35 at 0.9),
+        so a short lucky run cannot pass. ``seed`` fixes the schedule. The level is in the report; assert on it
+        (``assert axion.rate(2.0).met``)."""
+        where = f"{self.nodeid}: axion.rate()"
+        attainment = check_attainment(attainment, where)
+        check_open_loop(requests_per_s, duration_s, burstiness, max_in_flight, attainment, where)
+        promises = self._capacity_promises(where, per_user_tps=per_user_tps, ttft_ms=ttft_ms, itl_ms=itl_ms)
+        _check_generation(promises, n_gen, where)
+        arrivals = arrival_times(requests_per_s, duration_s, burstiness, seed=seed)
+        if not arrivals:
+            raise MeasurementError(f"{where}: the schedule of seed {seed} holds no request within {duration_s} s: "
+                                   "give a longer duration_s")
+        with self._engine_errors():
+            run = self.loaded.engine.open_loop(arrivals, n_prompt=n_prompt, n_gen=n_gen, max_in_flight=max_in_flight,
+                                               progress=self._progress)
+        level = judge_open_loop([run], promises, attainment, nodeid=self.nodeid, requests_per_s=requests_per_s,
+                                burstiness=burstiness, duration_s=duration_s, max_in_flight=max_in_flight)
+        self._record_rate(level)
+        return level
+
+    def _rate_search(self, promises: list[RequestPromise], attainment: float, *, budget_s: float, n_prompt: int,
+                     n_gen: int, duration_s: float, burstiness: float, start_rate: float | None,
+                     max_in_flight: int) -> CapacitySearch:
+        """``axion.capacity(by="rate")``: the highest open-loop rate whose requests keep every promise."""
+        where = f"{self.nodeid}: axion.capacity(by=\"rate\")"
+        if budget_s <= 0 or duration_s < 0:
+            raise MeasurementError(f"{where}: budget_s must be positive and duration_s 0 or more, got "
+                                   f"budget_s={budget_s!r}, duration_s={duration_s!r}")
+        _check_generation(promises, n_gen, where)
+
+        def send(arrivals: Sequence[float]) -> OpenLoopRun:
+            with self._engine_errors():
+                return self.loaded.engine.open_loop(arrivals, n_prompt=n_prompt, n_gen=n_gen,
+                                                    max_in_flight=max_in_flight, progress=self._progress)
+
+        # every level's schedule is long enough to decide (rate_duration): only the rate and its shape to check
+        check_open_loop(1.0 if start_rate is None else start_rate, math.inf, burstiness, max_in_flight, attainment,
+                        where)
+        lone = send((0.0,))   # one request alone: the rate of one lone user (and in process, the error at once)
+        latency_s = max(r.end - r.due for r in lone.requests)
+        start = start_rate if start_rate is not None else 1 / latency_s
+        levels: list[CapacityLevel] = []
+        spent, ended, stopped = 0.0, "", ""
+        while (rate := next_rate(levels, start)) is not None:
+            duration = rate_duration(rate, duration_s, attainment)
+            if spent + duration + latency_s > budget_s:
+                ended, stopped = "budget", (f"the time budget: {figure(rate)} requests/s would take about "
+                                            f"{duration + latency_s:.0f} s, over the "
+                                            f"{max(0.0, budget_s - spent):.0f} s left of {budget_s:.0f} s")
+                break
+            began = time.perf_counter()
+            runs = []
+            for attempt in range(2):   # a level whose interval straddles the target is measured again, pooled
+                arrivals = arrival_times(rate, duration, burstiness, seed=len(levels) * 2 + attempt)
+                runs.append(send(arrivals))
+                level = judge_open_loop(runs, promises, attainment, nodeid=self.nodeid, requests_per_s=rate,
+                                        burstiness=burstiness, duration_s=duration, max_in_flight=max_in_flight)
+                if level.status != INCONCLUSIVE:
+                    break
+            levels.append(level.level)
+            spent += time.perf_counter() - began
+        if not ended:
+            ended, stopped = _why_rate_ended(levels, start)
+        search = CapacitySearch(
+            nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
+            attainment=attainment, levels=tuple(levels), ended=ended, stopped=stopped,
+            limits=tuple((p.key, p.limit) for p in promises), by="rate")
+        self._record_capacity(search)
+        return search
+
     def _capacity_promises(self, where: str, **overrides: float | None) -> list[RequestPromise]:
         promises = {p.key: p for p in self._request_promises()}
         for key, limit in overrides.items():
@@ -270,7 +374,7 @@ class Axion:
                                                                             if key == "itl_ms" else None)
             promises[key] = RequestPromise(key, float(limit), percentile=percentile)
         if not promises:
-            raise MeasurementError(f"{where} needs a per-request promise to search for: declare "
+            raise MeasurementError(f"{where} needs a per-request promise to judge by: declare "
                                    "axion_slo(per_user_tps=..., ttft_ms=... or itl_ms=...) or pass per_user_tps=, "
                                    "ttft_ms= or itl_ms=")
         return [promises[key] for key in ("per_user_tps", "ttft_ms", "itl_ms") if key in promises]
@@ -361,6 +465,27 @@ def _why_ended(levels: list[CapacityLevel], attainment: float, max_users: int, n
     if max_users < MAX_SEQUENCES:
         return "max_users", f"max_users ({max_users})"
     return "sequence limit", f"the most users llama.cpp holds in one context ({max_users})"
+
+
+def _why_rate_ended(levels: list[CapacityLevel], start: float) -> tuple[str, str]:
+    """(ended, stopped) of a rate search that ran to its end: on a promise, inconclusive, or at its lowest rate."""
+    low, high = bracket_of(levels)
+    level = next((lv for lv in levels if lv.load == high), None)
+    if low == 0 and level is not None:
+        return "lowest rate", (f"its lowest rate: {level.load_text} (the first, {figure(start)}, halved "
+                               f"{RATE_HALVINGS} times) did not hold: {level.worst or level.status}")
+    if level is not None and level.status == MISSED:
+        return "promise", f"{level.load_text}: {level.worst}"
+    assert level is not None
+    return "inconclusive", (f"{level.load_text} inconclusive: {level.evidence} ({level.attainment:.0%}; 95% "
+                            f"interval {level.low:.0%}-{level.high:.0%}) met every promise, measured "
+                            f"{level.attempts} time(s)")
+
+
+def _check_generation(promises: Sequence[RequestPromise], n_gen: int, where: str) -> None:
+    if n_gen < 2 and any(p.key != "ttft_ms" for p in promises):
+        raise MeasurementError(f"{where}: per-user speed and inter-token latency come after the first token, "
+                               f"which a run of n_gen={n_gen} does not give: ask for n_gen of 2 or more")
 
 
 def _distinct_sizes(batch_sizes: Iterable[int]) -> list[int]:

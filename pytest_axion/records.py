@@ -12,6 +12,7 @@ from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
+from pytest_axion.figures import figure
 from pytest_axion.stats import Summary
 
 
@@ -101,6 +102,21 @@ class ServedRun:
     batch_size: int
     requests: tuple[ServedRequest, ...]   # in order of each user's requests: round r is every user's r-th
     client_lag_ms: float = 0.0             # the client's own worst event-loop delay while measuring
+
+
+@dataclass(frozen=True)
+class OpenLoopRun:
+    """Requests sent to an endpoint at scheduled arrival times, whatever the answers before them (an open loop):
+    each request's ``due`` is its arrival time, so a wait for a slot, or for the client's bound on requests in
+    flight, counts in its time to first token."""
+
+    n_prompt: int
+    n_gen: int
+    requests: tuple[ServedRequest, ...]   # in order of arrival; ``user`` is the request's index
+    window_s: float                       # the schedule's length: from its start to its last arrival
+    most_in_flight: int                   # the most requests outstanding at once
+    max_in_flight: int                    # the client's bound: a request due beyond it waited for one to end
+    client_lag_ms: float = 0.0
 
 
 Run = PromptRun | GenerationRun | BatchedRun | ServedRun
@@ -265,6 +281,19 @@ class CapacityLevel:
     goodput_rps: float | None = None  # requests/s that met every promise (closed loop: users / mean request time)
     goodput_tps: float | None = None  # their output tokens/s
     observations: int = 0             # independent ones: requests served apart; in process, repetitions
+    requests_per_s: float | None = None   # an open loop's offered rate (users: the most requests in flight)
+
+    @property
+    def load(self) -> float:
+        """What the level put on the deployment: its requests per second where it was an open loop, else its users."""
+        return self.requests_per_s if self.requests_per_s is not None else self.users
+
+    @property
+    def load_text(self) -> str:
+        """``8 users``, ``1.50 requests/s``."""
+        if self.requests_per_s is not None:
+            return f"{figure(self.requests_per_s)} requests/s"
+        return f"{self.users} user{'s' if self.users != 1 else ''}"
 
     @property
     def attainment(self) -> float:
@@ -281,27 +310,78 @@ class CapacityLevel:
         return {"users": self.users, "requests": self.requests, "meeting": self.meeting,
                 "attainment": self.attainment, "interval": [self.low, self.high], "status": self.status,
                 "attempts": self.attempts, "worst": self.worst, "figures": dict(self.figures),
-                "goodput_rps": self.goodput_rps, "goodput_tps": self.goodput_tps, "observations": self.observations}
+                "goodput_rps": self.goodput_rps, "goodput_tps": self.goodput_tps, "observations": self.observations,
+                "requests_per_s": self.requests_per_s}
 
 
-def bracket_of(levels: Iterable[CapacityLevel]) -> tuple[int, int | None]:
-    """(the most users met, with every level measured below them met too (0: none); the fewest users not met,
-    None when every level was met)."""
+@dataclass(frozen=True)
+class RateLevel:
+    """One open-loop run (``axion.rate``) judged by the test's per-request promises: its level's ``users`` is the
+    most requests that were in flight at once, its goodput the requests that met every promise per second of
+    the schedule. ``ttft_trend_ms``: the median TTFT of the first and of the last third of the requests, by
+    arrival; a last third far slower than the first is a queue that grows with the run."""
+
+    nodeid: str
+    requests_per_s: float              # offered: the schedule's mean rate
+    burstiness: float
+    duration_s: float
+    n_prompt: int
+    n_gen: int
+    sent: int                          # requests the schedule held
+    service_level: str
+    level: CapacityLevel
+    ttft_trend_ms: tuple[float, float]
+    max_in_flight: int
+
+    @property
+    def status(self) -> str:
+        return self.level.status
+
+    @property
+    def met(self) -> bool:
+        return self.level.status == "met"
+
+    def describe(self) -> str:
+        """``1.5 requests/s (Poisson) for 60 s: 84 of 90 requests met TTFT <= 2 s (93%; 95% interval 86-97%):
+        met; goodput 1.4 requests/s; TTFT median 410 ms in the first third, 520 ms in the last``."""
+        arrivals = "Poisson" if self.burstiness == 1 else f"gamma, burstiness {figure(self.burstiness)}"
+        level = self.level
+        text = (f"{figure(self.requests_per_s)} requests/s ({arrivals}) for {figure(self.duration_s)} s: "
+                f"{level.evidence} met {self.service_level} ({level.attainment:.0%}; 95% interval "
+                f"{level.low:.0%}-{level.high:.0%}): {level.status}")
+        if level.worst:
+            text += f" ({level.worst})"
+        if level.goodput_rps is not None:
+            text += f"; goodput {figure(level.goodput_rps)} requests/s"
+        first, last = self.ttft_trend_ms
+        return text + f"; TTFT median {figure(first)} ms in the first third, {figure(last)} ms in the last"
+
+    def to_json(self) -> dict[str, object]:
+        return {"requests_per_s": self.requests_per_s, "burstiness": self.burstiness, "duration_s": self.duration_s,
+                "n_prompt": self.n_prompt, "n_gen": self.n_gen, "sent": self.sent,
+                "service_level": self.service_level, "max_in_flight": self.max_in_flight,
+                "ttft_trend_ms": list(self.ttft_trend_ms), "level": self.level.to_json()}
+
+
+def bracket_of(levels: Iterable[CapacityLevel]) -> tuple[float, float | None]:
+    """(the most load met, with every level measured below it met too (0: none); the least load not met, None
+    when every level was met). The load is the users, or an open loop's requests per second."""
     levels = list(levels)
-    high = min((level.users for level in levels if level.status != "met"), default=None)
-    low = max((level.users for level in levels if level.status == "met" and (high is None or level.users < high)),
+    high = min((level.load for level in levels if level.status != "met"), default=None)
+    low = max((level.load for level in levels if level.status == "met" and (high is None or level.load < high)),
               default=0)
     return low, high
 
 
 # why a capacity search ended
-ENDED_ON = ("promise", "inconclusive", "budget", "sequence limit", "max_users", "recording")
+ENDED_ON = ("promise", "inconclusive", "budget", "sequence limit", "max_users", "recording", "lowest rate")
 
 
 @dataclass(frozen=True)
 class CapacitySearch:
-    """The most users whose requests kept every per-request promise: the levels measured, the bracket, and why
-    the search ended (``ended``: one of :data:`ENDED_ON`; ``stopped``: the sentence)."""
+    """The most users (``by="users"``) or the highest open-loop rate (``by="rate"``) whose requests kept every
+    per-request promise: the levels measured, the bracket, and why the search ended (``ended``: one of
+    :data:`ENDED_ON`; ``stopped``: the sentence)."""
 
     nodeid: str
     n_prompt: int
@@ -312,28 +392,34 @@ class CapacitySearch:
     ended: str
     stopped: str
     limits: tuple[tuple[str, float], ...] = ()     # each promise's limit by key (per_user_tps, ttft_ms, itl_ms)
+    by: str = "users"                              # "rate": levels are open loops at requests per second
 
     @property
-    def most_passing(self) -> int:
-        """The most users met, with every level measured below them met too (0: none)."""
+    def most_passing(self) -> float:
+        """The most load met (users, or requests/s), with every level measured below it met too (0: none)."""
         return bracket_of(self.levels)[0]
 
     @property
-    def fewest_failing(self) -> int | None:
-        """The fewest users whose level was not met (missed or inconclusive); None: every level was met."""
+    def fewest_failing(self) -> float | None:
+        """The least load whose level was not met (missed or inconclusive); None: every level was met."""
         return bracket_of(self.levels)[1]
 
     @property
     def ending_level(self) -> CapacityLevel | None:
         high = self.fewest_failing
-        return next((level for level in self.levels if level.users == high), None)
+        return next((level for level in self.levels if level.load == high), None)
+
+    @property
+    def best_level(self) -> CapacityLevel | None:
+        most = self.most_passing
+        return next((level for level in self.levels if level.load == most), None)
 
     def to_json(self) -> dict[str, object]:
         return {"n_prompt": self.n_prompt, "n_gen": self.n_gen, "service_level": self.service_level,
                 "attainment": self.attainment, "most_passing": self.most_passing,
                 "fewest_failing": self.fewest_failing, "ended": self.ended, "stopped": self.stopped,
-                "limits": dict(self.limits),
-                "levels": [level.to_json() for level in sorted(self.levels, key=lambda lv: lv.users)]}
+                "limits": dict(self.limits), "by": self.by,
+                "levels": [level.to_json() for level in sorted(self.levels, key=lambda lv: lv.load)]}
 
 
 @dataclass(frozen=True)
@@ -352,9 +438,9 @@ class RequestFigures:
     users: int = 1
 
 
-def requests_of(run: Run) -> tuple[RequestFigures, ...]:
+def requests_of(run: Run | OpenLoopRun) -> tuple[RequestFigures, ...]:
     """Every request of a batched or served run, in order (a prompt or generation run serves no users)."""
-    if isinstance(run, ServedRun):
+    if isinstance(run, ServedRun | OpenLoopRun):
         return tuple(RequestFigures(
             ttft_ms=(r.first_token - r.due) * 1e3,
             per_user_tps=((r.completion_tokens - 1) / (r.end - r.first_token)

@@ -35,6 +35,7 @@ from pytest_axion.records import (
     EngineError,
     Measurement,
     ProgressCallback,
+    RateLevel,
     busy_limit,
 )
 from pytest_axion.report.record import AbSession, AbSide, BaselineStatus, RunRecord, shown_path
@@ -67,6 +68,7 @@ class AxionSession:
         # (A, B) of every metric, one sample per round each: A/B session only
         self.ab_pairs: list[tuple[Measurement, Measurement]] = []
         self.capacity_searches: dict[str, CapacitySearch] = {}
+        self.rate_levels: dict[str, tuple[RateLevel, ...]] = {}   # axion.rate() runs by test, in order
         self.environment: tuple[str, ...] = ()   # warnings about the machine, read when measuring starts
         self._adopted: RunRecord | None = None   # the measuring worker's run, in an xdist controller
         self._predicted: tuple[int, PredictionSet] | None = None   # (measurements it was made from, prediction)
@@ -118,6 +120,7 @@ class AxionSession:
         return Axion(self.load(), nodeid=nodeid, repetitions=self.settings.repetitions.value,
                      record=self.measurements.append, progress=self.progress, record_pair=self._record_pair,
                      request_promises=request_promises, record_capacity=self._record_capacity,
+                     record_rate=self._record_rate,
                      fill_tokens=lambda: self.prompt_sizing().fill_tokens,
                      capacity_budget_s=self.settings.capacity_budget_s.value)
 
@@ -166,6 +169,9 @@ class AxionSession:
 
     def _record_capacity(self, search: CapacitySearch) -> None:
         self.capacity_searches[search.nodeid] = search
+
+    def _record_rate(self, level: RateLevel) -> None:
+        self.rate_levels[level.nodeid] = (*self.rate_levels.get(level.nodeid, ()), level)
 
     def _record_pair(self, baseline: dict[str, Measurement], current: dict[str, Measurement]) -> None:
         # a metric one side lacks (prompt_tps where only one server reports its timings) is not paired
@@ -405,7 +411,7 @@ class AxionSession:
             return dataclasses.replace(self._adopted, test_outcomes=self.test_outcomes(),
                                        prediction=self._prediction(self._adopted, predict))
         loaded = self._loaded
-        if loaded is None or not self.measurements:
+        if loaded is None or not (self.measurements or self.rate_levels):
             return None
         record = RunRecord(model=loaded.model, hardware=loaded.hardware, threads=loaded.threads,
                            repetitions=self.deployment.run_repetitions(self.settings.repetitions.value),
@@ -413,7 +419,8 @@ class AxionSession:
                            reading=self.reading_speed(), measurements=self.measurements, verdicts=self.verdicts,
                            baseline=self.baseline_status(), ab=self._ab_session(),
                            test_outcomes=self.test_outcomes(), environment=self.environment,
-                           capacity_searches=self.capacity_searches, warm_up=loaded.warm_up,
+                           capacity_searches=self.capacity_searches, rate_levels=self.rate_levels,
+                           warm_up=loaded.warm_up,
                            roofs=self._report_roofs(), roofs_source=self.roofs_source or self.roofs_missing,
                            served=self.deployment.describe(loaded.engine), deployment=self.deployment.kind,
                            # an endpoint's, or one replayed: the client knew neither the file nor the build
@@ -483,6 +490,7 @@ class AxionSession:
                 ab=first.ab or record.ab, baseline=first.baseline or record.baseline,
                 prompt_sizing=_merged_sizing(first.prompt_sizing, record.prompt_sizing),
                 capacity_searches={**first.capacity_searches, **record.capacity_searches},
+                rate_levels={**first.rate_levels, **record.rate_levels},
                 roofs=first.roofs or record.roofs, roofs_source=first.roofs_source or record.roofs_source,
                 load_seconds=max(first.load_seconds, record.load_seconds),
                 environment=tuple(dict.fromkeys([*first.environment, *record.environment])))

@@ -16,7 +16,8 @@ from pytest_axion.engines.base import Measured
 from pytest_axion.errors import AxionError
 from pytest_axion.harness import Axion
 from pytest_axion.promises.capacity import RequestPromise
-from pytest_axion.records import BatchedRun, measurements_of, requests_of
+from pytest_axion.figures import figure
+from pytest_axion.records import BatchedRun, OpenLoopRun, ServedRequest, measurements_of, requests_of
 from pytest_axion.report.terminal import search_line
 
 
@@ -136,7 +137,7 @@ def test_the_test_promises_and_the_call_overrides_are_searched_together():
 @pytest.mark.parametrize(("call", "message"), [
     (dict(attainment=0), r"attainment is the share of requests that must meet every promise, within \(0, 1\]"),
     (dict(attainment=1.5), r"within \(0, 1\] \(0\.9: 90%\), got 1\.5$"),
-    (dict(), r"axion\.capacity\(\) needs a per-request promise to search for: declare axion_slo\(per_user_tps=\.\.\."),
+    (dict(), r"axion\.capacity\(\) needs a per-request promise to judge by: declare axion_slo\(per_user_tps=\.\.\."),
     (dict(ttft_ms=-1), r"ttft_ms must be a positive number, got -1$"),
     (dict(per_user_tps=5, budget_s=0), r"budget_s must be positive and max_users within 1-256"),
     (dict(per_user_tps=5, max_users=512), r"max_users within 1-256 \(the sequences llama\.cpp holds\)"),
@@ -174,3 +175,94 @@ def test_on_the_real_model_in_process_the_search_brackets_users_under_speed_and_
     ttft = {level.users: dict(level.figures)["ttft_ms"] for level in search.levels}
     assert ttft[max(ttft)] > ttft[1]
     assert sorted(result.cells)[:2] == [1, 2] and result[2].ttft_ms is not None
+
+
+class QueueEngine:
+    """A served deployment of one slot as arithmetic: requests served one after another in arrival order, each
+    taking ``service_s`` (its first token halfway), so that waiting grows with the rate as a real queue's does."""
+
+    requests_apart = True
+
+    def __init__(self, service_s):
+        self.service_s, self.schedules = service_s, []
+
+    def open_loop(self, arrivals, *, n_prompt, n_gen, max_in_flight, progress=None):
+        self.schedules.append(arrivals)
+        served, free_at, busy = [], 0.0, []
+        for index, due in enumerate(arrivals):
+            start = max(due, free_at)
+            free_at = start + self.service_s
+            first = start + self.service_s / 2
+            busy = [end for end in busy if end > due] + [free_at]
+            served.append(ServedRequest(user=index, due=due, first_token=first, end=free_at,
+                                        token_times=tuple(first + i * self.service_s / 2 / (n_gen - 1)
+                                                          for i in range(n_gen)), completion_tokens=n_gen))
+        return OpenLoopRun(n_prompt=n_prompt, n_gen=n_gen, requests=tuple(served), window_s=arrivals[-1],
+                           most_in_flight=max(len(busy), 1), max_in_flight=max_in_flight)
+
+
+def test_by_rate_the_search_doubles_then_bisects_the_rate_and_names_the_promise_that_ended_it():
+    found = []
+    engine = QueueEngine(0.1)   # one slot of 100 ms a request: at most 10 requests/s
+    # nearly even arrivals (gamma shape 50): the queue stays short up to the slot's 10 requests/s, then grows
+    search = harness(engine, [], found).capacity(by="rate", ttft_ms=300, start_rate=2.0, n_gen=8, burstiness=50)
+    assert found == [search] and search.by == "rate" and search.ended == "promise"
+    assert [level.load for level in search.levels] == [2.0, 4.0, 8.0, 16.0, 12.0, 10.0, 11.0]
+    assert (search.most_passing, search.fewest_failing) == (10.0, 11.0)   # the slot's arithmetic: 1 / 100 ms
+    assert search.stopped.startswith("11.0 requests/s: TTFT p90 ") and search.stopped.endswith(" > 300 ms")
+    for level, schedule in zip(search.levels, engine.schedules[1:], strict=True):
+        # each level holds about 1.5 times the 35 requests its verdict needs, from a schedule of its own
+        assert level.requests >= 35 and level.requests_per_s == level.load
+        assert schedule[-1] <= 1.5 * 35 / level.load
+    assert len({schedule[:3] for schedule in engine.schedules[1:]}) == len(engine.schedules) - 1
+    assert search_line("t.py::test_users", search).startswith(
+        "capacity t.py::test_users: 10.0 requests/s (open loop) with 90% of requests at TTFT <= 300 ms; 11.0 did "
+        "not: TTFT p90")
+    assert engine.schedules[0] == (0.0,)   # one lone request first: what the default start rate comes from
+    assert search.to_json()["by"] == "rate" and search.to_json()["most_passing"] == 10.0
+
+
+def test_by_rate_a_poisson_level_near_the_limit_is_measured_again_and_may_stay_inconclusive():
+    search = harness(QueueEngine(0.1)).capacity(by="rate", ttft_ms=300, start_rate=2.0, n_gen=8)
+    straddling = [level for level in search.levels if level.attempts == 2]
+    assert straddling and all(level.requests >= 70 for level in straddling)   # two schedules pooled
+    assert search.ended == "inconclusive" and search.stopped.startswith(
+        f"{figure(search.fewest_failing)} requests/s inconclusive: ")
+
+
+def test_by_rate_a_first_rate_that_misses_is_halved_and_the_search_ends_at_its_lowest():
+    found = []
+    search = harness(QueueEngine(1.0), [], found).capacity(by="rate", ttft_ms=100, n_gen=8, budget_s=1000)
+    assert [level.load for level in search.levels] == [1.0, 0.5, 0.25, 0.125]   # from 1 / the lone request's 1 s
+    assert search.ended == "lowest rate" and search.most_passing == 0
+    assert search.stopped.startswith("its lowest rate: 0.125 requests/s (the first, 1.00, halved 3 times) did not "
+                                     "hold: TTFT p90 ")
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (dict(by="speed"), r'by is "users" \(concurrent users, closed loop\) or "rate" \(requests/s, open loop\), got'),
+    (dict(by="rate", budget_s=0), r"budget_s must be positive and duration_s 0 or more"),
+    (dict(by="rate", start_rate=0), r"requests_per_s must be a positive number, got 0$"),
+    (dict(by="rate", burstiness=-1), r"burstiness must be a positive number, got -1$"),
+])
+def test_bad_rate_searches_are_one_line_errors_naming_the_test(call, message):
+    with pytest.raises(AxionError) as err:
+        harness(QueueEngine(0.1)).capacity(ttft_ms=300, **call)
+    assert str(err.value).startswith("t.py::test_users: axion.capacity(") and "\n" not in str(err.value)
+    assert __import__("re").search(message, str(err.value)), str(err.value)
+
+
+def test_by_rate_the_budget_stops_a_search_before_a_level_would_overrun_it():
+    search = harness(QueueEngine(0.1)).capacity(by="rate", ttft_ms=300, start_rate=2.0, budget_s=20)
+    assert search.levels == () and search.ended == "budget"
+    assert search.stopped == "the time budget: 2.00 requests/s would take about 26 s, over the 20 s left of 20 s"
+
+
+def test_in_process_an_open_loop_is_one_line_saying_it_needs_a_served_deployment(engine):
+    for call in (lambda axion: axion.rate(2.0, ttft_ms=500), lambda axion: axion.capacity(by="rate", ttft_ms=500)):
+        with pytest.raises(AxionError) as err:
+            call(harness(engine))
+        assert str(err.value) == (
+            't.py::test_users: an open loop (axion.rate(), axion.capacity(by="rate")) sends requests at a rate to a '
+            "served deployment (--axion-serve N or --axion-endpoint URL); in process, search for the most users "
+            "with axion.capacity() instead")

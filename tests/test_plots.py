@@ -1,3 +1,4 @@
+import dataclasses
 import sys
 
 import pytest
@@ -74,3 +75,7 @@ def test_a_capacity_figure_per_search_with_each_promise_its_limit_and_the_bracke
     no_limits = CapacitySearch(nodeid="t.py::x", n_prompt=16, n_gen=16, service_level="", attainment=0.9,
                                levels=search.levels, ended="promise", stopped="")
     assert draw_capacity({"t.py::x": no_limits}, tmp_path / "none", title="t") == []
+    by_rate = dataclasses.replace(search, nodeid="t.py::test_rate", by="rate", levels=tuple(
+        dataclasses.replace(lv, requests_per_s=0.75 * lv.users) for lv in search.levels))
+    svg = draw_capacity({by_rate.nodeid: by_rate}, tmp_path / "rate", title="t")[1].read_text()
+    assert "requests/s (open loop)" in svg and "bracket: 1.50 met, 3.00 not" in svg

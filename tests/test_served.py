@@ -66,6 +66,24 @@ def test_engine_counts_every_token_of_every_user(served):
         engine.run("prompt", n_prompt=32, repetitions=1)
 
 
+def test_an_open_loop_times_each_request_from_its_arrival_as_one_user_closed_loop_does(served):
+    """At a rate far below what four slots serve, a request rarely waits: its TTFT is a lone user's."""
+    from pytest_axion.engines.arrivals import arrival_times
+    from pytest_axion.records import requests_of
+
+    engine = EndpointEngine(served.url, api_key=served.api_key)
+    lone = requests_of(engine.run("batched", n_prompt=16, n_gen=8, batch_size=1, repetitions=5))
+    arrivals = arrival_times(2.0, 6.0, seed=5)
+    run = engine.open_loop(arrivals, n_prompt=16, n_gen=8, max_in_flight=16)
+    assert len(run.requests) == len(arrivals) >= 6 and run.window_s == arrivals[-1]
+    assert all(r.due == due <= r.first_token < r.end and r.completion_tokens == 8
+               for r, due in zip(run.requests, arrivals, strict=True))
+    opened = requests_of(run)
+    lone_ttft = sorted(r.ttft_ms for r in lone)[2]
+    open_ttft = sorted(r.ttft_ms for r in opened)[len(opened) // 2]
+    assert open_ttft < 3 * lone_ttft + 50, (open_ttft, lone_ttft)
+
+
 def test_reference_user_promises_pass_against_a_started_llama_server(pytester, tmp_path):
     pytester.makepyfile(USERS)
     report = tmp_path / "r.json"

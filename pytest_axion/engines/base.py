@@ -8,13 +8,16 @@ with both sides' rounds as well).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from pytest_axion.machine.environment import OtherCpuMeter
 from pytest_axion.records import (
+    EngineError,
     Measurement,
     ModelFacts,
+    OpenLoopRun,
     ProgressCallback,
     RequestFigures,
     Run,
@@ -72,6 +75,12 @@ class Engine(Protocol):
         """``run`` turned into measurements for test ``nodeid`` (most engines: :func:`measure_run`)."""
         ...
 
+    def open_loop(self, arrivals: Sequence[float], *, n_prompt: int, n_gen: int, max_in_flight: int,
+                  progress: ProgressCallback | None = None) -> OpenLoopRun:
+        """Requests due at ``arrivals`` whatever the answers before them (a served deployment only: the others
+        raise :func:`no_open_loop`'s error)."""
+        ...
+
     def warm_up(self, n_prompt: int) -> WarmUpRun:
         """Untimed prompts until the speed settles, before the session's first measurement."""
         ...
@@ -97,3 +106,9 @@ def measure_run(engine: Engine, kind: str, *, nodeid: str, threads: int, repetit
     run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)  # type: ignore[arg-type]  # sizes
     other = meter.stop() if meter is not None else None
     return Measured(measurements_of(run, nodeid=nodeid, threads=threads, other_cpus=other), requests=requests_of(run))
+
+
+def no_open_loop(why: str) -> EngineError:
+    """The error of an engine that cannot send requests at a rate: ``why`` says what it is instead."""
+    return EngineError(f"an open loop (axion.rate(), axion.capacity(by=\"rate\")) sends requests at a rate to a "
+                       f"served deployment (--axion-serve N or --axion-endpoint URL); {why}")

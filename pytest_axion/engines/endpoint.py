@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from pytest_axion.errors import AxionError
 from pytest_axion.records import (
     EngineError,
     ModelFacts,
+    OpenLoopRun,
     ProgressCallback,
     Run,
     ServedRequest,
@@ -241,14 +242,14 @@ class EndpointEngine:
         if kind != "batched":
             raise EndpointError(f"an endpoint serves users: measure it with axion.batched(...), not axion."
                               f"{'prompt' if kind == 'prompt' else 'generate'}(...)")
-        for tries_left in range(LAGGED_RUN_RETRIES, -1, -1):
-            try:
-                return _in_thread(lambda: self._users(shape["n_prompt"], shape["n_gen"], shape["batch_size"],
-                                                      repetitions, warmup, progress))
-            except ClientLagError as err:
-                if not tries_left:
-                    raise ClientLagError(f"{err} (in each of {LAGGED_RUN_RETRIES + 1} tries)") from None
-        raise AssertionError("unreachable")
+        return _unless_lagging(lambda: self._users(shape["n_prompt"], shape["n_gen"], shape["batch_size"],
+                                                   repetitions, warmup, progress))
+
+    def open_loop(self, arrivals: Sequence[float], *, n_prompt: int, n_gen: int, max_in_flight: int,
+                  progress: ProgressCallback | None = None) -> OpenLoopRun:
+        """Requests due at ``arrivals`` (seconds from the start), at most ``max_in_flight`` outstanding at once,
+        after one untimed request; measured again when the client could not keep the schedule."""
+        return _unless_lagging(lambda: self._open_loop(arrivals, n_prompt, n_gen, max_in_flight, progress))
 
     def warm_up(self, n_prompt: int) -> WarmUpRun:
         self._warm_up_tokens = n_prompt
@@ -282,26 +283,19 @@ class EndpointEngine:
         top = max(self.server.n_vocab, FIRST_TOKEN_ID + 2)
         return [self._rng.randrange(FIRST_TOKEN_ID, top) for _ in range(n_prompt)]
 
-    async def _users(self, n_prompt: int, n_gen: int, batch_size: int, repetitions: int, warmup: bool,
-                     progress: ProgressCallback | None) -> ServedRun:
+    def _client(self, connections: int) -> Any:
         httpx = _httpx()
         # A fresh connection per request: a reused idle one can be closed by the server just as a request goes out.
-        limits = httpx.Limits(max_connections=batch_size + 1, max_keepalive_connections=0)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=0)
         timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=10.0)
-        lag = {"worst": 0.0}
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            # How late the event loop wakes up: the client's own lag, which would pass for the server's.
-            while not stop.is_set():
-                due = time.perf_counter() + TICK_S
-                await asyncio.sleep(TICK_S)
-                lag["worst"] = max(lag["worst"], (time.perf_counter() - due) * 1e3)
-
         headers = self._key.bearer() if self._key else {}
         # trust_env off for loopback: no proxy between this client and a server on this machine
-        async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers,
-                                     trust_env=not is_loopback(self.url)) as client:
+        return httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers, trust_env=not is_loopback(self.url))
+
+    async def _users(self, n_prompt: int, n_gen: int, batch_size: int, repetitions: int, warmup: bool,
+                     progress: ProgressCallback | None) -> ServedRun:
+        lag = _LagWatch()
+        async with self._client(batch_size + 1) as client:
             if warmup:
                 await asyncio.gather(*(self._request(client, n_prompt, min(n_gen, 4), user, 0.0, 0.0)
                                        for user in range(batch_size)))
@@ -321,20 +315,55 @@ class EndpointEngine:
                         progress(f"served pp{n_prompt} tg{n_gen} x{batch_size}", done["count"], total)
                 return answers
 
-            tick = asyncio.create_task(ticker())
-            try:
+            async with lag:
                 per_user = await asyncio.gather(*(user(i) for i in range(batch_size)))
-            finally:
-                stop.set()
-                await tick
-        if lag["worst"] > MAX_CLIENT_LAG_MS:
-            raise ClientLagError(f"the measuring client fell {lag['worst']:.0f} ms behind while streaming {batch_size} "
+        if lag.worst_ms > MAX_CLIENT_LAG_MS:
+            raise ClientLagError(f"the measuring client fell {lag.worst_ms:.0f} ms behind while streaming {batch_size} "
                               f"users from {self.url}: its figures would include its own delay; give the client a "
                               "core of its own (fewer server threads) or measure fewer users")
         ordered = tuple(answer for round_index in range(repetitions) for answers in per_user
                         for answer in [answers[round_index]])
         return ServedRun(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, requests=ordered,
-                         client_lag_ms=round(lag["worst"], 2))
+                         client_lag_ms=round(lag.worst_ms, 2))
+
+    async def _open_loop(self, arrivals: Sequence[float], n_prompt: int, n_gen: int, max_in_flight: int,
+                         progress: ProgressCallback | None) -> OpenLoopRun:
+        lag = _LagWatch()
+        late = {"worst": 0.0}
+        in_flight = {"now": 0, "most": 0, "done": 0}
+        async with self._client(max_in_flight + 1) as client:
+            await self._request(client, n_prompt, min(n_gen, 4), 0, 0.0, 0.0)   # untimed: a cold first request
+            bound = asyncio.Semaphore(max_in_flight)
+            start = time.perf_counter()
+
+            async def send(index: int, due: float) -> ServedRequest:
+                wait = due - (time.perf_counter() - start)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                late["worst"] = max(late["worst"], (time.perf_counter() - start - due) * 1e3)
+                async with bound:   # beyond the bound a request waits here, and its TTFT runs from when it was due
+                    in_flight["now"] += 1
+                    in_flight["most"] = max(in_flight["most"], in_flight["now"])
+                    try:
+                        answer = await self._request(client, n_prompt, n_gen, index, start, due)
+                    finally:
+                        in_flight["now"] -= 1
+                in_flight["done"] += 1
+                if progress is not None:
+                    progress(f"open loop pp{n_prompt} tg{n_gen}", in_flight["done"], len(arrivals))
+                return answer
+
+            async with lag:
+                answers = await asyncio.gather(*(send(i, due) for i, due in enumerate(arrivals)))
+        worst = max(lag.worst_ms, late["worst"])
+        if worst > MAX_CLIENT_LAG_MS:
+            raise ClientLagError(f"the measuring client could not keep the schedule: it sent a request or read a "
+                                 f"stream {worst:.0f} ms late while {in_flight['most']} requests were in flight to "
+                                 f"{self.url}; give the client a core of its own (fewer server threads) or send "
+                                 "fewer requests per second")
+        return OpenLoopRun(n_prompt=n_prompt, n_gen=n_gen, requests=tuple(answers),
+                           window_s=arrivals[-1] if arrivals else 0.0, most_in_flight=in_flight["most"],
+                           max_in_flight=max_in_flight, client_lag_ms=round(worst, 2))
 
     async def _request(self, client: Any, n_prompt: int, n_gen: int, user: int, start: float,
                        due: float) -> ServedRequest:
@@ -388,6 +417,31 @@ class EndpointEngine:
         return _checked(stream, n_gen=n_gen, user=user, due=due, end=end, what=what)
 
 
+class _LagWatch:
+    """How late the event loop wakes up while the block runs (a 5 ms ticker): the client's own lag, which would
+    pass for the server's."""
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while not self._stop.is_set():
+            due = time.perf_counter() + TICK_S
+            await asyncio.sleep(TICK_S)
+            self.worst_ms = max(self.worst_ms, (time.perf_counter() - due) * 1e3)
+
+    async def __aenter__(self) -> _LagWatch:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+
 async def _capped_body(response: Any) -> str:
     """The start of an error answer, read no further than it is shown."""
     body = b""
@@ -396,6 +450,17 @@ async def _capped_body(response: Any) -> str:
         if len(body) > 2000:
             break
     return body.decode("utf-8", "replace")[:200]
+
+
+def _unless_lagging(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """A measurement whose client lagged is measured again, up to :data:`LAGGED_RUN_RETRIES` times."""
+    for tries_left in range(LAGGED_RUN_RETRIES, -1, -1):
+        try:
+            return _in_thread(make)
+        except ClientLagError as err:
+            if not tries_left:
+                raise ClientLagError(f"{err} (in each of {LAGGED_RUN_RETRIES + 1} tries)") from None
+    raise AssertionError("unreachable")
 
 
 def _in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -12,9 +12,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from pytest_axion.engines.base import Engine, Measured
+from pytest_axion.engines.base import Engine, Measured, no_open_loop
 from pytest_axion.machine.environment import OtherCpuMeter
-from pytest_axion.records import Measurement, ProgressCallback, Run, WarmUpRun, measurements_of, requests_of
+from pytest_axion.records import (
+    Measurement,
+    OpenLoopRun,
+    ProgressCallback,
+    Run,
+    WarmUpRun,
+    measurements_of,
+    requests_of,
+)
 from pytest_axion.stats import median
 
 
@@ -131,6 +139,10 @@ class PairedEngine:
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:
         return self.current.run(kind, repetitions=repetitions, warmup=warmup, progress=progress, **shape)
+
+    def open_loop(self, arrivals: Sequence[float], *, n_prompt: int, n_gen: int, max_in_flight: int,
+                  progress: ProgressCallback | None = None) -> OpenLoopRun:
+        raise no_open_loop("an A/B session pairs closed-loop rounds, not open loops: measure one deployment")
 
     def count_tokens(self, text: str) -> int:
         return self.current.count_tokens(text)

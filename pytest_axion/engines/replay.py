@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_axion.engines.base import Measured
+from pytest_axion.engines.base import Measured, no_open_loop
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.machine.model import ModelFingerprint
@@ -25,6 +25,7 @@ from pytest_axion.records import (
     Measurement,
     ModelFacts,
     NotRecorded,
+    OpenLoopRun,
     ProgressCallback,
     Run,
     WarmUpRun,
@@ -107,6 +108,10 @@ class ReplayEngine:
 
     def warm_up(self, n_prompt: int) -> WarmUpRun:
         return self._warm_up or WarmUpRun(n_prompt=n_prompt, seconds=(), settled=True)
+
+    def open_loop(self, arrivals: Sequence[float], *, n_prompt: int, n_gen: int, max_in_flight: int,
+                  progress: ProgressCallback | None = None) -> OpenLoopRun:
+        raise no_open_loop(f"a replay of {self.source} holds no open-loop runs")
 
     def count_tokens(self, text: str) -> int:
         raise EngineError(f"a replay of {self.source} has no tokenizer: give the reading speed in tokens/s "

@@ -22,15 +22,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from pytest_axion.children import die_with_parent
-from pytest_axion.engines.base import Measured, measure_run
+from pytest_axion.engines.base import Measured, measure_run, no_open_loop
 from pytest_axion.errors import AxionError
 from pytest_axion.records import (
     EngineError,
     ModelFacts,
+    OpenLoopRun,
     ProgressCallback,
     Run,
     WarmUpRun,
@@ -262,6 +264,10 @@ class EngineProcess:
     def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
             **shape: int) -> Run:
         return run_from_json(kind, self.request(kind, progress, repetitions=repetitions, warmup=warmup, **shape))
+
+    def open_loop(self, arrivals: Sequence[float], *, n_prompt: int, n_gen: int, max_in_flight: int,
+                  progress: ProgressCallback | None = None) -> OpenLoopRun:
+        raise no_open_loop("in process, search for the most users with axion.capacity() instead")
 
     def count_tokens(self, text: str) -> int:
         return int(self.request("count_tokens", text=text)["tokens"])

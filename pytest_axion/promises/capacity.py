@@ -14,23 +14,28 @@ not met until the bracket is no wider than 10% of its lower end (or one user). E
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
 from pytest_axion.errors import SettingsError
+from pytest_axion.figures import figure
 from pytest_axion.promises.latency import DEFAULT_PERCENTILE
 from pytest_axion.promises.marker import PromiseContext, SloSpec
 from pytest_axion.promises.thresholds import per_user_limit
 from pytest_axion.promises.verdict import INCONCLUSIVE, MET, MISSED
-from pytest_axion.records import CapacityLevel, RequestFigures, bracket_of
-from pytest_axion.stats import quantile
+from pytest_axion.records import CapacityLevel, OpenLoopRun, RateLevel, RequestFigures, bracket_of, requests_of
+from pytest_axion.stats import median, quantile
 
 DEFAULT_CAPACITY_BUDGET_S = 120.0   # seconds of a search's measuring after its batch sizes' first
 DEFAULT_ATTAINMENT = 0.9       # DistServe's goodput: at least 90% of requests within every limit
 CONFIDENCE = 0.95              # of the Wilson interval around a level's attainment
 BRACKET_WIDTH = 0.10           # the search ends once its bracket is this narrow (relative to its lower end)
+DEFAULT_MAX_IN_FLIGHT = 128    # an open loop's bound on requests outstanding at once (beyond it they wait, timed)
+RATE_MARGIN = 1.5              # a rate search's level holds about this many times the requests the rule needs
+RATE_HALVINGS = 3              # a rate search whose first rate misses halves it at most this many times
 
 # what each promise is called where a level's figure is shown
 NAMES = {"per_user_tps": "per-user speed", "ttft_ms": "TTFT", "itl_ms": "ITL"}
@@ -183,9 +188,9 @@ def next_users(levels: Sequence[CapacityLevel], max_users: int) -> int | None:
     if high is None:
         top = max(level.users for level in levels)
         return min(top * 2, max_users) if top < max_users else None
-    if bracket_closed(low, high):
+    if bracket_closed(int(low), int(high)):
         return None
-    return (low + high) // 2
+    return int(low + high) // 2
 
 
 def bracket_closed(low: int, high: int) -> bool:
@@ -207,3 +212,66 @@ def capacity_promises(spec: SloSpec | None, context: PromiseContext) -> list[Req
     if spec.declares("itl_ms"):
         made.append(RequestPromise("itl_ms", float(spec.get("itl_ms")), percentile=spec.get("itl_percentile")))
     return made
+
+
+def check_open_loop(requests_per_s: float, duration_s: float, burstiness: float, max_in_flight: int,
+                    attainment: float, where: str) -> None:
+    """One line for a rate, duration, burstiness or bound an open loop cannot run with. The duration must let the
+    schedule hold, on average, the requests the early-stopping rule needs (:func:`min_requests`): fewer, and
+    even a level whose every request met every promise could not be told from luck."""
+    for name, value in (("requests_per_s", requests_per_s), ("duration_s", duration_s), ("burstiness", burstiness)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise SettingsError(f"{where}: {name} must be a positive number, got {value!r}")
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise SettingsError(f"{where}: max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}")
+    needed = min_requests(attainment)
+    shortest = needed / requests_per_s
+    if requests_per_s * duration_s < needed:
+        raise SettingsError(f"{where}: duration_s={figure(duration_s)} at {figure(requests_per_s)} requests/s sends "
+                            f"about {requests_per_s * duration_s:.0f} requests; deciding {attainment:.0%} attainment "
+                            f"takes at least {needed}: give duration_s of {figure(shortest)} s or more")
+
+
+def judge_open_loop(runs: Sequence[OpenLoopRun], promises: Sequence[RequestPromise], attainment: float, *,
+                    nodeid: str, requests_per_s: float, burstiness: float, duration_s: float,
+                    max_in_flight: int) -> RateLevel:
+    """Open-loop runs of one rate (two when the first straddled the target), judged as a level of the search
+    judges one: the Wilson interval over all their requests, each served apart; the goodput the requests that
+    met every promise per second of the schedules; the TTFT trend of the first run."""
+    requests = [request for run in runs for request in requests_of(run)]
+    window = sum(run.window_s for run in runs)
+    n_gen = runs[0].n_gen
+    level = judge_level(max(run.most_in_flight for run in runs), requests, promises, attainment,
+                        attempts=len(runs), n_gen=n_gen)
+    goodput = level.meeting / window if window > 0 else None
+    level = dataclasses.replace(level, goodput_rps=goodput, goodput_tps=None if goodput is None else goodput * n_gen,
+                                requests_per_s=requests_per_s)
+    first = requests_of(runs[0])
+    third = max(1, len(first) // 3)
+    trend = (median([r.ttft_ms for r in first[:third]]), median([r.ttft_ms for r in first[-third:]]))
+    return RateLevel(nodeid=nodeid, requests_per_s=requests_per_s, burstiness=burstiness, duration_s=duration_s,
+                     n_prompt=runs[0].n_prompt, n_gen=n_gen, sent=len(requests),
+                     service_level=", ".join(p.describe() for p in promises), level=level, ttft_trend_ms=trend,
+                     max_in_flight=max_in_flight)
+
+
+def rate_duration(requests_per_s: float, duration_s: float, attainment: float) -> float:
+    """A search level's schedule: ``duration_s``, or longer where that would hold fewer than about
+    :data:`RATE_MARGIN` times the requests the early-stopping rule needs (a Poisson count falls short of its mean
+    often enough that a schedule of exactly the minimum would leave many levels undecided)."""
+    return max(duration_s, RATE_MARGIN * min_requests(attainment) / requests_per_s)
+
+
+def next_rate(levels: Sequence[CapacityLevel], start: float) -> float | None:
+    """The next rate to measure (requests/s), or None when the bracket is closed: ``start`` first, then doubling
+    while every level holds, then bisecting to within 10%; a first rate that already misses is halved, at most
+    :data:`RATE_HALVINGS` times (the search then ends at its lowest rate)."""
+    if not levels:
+        return start
+    low, high = bracket_of(levels)
+    if high is None:
+        return max(level.load for level in levels) * 2
+    if low == 0:
+        lowest = min(level.load for level in levels) / 2
+        return lowest if lowest >= start / 2**RATE_HALVINGS * (1 - 1e-9) else None
+    return None if high - low <= BRACKET_WIDTH * low else (low + high) / 2

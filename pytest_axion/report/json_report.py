@@ -16,7 +16,7 @@ from pytest_axion.promises.verdict import FAIL
 from pytest_axion.report.record import RunRecord
 from pytest_axion.schemas import validate_report
 
-REPORT_SCHEMA_VERSION = 9
+REPORT_SCHEMA_VERSION = 10
 READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
@@ -28,7 +28,8 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         row["median"] = m.summary.median
         row["verdicts"] = [v.property_name for v in run.verdicts if m.key in v.involved and v.nodeid == m.nodeid]
         results.append(row)
-    nodeids = list(dict.fromkeys([*(m.nodeid for m in run.measurements), *(v.nodeid for v in run.verdicts)]))
+    nodeids = list(dict.fromkeys([*(m.nodeid for m in run.measurements), *(v.nodeid for v in run.verdicts),
+                                  *run.rate_levels]))
     tests = []
     for nodeid in nodeids:
         mine = [v for v in run.verdicts if v.nodeid == nodeid]
@@ -36,6 +37,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         search = run.capacity_searches.get(nodeid)
         tests.append({"nodeid": nodeid, "outcome": run.test_outcomes.get(nodeid, "unknown"),
                       "capacity": run.capacities.get(nodeid), "capacity_search": search.to_json() if search else None,
+                      "rate_levels": [level.to_json() for level in run.rate_levels.get(nodeid, ())],
                       "slo_passed": all(v.outcome != FAIL for v in promised) if promised else None})
     return {
         "schema_version": REPORT_SCHEMA_VERSION,

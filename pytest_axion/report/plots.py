@@ -199,15 +199,21 @@ def draw_capacity(searches: Mapping[str, CapacitySearch], directory: Path, *, ti
     written: list[Path] = []
     for nodeid, search in sorted(searches.items()):
         keys = [key for key, _ in search.limits if key in CAPACITY_PANELS]
-        levels = sorted(search.levels, key=lambda level: level.users)
+        levels = sorted(search.levels, key=lambda level: level.load)
+        by_rate = search.by == "rate"
+
+        def tick(load: float) -> str:
+            return figure(load) if by_rate else f"{load:.0f}"
+
         if not keys or not levels:
             continue
         directory.mkdir(parents=True, exist_ok=True)
         fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), dpi=120, squeeze=False)
         low, high = search.most_passing, search.fewest_failing
         limits = dict(search.limits)
+        loads = [level.load for level in levels]
         for ax, key in zip(axes[0], keys, strict=True):
-            points = [(level.users, dict(level.figures).get(key), level.status) for level in levels]
+            points = [(level.load, dict(level.figures).get(key), level.status) for level in levels]
             shown = [(users, value, status) for users, value, status in points if value is not None]
             ax.plot([u for u, _, _ in shown], [v for _, v, _ in shown], color="grey", linewidth=1, zorder=1)
             for status, colour in STATUS_COLOURS.items():
@@ -218,12 +224,12 @@ def draw_capacity(searches: Mapping[str, CapacitySearch], directory: Path, *, ti
             ax.axhline(limits[key], color="crimson", linestyle="--",
                        label="promise " + bound.format(figure(limits[key])))
             if high is not None:
-                ax.axvspan(max(low, 0.5), high, color="grey", alpha=0.15,
-                           label=f"bracket: {low} met, {high} not" if low else f"bracket: {high} not met")
-            users = [level.users for level in levels]
+                ax.axvspan(max(low, min(loads) / 2), high, color="grey", alpha=0.15,
+                           label=f"bracket: {tick(low)} met, {tick(high)} not" if low else
+                           f"bracket: {tick(high)} not met")
             ax.set_xscale("log", base=2)
-            ax.set_xticks(users, [str(u) for u in users])
-            ax.set_xlabel("concurrent users")
+            ax.set_xticks(loads, [tick(load) for load in loads])
+            ax.set_xlabel("requests/s (open loop)" if by_rate else "concurrent users")
             ax.set_ylabel(f"{CAPACITY_PANELS[key]}, kept by {search.attainment:.0%} of requests", fontsize=8)
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)

@@ -17,7 +17,7 @@ from pytest_axion.promises.reading import ReadingSpeed
 from pytest_axion.promises.thresholds import capacity
 from pytest_axion.promises.verdict import Verdict
 from pytest_axion.proxy.predict import PredictionSet
-from pytest_axion.records import CapacitySearch, Measurement, ModelFacts, WarmUpRun
+from pytest_axion.records import CapacitySearch, Measurement, ModelFacts, RateLevel, WarmUpRun
 from pytest_axion.store.sizing_cache import Sizing
 
 _FLAGS_SHOWN = ("KLEIDIAI", "REPACK", "OPENMP", "LLAMAFILE", "AVX512", "AVX2", "SVE", "DOTPROD", "MATMUL_INT8")
@@ -53,6 +53,7 @@ class RunRecord:
     ab: AbSession | None = None                       # None: not an A/B session
     environment: tuple[str, ...] = ()                 # warnings about the machine when measuring started
     capacity_searches: Mapping[str, CapacitySearch] = dataclasses.field(default_factory=dict)
+    rate_levels: Mapping[str, tuple[RateLevel, ...]] = dataclasses.field(default_factory=dict)   # axion.rate()
     warm_up: WarmUpRun | None = None
     roofs: Roofs | None = None                        # what efficiency is read against; None: off or not measured
     roofs_source: str = ""                            # where the limits came from, or why there are none
@@ -73,7 +74,9 @@ class RunRecord:
         for verdict in self.verdicts:
             by_test.setdefault(verdict.nodeid, []).append(verdict)
         found = {nodeid: capacity(verdicts) for nodeid, verdicts in by_test.items()}
-        return {**found, **{nodeid: search.most_passing for nodeid, search in self.capacity_searches.items()}}
+        searched = {nodeid: int(search.most_passing) for nodeid, search in self.capacity_searches.items()
+                    if search.by == "users"}
+        return {**found, **searched}
 
     @functools.cached_property
     def efficiency(self) -> list[EfficiencyFigure]:

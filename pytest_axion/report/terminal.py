@@ -232,9 +232,10 @@ def ab_table(verdicts: Sequence[Verdict]) -> str:
 
 def capacity_lines(run: RunRecord) -> list[str]:
     """Per test with a per-user promise or a capacity search: how many concurrent users it serves, as a bracket
-    where a search found the end, with the promise (or the budget, or the limit) that ended it."""
+    where a search found the end, with the promise (or the budget, or the limit) that ended it; then every
+    open-loop run (``axion.rate``) with its verdict."""
     lines = []
-    for nodeid, most in run.capacities.items():
+    for nodeid, most in {**run.capacities, **dict.fromkeys(run.capacity_searches)}.items():
         search = run.capacity_searches.get(nodeid)
         if search is not None:
             lines.append(search_line(_short(nodeid), search))
@@ -249,6 +250,8 @@ def capacity_lines(run: RunRecord) -> list[str]:
         bound = "at least " if most == measured[-1] else ""
         lines.append(f"capacity {_short(nodeid)}: {bound}{most} concurrent user(s) at {label} "
                      f"(measured batch sizes {', '.join(map(str, measured))})")
+    for nodeid, levels in run.rate_levels.items():
+        lines += [f"rate {_short(nodeid)}: {level.describe()}" for level in levels]
     return lines
 
 
@@ -260,23 +263,29 @@ def search_line(name: str, search: CapacitySearch) -> str:
 
 def search_text(search: CapacitySearch) -> str:
     """A capacity search in words: the bracket, what ended it, the goodput at the most users met, the levels."""
+    by_rate = search.by == "rate"
+
+    def load(value: float) -> str:
+        return figure(value) if by_rate else f"{value:.0f}"
+
     most, high = search.most_passing, search.fewest_failing
-    levels = ", ".join(f"{level.users}" + ("?" if level.status == "inconclusive" else "")
-                       for level in search.levels)
+    levels = ", ".join(load(level.load) + ("?" if level.status == "inconclusive" else "") for level in search.levels)
     bound = "at least " if high is None else ""
     share = "every request" if search.attainment >= 1 else f"{search.attainment:.0%} of requests"
-    text = f"{bound}{most} concurrent user(s) with {share} at {search.service_level}"
+    unit = "requests/s (open loop)" if by_rate else "concurrent user(s)"
+    text = f"{bound}{load(most)} {unit} with {share} at {search.service_level}"
     ending = search.ending_level
     if ending is not None and ending.status == "missed":
-        text += f"; {ending.users} did not: {ending.worst}"
+        text += f"; {load(ending.load)} did not: {ending.worst}"
     elif ending is not None:
-        text += (f"; {ending.users} inconclusive ({ending.evidence} met every promise, "
+        text += (f"; {load(ending.load)} inconclusive ({ending.evidence} met every promise, "
                  f"95% interval {ending.low:.0%}-{ending.high:.0%})")
     if search.ended not in ("promise", "inconclusive"):
         text += f"; stopped by {search.stopped}"
-    best = next((level for level in search.levels if level.users == most), None)
+    best = search.best_level
     if best is not None and best.goodput_rps is not None:
-        text += f"; goodput at {most} users {best.goodput_rps:.2f} requests/s ({best.goodput_tps:.0f} tokens/s)"
+        text += (f"; goodput at {best.load_text} {best.goodput_rps:.2f} requests/s "
+                 f"({best.goodput_tps:.0f} tokens/s)")
     return text + f" (levels measured: {levels})"
 
 
