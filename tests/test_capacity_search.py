@@ -14,9 +14,9 @@ import pytest
 
 from pytest_axion.engines.base import Measured
 from pytest_axion.errors import AxionError
+from pytest_axion.figures import figure
 from pytest_axion.harness import Axion
 from pytest_axion.promises.capacity import RequestPromise
-from pytest_axion.figures import figure
 from pytest_axion.records import BatchedRun, OpenLoopRun, ServedRequest, measurements_of, requests_of
 from pytest_axion.report.terminal import search_line
 

@@ -29,7 +29,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
         row["verdicts"] = [v.property_name for v in run.verdicts if m.key in v.involved and v.nodeid == m.nodeid]
         results.append(row)
     nodeids = list(dict.fromkeys([*(m.nodeid for m in run.measurements), *(v.nodeid for v in run.verdicts),
-                                  *run.rate_levels]))
+                                  *run.rate_levels, *run.capacity_searches]))
     tests = []
     for nodeid in nodeids:
         mine = [v for v in run.verdicts if v.nodeid == nodeid]
