@@ -202,7 +202,7 @@ def draw_capacity(searches: Mapping[str, CapacitySearch], directory: Path, *, ti
         levels = sorted(search.levels, key=lambda level: level.load)
         by_rate = search.by == "rate"
 
-        def tick(load: float) -> str:
+        def tick(load: float, by_rate: bool = by_rate) -> str:
             return figure(load) if by_rate else f"{load:.0f}"
 
         if not keys or not levels:
