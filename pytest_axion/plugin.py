@@ -236,8 +236,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     from pytest_axion.report.junit import junit_properties
 
     item.user_properties.extend(junit_properties(verdicts, session.efficiency_of(item.nodeid),
-                                                session.capacity_searches.get(item.nodeid),
-                                                session.rate_levels.get(item.nodeid, ())))
+                                                session.collected.capacity_searches.get(item.nodeid),
+                                                session.collected.rate_levels.get(item.nodeid, ())))
     failures = []
     for verdict in verdicts:   # every kind of promise alike: fail fails; inconclusive warns, or fails if strict
         if verdict.outcome == FAIL:
@@ -269,7 +269,7 @@ def pytest_runtest_makereport(
     report = yield
     session = item.config.stash.get(SESSION_KEY, None)
     if session is not None:
-        session.test_phases.append((item.nodeid, report.outcome))
+        session.collected.test_phases.append((item.nodeid, report.outcome))
     return report
 
 

@@ -128,12 +128,10 @@ def test_as_a_promise_a_regression_stands_only_while_every_fresh_attempt_regress
 
 
 def test_a_metric_only_one_side_reports_is_left_unpaired():
-    from types import SimpleNamespace
+    from pytest_axion.session.collected import Collected
 
-    from pytest_axion.session import AxionSession
-
-    session = SimpleNamespace(ab_pairs=[])
+    collected = Collected()
     a = {"gen_tps": measurement("gen_tps", [100.0] * 6)}
     b = {"gen_tps": measurement("gen_tps", [99.0] * 6), "prompt_tps": measurement("prompt_tps", [300.0] * 6)}
-    AxionSession._record_pair(session, a, b)   # e.g. only B's server reports its prompt timings
-    assert [(x.metric, y.metric) for x, y in session.ab_pairs] == [("gen_tps", "gen_tps")]
+    collected.record_pair(a, b)   # e.g. only B's server reports its prompt timings
+    assert [(x.metric, y.metric) for x, y in collected.ab_pairs] == [("gen_tps", "gen_tps")]

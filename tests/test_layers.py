@@ -151,8 +151,8 @@ def test_only_the_engines_ask_which_engine_they_hold():
 
 
 def test_the_engine_check_finds_a_planted_branch():
-    source = (PACKAGE / "session.py").read_text(encoding="utf-8")
+    source = (PACKAGE / "session" / "judging.py").read_text(encoding="utf-8")
     planted = source + "\nif isinstance(object(), (int, engines.PairedEngine)):\n    pass\n"
-    assert _engine_checks_in(source, "session.py") == []
-    assert _engine_checks_in(planted, "session.py") == [
-        f"session.py:{planted.count(chr(10)) - 1}: isinstance(..., PairedEngine)"]
+    assert _engine_checks_in(source, "judging.py") == []
+    assert _engine_checks_in(planted, "judging.py") == [
+        f"judging.py:{planted.count(chr(10)) - 1}: isinstance(..., PairedEngine)"]

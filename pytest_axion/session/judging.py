@@ -1,0 +1,101 @@
+"""Judging one test: every promise of it (its marker's, the stored baseline's, the A/B gate's) through the one
+confirm procedure, its suspects measured again in a fresh worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pytest_axion.harness import remeasure
+from pytest_axion.promises.confirm import confirm, pause_before
+from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
+from pytest_axion.promises.verdict import Verdict
+from pytest_axion.records import Measurement
+from pytest_axion.report.record import BaselineStatus
+from pytest_axion.session.resources import RunResources
+from pytest_axion.store.gate import BaselineGate, GateSettings
+
+AbSide = dict[str, tuple[Measurement, Measurement]]   # (A, B) rounds of each measurement, by B's key
+
+
+class Judging:
+    """The baseline gate (read once, after the model is loaded) and the confirmations of every test's promises."""
+
+    def __init__(self, resources: RunResources, *, baselines_root: Path,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.resources = resources
+        self.settings = resources.settings
+        self.baselines_root = baselines_root
+        self.paused_s = 0.0   # confirmation pauses: not measuring (a refresh bounds its later runs by run 1's)
+        self._sleep = sleep or time.sleep
+        self._gate: BaselineGate | None = None
+
+    @property
+    def gate(self) -> BaselineGate | None:
+        """This machine's baseline; None when not comparing, or before the model is loaded."""
+        loaded = self.resources.loaded
+        if self._gate is None and self.settings.compare_baselines and loaded is not None:
+            settings = self.settings
+            gate_settings = GateSettings(estimator=settings.estimator.value, default_tolerance=settings.tolerance.value)
+            self._gate = BaselineGate(self.baselines_root, hardware=loaded.hardware, model=loaded.model,
+                                      threads=loaded.threads, settings=gate_settings)
+        return self._gate
+
+    def judge(self, nodeid: str, spec: SloSpec | None, measured: Sequence[Measurement], ab_side: AbSide | None,
+              wait_message: Callable[[str], None]) -> list[Verdict]:
+        """The verdicts of one test's promises on its ``measured`` (``ab_side``: its A/B pairs, in an A/B session)."""
+        if not measured:
+            return []
+        settings, resources = self.settings, self.resources
+        context = PromiseContext(nodeid=nodeid, reading=resources.reading_speed,
+                                 default_tolerance=settings.tolerance.value, gate=self.gate,
+                                 require_baseline=settings.require_baseline, ab_baseline_side=ab_side,
+                                 ab_rounds=settings.ab_rounds.value, ab_tolerance=settings.ab_tolerance.value,
+                                 roofs=None if settings.efficiency.value == "off" else resources.roofs)
+        attempts = 1 + settings.confirm.value if resources.deployment.measures else 1
+
+        def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
+            spacing = pause_before(attempt, settings.confirm_spacing_s.value)
+            # an unsure first attempt earns one attempt beyond --axion-confirm (promises.verdict)
+            of = f"{attempts}" if attempt <= attempts else f"{attempts}, one more as the first was unsure"
+            wait_message(f"{why}; attempt {attempt} of {of} after a {spacing:.0f} s pause, in a fresh worker")
+            self._sleep(spacing)
+            self.paused_s += spacing
+            return self._measure_again(suspects, ab_side)
+
+        return confirm(nodeid, promises_for(spec, context), list(measured), attempts=attempts,
+                       measure_again=measure_again)
+
+    def _measure_again(self, suspects: Sequence[Measurement], ab_side: AbSide | None) -> dict[str, Measurement]:
+        """The suspects' workloads, each once, in a fresh worker; in an A/B session both sides, their rounds into
+        ``ab_side``."""
+        loaded = self.resources.fresh_worker()
+        fresh: dict[str, Measurement] = {}
+        for measured in remeasure(loaded, suspects, repetitions=self.settings.repetitions.value,
+                                  progress=self.resources.progress):
+            fresh.update((m.key, m) for m in measured.current.values())
+            if ab_side is None or measured.rounds is None:
+                continue
+            baseline_rounds, current_rounds = measured.rounds
+            for metric, b in measured.current.items():
+                if metric in baseline_rounds and metric in current_rounds:
+                    ab_side[b.key] = (baseline_rounds[metric], current_rounds[metric])
+                else:
+                    ab_side.pop(b.key, None)   # never judge this attempt by the first attempt's pairs
+        return fresh
+
+    def baseline_status(self) -> BaselineStatus | None:
+        """What the run's baseline was, for the reports; None when none was read."""
+        gate = self._gate
+        if gate is None:
+            return None
+        settings = self.settings
+        stored = gate.baseline
+        provenance = stored.provenance if stored else {}
+        runs = max((len(e.runs) for e in stored.entries.values()), default=0) if stored else 0
+        return BaselineStatus(path=str(gate.path), found=stored is not None, estimator=settings.estimator.value,
+                              tolerance=settings.tolerance.value, confirm=settings.confirm.value, runs=runs,
+                              recorded_at=provenance.get("recorded_at"),
+                              llama_cpp_python=provenance.get("llama_cpp_python"),
+                              git_commit=provenance.get("git_commit"), differences=gate.differences)
