@@ -208,80 +208,18 @@ class Axion:
             raise MeasurementError(f"{where}: batch_sizes go up to {initial[-1]}, beyond max_users={max_users}: "
                                    "raise max_users or leave the larger sizes out")
         _check_generation(promises, n_gen, where)
-        needed = min_requests(attainment)
-        shape = {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": 0}
-        cells: dict[int, BatchedCell] = {}
-        requests: dict[int, list[RequestFigures]] = {}
-        seconds_per_run: dict[int, float] = {}
-        levels: dict[int, CapacityLevel] = {}
-        spent = 0.0
-        repeatable = True   # a replay gives the same samples again: the search judges what it holds, once
-
-        def take(users: int, reps: int, *, counted: bool = True) -> Measured:
-            """One measurement of a level, its time counted against the budget unless it is the test's own."""
-            nonlocal repeatable, spent
-            start = time.perf_counter()
-            measured = self._measure_full("batched", reps, {**shape, "batch_size": users}, record=False,
-                                          unrecorded_ends=True)
-            requests.setdefault(users, []).extend(measured.requests)
-            repeatable = repeatable and measured.repeatable
-            elapsed = time.perf_counter() - start
-            seconds_per_run[users] = elapsed / (reps + 1)
-            spent += elapsed if counted else 0.0
-            return measured
-
-        def per_repetition(users: int) -> int:
-            """Observations a repetition gives: it serves every user once, which is one observation in process (the
-            users share every step) and one per user where they are served apart."""
-            return users if self.loaded.engine.requests_apart else 1
-
-        def affordable(users: int, reps: int) -> bool:
-            return spent + seconds_per_run[users] * (reps + 1) <= budget_s
-
-        def settle(users: int, floor: int, *, first_counted: bool = True) -> None:
-            """Measure a level until it is decided, and record all of it as one cell: ``floor`` repetitions first
-            (a level that every observation misses is decided there), then up to the observations it needs, then,
-            if it straddles the target, as many again; more than the first within the budget only."""
-            chunks = [take(users, floor, counted=first_counted)]
-            level = judge_level(users, requests[users], promises, attainment, n_gen=n_gen)
-            top_up = math.ceil((needed - len(requests[users])) / per_repetition(users))
-            if level.status != MISSED and repeatable and top_up > 0 and affordable(users, top_up):
-                chunks.append(take(users, top_up))
-                level = judge_level(users, requests[users], promises, attainment, n_gen=n_gen)
-            again = math.ceil(len(requests[users]) / per_repetition(users))   # as many observations again
-            if level.status == INCONCLUSIVE and repeatable and affordable(users, again):
-                chunks.append(take(users, again))
-                level = judge_level(users, requests[users], promises, attainment, attempts=2, n_gen=n_gen)
-            levels[users] = level
-            cells[users] = BatchedCell.of(users, self._record_all(chunks))
-
+        search = _UsersSearch(self, promises, attainment, n_prompt=n_prompt, n_gen=n_gen, budget_s=budget_s)
         for users in initial:   # the first measurement of each is the test's own, outside the budget
             try:
-                settle(users, self._reps(repetitions), first_counted=False)
+                search.settle(users, self._reps(repetitions), first_counted=False)
             except NotRecorded as err:   # a test's own workload the replayed report lacks: its error
                 raise MeasurementError(f"{self.nodeid}: {err}") from None
-        ended, stopped = "", ""
-        while (following := next_users(list(levels.values()), max_users)) is not None:
-            reference = max((u for u in seconds_per_run if u <= following), default=min(seconds_per_run))
-            reps = max(search_repetitions, math.ceil(needed / per_repetition(following)))
-            predicted = seconds_per_run[reference] * following / reference * (reps + 1)
-            if spent + predicted > budget_s:
-                ended, stopped = "budget", (f"the time budget: {following} users would take about {predicted:.0f} s, "
-                                            f"over the {max(0.0, budget_s - spent):.0f} s left of {budget_s:.0f} s")
-                break
-            try:
-                settle(following, search_repetitions)
-            except NotRecorded:
-                ended, stopped = "recording", f"the replayed recording, which holds no {following}-user cell"
-                break
-        if not ended:
-            short_by = f"the time budget ({budget_s:.0f} s)" if repeatable else "the replayed recording"
-            ended, stopped = _why_ended(list(levels.values()), attainment, max_users, needed, short_by)
+        ended, stopped = search.run(max_users=max_users, search_repetitions=search_repetitions)
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
-            attainment=attainment, levels=tuple(levels.values()), ended=ended, stopped=stopped,
+            attainment=attainment, levels=tuple(search.levels.values()), ended=ended, stopped=stopped,
             limits=tuple((p.key, p.limit) for p in promises)))
-        return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=cells)
+        return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=search.cells)
 
     def rate(self, requests_per_s: float, *, duration_s: float = 60.0, n_prompt: int = 16, n_gen: int = 16,
              burstiness: float = 1.0, per_user_tps: float | None = None, ttft_ms: float | None = None,
@@ -430,6 +368,80 @@ class Axion:
         return measurements
 
 
+class _UsersSearch:
+    """One ``axion.capacity()`` search by users, closed loop: each level measured until it is decided, within a
+    budget of measuring time, and recorded as one cell."""
+
+    def __init__(self, axion: Axion, promises: Sequence[RequestPromise], attainment: float, *, n_prompt: int,
+                 n_gen: int, budget_s: float) -> None:
+        self.axion, self.promises, self.attainment = axion, promises, attainment
+        self.n_gen, self.budget_s = n_gen, budget_s
+        self.shape = {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": 0}
+        self.needed = min_requests(attainment)
+        self.cells: dict[int, BatchedCell] = {}
+        self.levels: dict[int, CapacityLevel] = {}
+        self.requests: dict[int, list[RequestFigures]] = {}
+        self.seconds_per_run: dict[int, float] = {}
+        self.spent = 0.0
+        self.repeatable = True   # a replay gives the same samples again: the search judges what it holds, once
+
+    def take(self, users: int, reps: int, *, counted: bool = True) -> Measured:
+        """One measurement of a level, its time counted against the budget unless it is the test's own."""
+        start = time.perf_counter()
+        measured = self.axion._measure_full("batched", reps, {**self.shape, "batch_size": users}, record=False,
+                                            unrecorded_ends=True)
+        self.requests.setdefault(users, []).extend(measured.requests)
+        self.repeatable = self.repeatable and measured.repeatable
+        elapsed = time.perf_counter() - start
+        self.seconds_per_run[users] = elapsed / (reps + 1)
+        self.spent += elapsed if counted else 0.0
+        return measured
+
+    def per_repetition(self, users: int) -> int:
+        """Observations a repetition gives: it serves every user once, which is one observation in process (the
+        users share every step) and one per user where they are served apart."""
+        return users if self.axion.loaded.engine.requests_apart else 1
+
+    def affordable(self, users: int, reps: int) -> bool:
+        return self.spent + self.seconds_per_run[users] * (reps + 1) <= self.budget_s
+
+    def judge(self, users: int, attempts: int = 1) -> CapacityLevel:
+        return judge_level(users, self.requests[users], self.promises, self.attainment, attempts=attempts,
+                           n_gen=self.n_gen)
+
+    def settle(self, users: int, floor: int, *, first_counted: bool = True) -> None:
+        """Measure a level until it is decided, and record all of it as one cell: ``floor`` repetitions first (a
+        level that every observation misses is decided there), then up to the observations it needs, then, if it
+        straddles the target, as many again; more than the first within the budget only."""
+        chunks = [self.take(users, floor, counted=first_counted)]
+        level = self.judge(users)
+        top_up = math.ceil((self.needed - len(self.requests[users])) / self.per_repetition(users))
+        if level.status != MISSED and self.repeatable and top_up > 0 and self.affordable(users, top_up):
+            chunks.append(self.take(users, top_up))
+            level = self.judge(users)
+        again = math.ceil(len(self.requests[users]) / self.per_repetition(users))   # as many observations again
+        if level.status == INCONCLUSIVE and self.repeatable and self.affordable(users, again):
+            chunks.append(self.take(users, again))
+            level = self.judge(users, attempts=2)
+        self.levels[users] = level
+        self.cells[users] = BatchedCell.of(users, self.axion._record_all(chunks))
+
+    def run(self, *, max_users: int, search_repetitions: int) -> tuple[str, str]:
+        """Double, then bisect, from the levels settled so far; (ended, stopped) of the search."""
+        while (following := next_users(list(self.levels.values()), max_users)) is not None:
+            reference = max((u for u in self.seconds_per_run if u <= following), default=min(self.seconds_per_run))
+            reps = max(search_repetitions, math.ceil(self.needed / self.per_repetition(following)))
+            predicted = self.seconds_per_run[reference] * following / reference * (reps + 1)
+            if self.spent + predicted > self.budget_s:
+                return "budget", (f"the time budget: {following} users would take about {predicted:.0f} s, over the "
+                                  f"{max(0.0, self.budget_s - self.spent):.0f} s left of {self.budget_s:.0f} s")
+            try:
+                self.settle(following, search_repetitions)
+            except NotRecorded:
+                return "recording", f"the replayed recording, which holds no {following}-user cell"
+        short_by = f"the time budget ({self.budget_s:.0f} s)" if self.repeatable else "the replayed recording"
+        return _why_ended(list(self.levels.values()), self.attainment, max_users, self.needed, short_by)
+
 def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repetitions: int,
               progress: ProgressCallback | None = None) -> list[Measured]:
     """Measure the workloads behind ``measurements`` again, fresh (warm-up included): each distinct workload once,
@@ -459,9 +471,7 @@ def _why_ended(levels: list[CapacityLevel], attainment: float, max_users: int, n
                 f"{short_by}: {level.users} users got {level.observations} of the {needed} observations a level needs "
                 f"to be met at {attainment:.0%}")
     if level is not None:
-        return "inconclusive", (f"{level.users} users inconclusive: {level.evidence} "
-                                f"({level.attainment:.0%}; 95% interval {level.low:.0%}-{level.high:.0%}) met every "
-                                f"promise, measured {level.attempts} time(s), against {attainment:.0%}")
+        return "inconclusive", f"{level.inconclusive_text()}, against {attainment:.0%}"
     if max_users < MAX_SEQUENCES:
         return "max_users", f"max_users ({max_users})"
     return "sequence limit", f"the most users llama.cpp holds in one context ({max_users})"
@@ -477,9 +487,7 @@ def _why_rate_ended(levels: list[CapacityLevel], start: float) -> tuple[str, str
     if level is not None and level.status == MISSED:
         return "promise", f"{level.load_text}: {level.worst}"
     assert level is not None
-    return "inconclusive", (f"{level.load_text} inconclusive: {level.evidence} ({level.attainment:.0%}; 95% "
-                            f"interval {level.low:.0%}-{level.high:.0%}) met every promise, measured "
-                            f"{level.attempts} time(s)")
+    return "inconclusive", level.inconclusive_text()
 
 
 def _check_generation(promises: Sequence[RequestPromise], n_gen: int, where: str) -> None:

@@ -306,6 +306,17 @@ class CapacityLevel:
         where = f" in {self.observations} repetitions" if shared else ""
         return f"{self.meeting} of {self.requests} requests{where}"
 
+    @property
+    def share_text(self) -> str:
+        """``(85%; 95% interval 76%-91%)``: the share that met every promise, and its interval."""
+        return f"({self.attainment:.0%}; 95% interval {self.low:.0%}-{self.high:.0%})"
+
+    def inconclusive_text(self) -> str:
+        """``10 users inconclusive: 68 of 80 requests (85%; 95% interval 76%-91%) met every promise, measured 2
+        time(s)``."""
+        return (f"{self.load_text} inconclusive: {self.evidence} {self.share_text} met every promise, measured "
+                f"{self.attempts} time(s)")
+
     def to_json(self) -> dict[str, object]:
         return {"users": self.users, "requests": self.requests, "meeting": self.meeting,
                 "attainment": self.attainment, "interval": [self.low, self.high], "status": self.status,
@@ -347,8 +358,7 @@ class RateLevel:
         arrivals = "Poisson" if self.burstiness == 1 else f"gamma, burstiness {figure(self.burstiness)}"
         level = self.level
         text = (f"{figure(self.requests_per_s)} requests/s ({arrivals}) for {figure(self.duration_s)} s: "
-                f"{level.evidence} met {self.service_level} ({level.attainment:.0%}; 95% interval "
-                f"{level.low:.0%}-{level.high:.0%}): {level.status}")
+                f"{level.evidence} met {self.service_level} {level.share_text}: {level.status}")
         if level.worst:
             text += f" ({level.worst})"
         if level.goodput_rps is not None:
