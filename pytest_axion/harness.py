@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pytest_axion.budget import MeasuringClock, cell_seconds
 from pytest_axion.engines.arrivals import arrival_times
 from pytest_axion.engines.base import Measured
 from pytest_axion.engines.deployment import LoadedModel
@@ -108,7 +109,7 @@ class Axion:
                  record_capacity: Callable[[CapacitySearch], None] = lambda _: None,
                  record_rate: Callable[[RateLevel], None] = lambda _: None,
                  fill_tokens: Callable[[], int] | None = None,
-                 capacity_budget_s: float = DEFAULT_CAPACITY_BUDGET_S) -> None:
+                 capacity_budget_s: float = DEFAULT_CAPACITY_BUDGET_S, clock: MeasuringClock | None = None) -> None:
         self.loaded = loaded
         self.nodeid = nodeid
         self.repetitions = repetitions
@@ -121,6 +122,7 @@ class Axion:
         self._record_rate = record_rate
         self._fill_tokens = fill_tokens
         self._capacity_budget_s = capacity_budget_s
+        self._clock = clock if clock is not None else MeasuringClock(budget_s=0.0)   # no budget unless given
 
     @property
     def model(self) -> ModelFingerprint:
@@ -321,13 +323,14 @@ class Axion:
         return self._measure_full(kind, self._reps(repetitions), shape).current
 
     def _measure_full(self, kind: str, repetitions: int, shape: Mapping[str, int], *, record: bool = True,
-                      unrecorded_ends: bool = False) -> Measured:
+                      unrecorded_ends: bool = False, budgeted: bool = True) -> Measured:
         """One workload; in an A/B session on both sides (their rounds go to ``record_pair``). ``record``: its
         measurements go to the session (a capacity search's top-ups do not). ``unrecorded_ends``: a workload a
-        replayed recording lacks is raised as such (a search then ends), not as the test's error."""
+        replayed recording lacks is raised as such (a search then ends), not as the test's error. ``budgeted``:
+        its repetitions stop at the cell's share of the test's time budget (a capacity search has its own)."""
         with self._engine_errors(unrecorded_ends):
-            measured = self.loaded.engine.measure(kind, nodeid=self.nodeid, threads=self.threads,
-                                                  repetitions=repetitions, progress=self._progress, **shape)
+            measured = measure_timed(self.loaded, kind, shape, nodeid=self.nodeid, repetitions=repetitions,
+                                     clock=self._clock, budgeted=budgeted, progress=self._progress)
         if record:
             if measured.rounds is not None and self._record_pair is not None:
                 self._record_pair(*measured.rounds)
@@ -389,7 +392,7 @@ class _UsersSearch:
         """One measurement of a level, its time counted against the budget unless it is the test's own."""
         start = time.perf_counter()
         measured = self.axion._measure_full("batched", reps, {**self.shape, "batch_size": users}, record=False,
-                                            unrecorded_ends=True)
+                                            unrecorded_ends=True, budgeted=False)
         self.requests.setdefault(users, []).extend(measured.requests)
         self.repeatable = self.repeatable and measured.repeatable
         elapsed = time.perf_counter() - start
@@ -442,7 +445,21 @@ class _UsersSearch:
         short_by = f"the time budget ({self.budget_s:.0f} s)" if self.repeatable else "the replayed recording"
         return _why_ended(list(self.levels.values()), self.attainment, max_users, self.needed, short_by)
 
-def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repetitions: int,
+def measure_timed(loaded: LoadedModel, kind: str, shape: Mapping[str, int], *, nodeid: str, repetitions: int,
+                  clock: MeasuringClock, budgeted: bool = True, progress: ProgressCallback | None = None) -> Measured:
+    """One workload for test ``nodeid``, its measuring time kept on ``clock`` (by test, and by workload: what a
+    confirming attempt would take); ``budgeted``: its repetitions stop at the cell's share of the budget."""
+    start = time.perf_counter()
+    measured = loaded.engine.measure(kind, nodeid=nodeid, threads=loaded.threads, repetitions=repetitions,
+                                     max_seconds=cell_seconds(clock.budget_s) if budgeted else None,
+                                     progress=progress, **shape)
+    some = next(iter(measured.current.values()), None)
+    if some is not None:
+        clock.add(nodeid, (nodeid, workload_of(some)), time.perf_counter() - start)
+    return measured
+
+
+def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repetitions: int, clock: MeasuringClock,
               progress: ProgressCallback | None = None) -> list[Measured]:
     """Measure the workloads behind ``measurements`` again, fresh (warm-up included): each distinct workload once,
     however many of its metrics are asked for."""
@@ -450,8 +467,8 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
     for m in {workload_of(m): m for m in measurements}.values():
         kind, shape_args = workload_request(m)
         try:
-            measured = loaded.engine.measure(kind, nodeid=m.nodeid, threads=loaded.threads, repetitions=repetitions,
-                                             progress=progress, **shape_args)
+            measured = measure_timed(loaded, kind, shape_args, nodeid=m.nodeid, repetitions=repetitions, clock=clock,
+                                     progress=progress)
         except EngineError as err:
             raise MeasurementError(f"{m.nodeid}: measuring again in fresh processes: {err}") from None
         fresh.append(measured)

@@ -79,6 +79,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("confirm_spacing", "--axion-confirm-spacing", "axion_confirm_spacing", "float",
                "seconds to pause before the first confirming attempt, doubled before each later one (60, 120, "
                "240 s by default), so that the attempts span a slow spell of the machine", "S"),
+    OptionSpec("budget", "--axion-budget", "axion_budget", "float",
+               "seconds of measuring one test may spend, its confirming attempts included (pauses are not "
+               "measuring): a slow model's cells stop at 3 repetitions once more would pass 1/8 of it, and a "
+               "confirmation that would pass it is not made (default: 120; 0: no budget)", "S"),
     OptionSpec("capacity_budget", "--axion-capacity-budget", "axion_capacity_budget", "float",
                "seconds of measuring an axion.capacity() search may spend after the first measurement of its "
                "batch sizes, where the call sets no budget_s= (default: 120)", "S"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pytest_axion.budget import DEFAULT_BUDGET_S
 from pytest_axion.comparison import DEFAULT_ESTIMATOR, DEFAULT_TOLERANCE, ESTIMATORS, parse_tolerance
 from pytest_axion.credentials import Secret, api_key, public_url
 from pytest_axion.errors import AxionError, SettingsError
@@ -76,6 +77,7 @@ PLAIN: dict[str, Rule] = {
     "confirm_spacing": Rule(DEFAULT_CONFIRM_SPACING_S),
     "run_spacing": Rule(DEFAULT_RUN_SPACING_S),
     "worker_timeout": Rule(DEFAULT_WORKER_TIMEOUT_S, positive=True),
+    "budget": Rule(DEFAULT_BUDGET_S),
     "capacity_budget": Rule(DEFAULT_CAPACITY_BUDGET_S, positive=True),
     "estimator": Rule(DEFAULT_ESTIMATOR, choices=tuple(ESTIMATORS)),
     "efficiency": Rule(DEFAULT_EFFICIENCY, choices=EFFICIENCY_MODES),
@@ -112,6 +114,7 @@ class Settings:
     confirm: Sourced[int] = Sourced(DEFAULT_CONFIRM, "default")
     confirm_spacing_s: Sourced[float] = Sourced(DEFAULT_CONFIRM_SPACING_S, "default")
     worker_timeout_s: Sourced[float] = Sourced(DEFAULT_WORKER_TIMEOUT_S, "default")
+    budget_s: Sourced[float] = Sourced(DEFAULT_BUDGET_S, "default")   # seconds of measuring per test; 0: none
     capacity_budget_s: Sourced[float] = Sourced(DEFAULT_CAPACITY_BUDGET_S, "default")
     strict: bool = False
     refresh: bool = False
@@ -221,6 +224,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         confirm=plain["confirm"],
         confirm_spacing_s=plain["confirm_spacing"],
         worker_timeout_s=plain["worker_timeout"],
+        budget_s=plain["budget"],
         capacity_budget_s=plain["capacity_budget"],
         strict=plain["strict"].value,
         refresh=refresh,

@@ -18,7 +18,8 @@ ROOT = "pytest_axion"
 # layer; another unit of its own layer only where ALLOWED_SAME_LAYER says so, never a higher layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0: leaves, importing nothing of pytest_axion
-    (ROOT, "errors", "stats", "figures", "credentials", "children", "options", "files", "schemas", "transport"),
+    (ROOT, "errors", "stats", "figures", "credentials", "children", "options", "files", "schemas", "transport",
+     "budget"),
     # 1: pure records and statistics on top of the leaves
     ("records", "comparison"),
     # 2: the machine and the model file

@@ -81,6 +81,12 @@ def test_the_capacity_budget_defaults_to_120_s_and_takes_the_ini_key():
     assert resolve(ini={"axion_capacity_budget": "30"}).capacity_budget_s == Sourced(30.0, "ini axion_capacity_budget")
 
 
+def test_the_measuring_budget_defaults_to_120_s_per_test_takes_the_ini_key_and_0_turns_it_off():
+    assert resolve(cli={"enabled": True}).budget_s == Sourced(120.0, "default")
+    assert resolve(ini={"axion_budget": "600"}).budget_s == Sourced(600.0, "ini axion_budget")
+    assert resolve(cli={"budget": "0"}).budget_s.value == 0.0
+
+
 @pytest.mark.parametrize("text, value", [("10%", 0.10), ("0.05", 0.05), (" 25 % ".strip(), 0.25), ("0", 0.0)])
 def test_tolerance_takes_fractions_and_percentages(text, value):
     assert resolve(ini={"axion_tolerance": text}).tolerance.value == pytest.approx(value)
@@ -94,6 +100,7 @@ def test_tolerance_takes_fractions_and_percentages(text, value):
     ({"estimator": "mean"}, "--axion-estimator must be one of median, best"),
     ({"confirm_spacing": "-3"}, "--axion-confirm-spacing must be between 0 and 86400"),
     ({"capacity_budget": "0"}, "--axion-capacity-budget must be more than 0 seconds, got 0"),
+    ({"budget": "-1"}, "--axion-budget must be between 0 and 86400"),
     ({"refresh": True}, "--axion-refresh-baselines measures: add --axion-slo"),
 ])
 def test_gate_options_refuse_bad_values_by_name(cli, message):

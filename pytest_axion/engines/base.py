@@ -64,13 +64,14 @@ class Engine(Protocol):
         """What is measured, in a few words, for the report header ("" for a worker process)."""
         ...
 
-    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
-            **shape: int) -> Run:
+    def run(self, kind: str, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
+            progress: ProgressCallback | None = None, **shape: int) -> Run:
         """One workload: ``kind`` is prompt (n_prompt), generation (n_gen) or batched (n_prompt, n_gen,
-        batch_size); ``repetitions`` timed repetitions after an untimed warm-up."""
+        batch_size); ``repetitions`` timed repetitions after an untimed warm-up, fewer (at least three) where they
+        would take over ``max_seconds`` (in process; a served deployment's users keep their rounds)."""
         ...
 
-    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int, max_seconds: float | None = None,
                 progress: ProgressCallback | None = None, **shape: int) -> Measured:
         """``run`` turned into measurements for test ``nodeid`` (most engines: :func:`measure_run`)."""
         ...
@@ -98,12 +99,13 @@ class Engine(Protocol):
 
 
 def measure_run(engine: Engine, kind: str, *, nodeid: str, threads: int, repetitions: int,
-                progress: ProgressCallback | None = None, **shape: int) -> Measured:
+                max_seconds: float | None = None, progress: ProgressCallback | None = None, **shape: int) -> Measured:
     """One workload on one engine, each measurement knowing the CPUs' worth of other processes' work meanwhile."""
     # Contention is measured against this process tree; a server elsewhere (or not our child) would count as
     # "other processes", so an external endpoint reports none.
     meter = OtherCpuMeter().start() if engine.measures_contention else None
-    run = engine.run(kind, repetitions=repetitions, progress=progress, **shape)  # type: ignore[arg-type]  # sizes
+    run = engine.run(kind, repetitions=repetitions, max_seconds=max_seconds, progress=progress,
+                     **shape)  # type: ignore[arg-type]  # sizes
     other = meter.stop() if meter is not None else None
     return Measured(measurements_of(run, nodeid=nodeid, threads=threads, other_cpus=other), requests=requests_of(run))
 

@@ -232,13 +232,14 @@ class EndpointEngine:
 
     # -- the engine interface ------------------------------------------------------------------------
 
-    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int, max_seconds: float | None = None,
                 progress: ProgressCallback | None = None, **shape: int) -> Measured:
         return measure_run(self, kind, nodeid=nodeid, threads=threads, repetitions=repetitions, progress=progress,
                            **shape)
 
-    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
-            **shape: int) -> Run:
+    def run(self, kind: str, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
+            progress: ProgressCallback | None = None, **shape: int) -> Run:
+        # max_seconds is not applied: every user keeps its rounds, which are read round by round
         if kind != "batched":
             raise EndpointError(f"an endpoint serves users: measure it with axion.batched(...), not axion."
                               f"{'prompt' if kind == 'prompt' else 'generate'}(...)")

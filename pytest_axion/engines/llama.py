@@ -306,9 +306,10 @@ class LlamaEngine:
             ctx.clear()
         return {"n_prompt": n_prompt, "seconds": seconds, "settled": _settled(seconds, min_runs, settle)}
 
-    def run_prompt(self, n_prompt: int, *, repetitions: int, warmup: bool = True,
+    def run_prompt(self, n_prompt: int, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
                    progress: ProgressCallback | None = None) -> dict[str, Any]:
-        """llama-bench ``pp n_prompt``: seconds to decode an n_prompt-token prompt, per repetition."""
+        """llama-bench ``pp n_prompt``: seconds to decode an n_prompt-token prompt, per repetition (fewer, but at
+        least :data:`MIN_REPETITIONS`, where ``repetitions`` would take over ``max_seconds``)."""
         _check_positive(n_prompt=n_prompt, repetitions=repetitions)
         self._check_fits(n_prompt)
         ctx = self._context(n_ctx=n_prompt, n_seq=1)
@@ -318,8 +319,8 @@ class LlamaEngine:
             if warmup:  # llama-bench warms up with one full prompt
                 ctx.clear()
                 self._timed_prompt(ctx, views)
-            seconds = []
-            for _ in range(repetitions):
+            seconds: list[float] = []
+            while not enough_repetitions(seconds, repetitions, max_seconds):
                 ctx.clear()
                 seconds.append(self._timed_prompt(ctx, views))
                 _report(progress, f"pp{n_prompt}", len(seconds), repetitions)
@@ -328,9 +329,10 @@ class LlamaEngine:
             ctx.clear()
         return {"n_prompt": n_prompt, "seconds": seconds}
 
-    def run_generation(self, n_gen: int, *, repetitions: int, warmup: bool = True,
+    def run_generation(self, n_gen: int, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
                        progress: ProgressCallback | None = None) -> dict[str, Any]:
-        """llama-bench ``tg n_gen``: seconds for n_gen single-token decodes, per repetition."""
+        """llama-bench ``tg n_gen``: seconds for n_gen single-token decodes, per repetition (``max_seconds`` as in
+        :meth:`run_prompt`)."""
         _check_positive(n_gen=n_gen, repetitions=repetitions)
         self._check_fits(n_gen)
         ctx = self._context(n_ctx=n_gen, n_seq=1)
@@ -340,8 +342,8 @@ class LlamaEngine:
                 ctx.clear()
                 ctx.decode(steps[0].batch)
                 llama_cpp.llama_synchronize(ctx.ctx)
-            seconds = []
-            for _ in range(repetitions):
+            seconds: list[float] = []
+            while not enough_repetitions(seconds, repetitions, max_seconds):
                 ctx.clear()
                 seconds.append(self._timed_steps(ctx, steps, step_seconds=None))
                 _report(progress, f"tg{n_gen}", len(seconds), repetitions)
@@ -352,8 +354,10 @@ class LlamaEngine:
         return {"n_gen": n_gen, "seconds": seconds}
 
     def run_batched(self, n_prompt: int, n_gen: int, batch_size: int, *, repetitions: int,
-                    warmup: bool = True, progress: ProgressCallback | None = None) -> dict[str, Any]:
-        """llama-batched-bench cell (pp, tg, b): prompt phase, then tg steps of b tokens each."""
+                    warmup: bool = True, max_seconds: float | None = None,
+                    progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """llama-batched-bench cell (pp, tg, b): prompt phase, then tg steps of b tokens each (``max_seconds`` as
+        in :meth:`run_prompt`)."""
         _check_positive(n_prompt=n_prompt, n_gen=n_gen, batch_size=batch_size, repetitions=repetitions)
         if batch_size > MAX_SEQUENCES:
             raise EngineError(f"batch size {batch_size} exceeds the {MAX_SEQUENCES} sequences llama.cpp holds in one "
@@ -374,8 +378,11 @@ class LlamaEngine:
                     ctx.decode(view)
                 ctx.decode(steps[0].batch)
                 llama_cpp.llama_synchronize(ctx.ctx)
-            prompt_seconds, gen_seconds, all_steps = [], [], []
-            for _ in range(repetitions):
+            prompt_seconds: list[float] = []
+            gen_seconds: list[float] = []
+            all_steps: list[list[float]] = []
+            while not enough_repetitions([p + g for p, g in zip(prompt_seconds, gen_seconds, strict=True)],
+                                         repetitions, max_seconds):
                 ctx.clear()
                 prompt_seconds.append(self._timed_prompt(ctx, prompt_views))
                 step_seconds: list[float] = []
@@ -493,6 +500,20 @@ def _check_positive(**values: int) -> None:
             raise EngineError(f"{name} must be at least 1, got {value}")
 
 
+MIN_REPETITIONS = 3   # as pytest_axion.budget's: a median and its spread need three
+
+
+def enough_repetitions(timed_s: list[float], repetitions: int, max_seconds: float | None) -> bool:
+    """Stop timing a cell: after ``repetitions``, or once at least :data:`MIN_REPETITIONS` are timed and one more
+    (as long as their mean) would take the cell beyond ``max_seconds`` (a slow model's share of a time budget)."""
+    done = len(timed_s)
+    if done >= repetitions:
+        return True
+    if max_seconds is None or done < MIN_REPETITIONS:
+        return False
+    return sum(timed_s) * (done + 1) / done > max_seconds
+
+
 def _report(progress: ProgressCallback | None, what: str, done: int, total: int) -> None:
     if progress is not None:
         progress(what, done, total)
@@ -501,7 +522,7 @@ def _report(progress: ProgressCallback | None, what: str, done: int, total: int)
 # -- worker: this engine in another process, over JSON lines ------------------------------------------
 #
 # The worker answers one request per line on stdin with one line on stdout:
-#   {"op": "prompt", "n_prompt": 512, "repetitions": 5, "warmup": true}
+#   {"op": "prompt", "n_prompt": 512, "repetitions": 5, "warmup": true, "max_seconds": 15.0 (or null)}
 #   {"op": "generation", "n_gen": 128, ...}   {"op": "batched", "n_prompt": .., "n_gen": .., "batch_size": ..}
 #   {"op": "count_tokens", "text": ".."}      {"op": "warm_up", "n_prompt": 64}      {"op": "close"}
 # -> {"ok": {...the run's fields...}} or {"error": {"type": "EngineError", "message": "..."}}, after any
@@ -516,14 +537,17 @@ PROTOCOL_VERSION = 2
 def _handle(engine: LlamaEngine, request: dict[str, Any], progress: ProgressCallback) -> dict[str, Any]:
     op = request.get("op")
     repetitions, warmup = int(request.get("repetitions", 1)), bool(request.get("warmup", True))
+    limit = request.get("max_seconds")
+    max_seconds = None if limit is None else float(limit)
     if op == "prompt":
-        return engine.run_prompt(int(request["n_prompt"]), repetitions=repetitions, warmup=warmup, progress=progress)
+        return engine.run_prompt(int(request["n_prompt"]), repetitions=repetitions, warmup=warmup,
+                                 max_seconds=max_seconds, progress=progress)
     if op == "generation":
         return engine.run_generation(int(request["n_gen"]), repetitions=repetitions, warmup=warmup,
-                                     progress=progress)
+                                     max_seconds=max_seconds, progress=progress)
     if op == "batched":
         return engine.run_batched(int(request["n_prompt"]), int(request["n_gen"]), int(request["batch_size"]),
-                                  repetitions=repetitions, warmup=warmup, progress=progress)
+                                  repetitions=repetitions, warmup=warmup, max_seconds=max_seconds, progress=progress)
     if op == "warm_up":
         return engine.warm_up(int(request["n_prompt"]), progress=progress)
     if op == "count_tokens":

@@ -121,7 +121,7 @@ class PairedEngine:
                 self._progress(what, i + 1, self.rounds)
         return PairedRun(kind, tuple(runs["A"]), tuple(runs["B"]))
 
-    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int, max_seconds: float | None = None,
                 progress: ProgressCallback | None = None, **shape: int) -> Measured:
         """One workload on both sides in alternating rounds (``repetitions`` is the session's ``rounds``): B's
         every sample as the current figures, both sides' one sample per round paired, each with the CPU other
@@ -136,9 +136,10 @@ class PairedEngine:
                         rounds=(baseline_rounds, current_rounds),
                         requests=requests_of(paired.current))
 
-    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
-            **shape: int) -> Run:
-        return self.current.run(kind, repetitions=repetitions, warmup=warmup, progress=progress, **shape)
+    def run(self, kind: str, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
+            progress: ProgressCallback | None = None, **shape: int) -> Run:
+        return self.current.run(kind, repetitions=repetitions, warmup=warmup, max_seconds=max_seconds,
+                                progress=progress, **shape)
 
     def open_loop(self, arrivals: Sequence[float], *, n_prompt: int, n_gen: int, max_in_flight: int,
                   progress: ProgressCallback | None = None) -> OpenLoopRun:

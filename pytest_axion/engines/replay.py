@@ -80,7 +80,7 @@ class ReplayEngine:
     def describe(self) -> str:
         return f"replay of {self.source}"
 
-    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int, max_seconds: float | None = None,
                 progress: ProgressCallback | None = None, **shape: int) -> Measured:
         workload = requested_workload(kind, shape)
         by_test = self._rows.get(workload)
@@ -101,8 +101,8 @@ class ReplayEngine:
                    for metric, m in recorded.items() if metric in samples}
         return Measured(current, requests=requests_from_measurements(current), repeatable=False)
 
-    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
-            **shape: int) -> Run:
+    def run(self, kind: str, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
+            progress: ProgressCallback | None = None, **shape: int) -> Run:
         raise EngineError(f"{self.source} holds measurements, not timings: a replayed run is judged, not swept "
                           "or paired")
 

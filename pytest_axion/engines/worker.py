@@ -236,7 +236,8 @@ class EngineProcess:
         batch = int(args.get("batch_size", 1))
         prompt_tokens = int(args.get("n_prompt", 0)) * batch + len(str(args.get("text", "")))
         quiet_limit = self.quiet_limit_s(prompt_tokens, int(args.get("n_gen", 0)) * batch)
-        shape = " ".join(f"{k}={v}" for k, v in args.items() if k not in ("repetitions", "warmup", "text"))
+        shape = " ".join(f"{k}={v}" for k, v in args.items()
+                         if k not in ("repetitions", "warmup", "text", "max_seconds"))
         doing = {"count_tokens": "counting tokens", "warm_up": f"warming up ({shape})"}.get(
             op, f"measuring {op} {shape}".rstrip())
         if self._process.stdin.closed:
@@ -256,14 +257,16 @@ class EngineProcess:
         result: dict[str, Any] = reply["ok"]
         return result
 
-    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int,
+    def measure(self, kind: str, *, nodeid: str, threads: int, repetitions: int, max_seconds: float | None = None,
                 progress: ProgressCallback | None = None, **shape: int) -> Measured:
-        return measure_run(self, kind, nodeid=nodeid, threads=threads, repetitions=repetitions, progress=progress,
-                           **shape)
+        return measure_run(self, kind, nodeid=nodeid, threads=threads, repetitions=repetitions,
+                           max_seconds=max_seconds, progress=progress, **shape)
 
-    def run(self, kind: str, *, repetitions: int, warmup: bool = True, progress: ProgressCallback | None = None,
-            **shape: int) -> Run:
-        return run_from_json(kind, self.request(kind, progress, repetitions=repetitions, warmup=warmup, **shape))
+    def run(self, kind: str, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
+            progress: ProgressCallback | None = None, **shape: int) -> Run:
+        limit = {} if max_seconds is None else {"max_seconds": max_seconds}
+        return run_from_json(kind, self.request(kind, progress, repetitions=repetitions, warmup=warmup, **limit,
+                                                **shape))
 
     def open_loop(self, arrivals: Sequence[float], *, n_prompt: int, n_gen: int, max_in_flight: int,
                   progress: ProgressCallback | None = None) -> OpenLoopRun:

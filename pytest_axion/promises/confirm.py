@@ -19,6 +19,8 @@ from pytest_axion.records import Measurement
 
 # (the measurements to measure again, the attempt's number, a line saying why) -> fresh measurements by key
 MeasureAgain = Callable[[Sequence[Measurement], int, str], Mapping[str, Measurement]]
+# the measurements a confirming attempt would measure again -> why it cannot (a time budget), or None
+WhyNotAgain = Callable[[Sequence[Measurement]], str | None]
 
 
 def pause_before(attempt: int, spacing_s: float) -> float:
@@ -44,8 +46,9 @@ class Promise(Protocol):
 
 
 def confirm(nodeid: str, promises: Sequence[Promise], measurements: Sequence[Measurement], *, attempts: int,
-            measure_again: MeasureAgain) -> list[Verdict]:
-    """Every promise's verdict, each suspect confirmed by up to ``attempts - 1`` fresh attempts."""
+            measure_again: MeasureAgain, why_not_again: WhyNotAgain = lambda _: None) -> list[Verdict]:
+    """Every promise's verdict, each suspect confirmed by up to ``attempts - 1`` fresh attempts; none more once
+    ``why_not_again`` gives a reason (the suspects left then are decided on the attempts made, saying why)."""
     current = {m.key: m for m in measurements}
     tried: dict[tuple[int, str], list[Judgement]] = {}
     for index, promise in enumerate(promises):
@@ -58,11 +61,15 @@ def confirm(nodeid: str, promises: Sequence[Promise], measurements: Sequence[Mea
                 and len(js) == attempt]   # read in every attempt so far
 
     attempt = 1
+    unconfirmed: dict[tuple[int, str], str] = {}
     while pending := suspects():
         involved = list(dict.fromkeys(key for ident in pending for key in tried[ident][-1].involved))
+        to_measure = [current[key] for key in involved if key in current]
+        if (why_not := why_not_again(to_measure)) is not None:
+            unconfirmed = dict.fromkeys(pending, why_not)
+            break
         why = "; ".join(dict.fromkeys(f"{tried[i][-1].label}: {tried[i][-1].reading.figure}" for i in pending))
-        fresh = measure_again([current[key] for key in involved if key in current], attempt + 1,
-                              f"{len(pending)} promise(s) not met ({why})")
+        fresh = measure_again(to_measure, attempt + 1, f"{len(pending)} promise(s) not met ({why})")
         current.update(fresh)
         attempt += 1
         for index in sorted({index for index, _ in pending}):
@@ -70,4 +77,5 @@ def confirm(nodeid: str, promises: Sequence[Promise], measurements: Sequence[Mea
             for ident in pending:
                 if ident[0] == index and ident[1] in again:
                     tried[ident].append(again[ident[1]])
-    return [verdict_of(nodeid, judgements, attempts=attempts) for judgements in tried.values()]
+    return [verdict_of(nodeid, judgements, attempts=attempts, unconfirmed=unconfirmed.get(ident))
+            for ident, judgements in tried.items()]

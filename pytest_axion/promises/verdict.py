@@ -167,9 +167,9 @@ def fading(readings: Sequence[Reading]) -> bool:
             and shortfalls[-1] < min(shortfalls[0] / 2, FADED_WITHIN))
 
 
-def decide(readings: Sequence[Reading], *, attempts: int = 1) -> tuple[str, str]:
+def decide(readings: Sequence[Reading], *, attempts: int = 1, unconfirmed: str | None = None) -> tuple[str, str]:
     """The outcome and its reason from every attempt's reading, ``attempts`` having been allowed (see the
-    module's rule)."""
+    module's rule); ``unconfirmed``: why the attempts it still wanted were not made (a time budget)."""
     if not readings:
         raise ValueError("decide() needs at least one reading")
     first = readings[0]
@@ -193,6 +193,9 @@ def decide(readings: Sequence[Reading], *, attempts: int = 1) -> tuple[str, str]
         return INCONCLUSIVE, (f"every attempt was measured while other processes used up to {most:.1f} CPU(s): the "
                               "figures describe them, not the build; measure where nothing else competes")
     misses = sum(r.status == MISSED for r in readings)
+    if unconfirmed is not None and misses < required_misses(attempts):
+        return INCONCLUSIVE, (f"beyond the limit in every attempt made ({figures}), not confirmed: {unconfirmed}; a "
+                              "miss is confirmed in a fresh attempt before it fails")
     if misses < required_misses(attempts) or misses == 0:
         clearly = "never significantly" if misses == 0 else f"significantly in only {misses} of them"
         return INCONCLUSIVE, (f"beyond the limit in every attempt ({figures}), but {clearly}: not enough evidence "
@@ -211,13 +214,15 @@ def decide(readings: Sequence[Reading], *, attempts: int = 1) -> tuple[str, str]
     return FAIL, "missed in every attempt" if len(readings) > 1 else ""
 
 
-def verdict_of(nodeid: str, judgements: Sequence[Judgement], *, attempts: int = 1) -> Verdict:
-    """The verdict of one promise from its judgement in each attempt (first attempt first)."""
+def verdict_of(nodeid: str, judgements: Sequence[Judgement], *, attempts: int = 1,
+               unconfirmed: str | None = None) -> Verdict:
+    """The verdict of one promise from its judgement in each attempt (first attempt first); ``unconfirmed``: why
+    the attempts it still wanted were not made."""
     first = judgements[0]
     readings = tuple(j.reading for j in judgements)
     if first.settled is not None:
         outcome, reason = first.settled, ""
     else:
-        outcome, reason = decide(readings, attempts=attempts)
+        outcome, reason = decide(readings, attempts=attempts, unconfirmed=unconfirmed)
     return Verdict(nodeid=nodeid, kind=first.kind, name=first.name, label=first.label, outcome=outcome,
                    reason=reason, readings=readings, involved=first.involved)

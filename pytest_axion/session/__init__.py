@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_axion.budget import MeasuringClock
 from pytest_axion.engines.deployment import LoadedModel
 from pytest_axion.harness import Axion
 from pytest_axion.promises.capacity import RequestPromise, capacity_promises
@@ -46,7 +47,8 @@ class AxionSession:
         self.baselines_root = baselines_root
         self.resources = RunResources(settings, progress=progress)
         self.collected = Collected()
-        self.judging = Judging(self.resources, baselines_root=baselines_root, sleep=sleep)
+        self.clock = MeasuringClock(budget_s=settings.budget_s.value)
+        self.judging = Judging(self.resources, baselines_root=baselines_root, clock=self.clock, sleep=sleep)
         self.assembly = RunAssembly(self.resources, self.judging, self.collected)
         self.refresh_result: refreshing.RefreshResult | None = None
         self.started = time.monotonic()   # the session's start: how long run 1 of a refresh took
@@ -97,7 +99,7 @@ class AxionSession:
                      record_pair=collected.record_pair, request_promises=request_promises,
                      record_capacity=collected.record_capacity, record_rate=collected.record_rate,
                      fill_tokens=lambda: resources.prompt_sizing().fill_tokens,
-                     capacity_budget_s=self.settings.capacity_budget_s.value)
+                     capacity_budget_s=self.settings.capacity_budget_s.value, clock=self.clock)
 
     def judge(self, nodeid: str, spec: SloSpec | None, wait_message: Callable[[str], None]) -> list[Verdict]:
         """Every promise of the test through the one confirm procedure (:class:`Judging`), its verdicts kept."""

@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pytest_axion.budget import MeasuringClock
 from pytest_axion.harness import remeasure
 from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.records import Measurement
+from pytest_axion.records import Measurement, workload_of
 from pytest_axion.report.record import BaselineStatus
 from pytest_axion.session.resources import RunResources
 from pytest_axion.store.gate import BaselineGate, GateSettings
@@ -22,9 +23,10 @@ AbSide = dict[str, tuple[Measurement, Measurement]]   # (A, B) rounds of each me
 class Judging:
     """The baseline gate (read once, after the model is loaded) and the confirmations of every test's promises."""
 
-    def __init__(self, resources: RunResources, *, baselines_root: Path,
+    def __init__(self, resources: RunResources, *, baselines_root: Path, clock: MeasuringClock,
                  sleep: Callable[[float], None] | None = None) -> None:
         self.resources = resources
+        self.clock = clock   # each test's measuring time against its budget
         self.settings = resources.settings
         self.baselines_root = baselines_root
         self.paused_s = 0.0   # confirmation pauses: not measuring (a refresh bounds its later runs by run 1's)
@@ -64,15 +66,18 @@ class Judging:
             self.paused_s += spacing
             return self._measure_again(suspects, ab_side)
 
+        def why_not_again(suspects: Sequence[Measurement]) -> str | None:
+            return self.clock.shortfall(nodeid, [(nodeid, workload_of(m)) for m in suspects])
+
         return confirm(nodeid, promises_for(spec, context), list(measured), attempts=attempts,
-                       measure_again=measure_again)
+                       measure_again=measure_again, why_not_again=why_not_again)
 
     def _measure_again(self, suspects: Sequence[Measurement], ab_side: AbSide | None) -> dict[str, Measurement]:
         """The suspects' workloads, each once, in a fresh worker; in an A/B session both sides, their rounds into
         ``ab_side``."""
         loaded = self.resources.fresh_worker()
         fresh: dict[str, Measurement] = {}
-        for measured in remeasure(loaded, suspects, repetitions=self.settings.repetitions.value,
+        for measured in remeasure(loaded, suspects, repetitions=self.settings.repetitions.value, clock=self.clock,
                                   progress=self.resources.progress):
             fresh.update((m.key, m) for m in measured.current.values())
             if ab_side is None or measured.rounds is None:
