@@ -7,6 +7,7 @@ its confirming attempts included; the pauses between attempts are waiting, not m
 
 - a cell gets its repetitions, but stops after :data:`MIN_REPETITIONS` once one more would take it beyond its
   share, ``budget_s / CELLS_PER_BUDGET`` (the reference suite's largest test has 8 cells);
+- an ``axion.capacity()`` search ends where the test's budget does, if its own (``budget_s=``) lasts longer;
 - a confirming attempt is made only when what it measures again (its suspects' workloads, as long as they took
   last time) still fits the test's budget; a promise left unconfirmed says so, and ends inconclusive unless its
   attempts already settle it.
@@ -43,6 +44,10 @@ class MeasuringClock:
 
     def spent_s(self, nodeid: str) -> float:
         return self.by_test.get(nodeid, 0.0)
+
+    def left_s(self, nodeid: str) -> float | None:
+        """Seconds of measuring ``nodeid`` has left (0 at most spent); None: no budget."""
+        return max(self.budget_s - self.spent_s(nodeid), 0.0) if self.budget_s > 0 else None
 
     def again_s(self, workloads: Iterable[Hashable]) -> float:
         """What measuring these workloads again would take: as long as each took last time."""

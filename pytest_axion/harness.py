@@ -211,11 +211,13 @@ class Axion:
                                    "raise max_users or leave the larger sizes out")
         _check_generation(promises, n_gen, where)
         search = _UsersSearch(self, promises, attainment, n_prompt=n_prompt, n_gen=n_gen, budget_s=budget_s)
-        for users in initial:   # the first measurement of each is the test's own, outside the budget
+        for users in initial:   # the first measurement of each is the test's own, outside the search's budget
+            search.end_with_the_test(self._clock.left_s(self.nodeid))
             try:
                 search.settle(users, self._reps(repetitions), first_counted=False)
             except NotRecorded as err:   # a test's own workload the replayed report lacks: its error
                 raise MeasurementError(f"{self.nodeid}: {err}") from None
+        search.end_with_the_test(self._clock.left_s(self.nodeid))
         ended, stopped = search.run(max_users=max_users, search_repetitions=search_repetitions)
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
@@ -386,6 +388,7 @@ class _UsersSearch:
         self.requests: dict[int, list[RequestFigures]] = {}
         self.seconds_per_run: dict[int, float] = {}
         self.spent = 0.0
+        self.budget_name = "the time budget"
         self.repeatable = True   # a replay gives the same samples again: the search judges what it holds, once
 
     def take(self, users: int, reps: int, *, counted: bool = True) -> Measured:
@@ -407,6 +410,11 @@ class _UsersSearch:
 
     def affordable(self, users: int, reps: int) -> bool:
         return self.spent + self.seconds_per_run[users] * (reps + 1) <= self.budget_s
+
+    def end_with_the_test(self, test_left_s: float | None) -> None:
+        """Search no longer than the test's own measuring budget has left (``--axion-budget``; None: none)."""
+        if test_left_s is not None and self.spent + test_left_s < self.budget_s:
+            self.budget_s, self.budget_name = self.spent + test_left_s, "the test's measuring budget (--axion-budget)"
 
     def judge(self, users: int, attempts: int = 1) -> CapacityLevel:
         return judge_level(users, self.requests[users], self.promises, self.attainment, attempts=attempts,
@@ -436,14 +444,15 @@ class _UsersSearch:
             reps = max(search_repetitions, math.ceil(self.needed / self.per_repetition(following)))
             predicted = self.seconds_per_run[reference] * following / reference * (reps + 1)
             if self.spent + predicted > self.budget_s:
-                return "budget", (f"the time budget: {following} users would take about {predicted:.0f} s, over the "
-                                  f"{max(0.0, self.budget_s - self.spent):.0f} s left of {self.budget_s:.0f} s")
+                return "budget", (f"{self.budget_name}: {following} users would take about {predicted:.0f} s, over "
+                                  f"the {max(0.0, self.budget_s - self.spent):.0f} s left of {self.budget_s:.0f} s")
             try:
                 self.settle(following, search_repetitions)
             except NotRecorded:
                 return "recording", f"the replayed recording, which holds no {following}-user cell"
-        short_by = f"the time budget ({self.budget_s:.0f} s)" if self.repeatable else "the replayed recording"
-        return _why_ended(list(self.levels.values()), self.attainment, max_users, self.needed, short_by)
+        short = (("budget", f"{self.budget_name} ({self.budget_s:.0f} s)") if self.repeatable
+                 else ("recording", "the replayed recording"))
+        return _why_ended(list(self.levels.values()), self.attainment, max_users, self.needed, short)
 
 def measure_timed(loaded: LoadedModel, kind: str, shape: Mapping[str, int], *, nodeid: str, repetitions: int,
                   clock: MeasuringClock, budgeted: bool = True, progress: ProgressCallback | None = None) -> Measured:
@@ -476,17 +485,17 @@ def remeasure(loaded: LoadedModel, measurements: Sequence[Measurement], *, repet
 
 
 def _why_ended(levels: list[CapacityLevel], attainment: float, max_users: int, needed: int,
-               short_by: str) -> tuple[str, str]:
-    """(ended, stopped) of a search that ran to its end: on a promise, inconclusive (or left so by the budget),
-    or on the most users."""
+               short: tuple[str, str]) -> tuple[str, str]:
+    """(ended, stopped) of a search that ran to its end: on a promise, inconclusive (or left short of the
+    observations it needs: ``short`` says by what, as (ended, text)), or on the most users."""
     fewest_failing = bracket_of(levels)[1]
     level = next((lv for lv in levels if lv.users == fewest_failing), None)
     if level is not None and level.status == MISSED:
         return "promise", f"{level.users} users: {level.worst}"
     if level is not None and level.observations < needed:
-        return ("budget" if short_by.startswith("the time") else "recording",
-                f"{short_by}: {level.users} users got {level.observations} of the {needed} observations a level needs "
-                f"to be met at {attainment:.0%}")
+        short_ended, short_by = short
+        return (short_ended, f"{short_by}: {level.users} users got {level.observations} of the {needed} observations "
+                             f"a level needs to be met at {attainment:.0%}")
     if level is not None:
         return "inconclusive", f"{level.inconclusive_text()}, against {attainment:.0%}"
     if max_users < MAX_SEQUENCES:

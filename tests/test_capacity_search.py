@@ -106,6 +106,23 @@ def test_the_sessions_budget_bounds_a_search_whose_call_sets_none_and_the_call_o
     assert found[1].ended != "budget"
 
 
+def test_a_search_ends_where_the_tests_measuring_budget_does_if_its_own_lasts_longer():
+    from pytest_axion.budget import MeasuringClock
+
+    clock = MeasuringClock(budget_s=120.0)
+    clock.add("t.py::test_users", ("t.py::test_users", "earlier"), 120.0)   # the test measured all of it
+    found = []
+    harness(ScriptedEngine(lambda users, call: 9.0), [READING], found, clock=clock).capacity(batch_sizes=[1, 2],
+                                                                                             budget_s=1e6)
+    assert found[0].ended == "budget"
+    assert found[0].stopped == ("the test's measuring budget (--axion-budget) (0 s): 1 users got 5 of the 35 "
+                                "observations a level needs to be met at 90%")
+    found = []
+    harness(ScriptedEngine(lambda users, call: 9.0), [READING], found, clock=MeasuringClock(budget_s=0.0)).capacity(
+        batch_sizes=[1, 2], max_users=4, budget_s=1e6)
+    assert found[0].ended != "budget"   # no test budget: the search's own
+
+
 def test_the_budget_ends_the_search_before_a_level_that_would_overrun_it():
     engine = ScriptedEngine(lambda users, call: 9.0)
     found = []
