@@ -392,10 +392,11 @@ class _UsersSearch:
         self.repeatable = True   # a replay gives the same samples again: the search judges what it holds, once
 
     def take(self, users: int, reps: int, *, counted: bool = True) -> Measured:
-        """One measurement of a level, its time counted against the budget unless it is the test's own."""
+        """One measurement of a level, its time counted against the search's budget unless it is the test's own
+        (which, like any of the test's cells, stops at the cell's share of the test's budget)."""
         start = time.perf_counter()
         measured = self.axion._measure_full("batched", reps, {**self.shape, "batch_size": users}, record=False,
-                                            unrecorded_ends=True, budgeted=False)
+                                            unrecorded_ends=True, budgeted=not counted)
         self.requests.setdefault(users, []).extend(measured.requests)
         self.repeatable = self.repeatable and measured.repeatable
         elapsed = time.perf_counter() - start
