@@ -91,6 +91,9 @@ def test_scaling_passes_with_the_curve_and_fails_below_the_factor():
 def test_a_fall_beyond_noise_fails_but_a_dip_within_noise_does_not():
     [fall] = scaling_checks(scaling(155, 240, 200), 1.2)
     assert not fall.passed and "240.0 t/s at batch 2 -> 200.0 t/s at batch 4" in fall.message
+    # a steady dip of 7% at batch 2, as a small model's kernel path on a Zen 5 VM shows: not users costing throughput
+    [kernel_dip] = scaling_checks(scaling(154, 143, 199), 1.2)
+    assert kernel_dip.passed
     noisy = (0.7, 1.0, 1.3, 0.8, 1.2)
     [dip] = scaling_checks(scaling(155, 240, 232, spread=noisy), 1.2)
     assert dip.passed

@@ -36,6 +36,10 @@ STEADY = "steady_within"
 SCALING = "gen_scaling"
 NOISE_Z = 2.0               # a fall counts when it exceeds this many standard errors of the difference
 MEDIAN_SE_FACTOR = 1.2533   # standard error of a median ~ sqrt(pi/2) * sd / sqrt(n)
+# A fall must also exceed this share of the smaller batch's speed: a kernel path can dip a few percent where users
+# do not cost throughput (SmolLM2-135M at 2 threads on a Zen 5 VM: 154 t/s at batch 1, 143 at 2, 199 at 4,
+# interleaved; 189 -> 172 in a CI run).
+FALL_TOLERANCE = 0.15
 STEADY_METRICS = ("prompt_tps", "gen_tps")
 
 
@@ -168,7 +172,7 @@ def scaling_checks(measurements: Sequence[Measurement], factor: float) -> list[S
         for smaller, larger in pairwise(sizes):
             a, b = by_batch[smaller], by_batch[larger]
             noise = NOISE_Z * math.hypot(_median_se(a), _median_se(b))
-            if a.median - b.median > noise:
+            if a.median - b.median > max(noise, FALL_TOLERANCE * a.median):
                 falls.append((a, b, noise))
         passed = ratio >= factor and not falls
         curve_text = ", ".join(f"{figure(v)}" for _, v in curve)
@@ -179,7 +183,8 @@ def scaling_checks(measurements: Sequence[Measurement], factor: float) -> list[S
         elif falls:
             a, b, noise = falls[0]
             message = (f"gen_tps falls with batch: {figure(a.median)} t/s at batch {a.batch_size} -> "
-                       f"{figure(b.median)} t/s at batch {b.batch_size}, beyond its noise ({figure(noise)} t/s)")
+                       f"{figure(b.median)} t/s at batch {b.batch_size}, beyond its noise ({figure(noise)} t/s) and "
+                       f"{FALL_TOLERANCE:.0%}")
         else:
             message = (f"gen_tps scales: {ratio:.2f}x >= {factor:g}x from batch 1 to {sizes[-1]} "
                        f"({curve_text} t/s)")
@@ -223,7 +228,7 @@ MARKER_KEYS = (
               "only the named speeds", _steady_limits),
     MarkerKey(SCALING, "gen_scaling=1.5",
               "total generation speed at the largest batch is at least this many times batch 1, and never falls "
-              "with batch size beyond its noise", positive(SCALING)),
+              "with batch size by more than its noise and 15%", positive(SCALING)),
 )
 
 
