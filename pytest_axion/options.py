@@ -33,7 +33,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("model", "--axion-model", "axion_model", "str",
                "GGUF model to measure (default: the embedded SmolLM2-135M Q4_1 from pytest-axion[model]), or "
                "proxy:NAME[:LAYERS][:QUANT]: a known model's exact shapes and tensor types with a few layers and "
-               "random weights, built once into the cache (e.g. proxy:llama-3.3-70b:4, Q4_0 by default)", "PATH"),
+               "random weights, built once into the cache (e.g. proxy:llama-3.3-70b:4, Q4_0 by default), or "
+               "proxy:FILE.gguf[:LAYERS]: the same, like the GGUF at FILE (its header is enough; its types kept)",
+               "PATH"),
     OptionSpec("predict_from", "--axion-predict-from", "axion_predict_from", "str",
                "comma-separated --axion-report files of this suite run on proxies of the same model at other layer "
                "counts: the summary and the report add the full model's figures predicted from them and this run "

@@ -486,22 +486,23 @@ def check_predict_from(settings: Settings, info: GgufInfo) -> None:
 
 
 def with_proxy_model(settings: Settings) -> Settings:
-    """``--axion-model proxy:NAME[:LAYERS]``: the proxy of that model (its shapes, types and tokenizer size, a few
-    layers, random weights), built once into the cache and measured like any GGUF."""
+    """``--axion-model proxy:NAME[:LAYERS][:QUANT]`` or ``proxy:FILE.gguf[:LAYERS]``: the proxy of that model (its
+    shapes, types and tokenizer size, a few layers, random weights), built once into the cache and measured like
+    any GGUF."""
     import dataclasses
     from importlib import metadata
 
-    from pytest_axion.proxy import ensure_proxy, known_spec, parse_proxy_spec
+    from pytest_axion.proxy import ensure_proxy
+    from pytest_axion.proxy.spec import parse_proxy_request
 
     assert settings.model.value is not None
-    text, quantization = settings.model.value, DEFAULT_PROXY_QUANTIZATION
-    head, _, last = text.rpartition(":")
-    if head.count(":") >= 1 and not last.isdigit():   # proxy:NAME:QUANT or proxy:NAME:LAYERS:QUANT
-        text, quantization = head, last
-    name, layers = parse_proxy_spec(text)
+    request = parse_proxy_request(settings.model.value)
+    quantization = request.quantization
+    if quantization is None and request.like is None:
+        quantization = DEFAULT_PROXY_QUANTIZATION
     try:
         version = metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    info = ensure_proxy(known_spec(name), quantization=quantization, llama_cpp_version=version, layers=layers)
+    info = ensure_proxy(request.spec(), quantization=quantization, llama_cpp_version=version, layers=request.layers)
     return dataclasses.replace(settings, model=Sourced(info.path, f"{settings.model.source} ({info.label})"))

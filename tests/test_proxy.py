@@ -113,6 +113,43 @@ def test_bad_proxy_spec_strings_are_one_line_errors(text, expected):
     assert expected in one_line(err)
 
 
+def test_proxy_requests_name_a_model_or_a_file_like_which_to_build():
+    from pytest_axion.proxy.spec import ProxyRequest, parse_proxy_request
+
+    assert parse_proxy_request("proxy:llama-3.3-70b:4") == ProxyRequest("llama-3.3-70b", None, 4, None)
+    assert parse_proxy_request("proxy:llama-3.3-70b:2:Q4_K_M") == ProxyRequest("llama-3.3-70b", None, 2, "Q4_K_M")
+    assert parse_proxy_request("proxy:llama-3.1-8b:Q8_0") == ProxyRequest("llama-3.1-8b", None, None, "Q8_0")
+    # a file's path may hold colons of its own; only what follows ".gguf" is the layer count
+    assert parse_proxy_request("proxy:/m/a:b/Llama.GGUF:4") == ProxyRequest(None, Path("/m/a:b/Llama.GGUF"), 4, None)
+    assert parse_proxy_request("proxy:m.gguf") == ProxyRequest(None, Path("m.gguf"), None, None)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("proxy:m.gguf:Q4_0", "takes no quantization"),
+    ("proxy:m.gguf:2:3", "write nothing or :LAYERS"),
+    ("proxy:llama-3.3-70b:-2", "at least 1 layer"),
+    ("m.gguf", "not a proxy spec"),
+])
+def test_bad_proxy_requests_are_one_line_errors(text, expected):
+    from pytest_axion.proxy.spec import parse_proxy_request
+
+    with pytest.raises(ProxyError) as err:
+        parse_proxy_request(text)
+    assert expected in one_line(err)
+
+
+def test_a_request_like_a_file_reads_its_header_and_checks_the_layers(tmp_path):
+    from pytest_axion.proxy.spec import parse_proxy_request
+
+    source = write_proxy(tiny(), layers=12, quantization="Q4_K_M", path=tmp_path / "full.gguf")
+    assert parse_proxy_request(f"proxy:{source.path}:2").spec().like_file_type == "Q4_K_M"
+    for text, expected in ((f"proxy:{source.path}:13", "has 12 layers"), (f"proxy:{source.path}:0", "at least 1"),
+                           (f"proxy:{tmp_path / 'none.gguf'}:2", "no such file")):
+        with pytest.raises(ProxyError) as err:
+            parse_proxy_request(text).spec()
+        assert expected in one_line(err), text
+
+
 # -- llama-quantize's type rules ---------------------------------------------------------------------------------
 
 
@@ -501,6 +538,31 @@ def test_a_run_measures_a_proxy_named_on_the_command_line_and_names_what_it_stan
     assert result.ret == 4 and "none.json" in result.stderr.str() and "Traceback" not in result.stderr.str()
     result = pytester.runpytest("--axion-slo", "--axion-model=proxy:no-such-model:2", "-p", "no:cacheprovider")
     assert result.ret == 4 and "no-such-model" in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
+def test_a_run_measures_a_proxy_like_a_gguf_file_named_on_the_command_line(pytester, tmp_path, monkeypatch):
+    """``--axion-model proxy:FILE.gguf:LAYERS``: the file's shapes and types, cut to LAYERS, built once and measured."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = write_proxy(tiny(), layers=12, quantization="Q4_K_M", path=tmp_path / "served-model.gguf")
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.axion_slo(prompt_tps=1)
+        def test_prompt(axion):
+            axion.prompt(32)
+    """)
+    args = ("--axion-slo", f"--axion-model=proxy:{source.path}:2", "--axion-repetitions=3", "--axion-efficiency=off",
+            "-p", "no:cacheprovider")
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=1)
+    [built] = (tmp_path / "cache" / "pytest-axion" / "proxies").rglob("*.gguf")
+    assert built.name.startswith("served-model.gguf-") and ".2L.Q4_K_M." in built.name
+    result.stdout.fnmatch_lines(["model: * proxy of served-model.gguf: 2 of 12 layers, random Q4_K_M weights*"])
+    built_at = built.stat().st_mtime_ns
+    pytester.runpytest(*args).assert_outcomes(passed=1)   # the second run measures the cached proxy
+    assert built.stat().st_mtime_ns == built_at
+    result = pytester.runpytest("--axion-slo", f"--axion-model=proxy:{source.path}:13", "-p", "no:cacheprovider")
+    assert result.ret == 4 and "has 12 layers" in result.stderr.str() and "Traceback" not in result.stderr.str()
 
 
 def test_the_proxy_command_writes_a_proxy_and_bad_requests_are_one_line(tmp_path, capsys):

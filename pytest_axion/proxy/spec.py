@@ -1,4 +1,5 @@
-"""What a proxy imitates: published model configurations, the ``proxy:NAME[:LAYERS]`` string, and ``--like FILE``.
+"""What a proxy imitates: published model configurations, the ``proxy:NAME[:LAYERS]`` string, and ``--like FILE``
+(``proxy:FILE.gguf[:LAYERS]`` in a run).
 
 A :class:`ProxySpec` holds a dense transformer's shapes and hyper-parameters; :func:`tensor_table` lists the
 full model's tensors from them, as llama.cpp's converter (``convert_hf_to_gguf.py``) names and shapes them.
@@ -161,6 +162,48 @@ def parse_proxy_spec(text: str) -> tuple[str, int | None]:
                          f"write e.g. proxy:{spec.name}:2") from None
     check_layers(spec, layers)
     return spec.name, layers
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """What ``--axion-model proxy:...`` asks for: a known model by name, or the model whose GGUF is at ``like``."""
+
+    name: str | None
+    like: Path | None
+    layers: int | None
+    quantization: str | None   # None: a known model's default; a --like file keeps its own types
+
+    def spec(self) -> ProxySpec:
+        """The spec to build from (a --like file's header is read here)."""
+        spec = spec_from_gguf(self.like) if self.like is not None else known_spec(str(self.name))
+        if self.layers is not None:
+            check_layers(spec, self.layers)
+        return spec
+
+
+_GGUF_SUFFIX = ".gguf"
+
+
+def parse_proxy_request(text: str) -> ProxyRequest:
+    """``proxy:NAME[:LAYERS][:QUANT]`` or ``proxy:FILE.gguf[:LAYERS]`` (a proxy like that file, its types kept)."""
+    if not text.startswith(SPEC_PREFIX):
+        raise ProxyError(f"not a proxy spec: {text!r}: write proxy:NAME or proxy:NAME:LAYERS, "
+                         "e.g. proxy:llama-3.3-70b:4")
+    body = text[len(SPEC_PREFIX):]
+    end = body.lower().rfind(_GGUF_SUFFIX)
+    if end >= 0:   # a path may hold colons of its own: only what follows ".gguf" is layers
+        path, tail = body[:end + len(_GGUF_SUFFIX)], body[end + len(_GGUF_SUFFIX):]
+        if tail and not re.fullmatch(r":-?\d+", tail):
+            raise ProxyError(f"proxy spec {text!r}: after {path} write nothing or :LAYERS (a proxy like a file "
+                             "keeps the file's tensor types, so it takes no quantization), e.g. "
+                             f"proxy:{path}:4")
+        return ProxyRequest(None, Path(path), int(tail[1:]) if tail else None, None)
+    quantization = None
+    head, _, last = text.rpartition(":")
+    if head.count(":") >= 1 and not last.lstrip("-").isdigit():   # proxy:NAME:QUANT or proxy:NAME:LAYERS:QUANT
+        text, quantization = head, last
+    name, layers = parse_proxy_spec(text)
+    return ProxyRequest(name, None, layers, quantization)
 
 
 def check_layers(spec: ProxySpec, layers: int) -> None:
