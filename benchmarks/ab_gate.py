@@ -15,6 +15,9 @@ the light suite (benchmarks/verdict_suite):
         --sessions 20 --out slow.json
     python benchmarks/ab_gate.py replay --from aa.json
     python benchmarks/ab_gate.py spread --from aa.json       # paired vs unpaired spread across sessions
+    # on a proxy of Llama 3.3 70B, B a build without AVX-512 (pytest-axion installed in it too)
+    python benchmarks/ab_gate.py slow --python /work/venv-noavx512/bin/python --baseline .venv/bin/python \\
+        --sessions 1 --suite benchmarks/proxy_ab_suite --out noavx.json -- --axion-model proxy:llama-3.3-70b:4
 
 Nothing else may run on the machine meanwhile.
 """
@@ -45,10 +48,11 @@ LIGHT = "benchmarks/verdict_suite"
 SLOWDOWNS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 1.0)
 
 
-def session(python: str, baseline: str, report: Path, log: Path, extra: list[str]) -> dict[str, Any]:
+def session(python: str, baseline: str, report: Path, log: Path, extra: list[str],
+            suite: str = LIGHT) -> dict[str, Any]:
     start = time.perf_counter()
     with log.open("w") as out:
-        code = subprocess.call([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", LIGHT, "--axion-slo",
+        code = subprocess.call([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", suite, "--axion-slo",
                                 "--axion-ab-baseline", baseline, "--axion-report", str(report), *extra],
                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     data = json.loads(report.read_text()) if report.exists() else {"results": [], "ab": None}
@@ -71,7 +75,7 @@ def series(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.sessions):
             result = session(args.python, args.baseline or args.python, Path(tmp) / f"{i}.json",
-                             Path(tmp) / f"{i}.log", args.pytest_args)
+                             Path(tmp) / f"{i}.log", args.pytest_args, args.suite)
             record["sessions"].append(result)
             print(f"[{args.phase} {i + 1}/{args.sessions}] exit {result['exit']} in {result['seconds']} s "
                   f"{result['verdicts']} {result['ratios']}", flush=True)
@@ -183,6 +187,7 @@ def main() -> None:
         p.add_argument("--baseline", default=None, help="interpreter A (default: B itself)")
         p.add_argument("--sessions", type=int, default=20)
         p.add_argument("--gap", type=float, default=5.0, help="seconds between sessions")
+        p.add_argument("--suite", default=LIGHT, help=f"the tests each session runs (default {LIGHT})")
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("pytest_args", nargs="*")
     p = sub.add_parser("spread")
