@@ -210,14 +210,13 @@ class Axion:
             raise MeasurementError(f"{where}: batch_sizes go up to {initial[-1]}, beyond max_users={max_users}: "
                                    "raise max_users or leave the larger sizes out")
         _check_generation(promises, n_gen, where)
-        search = _UsersSearch(self, promises, attainment, n_prompt=n_prompt, n_gen=n_gen, budget_s=budget_s)
+        search = _UsersSearch(self, promises, attainment, n_prompt=n_prompt, n_gen=n_gen, budget_s=budget_s,
+                              test_left_s=lambda: self._clock.left_s(self.nodeid))
         for users in initial:   # the first measurement of each is the test's own, outside the search's budget
-            search.end_with_the_test(self._clock.left_s(self.nodeid))
             try:
                 search.settle(users, self._reps(repetitions), first_counted=False)
             except NotRecorded as err:   # a test's own workload the replayed report lacks: its error
                 raise MeasurementError(f"{self.nodeid}: {err}") from None
-        search.end_with_the_test(self._clock.left_s(self.nodeid))
         ended, stopped = search.run(max_users=max_users, search_repetitions=search_repetitions)
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
@@ -378,9 +377,10 @@ class _UsersSearch:
     budget of measuring time, and recorded as one cell."""
 
     def __init__(self, axion: Axion, promises: Sequence[RequestPromise], attainment: float, *, n_prompt: int,
-                 n_gen: int, budget_s: float) -> None:
+                 n_gen: int, budget_s: float, test_left_s: Callable[[], float | None] = lambda: None) -> None:
         self.axion, self.promises, self.attainment = axion, promises, attainment
         self.n_gen, self.budget_s = n_gen, budget_s
+        self.test_left_s = test_left_s   # what the test's own measuring budget has left now (None: no budget)
         self.shape = {"n_prompt": n_prompt, "n_gen": n_gen, "batch_size": 0}
         self.needed = min_requests(attainment)
         self.cells: dict[int, BatchedCell] = {}
@@ -410,12 +410,16 @@ class _UsersSearch:
         return users if self.axion.loaded.engine.requests_apart else 1
 
     def affordable(self, users: int, reps: int) -> bool:
+        self.end_with_the_test()
         return self.spent + self.seconds_per_run[users] * (reps + 1) <= self.budget_s
 
-    def end_with_the_test(self, test_left_s: float | None) -> None:
-        """Search no longer than the test's own measuring budget has left (``--axion-budget``; None: none)."""
-        if test_left_s is not None and self.spent + test_left_s < self.budget_s:
-            self.budget_s, self.budget_name = self.spent + test_left_s, "the test's measuring budget (--axion-budget)"
+    def end_with_the_test(self) -> None:
+        """Search no longer than the test's own measuring budget has left (``--axion-budget``), asked each time the
+        search decides what it can afford: the test's own first measurement of a level, which the search does not
+        count, spends the test's budget too."""
+        left = self.test_left_s()
+        if left is not None and self.spent + left < self.budget_s:
+            self.budget_s, self.budget_name = self.spent + left, "the test's measuring budget (--axion-budget)"
 
     def judge(self, users: int, attempts: int = 1) -> CapacityLevel:
         return judge_level(users, self.requests[users], self.promises, self.attainment, attempts=attempts,
@@ -444,6 +448,7 @@ class _UsersSearch:
             reference = max((u for u in self.seconds_per_run if u <= following), default=min(self.seconds_per_run))
             reps = max(search_repetitions, math.ceil(self.needed / self.per_repetition(following)))
             predicted = self.seconds_per_run[reference] * following / reference * (reps + 1)
+            self.end_with_the_test()
             if self.spent + predicted > self.budget_s:
                 return "budget", (f"{self.budget_name}: {following} users would take about {predicted:.0f} s, over "
                                   f"the {max(0.0, self.budget_s - self.spent):.0f} s left of {self.budget_s:.0f} s")

@@ -123,6 +123,30 @@ def test_a_search_ends_where_the_tests_measuring_budget_does_if_its_own_lasts_lo
     assert found[0].ended != "budget"   # no test budget: the search's own
 
 
+def test_a_level_is_topped_up_only_within_what_the_tests_budget_has_left_after_its_own_measurement(monkeypatch):
+    """The test's own first measurement of a level is not the search's, but it spends the test's budget: a top-up
+    that would fit before it and not after it is not made (a 70B proxy's search overran its 120 s by 55 s so)."""
+    import pytest_axion.harness as harness_module
+    from pytest_axion.budget import MeasuringClock
+
+    now = [0.0]
+    monkeypatch.setattr(harness_module.time, "perf_counter", lambda: now[0])
+    seconds_per_run = {1: 2.0, 2: 1.4}
+
+    class TimedEngine(ScriptedEngine):
+        def measure(self, kind, *, repetitions, **rest):
+            now[0] += seconds_per_run[rest["batch_size"]] * (repetitions + 1)   # warm-up and repetitions
+            return super().measure(kind, repetitions=repetitions, **rest)
+
+    engine, clock, found = TimedEngine(lambda users, call: 9.0), MeasuringClock(budget_s=120.0), []
+    harness(engine, [READING], found, clock=clock).capacity(batch_sizes=[1, 2], budget_s=1e6)
+    # 1 user: 12 s, topped up by 62 s; 2 users: 8.4 s of the 46 s left, so topping it up (43.4 s) would pass
+    # 120 s; measuring its straddling 5 observations again (8.4 s) fits
+    assert engine.calls == [(1, 5), (1, 30), (2, 5), (2, 5)]
+    assert clock.spent_s("t.py::test_users") <= 120.0
+    assert found[0].ended == "budget" and found[0].stopped.startswith("the test's measuring budget (--axion-budget)")
+
+
 def test_the_budget_ends_the_search_before_a_level_that_would_overrun_it():
     engine = ScriptedEngine(lambda users, call: 9.0)
     found = []
