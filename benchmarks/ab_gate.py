@@ -29,10 +29,10 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,6 +48,21 @@ LIGHT = "benchmarks/verdict_suite"
 SLOWDOWNS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 1.0)
 
 
+_WORKLOAD = re.compile(r"pp(\d+)\+tg(\d+) x(\d+)")
+
+
+def ab_row(verdict: dict[str, Any]) -> dict[str, Any]:
+    """One A/B verdict of a report: its final word (the last attempt's), each attempt's B/A, and the first
+    attempt's samples of both sides (what ``replay`` scales)."""
+    details = [reading["detail"] for reading in verdict["readings"]]
+    first = details[0]
+    n_prompt, n_gen, batch_size = (int(x) for x in _WORKLOAD.fullmatch(first["workload"]).groups())
+    return {"metric": first["metric"], "nodeid": first["nodeid"], "batch_size": batch_size, "n_prompt": n_prompt,
+            "n_gen": n_gen, "outcome": verdict["outcome"], "verdict": details[-1]["verdict"],
+            "attempt_ratios": [d["ratio"] for d in details], "a": first["baseline_samples"],
+            "b": first["current_samples"]}
+
+
 def session(python: str, baseline: str, report: Path, log: Path, extra: list[str],
             suite: str = LIGHT) -> dict[str, Any]:
     start = time.perf_counter()
@@ -55,16 +70,14 @@ def session(python: str, baseline: str, report: Path, log: Path, extra: list[str
         code = subprocess.call([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", suite, "--axion-slo",
                                 "--axion-ab-baseline", baseline, "--axion-report", str(report), *extra],
                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    data = json.loads(report.read_text()) if report.exists() else {"results": [], "ab": None}
-    rows = [r for r in data["results"] if r.get("ab")]
-    verdicts = Counter(r["ab"]["verdict"] for r in rows)
+    data = json.loads(report.read_text()) if report.exists() else {"verdicts": [], "ab": None}
+    rows = [ab_row(v) for v in data["verdicts"] if v["kind"] == "ab"]
+    verdicts = Counter(r["verdict"] for r in rows)
     throughput = [r for r in rows if r["metric"] in ("prompt_tps", "gen_tps")]
     return {"exit": code, "seconds": round(time.perf_counter() - start, 1), "verdicts": dict(verdicts),
-            "ratios": {f"{r['metric']} {r['nodeid'].split('::')[-1]}": round(r["ab"]["ratio"], 4)
+            "ratios": {f"{r['metric']} {r['nodeid'].split('::')[-1]}": [round(x, 4) for x in r["attempt_ratios"]]
                        for r in throughput},
-            "rows": [{"metric": r["metric"], "nodeid": r["nodeid"], "batch_size": r["batch_size"],
-                      "n_prompt": r["n_prompt"], "n_gen": r["n_gen"], "a": r["ab"]["baseline_samples"],
-                      "b": r["samples"]} for r in rows],
+            "rows": rows,
             "sides": data.get("ab")}
 
 
@@ -72,16 +85,17 @@ def series(args: argparse.Namespace) -> None:
     record: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                               "python_b": args.python, "python_a": args.baseline or args.python, "sessions": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.sessions):
-            result = session(args.python, args.baseline or args.python, Path(tmp) / f"{i}.json",
-                             Path(tmp) / f"{i}.log", args.pytest_args, args.suite)
-            record["sessions"].append(result)
-            print(f"[{args.phase} {i + 1}/{args.sessions}] exit {result['exit']} in {result['seconds']} s "
-                  f"{result['verdicts']} {result['ratios']}", flush=True)
-            if result["exit"] not in (0, 1):
-                print(Path(tmp, f"{i}.log").read_text()[-2000:], flush=True)
-            time.sleep(args.gap)
+    tmp = args.out.with_name(args.out.stem + "-sessions")   # every session's report and log kept
+    tmp.mkdir(parents=True, exist_ok=True)
+    for i in range(args.sessions):
+        result = session(args.python, args.baseline or args.python, Path(tmp) / f"{i}.json",
+                         Path(tmp) / f"{i}.log", args.pytest_args, args.suite)
+        record["sessions"].append(result)
+        print(f"[{args.phase} {i + 1}/{args.sessions}] exit {result['exit']} in {result['seconds']} s "
+              f"{result['verdicts']} {result['ratios']}", flush=True)
+        if result["exit"] not in (0, 1):
+            print(Path(tmp, f"{i}.log").read_text()[-2000:], flush=True)
+        time.sleep(args.gap)
     sessions = record["sessions"]
     record["summary"] = {
         "sessions": len(sessions),
