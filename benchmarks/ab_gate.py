@@ -48,7 +48,7 @@ LIGHT = "benchmarks/verdict_suite"
 SLOWDOWNS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 1.0)
 
 
-_WORKLOAD = re.compile(r"pp(\d+)\+tg(\d+) x(\d+)")
+_WORKLOAD = re.compile(r"(?:pp(\d+))?\+?(?:tg(\d+))?(?: x(\d+))?")   # pp64, tg16, pp16+tg8 x2
 
 
 def ab_row(verdict: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +56,9 @@ def ab_row(verdict: dict[str, Any]) -> dict[str, Any]:
     attempt's samples of both sides (what ``replay`` scales)."""
     details = [reading["detail"] for reading in verdict["readings"]]
     first = details[0]
-    n_prompt, n_gen, batch_size = (int(x) for x in _WORKLOAD.fullmatch(first["workload"]).groups())
+    shape = _WORKLOAD.fullmatch(first["workload"])
+    assert shape is not None, first["workload"]
+    n_prompt, n_gen, batch_size = (int(x or default) for x, default in zip(shape.groups(), (0, 0, 1), strict=True))
     return {"metric": first["metric"], "nodeid": first["nodeid"], "batch_size": batch_size, "n_prompt": n_prompt,
             "n_gen": n_gen, "outcome": verdict["outcome"], "verdict": details[-1]["verdict"],
             "attempt_ratios": [d["ratio"] for d in details], "a": first["baseline_samples"],
