@@ -107,7 +107,8 @@ def series(args: argparse.Namespace) -> None:
         "median_seconds": statistics.median(s["seconds"] for s in sessions),
     }
     record["summary"].update(spreads(sessions))
-    record["summary"]["across_sessions"] = across_sessions(sessions)
+    if len(sessions) > 1:   # spreads across sessions need two
+        record["summary"]["across_sessions"] = across_sessions(sessions)
     print(json.dumps(record["summary"], indent=1))
     args.out.write_text(json.dumps(record, indent=1) + "\n")
 
