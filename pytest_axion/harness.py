@@ -177,7 +177,7 @@ class Axion:
         ``ttft_ms=`` and ``itl_ms=`` set or replace one. A level (a number of users) holds when at least
         ``attainment`` of its requests met every promise, judged on a 95% Wilson interval over its observations
         (a request served apart; in process a repetition of all its users, who share every step). Each level is
-        measured first with the test's repetitions (``batch_sizes``) or ``search_repetitions`` (beyond them),
+        measured first with the test's repetitions (every one of ``batch_sizes`` before any is topped up) or ``search_repetitions`` (beyond them),
         then, unless missed already, up to the observations it needs (35 at 0.9), then once more as much if it
         straddles the target; it stays inconclusive if it still does (see :mod:`pytest_axion.promises.capacity`).
         All of a level is recorded as one cell. After ``batch_sizes`` the search doubles the users while every
@@ -212,11 +212,16 @@ class Axion:
         _check_generation(promises, n_gen, where)
         search = _UsersSearch(self, promises, attainment, n_prompt=n_prompt, n_gen=n_gen, budget_s=budget_s,
                               test_left_s=lambda: self._clock.left_s(self.nodeid))
-        for users in initial:   # the first measurement of each is the test's own, outside the search's budget
+        # The first measurement of each size is the test's own (a cell like any other, outside the search's
+        # budget): all of them first, so that the search tops levels up with what the test's budget has left.
+        firsts = {}
+        for users in initial:
             try:
-                search.settle(users, self._reps(repetitions), first_counted=False)
+                firsts[users] = [search.take(users, self._reps(repetitions), counted=False)]
             except NotRecorded as err:   # a test's own workload the replayed report lacks: its error
                 raise MeasurementError(f"{self.nodeid}: {err}") from None
+        for users, chunks in firsts.items():
+            search.settle_after(chunks, users)
         ended, stopped = search.run(max_users=max_users, search_repetitions=search_repetitions)
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
@@ -429,7 +434,10 @@ class _UsersSearch:
         """Measure a level until it is decided, and record all of it as one cell: ``floor`` repetitions first (a
         level that every observation misses is decided there), then up to the observations it needs, then, if it
         straddles the target, as many again; more than the first within the budget only."""
-        chunks = [self.take(users, floor, counted=first_counted)]
+        self.settle_after([self.take(users, floor, counted=first_counted)], users)
+
+    def settle_after(self, chunks: list[Measured], users: int) -> None:
+        """Settle a level whose first measurement is ``chunks`` (see :meth:`settle`)."""
         level = self.judge(users)
         top_up = math.ceil((self.needed - len(self.requests[users])) / self.per_repetition(users))
         if level.status != MISSED and self.repeatable and top_up > 0 and self.affordable(users, top_up):

@@ -61,8 +61,9 @@ def test_levels_get_the_requests_they_need_then_the_users_are_doubled_and_bisect
     assert (search.most_passing, search.fewest_failing) == (40, 44)   # 44 - 40 users: within 10% of 40
     assert search.ended == "promise"
     assert search.stopped == "44 users: per-user speed p10 4.55 t/s < reading speed 5 t/s (default)"
-    # batch sizes 1, 2, 4, 8 with the test's 5 repetitions, then topped up to 35 requests each; all recorded
-    assert engine.calls[:7] == [(1, 5), (1, 30), (2, 5), (2, 13), (4, 5), (4, 4), (8, 5)]
+    # batch sizes 1, 2, 4, 8 with the test's 5 repetitions (all of them first), then topped up to 35 requests
+    # each; all recorded
+    assert engine.calls[:7] == [(1, 5), (2, 5), (4, 5), (8, 5), (1, 30), (2, 13), (4, 4)]
     assert [len(result[b].ttft_ms.samples) for b in (1, 2, 4, 8)] == [35, 18, 9, 5]   # every repetition
     assert sorted(result.cells)[:4] == [1, 2, 4, 8] and all(lv.requests >= 35 for lv in search.levels)
     assert [lv.users for lv in search.levels] == [1, 2, 4, 8, 16, 32, 64, 48, 40, 44]
@@ -89,7 +90,7 @@ def test_in_process_every_level_needs_35_repetitions_since_its_users_share_every
     engine = ScriptedEngine(lambda users, call: 9.0 if users <= 8 else 1.0)
     found = []
     harness(engine, [READING], found).capacity(budget_s=1e6)
-    assert engine.calls[:8] == [(1, 5), (1, 30), (2, 5), (2, 30), (4, 5), (4, 30), (8, 5), (8, 30)]
+    assert engine.calls[:8] == [(1, 5), (2, 5), (4, 5), (8, 5), (1, 30), (2, 30), (4, 30), (8, 30)]
     assert {lv.users: lv.observations for lv in found[0].levels}[8] == 35
     assert (found[0].most_passing, found[0].fewest_failing) == (8, 9)
     # a level that every repetition misses is decided on its first 3 (0 of 3: interval 0%-56%)
@@ -124,8 +125,9 @@ def test_a_search_ends_where_the_tests_measuring_budget_does_if_its_own_lasts_lo
 
 
 def test_a_level_is_topped_up_only_within_what_the_tests_budget_has_left_after_its_own_measurement(monkeypatch):
-    """The test's own first measurement of a level is not the search's, but it spends the test's budget: a top-up
-    that would fit before it and not after it is not made (a 70B proxy's search overran its 120 s by 55 s so)."""
+    """The test's own first measurement of each batch size comes first and is not the search's, but it spends the
+    test's budget: the search tops levels up with what is left (a 70B proxy's search overran its 120 s by 55 s
+    when it read the budget before the test's own measurement)."""
     import pytest_axion.harness as harness_module
     from pytest_axion.budget import MeasuringClock
 
@@ -140,9 +142,9 @@ def test_a_level_is_topped_up_only_within_what_the_tests_budget_has_left_after_i
 
     engine, clock, found = TimedEngine(lambda users, call: 9.0), MeasuringClock(budget_s=120.0), []
     harness(engine, [READING], found, clock=clock).capacity(batch_sizes=[1, 2], budget_s=1e6)
-    # 1 user: 12 s, topped up by 62 s; 2 users: 8.4 s of the 46 s left, so topping it up (43.4 s) would pass
-    # 120 s; measuring its straddling 5 observations again (8.4 s) fits
-    assert engine.calls == [(1, 5), (1, 30), (2, 5), (2, 5)]
+    # the test's own cells: 1 user 12 s, 2 users 8.4 s; 1 user topped up by 62 s of the 99.6 s left; topping 2
+    # users up (43.4 s) would pass 120 s, measuring its straddling 5 observations again (8.4 s) fits
+    assert engine.calls == [(1, 5), (2, 5), (1, 30), (2, 5)]
     assert clock.spent_s("t.py::test_users") <= 120.0
     assert found[0].ended == "budget" and found[0].stopped.startswith("the test's measuring budget (--axion-budget)")
 
