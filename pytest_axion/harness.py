@@ -177,9 +177,10 @@ class Axion:
         ``ttft_ms=`` and ``itl_ms=`` set or replace one. A level (a number of users) holds when at least
         ``attainment`` of its requests met every promise, judged on a 95% Wilson interval over its observations
         (a request served apart; in process a repetition of all its users, who share every step). Each level is
-        measured first with the test's repetitions (every one of ``batch_sizes`` before any is topped up) or ``search_repetitions`` (beyond them),
-        then, unless missed already, up to the observations it needs (35 at 0.9), then once more as much if it
-        straddles the target; it stays inconclusive if it still does (see :mod:`pytest_axion.promises.capacity`).
+        measured first with the test's repetitions (``batch_sizes``, every one of them before any is topped up) or
+        ``search_repetitions`` (beyond them), then, unless missed already, up to the observations it needs (35 at
+        0.9), then once more as much if it straddles the target; it stays inconclusive if it still does (see
+        :mod:`pytest_axion.promises.capacity`).
         All of a level is recorded as one cell. After ``batch_sizes`` the search doubles the users while every
         level holds and bisects until the bracket is no wider than 10% (or one user). It ends on a promise, on
         ``max_users`` or llama.cpp's sequence limit, or on ``budget_s`` seconds of measuring after the first
