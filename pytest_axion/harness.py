@@ -218,11 +218,11 @@ class Axion:
         firsts = {}
         for users in initial:
             try:
-                firsts[users] = [search.take(users, self._reps(repetitions), counted=False)]
+                firsts[users] = search.take(users, self._reps(repetitions), counted=False)
             except NotRecorded as err:   # a test's own workload the replayed report lacks: its error
                 raise MeasurementError(f"{self.nodeid}: {err}") from None
-        for users, chunks in firsts.items():
-            search.settle_after(chunks, users)
+        for users, first in firsts.items():
+            search.settle_after(users, first)
         ended, stopped = search.run(max_users=max_users, search_repetitions=search_repetitions)
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
@@ -431,14 +431,15 @@ class _UsersSearch:
         return judge_level(users, self.requests[users], self.promises, self.attainment, attempts=attempts,
                            n_gen=self.n_gen)
 
-    def settle(self, users: int, floor: int, *, first_counted: bool = True) -> None:
+    def settle(self, users: int, floor: int) -> None:
         """Measure a level until it is decided, and record all of it as one cell: ``floor`` repetitions first (a
         level that every observation misses is decided there), then up to the observations it needs, then, if it
         straddles the target, as many again; more than the first within the budget only."""
-        self.settle_after([self.take(users, floor, counted=first_counted)], users)
+        self.settle_after(users, self.take(users, floor))
 
-    def settle_after(self, chunks: list[Measured], users: int) -> None:
-        """Settle a level whose first measurement is ``chunks`` (see :meth:`settle`)."""
+    def settle_after(self, users: int, first: Measured) -> None:
+        """Settle a level whose first measurement is ``first`` (see :meth:`settle`)."""
+        chunks = [first]
         level = self.judge(users)
         top_up = math.ceil((self.needed - len(self.requests[users])) / self.per_repetition(users))
         if level.status != MISSED and self.repeatable and top_up > 0 and self.affordable(users, top_up):
