@@ -315,19 +315,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         figures: list[Path] = []
         if settings.plots.value is not None:
-            figures += draw_figures(run.measurements, Path(settings.plots.value),
-                                    title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads",
+            from pytest_axion.records import threads_text
+
+            folder = Path(settings.plots.value)
+            title = f"{run.model.label} on {run.hardware.hardware_id}, {threads_text(run.threads)}"
+            figures += draw_figures(run.measurements, folder, title=title,
                                     reading_tokens_per_s=run.reading.tokens_per_s, reading_label=run.reading.label)
             if run.ab is not None:
-                figures += draw_ab_ratios(run.verdicts, Path(settings.plots.value),
+                figures += draw_ab_ratios(run.verdicts, folder,
                                           title=f"{run.model.label} on {run.hardware.hardware_id}\n"
                                                 f"B: {run.ab.current.name}, A: {run.ab.baseline.name}")
             if run.roofs is not None:
-                figures += draw_roofline(run.efficiency, run.roofs,
-                                         Path(settings.plots.value), title=f"{run.model.label} on "
-                                         f"{run.hardware.hardware_id}, {run.threads} threads")
-            figures += draw_capacity(run.capacity_searches, Path(settings.plots.value),
-                                     title=f"{run.model.label} on {run.hardware.hardware_id}, {run.threads} threads")
+                figures += draw_roofline(run.efficiency, run.roofs, folder, title=title)
+            figures += draw_capacity(run.capacity_searches, folder, title=title)
         if settings.markdown.value is not None:
             from pytest_axion.report.markdown import markdown_summary, write_markdown
 

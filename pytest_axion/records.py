@@ -171,6 +171,11 @@ BUSY_MIN_CPUS = 0.5
 BUSY_THREAD_FRACTION = 0.25
 
 
+def threads_text(threads: int) -> str:
+    """"1 thread", "2 threads": how headers, titles and summaries name a thread count."""
+    return f"{threads} thread" + ("" if threads == 1 else "s")
+
+
 def busy_limit(threads: int) -> float:
     """CPUs' worth of other work beyond which a measurement with ``threads`` threads is contended."""
     return max(BUSY_MIN_CPUS, BUSY_THREAD_FRACTION * threads)

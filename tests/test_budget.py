@@ -67,11 +67,12 @@ def test_slow_cell(axion):
 """
 
 
-def test_on_the_real_model_a_slow_cell_stops_at_three_and_an_unaffordable_confirmation_is_not_made(pytester):
+def test_on_the_real_model_a_slow_cell_stops_at_three_and_an_unaffordable_confirmation_is_not_made(pytester,
+                                                                                                  contention_ignored):
     # A 0.4 s budget gives each cell 0.05 s: a 256-token prompt takes longer than that per repetition on any machine
     # these run on, so the cell stops at three, and measuring it again would pass the budget: no pause, no attempt.
     pytester.makepyfile(BUDGETED.format(reps=3))
-    result = pytester.runpytest("--axion-slo", "--axion-threads=2", "--axion-budget=0.4", "--axion-no-baselines",
+    result = pytester.runpytest("--axion-slo", "--axion-threads=1", "--axion-budget=0.4", "--axion-no-baselines",
                                 "--axion-efficiency=off", "--axion-report=r.json")
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*after a * s pause, in a fresh worker*")

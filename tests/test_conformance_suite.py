@@ -3,12 +3,15 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from pytest_axion.schemas import validate_report
 from tests.replay import MANY_CORE, TWO_THREADS, recorded_cells, replay
 
 SUITE = Path(__file__).parent / "conformance"
 
 
+@pytest.mark.user_threads
 def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     report = tmp_path / "r.json"
     # a short confirmation pause: a steadiness miss on a busy CI machine is confirmed in seconds, not minutes.
@@ -17,6 +20,9 @@ def test_reference_suite_passes_with_axion_slo(pytester, tmp_path):
     # item 4) is the fix. Its promises are replayed on recorded figures below, and measured for real in
     # tests/test_plugin_shape.py. The capacity search gets 20 s beyond its first levels, not 120: the README's
     # quickstart, timed in a fresh clone, runs it with the default.
+    # It runs at the user's default threads (user_threads), not at the one thread of the other tests that measure:
+    # at one thread SmolLM2-135M's total generation does not rise with batch size on a 2-core Zen 5 VM (batch 1,
+    # 2, 4: 143, 114, 136 t/s), and the suite rightly fails there.
     result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=5",
                                 "--axion-capacity-budget=20",
                                 f"--axion-report={report}", "-k", "not test_prompt_encoding", str(SUITE))

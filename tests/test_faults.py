@@ -8,6 +8,8 @@ import time
 
 import psutil
 
+from tests.busy import MEASURING_THREADS
+
 HANGING = """
 import os, signal
 import psutil
@@ -30,7 +32,7 @@ def test_next(axion):
 def test_a_hung_worker_fails_its_test_in_one_line_and_the_next_test_gets_a_fresh_one(pytester):
     pytester.makepyfile(HANGING)
     start = time.monotonic()
-    result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-worker-timeout=20",
+    result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-worker-timeout=6",
                                 "--axion-efficiency=off", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*llama.cpp worker * said nothing for * s while measuring prompt n_prompt=32 with "
@@ -40,8 +42,14 @@ def test_a_hung_worker_fails_its_test_in_one_line_and_the_next_test_gets_a_fresh
 
 
 REFRESHED = """
+from pathlib import Path
+
 def test_prompt(axion):
-    axion.prompt(16)
+    # run 1 is short, so that the refresh soon starts run 2, which measures until it is interrupted
+    later = Path("run-1-measured")
+    repetitions = 200 if later.exists() else 3
+    later.touch()
+    axion.prompt(16, repetitions=repetitions)
 """
 
 
@@ -62,7 +70,7 @@ def test_ctrl_c_during_a_refresh_leaves_no_child_run_or_worker_behind(pytester):
     pytester.makepyfile(REFRESHED)
     parent = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--axion-slo",
                                "--axion-refresh-baselines", "--axion-runs=3", "--axion-run-spacing=0", "--axion-force",
-                               "--axion-repetitions=200", "--axion-efficiency=off", str(pytester.path)],
+                               f"--axion-threads={MEASURING_THREADS}", "--axion-efficiency=off", str(pytester.path)],
                               cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     me = psutil.Process(parent.pid)
@@ -79,8 +87,10 @@ def test_ctrl_c_during_a_refresh_leaves_no_child_run_or_worker_behind(pytester):
         time.sleep(0.2)
     assert child is not None, "refresh run 2 never started"
     group = child.pid   # it runs in a session (and process group) of its own
-    time.sleep(3)   # into its measuring
-    assert len(_group_alive(group)) >= 2   # the child run and its llama.cpp worker
+    while time.monotonic() < deadline and len(_group_alive(group)) < 2:   # the child run and its llama.cpp worker
+        time.sleep(0.2)
+    assert len(_group_alive(group)) >= 2, "refresh run 2 never started its worker"
+    time.sleep(1)   # into its measuring
     parent.send_signal(signal.SIGINT)
     output, _ = parent.communicate(timeout=120)
     deadline = time.monotonic() + 15

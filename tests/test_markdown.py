@@ -85,7 +85,7 @@ def test_a_real_run_writes_the_summary_with_its_failure_on_top_and_the_header_na
     # the impossible promise fails, or stays inconclusive when other work kept the cores busy meanwhile
     outcomes = result.parseoutcomes()
     assert outcomes["passed"] + outcomes.get("failed", 0) == 2
-    result.stdout.fnmatch_lines(["axion: model SmolLM2-135M-Instruct.Q4_1, hardware *, * threads, in process; "
+    result.stdout.fnmatch_lines(["axion: model SmolLM2-135M-Instruct.Q4_1, hardware *, * thread*, in process; "
                                  "baselines in *",
                                  "collected 2 items",   # the header line comes before the first test
                                  "markdown summary: out/summary.md (also in $GITHUB_STEP_SUMMARY)"])

@@ -48,13 +48,13 @@ def test_measuring_tests_are_skipped_without_the_flag(pytester):
 
 def test_measuring_tests_run_and_are_summarised_with_the_flag(pytester):
     pytester.makepyfile(MEASURING_TEST.format(reps=2))
-    result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-threads=2")
+    result = pytester.runpytest("--axion-slo", "--axion-repetitions=2", "--axion-threads=1")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
         "*axion performance*",
         "model: SmolLM2-135M-Instruct.Q4_1.gguf (llama, Q4_1*",
         "hardware: *",
-        "llama-cpp-python *, threads 2, llama.cpp: *",
+        "llama-cpp-python *, threads 1, llama.cpp: *",
         "*test*metric*batch*median*",
         "*test_prompt*prompt_tps*1*64*0*tokens/s*",
         "*test_batched*per_user_tps*2*32*8*tokens/s*",

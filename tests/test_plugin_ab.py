@@ -9,7 +9,7 @@ from .test_worker import crashing_interpreter
 
 # A one-second confirmation pause: an unsure A/A pair is measured again in fresh workers at once (the pause's own
 # length is tested in test_confirm.py); at the default 60 s, each unsure test waited minutes on a busy machine.
-AB = ["--axion-slo", "--axion-threads=2", "--axion-ab-rounds=6", "--axion-confirm-spacing=1", "-p", "no:cacheprovider"]
+AB = ["--axion-slo", "--axion-threads=1", "--axion-ab-rounds=6", "--axion-confirm-spacing=1", "-p", "no:cacheprovider"]
 
 SUITE = """
 import pytest

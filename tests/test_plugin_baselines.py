@@ -23,7 +23,7 @@ def test_prompt(axion):
 def test_generate(axion):
     axion.generate(8)
 """
-FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "--axion-confirm-spacing=0", "-p",
+FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=1", "--axion-confirm-spacing=0", "-p",
         "no:cacheprovider"]
 # Pass/improve assertions must not hinge on this shared machine's mood: a wide tolerance for those.
 # Baselines of three runs, the default: with two, Student's t (1 dof) leaves intervals too wide to call.
@@ -62,17 +62,17 @@ def test_refresh_records_separate_runs_with_provenance_and_the_gate_then_judges(
     pytester.makepyfile(SUITE)
     result = record(pytester, runs=3)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["axion: model *, hardware *, 2 threads, recording baselines (3 runs); "
+    result.stdout.fnmatch_lines(["axion: model *, hardware *, 1 thread, recording baselines (3 runs); "
                                  "writing to baselines/",
                                  "axion refresh: run 3 of 3 finished in * s (exit 0)",
                                  "baseline refresh: 3 run(s) -> *baselines*.json",
-                                 "*test_prompt::prompt_tps::b1::pp32::tg0::t2*-*new*3*",
+                                 "*test_prompt::prompt_tps::b1::pp32::tg0::t1*-*new*3*",
                                  "written: *(2 entries recorded)"])
     data = json.loads(stored(pytester).read_text())
     assert data["schema_version"] == 2 and len(data["entries"]) == 2
     assert all(len(entry["runs"]) == 3 for entry in data["entries"].values())
     provenance = data["provenance"]
-    assert provenance["runs"] == 3 and provenance["threads"] == 2 and len(provenance["model"]["sha256"]) == 64
+    assert provenance["runs"] == 3 and provenance["threads"] == 1 and len(provenance["model"]["sha256"]) == 64
     assert provenance["hardware"]["hardware_id"] == stored(pytester).parent.name
 
     gated = pytester.runpytest(*FAST, CALM, "--axion-report=r.json")
@@ -182,7 +182,7 @@ def test_a_refresh_on_a_busy_machine_ends_before_measuring_with_the_reason(pytes
         result = record(pytester, force=False)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --axion-refresh-baselines: other processes keep * CPU(s) of this machine "
-                                 "busy (limit 0.5 for 2 llama.cpp thread(s)), *; stop them or wait until the machine "
+                                 "busy (limit 0.5 for 1 llama.cpp thread(s)), *; stop them or wait until the machine "
                                  "is quiet, then refresh again, or add --axion-force to record it anyway (nothing was "
                                  "measured or written)"])
     assert not (pytester.path / "baselines").exists()

@@ -29,7 +29,7 @@ def test_efficiency_figures_and_promise(pytester, tmp_path, monkeypatch, content
     result.stdout.fnmatch_lines([
         "*fail: efficiency gen_bandwidth at tg16 x1: *% of the machine's read bandwidth (* of * GB/s: * steps/s x "
         "96.8 MB per step (weights 96.6 MB + KV 1 x 8 positions)) < 100%*",
-        "machine limits (2 threads): read * GB/s over 92 MiB (the model's size), * GB/s over * MiB; float32 matmul * "
+        "machine limits (1 thread): read * GB/s over 92 MiB (the model's size), * GB/s over * MiB; float32 matmul * "
         "GFLOP/s (* s to measure); measured in this run",
         "model costs: 96.6 MB of weights per step (the embedding is also the output matrix, read whole); *",
         "*test_uses_the_machine*pp64*prompt compute*GFLOP/s*%*",
@@ -38,7 +38,7 @@ def test_efficiency_figures_and_promise(pytester, tmp_path, monkeypatch, content
     data = json.loads(report.read_text())
     validate_report(data)
     efficiency = data["efficiency"]
-    assert efficiency["source"] == "measured in this run" and efficiency["limits"]["threads"] == 2
+    assert efficiency["source"] == "measured in this run" and efficiency["limits"]["threads"] == 1
     kinds = sorted((f["kind"], f["nodeid"].rsplit("::", 1)[1]) for f in efficiency["figures"])
     assert kinds == [("gen_bandwidth", "test_all_of_the_bandwidth"), ("gen_bandwidth", "test_uses_the_machine"),
                      ("prompt_compute", "test_uses_the_machine")]
@@ -54,7 +54,7 @@ def test_efficiency_figures_and_promise(pytester, tmp_path, monkeypatch, content
     # the second run of the session reads the limits from the cache of this hardware id and thread count
     again = pytester.runpytest(*FAST, "-k", "uses_the_machine")
     again.assert_outcomes(passed=1)
-    again.stdout.fnmatch_lines(["machine limits (2 threads): *; cached, measured * UTC (*)"])
+    again.stdout.fnmatch_lines(["machine limits (1 thread): *; cached, measured * UTC (*)"])
 
 
 def test_efficiency_off_measures_nothing_and_says_so_for_a_promise(pytester):

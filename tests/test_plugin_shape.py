@@ -2,7 +2,7 @@
 
 import json
 
-FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "--axion-confirm-spacing=0",
+FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=1", "--axion-confirm-spacing=0",
         "--axion-no-baselines", "-p", "no:cacheprovider"]
 
 IMPOSSIBLE = """

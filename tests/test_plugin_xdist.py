@@ -3,7 +3,7 @@
 import itertools
 import json
 
-FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=2", "--axion-confirm-spacing=1", "-p",
+FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=1", "--axion-confirm-spacing=1", "-p",
         "no:cacheprovider"]
 
 SUITE = """
@@ -106,8 +106,8 @@ def test_under_dash_n_2_the_prediction_covers_every_workers_rows(pytester, tmp_p
         def test_generation(axion):
             axion.generate(8)
     """)
-    proxy = ["--axion-slo", "--axion-repetitions=3", "--axion-efficiency=off", "--axion-no-baselines",
-             "-p", "no:cacheprovider"]
+    proxy = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=1", "--axion-efficiency=off",
+             "--axion-no-baselines", "-p", "no:cacheprovider"]
     two = pytester.runpytest_subprocess(*proxy, "--axion-model=proxy:smollm2-135m:2", "--axion-report=2L.json")
     two.assert_outcomes(passed=2)
     four = pytester.runpytest_subprocess(*proxy, "--axion-model=proxy:smollm2-135m:4", "-n", "2",

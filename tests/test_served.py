@@ -20,6 +20,7 @@ from pytest_axion.engines.endpoint import EndpointEngine, served_model_name
 from pytest_axion.records import EngineError, measurements_of
 from pytest_axion.serve.build import SERVER, build_programs
 from pytest_axion.serve.llama_server import LlamaServer, ServerError, free_port, pids_of
+from tests.busy import MEASURING_THREADS
 
 FAST = ["--axion-slo", "--axion-repetitions=2", "--axion-confirm-spacing=0", "--axion-efficiency=off"]
 USERS = """
@@ -40,7 +41,7 @@ def server_binary():
 def served(server_binary, model_path):
     """A keyed llama-server (its own random key, as every server started here), and its key in AXION_API_KEY for
     the runs that measure it as an endpoint."""
-    with LlamaServer(server_binary, str(model_path), threads=2, slots=4) as server, \
+    with LlamaServer(server_binary, str(model_path), threads=MEASURING_THREADS, slots=4) as server, \
             pytest.MonkeyPatch.context() as env:
         env.setenv("AXION_API_KEY", server.api_key.value)
         yield server
@@ -56,7 +57,7 @@ def test_engine_counts_every_token_of_every_user(served):
     # character (random prompts make some) and sends it with the next: never more events than tokens
     assert all(1 <= len(r.token_times) <= 16 for r in run.requests)
     assert sum(len(r.token_times) == 16 for r in run.requests) >= 4
-    measured = measurements_of(run, nodeid="t", threads=2)
+    measured = measurements_of(run, nodeid="t", threads=MEASURING_THREADS)
     assert set(measured) == {"ttft_ms", "per_user_tps", "gen_tps", "itl_ms", "prompt_tps"}
     assert len(measured["ttft_ms"].samples) == 8 and len(measured["gen_tps"].samples) == 2
     assert len(measured["itl_ms"].samples) == sum(len(r.token_times) - 1 for r in run.requests)
@@ -118,7 +119,7 @@ def test_one_output_token_gives_prompt_figures_only_and_capacity_says_why_not(py
     (the first token comes from the prompt), so the cell has no generation figures rather than a bogus 0 t/s."""
     engine = EndpointEngine(served.url, api_key=served.api_key)
     run = engine.run("batched", n_prompt=32, n_gen=1, batch_size=2, repetitions=2)
-    assert set(measurements_of(run, nodeid="t", threads=2)) == {"ttft_ms", "prompt_tps"}
+    assert set(measurements_of(run, nodeid="t", threads=MEASURING_THREADS)) == {"ttft_ms", "prompt_tps"}
     pytester.makepyfile(PROMPT_ONLY)
     result = pytester.runpytest(*FAST, f"--axion-endpoint={served.url}")
     result.assert_outcomes(passed=1, failed=1)
@@ -155,7 +156,7 @@ def test_served_ab_catches_a_deployment_whose_users_queue(pytester, served):
     # the same server with one slot: each of four users waits for the answers of those before it
     pytester.makepyfile("""
         def test_four_users(axion):
-            axion.batched(n_prompt=32, n_gen=32, batch_sizes=[4])
+            axion.batched(n_prompt=32, n_gen=16, batch_sizes=[4])
     """)
     result = pytester.runpytest(*FAST, "--axion-serve=1", f"--axion-ab-endpoint={served.url}",
                                 "--axion-ab-rounds=6", "--axion-confirm=1")
@@ -163,7 +164,7 @@ def test_served_ab_catches_a_deployment_whose_users_queue(pytester, served):
     # Queueing shows in the first tokens: TTFT and the prompt speed read from them. On a busy machine one of the two
     # can stay inconclusive (TTFT B/A 0.53x-0.75x over three attempts, its interval 0.18-1.54) while the other is
     # regressed; either is the deployment caught.
-    assert re.search(r"fail: (ttft_ms|prompt_tps) pp32\+tg32 x4: regressed: B/A 0\.", result.stdout.str())
+    assert re.search(r"fail: (ttft_ms|prompt_tps) pp32\+tg16 x4: regressed: B/A 0\.", result.stdout.str())
 
 
 def test_nothing_listening_at_side_a_is_one_line_and_side_b_is_stopped(pytester):
@@ -257,7 +258,7 @@ def test_misbehaving_servers_make_the_measurement_invalid_in_one_line(pytester, 
 
 def test_a_server_that_dies_mid_run_fails_the_test_and_keeps_what_was_measured(pytester, server_binary, model_path,
                                                                                tmp_path, monkeypatch):
-    server = LlamaServer(server_binary, str(model_path), threads=2, slots=2, ctx_per_slot=256).start()
+    server = LlamaServer(server_binary, str(model_path), threads=MEASURING_THREADS, slots=2, ctx_per_slot=256).start()
     monkeypatch.setenv("AXION_API_KEY", server.api_key.value)
     pytester.makepyfile(f"""
         import os, signal
@@ -288,7 +289,8 @@ def test_sigint_leaves_no_llama_server_behind(pytester, server_binary):
     """)
     before = set(pids_of(SERVER))
     process = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--axion-slo",
-                                "--axion-serve=2", "--axion-efficiency=off", str(pytester.path)],
+                                "--axion-serve=2", f"--axion-threads={MEASURING_THREADS}", "--axion-efficiency=off",
+                                str(pytester.path)],
                                cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                # a CI job started in the background ignores SIGINT, and its children inherit that
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

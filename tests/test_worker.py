@@ -16,11 +16,12 @@ import pytest
 from pytest_axion.engines.paired import PairedEngine, round_measurements
 from pytest_axion.engines.worker import ENGINE_SCRIPT, EngineCrash, EngineProcess, WorkerError, WorkerHang
 from pytest_axion.records import BatchedRun, EngineError, PromptRun
+from tests.busy import MEASURING_THREADS
 
 
 @pytest.fixture(scope="module")
 def worker(model_path):
-    process = EngineProcess(sys.executable, model_path=str(model_path), threads=2, label="test worker")
+    process = EngineProcess(sys.executable, model_path=str(model_path), threads=MEASURING_THREADS, label="test worker")
     yield process
     process.close()
 
@@ -37,7 +38,7 @@ def test_the_engine_module_needs_nothing_but_llama_cpp_and_the_standard_library(
 def test_worker_answers_with_run_records_and_progress(worker, model_path):
     from pytest_axion.engines.llama import LlamaEngine  # the worker's core, in this process
 
-    in_process = LlamaEngine(str(model_path), threads=2)
+    in_process = LlamaEngine(str(model_path), threads=MEASURING_THREADS)
     try:
         assert worker.facts.n_vocab == in_process.facts["n_vocab"] and worker.facts.ggml_commit != "unknown"
         assert worker.count_tokens("The quick brown fox") == in_process.count_tokens("The quick brown fox")
@@ -61,7 +62,8 @@ def test_engine_errors_cross_the_process_boundary_as_engine_errors(worker):
 
 def test_raw_protocol_is_json_lines_with_a_ready_line_first(model_path):
     requests = json.dumps({"op": "generation", "n_gen": 4, "repetitions": 1}) + "\n" + '{"op": "close"}\n'
-    done = subprocess.run([sys.executable, str(ENGINE_SCRIPT), "--model", str(model_path), "--threads", "2"],
+    done = subprocess.run([sys.executable, str(ENGINE_SCRIPT), "--model", str(model_path),
+                           "--threads", str(MEASURING_THREADS)],
                           input=requests, capture_output=True, text=True, timeout=120)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 0 and [next(iter(line)) for line in lines] == ["ready", "progress", "ok"]
@@ -70,14 +72,14 @@ def test_raw_protocol_is_json_lines_with_a_ready_line_first(model_path):
 
 def test_paired_engine_alternates_sides_and_keeps_one_sample_per_round(model_path):
     def worker():
-        return EngineProcess(sys.executable, model_path=str(model_path), threads=2)
+        return EngineProcess(sys.executable, model_path=str(model_path), threads=MEASURING_THREADS)
 
     paired = PairedEngine(worker, worker, rounds=4)
     try:
         run = paired.measure_pair("batched", n_prompt=8, n_gen=2, batch_size=2)
         assert len(run.baseline.prompt_seconds) == len(run.current.prompt_seconds) == 4
         assert len(run.current.step_seconds) == 4 and paired.facts == paired.current.facts
-        rounds = round_measurements(run.current_rounds, nodeid="t", threads=2)
+        rounds = round_measurements(run.current_rounds, nodeid="t", threads=MEASURING_THREADS)
         # one sample per round: the round's own figure, the median of its steps' latencies
         assert all(len(m.samples) == 4 for m in rounds.values()) and set(rounds) >= {"gen_tps", "itl_ms"}
         assert rounds["gen_tps"].samples == tuple(4 / s for s in run.current.gen_seconds)
@@ -87,14 +89,14 @@ def test_paired_engine_alternates_sides_and_keeps_one_sample_per_round(model_pat
 
 def test_missing_interpreter_is_one_line_naming_it(model_path):
     with pytest.raises(WorkerError, match=r"A/B baseline interpreter /no/such/python does not exist"):
-        EngineProcess("/no/such/python", model_path=str(model_path), threads=2, label="A/B baseline")
+        EngineProcess("/no/such/python", model_path=str(model_path), threads=MEASURING_THREADS, label="A/B baseline")
 
 
 def test_interpreter_without_llama_cpp_python_is_named_with_the_fix(model_path, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
     bare = tmp_path / "bare" / "bin" / "python"
     with pytest.raises(WorkerError) as err:
-        EngineProcess(str(bare), model_path=str(model_path), threads=2, label="A/B baseline")
+        EngineProcess(str(bare), model_path=str(model_path), threads=MEASURING_THREADS, label="A/B baseline")
     message = str(err.value)
     assert f"A/B baseline interpreter {bare} has no llama-cpp-python" in message
     assert "-m pip install llama-cpp-python" in message and "\n" not in message
@@ -125,8 +127,8 @@ def crashing_interpreter(tmp_path, after_requests):
 
 
 def test_a_worker_that_dies_mid_session_is_one_line_with_its_exit_code(model_path, tmp_path):
-    process = EngineProcess(str(crashing_interpreter(tmp_path, 1)), model_path=str(model_path), threads=2,
-                            label="A/B baseline")
+    process = EngineProcess(str(crashing_interpreter(tmp_path, 1)), model_path=str(model_path),
+                            threads=MEASURING_THREADS, label="A/B baseline")
     process.run("prompt", n_prompt=8, repetitions=1)
     with pytest.raises(WorkerError, match=r"crashed with exit code 9 while measuring prompt n_prompt=8 .*crashing-py"):
         process.run("prompt", n_prompt=8, repetitions=1)
@@ -160,7 +162,7 @@ def segfaulting_loader(tmp_path, only_start=None):
 
 
 def test_a_segfault_in_the_middle_of_a_measurement_is_one_line_and_the_next_worker_measures(model_path):
-    process = EngineProcess(sys.executable, model_path=str(model_path), threads=2)
+    process = EngineProcess(sys.executable, model_path=str(model_path), threads=MEASURING_THREADS)
     try:
         killer = threading.Timer(1.0, os.kill, (process.pid, signal.SIGSEGV))
         killer.start()
@@ -179,7 +181,7 @@ def test_a_segfault_in_the_middle_of_a_measurement_is_one_line_and_the_next_work
 
 def test_a_worker_that_segfaults_while_loading_names_the_signal_and_llama_cpps_last_line(model_path, tmp_path):
     with pytest.raises(EngineCrash) as err:
-        EngineProcess(str(segfaulting_loader(tmp_path)), model_path=str(model_path), threads=2)
+        EngineProcess(str(segfaulting_loader(tmp_path)), model_path=str(model_path), threads=MEASURING_THREADS)
     message = str(err.value)
     assert "crashed with SIGSEGV (a segmentation fault in native code) while loading the model" in message
     assert "llama_model_loader: loaded meta data with 33 key-value pairs" in message and "\n" not in message
@@ -195,7 +197,7 @@ runpy.run_path(sys.argv[0], run_name='__main__')" "$@"
 """)
     python.chmod(0o755)
     with pytest.raises(WorkerError) as caught:
-        EngineProcess(str(python), model_path=str(model_path), threads=2)
+        EngineProcess(str(python), model_path=str(model_path), threads=MEASURING_THREADS)
     message = str(caught.value)
     assert "\n" not in message and "could not load" not in message
     # named before the first call into the binding (the log callback is set up first of all)
@@ -234,19 +236,19 @@ def test_a_crash_with_the_weights_in_amx_buffers_names_the_known_cause_and_the_r
 
 
 def test_a_stopped_worker_is_a_one_line_hang_within_its_deadline_and_the_next_worker_measures(model_path):
-    process = EngineProcess(sys.executable, model_path=str(model_path), threads=2, hang_floor_s=15)
+    process = EngineProcess(sys.executable, model_path=str(model_path), threads=MEASURING_THREADS, hang_floor_s=5)
     try:
         process.warm_up(16)
         # the deadline grows with the request's work at the warm-up's speed, never below the floor
-        assert process.quiet_limit_s(0, 0) == 15 and process.quiet_limit_s(10**6, 0) > 100
+        assert process.quiet_limit_s(0, 0) == 5 and process.quiet_limit_s(10**6, 0) > 100
         assert process.quiet_limit_s(0, 1000) > process.quiet_limit_s(1000, 0)
         os.kill(process.pid, signal.SIGSTOP)   # a llama.cpp that deadlocked looks the same from here
         start = time.monotonic()
         with pytest.raises(WorkerHang) as err:
             process.run("prompt", n_prompt=8, repetitions=1)
-        assert time.monotonic() - start < 30
+        assert time.monotonic() - start < 20
         message = str(err.value)
-        assert "\n" not in message and "said nothing for 15 s while measuring prompt n_prompt=8" in message
+        assert "\n" not in message and "said nothing for 5 s while measuring prompt n_prompt=8" in message
         assert "--axion-worker-timeout" in message and not process.alive
         process.restart()
         assert process.run("prompt", n_prompt=8, repetitions=1).seconds

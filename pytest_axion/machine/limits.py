@@ -36,7 +36,7 @@ from typing import Any
 
 from pytest_axion.errors import AxionError
 from pytest_axion.machine.environment import OtherCpuMeter
-from pytest_axion.records import busy_limit
+from pytest_axion.records import busy_limit, threads_text
 
 MIB = 1 << 20
 BEYOND_CACHE_FACTOR = 8
@@ -100,7 +100,7 @@ class MachineLimits:
                    other_cpus=None if data.get("other_cpus") is None else float(data["other_cpus"]))
 
     def summary(self) -> str:
-        return (f"machine limits ({self.threads} threads): read {self.read_gbs:.1f} GB/s over "
+        return (f"machine limits ({threads_text(self.threads)}): read {self.read_gbs:.1f} GB/s over "
                 f"{self.model.working_set_bytes / MIB:.0f} MiB (the model's size), "
                 f"{self.beyond_cache.best_gbs['read']:.1f} GB/s over "
                 f"{self.beyond_cache.working_set_bytes / MIB:.0f} MiB; float32 matmul {self.compute_gflops:.0f} "

@@ -15,6 +15,7 @@ from pathlib import Path
 from pytest_axion.errors import AxionError
 from pytest_axion.figures import figure
 from pytest_axion.promises.verdict import FAIL, INCONCLUSIVE, INFO, PASS, Reading, Verdict
+from pytest_axion.records import threads_text
 from pytest_axion.report.record import RunRecord, shown_flags
 from pytest_axion.report.terminal import baseline_lines, capacity_lines, sizing_lines
 
@@ -99,7 +100,7 @@ def markdown_summary(run: RunRecord, *, figures: Sequence[Path] = (), relative_t
             else f"replay of `{run.replay_of}`, nothing measured" if run.replay_of else "in process")
     lines = [f"## pytest-axion: {tally}", "",
              f"Model `{run.model.label}` on `{hardware.hardware_id}` ({hardware.cpu_description}), "
-             f"{run.threads} threads, "
+             f"{threads_text(run.threads)}, "
              + (f"llama-cpp-python {hardware.llama_cpp_python} ({shown_flags(hardware.llama_cpp_system_info)})"
                 if not run.served else "served") + f"; {mode}.", ""]
     lines += [f"> {_cell(line)}" for line in (*([f"model: {run.model.stands_for}"] if run.model.stands_for else []),

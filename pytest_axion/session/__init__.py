@@ -23,7 +23,7 @@ from pytest_axion.promises.capacity import RequestPromise, capacity_promises
 from pytest_axion.promises.efficiency import EfficiencyFigure
 from pytest_axion.promises.marker import PromiseContext, SloSpec
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.records import ProgressCallback
+from pytest_axion.records import ProgressCallback, threads_text
 from pytest_axion.report.record import RunRecord, shown_path
 from pytest_axion.session.assembly import RunAssembly
 from pytest_axion.session.collected import Collected
@@ -67,7 +67,7 @@ class AxionSession:
             gate = f"baselines in {shown_path(self.baselines_root)}/"
         else:
             gate = "no stored baselines"
-        return f"axion: model {model}, hardware {hardware}, {deployment.run_threads()} threads, {mode}; {gate}"
+        return f"axion: model {model}, hardware {hardware}, {threads_text(deployment.run_threads())}, {mode}; {gate}"
 
     def check_features(self, required: Sequence[str], *, source: str) -> None:
         self.resources.check_features(required, source=source)
