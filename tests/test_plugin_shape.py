@@ -2,7 +2,9 @@
 
 import json
 
-FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-threads=1", "--axion-confirm-spacing=0",
+import pytest
+
+FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-confirm-spacing=0",
         "--axion-no-baselines", "-p", "no:cacheprovider"]
 
 IMPOSSIBLE = """
@@ -36,6 +38,7 @@ def test_impossible_steadiness_and_scaling_fail_with_the_cells_named(pytester, c
     assert [c["cell"] for c in shapes["test_scaling"]["readings"][0]["detail"]["curve"]] == ["batch 1", "batch 2"]
 
 
+@pytest.mark.user_threads   # at one thread, total generation at batch 4 can fall below batch 1's on these VMs
 def test_generous_promises_pass_and_show_in_junit(pytester):
     pytester.makepyfile("""
 import pytest
