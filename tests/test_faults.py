@@ -46,9 +46,9 @@ from pathlib import Path
 
 def test_prompt(axion):
     # run 1 is short, so that the refresh soon starts run 2, which measures until it is interrupted
-    later = Path("run-1-measured")
-    repetitions = 200 if later.exists() else 3
-    later.touch()
+    run_1_done = Path("run-1-measured")
+    repetitions = 200 if run_1_done.exists() else 3
+    run_1_done.touch()
     axion.prompt(16, repetitions=repetitions)
 """
 
