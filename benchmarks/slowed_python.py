@@ -22,7 +22,9 @@ PERIOD_S = 0.1
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stop", type=float, required=True, help="fraction of every 100 ms the worker is stopped")
+    parser.add_argument("--stop", type=float, required=True, help="fraction of every period the worker is stopped")
+    parser.add_argument("--period", type=float, default=PERIOD_S,
+                        help="seconds of one stop-and-run cycle (default 0.1; shorter: steadier over short workloads)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -30,7 +32,7 @@ def main() -> int:
         return subprocess.call([sys.executable, *command])
     child = subprocess.Popen([sys.executable, *command])
     signal.signal(signal.SIGTERM, lambda *_: child.kill())
-    stop_s, run_s = args.stop * PERIOD_S, (1 - args.stop) * PERIOD_S
+    stop_s, run_s = args.stop * args.period, (1 - args.stop) * args.period
     while child.poll() is None:
         time.sleep(run_s)
         try:

@@ -44,7 +44,8 @@ def validate(*, root: Path, out: TextIO) -> int:
             bad += 1
             print(f"FAIL {err}", file=out)
             continue
-        print(f"ok   {path} ({len(baseline.entries)} entries)", file=out)
+        capacities = f", {len(baseline.capacities)} capacity search(es)" if baseline.capacities else ""
+        print(f"ok   {path} ({len(baseline.entries)} entries{capacities})", file=out)
     print(f"{len(files) - bad} valid, {bad} invalid", file=out)
     return 1 if bad else 0
 
@@ -70,6 +71,11 @@ def show(*, root: Path, out: TextIO) -> int:
                  f"{r['between_run_cv'] * 100:.1f}%"] for r in summarise_entries(baseline)]
         print(tabulate(rows, headers=["entry", "level (median of run medians)", "runs", "samples",
                                       "between-run CV"], tablefmt="simple", disable_numparse=True), file=out)
+        if baseline.capacities:
+            searches = [[key, f"{entry.floor:g} {entry.by}", entry.runs_text(), entry.service_level]
+                        for key, entry in sorted(baseline.capacities.items())]
+            print(tabulate(searches, headers=["capacity search", "every run met", "runs (met/not met)",
+                                              "service level"], tablefmt="simple", disable_numparse=True), file=out)
         print("", file=out)
     return status
 

@@ -227,7 +227,7 @@ class Axion:
         self._record_capacity(CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
             attainment=attainment, levels=tuple(search.levels.values()), ended=ended, stopped=stopped,
-            limits=tuple((p.key, p.limit) for p in promises)))
+            limits=tuple((p.key, p.limit) for p in promises), itl_percentile=_itl_percentile(promises)))
         return BatchedResult(n_prompt=n_prompt, n_gen=n_gen, cells=search.cells)
 
     def rate(self, requests_per_s: float, *, duration_s: float = 60.0, n_prompt: int = 16, n_gen: int = 16,
@@ -306,7 +306,7 @@ class Axion:
         search = CapacitySearch(
             nodeid=self.nodeid, n_prompt=n_prompt, n_gen=n_gen, service_level=", ".join(p.describe() for p in promises),
             attainment=attainment, levels=tuple(levels), ended=ended, stopped=stopped,
-            limits=tuple((p.key, p.limit) for p in promises), by="rate")
+            limits=tuple((p.key, p.limit) for p in promises), by="rate", itl_percentile=_itl_percentile(promises))
         self._record_capacity(search)
         return search
 
@@ -530,6 +530,10 @@ def _why_rate_ended(levels: list[CapacityLevel], start: float) -> tuple[str, str
         return "promise", f"{level.load_text}: {level.worst}"
     assert level is not None
     return "inconclusive", level.inconclusive_text()
+
+
+def _itl_percentile(promises: Sequence[RequestPromise]) -> int | None:
+    return next((p.percentile for p in promises if p.key == "itl_ms"), None)
 
 
 def _check_generation(promises: Sequence[RequestPromise], n_gen: int, where: str) -> None:

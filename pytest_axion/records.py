@@ -408,6 +408,7 @@ class CapacitySearch:
     stopped: str
     limits: tuple[tuple[str, float], ...] = ()     # each promise's limit by key (per_user_tps, ttft_ms, itl_ms)
     by: str = "users"                              # "rate": levels are open loops at requests per second
+    itl_percentile: int | None = None              # the percentile of each request's own gaps its itl_ms limit is at
 
     @property
     def most_passing(self) -> float:
@@ -433,7 +434,7 @@ class CapacitySearch:
         return {"n_prompt": self.n_prompt, "n_gen": self.n_gen, "service_level": self.service_level,
                 "attainment": self.attainment, "most_passing": self.most_passing,
                 "fewest_failing": self.fewest_failing, "ended": self.ended, "stopped": self.stopped,
-                "limits": dict(self.limits), "by": self.by,
+                "limits": dict(self.limits), "by": self.by, "itl_percentile": self.itl_percentile,
                 "levels": [level.to_json() for level in sorted(self.levels, key=lambda lv: lv.load)]}
 
 

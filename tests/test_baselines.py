@@ -87,7 +87,7 @@ ENTRY = "t.py::test::prompt_tps::b1::pp512::tg0::t2"
 @pytest.mark.parametrize("text, expected", [
     ("{not json", "is not valid JSON"),
     (json.dumps(good_json())[:200], "is not valid JSON"),
-    (mutate(lambda d: d.update(schema_version=3)), "has schema_version 3, this pytest-axion reads 1 and 2"),
+    (mutate(lambda d: d.update(schema_version=4)), "has schema_version 4, this pytest-axion reads 1, 2 and 3"),
     (mutate(lambda d: d.pop("provenance")), "violates the baseline schema at top level: 'provenance' is a required"),
     (mutate(lambda d: d.update(extra=1)), "Additional properties are not allowed ('extra'"),
     (mutate(lambda d: d["entries"][ENTRY]["runs"][0]["samples"].append(-5)),

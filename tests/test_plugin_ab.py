@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 from pytest_axion.schemas import validate_report
 
@@ -87,3 +88,37 @@ def test_an_a_a_session_under_xdist_keeps_every_paired_verdict(pytester):
     assert len([v for v in report["verdicts"] if v["kind"] == "ab"]) == len(report["results"]) == PAIRED_ROWS
     assert report["ab"]["rounds"] == 6
     result.stdout.fnmatch_lines(["test*metric*workload*A median*B median*unit*B/A*95% CI*pairs*verdict"])
+
+
+# B's per-user speed at one user sets the limit. B is stopped two thirds of every 20 ms (a third as fast; a short
+# period keeps its speed steady over short workloads, so its warm-up settles soon): with
+# two users each gets 40-55% of its one-user speed, A (three times as fast) 120-165% of it: A serves 2 users at
+# 0.8x that limit, B does not. Attainment 0.5: a level decides on few rounds.
+CAPACITY_SUITE = """
+import pytest
+
+def test_users(axion):
+    one = axion.batched(n_prompt=8, n_gen=4, batch_sizes=[1])[1].per_user_tps.median
+    axion.capacity(n_prompt=8, n_gen=4, per_user_tps=0.8 * one, attainment=0.5, batch_sizes=[1, 2], max_users=2)
+"""
+
+
+def test_a_b_that_serves_fewer_users_than_a_fails_the_capacity_gate_once_fresh_workers_agree(pytester, tmp_path):
+    pytester.makepyfile(CAPACITY_SUITE)
+    slowed = tmp_path / "third-speed-python"
+    script = Path(__file__).parents[1] / "benchmarks" / "slowed_python.py"
+    slowed.write_text(f"#!/bin/sh\nexec {sys.executable} {script} --stop 0.67 --period 0.02 -- \"$@\"\n")
+    slowed.chmod(0o755)
+    result = pytester.runpytest(*AB, f"--axion-ab-baseline={sys.executable}", f"--axion-python={slowed}",
+                                "--axion-confirm=1", "--axion-report=r.json")
+    result.assert_outcomes(failed=1)
+    report = json.loads((pytester.path / "r.json").read_text())
+    [verdict] = [v for v in report["verdicts"] if v["kind"] == "ab_capacity"]
+    assert verdict["outcome"] == "fail", verdict["message"]
+    assert [r["status"] for r in verdict["readings"]] == ["missed", "missed"]
+    first = verdict["readings"][0]
+    assert first["message"].startswith("capacity B vs A at 50% of requests: ") and (
+        "B does not serve a level A serves" in first["message"])
+    shares = {level["users"]: (level["baseline_share"], level["current_share"]) for level in first["detail"]["levels"]}
+    assert shares[2][0] >= 0.5 > shares[2][1], shares
+    assert all(level["baseline_goodput_rps"] > 0 for level in first["detail"]["levels"])

@@ -69,7 +69,7 @@ def test_refresh_records_separate_runs_with_provenance_and_the_gate_then_judges(
                                  "*test_prompt::prompt_tps::b1::pp32::tg0::t1*-*new*3*",
                                  "written: *(2 entries recorded)"])
     data = json.loads(stored(pytester).read_text())
-    assert data["schema_version"] == 2 and len(data["entries"]) == 2
+    assert data["schema_version"] == 3 and len(data["entries"]) == 2
     assert all(len(entry["runs"]) == 3 for entry in data["entries"].values())
     provenance = data["provenance"]
     assert provenance["runs"] == 3 and provenance["threads"] == 1 and len(provenance["model"]["sha256"]) == 64

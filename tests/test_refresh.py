@@ -153,7 +153,7 @@ def test_a_partial_refresh_keeps_old_entries_with_their_own_stamp_and_stamps_the
         "2026-12-03T07:00:00+00:00", "def")
     # and the stamps survive the file: schema 2 keeps them per entry
     again = baseline_from_json(merged.to_json(), source="merged")
-    assert again.entries[new_key].git_commit == "def" and again.to_json()["schema_version"] == 2
+    assert again.entries[new_key].git_commit == "def" and again.to_json()["schema_version"] == 3
 
 
 @pytest.mark.parametrize("change, named", [

@@ -95,12 +95,8 @@ class BaselinePromise:
         gate, name, label = self.gate, m.key, f"{_label(m)} vs baseline"
         entry = gate.baseline.entries.get(m.key) if gate.baseline else None
         if entry is None:
-            why = "not in the stored baseline" if gate.baseline else gate.missing_message()
-            required = " (--axion-require-baseline)" if self.require_baseline else ""
-            reading = Reading(status=MISSED, figure="-", message=f"{_label(m)}: no-baseline: {why}{required}",
-                              detail={"word": "no-baseline", "path": str(gate.path)})
-            return Judgement(name=name, kind="baseline", label=label, involved=(m.key,), reading=reading,
-                             settled=FAIL if self.require_baseline else INFO)
+            return no_baseline(gate, _label(m), name=name, kind="baseline", label=label, involved=(m.key,),
+                               required=self.require_baseline)
         higher = METRICS[m.metric].higher_is_better
         stored = Side(entry.runs)
         busy = busy_reason(m.samples, higher_is_better=higher, baseline_within_cv=stored.within_run_cv(),
@@ -110,6 +106,17 @@ class BaselinePromise:
                                   unit=m.unit, busy=with_cpus(busy, m.other_cpus),
                                   other_cpus=m.other_cpus if m.contended else None, differences=gate.differences)
         return Judgement(name=name, kind="baseline", label=label, involved=(m.key,), reading=reading)
+
+
+def no_baseline(gate: BaselineGate, what: str, *, name: str, kind: str, label: str, involved: tuple[str, ...],
+                required: bool) -> Judgement:
+    """``what`` has nothing stored: shown (``info``), or a failure under --axion-require-baseline."""
+    why = "not in the stored baseline" if gate.baseline else gate.missing_message()
+    reading = Reading(status=MISSED, figure="-",
+                      message=f"{what}: no-baseline: {why}{' (--axion-require-baseline)' if required else ''}",
+                      detail={"word": "no-baseline", "path": str(gate.path)})
+    return Judgement(name=name, kind=kind, label=label, involved=involved, reading=reading,
+                     settled=FAIL if required else INFO)
 
 
 def with_cpus(busy: str | None, other_cpus: float | None) -> str | None:

@@ -156,6 +156,7 @@ class PromiseContext:
     ab_rounds: int = 0
     ab_tolerance: float = 0.05
     roofs: Callable[[], Any] | None = None     # -> efficiency.Roofs, measured on first use; None: efficiency off
+    capacity: Any = None                       # the test's capacity search (CapacitySearch); None: it ran none
 
 
 def promises_for(spec: SloSpec | None, context: PromiseContext) -> list[Any]:

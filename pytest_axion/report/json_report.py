@@ -33,7 +33,7 @@ def build_report(run: RunRecord) -> dict[str, Any]:
     tests = []
     for nodeid in nodeids:
         mine = [v for v in run.verdicts if v.nodeid == nodeid]
-        promised = [v for v in mine if v.kind not in ("baseline", "ab")]
+        promised = [v for v in mine if v.kind not in ("baseline", "capacity_baseline", "ab", "ab_capacity")]
         search = run.capacity_searches.get(nodeid)
         tests.append({"nodeid": nodeid, "outcome": run.test_outcomes.get(nodeid, "unknown"),
                       "capacity": run.capacities.get(nodeid), "capacity_search": search.to_json() if search else None,

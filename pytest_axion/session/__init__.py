@@ -105,7 +105,8 @@ class AxionSession:
         """Every promise of the test through the one confirm procedure (:class:`Judging`), its verdicts kept."""
         collected = self.collected
         ab_side = collected.ab_side_of(nodeid) if self.deployment.paired else None
-        verdicts = self.judging.judge(nodeid, spec, collected.of_test(nodeid), ab_side, wait_message)
+        verdicts = self.judging.judge(nodeid, spec, collected.of_test(nodeid), ab_side, wait_message,
+                                      capacity=collected.capacity_searches.get(nodeid))
         collected.verdicts += verdicts
         return verdicts
 

@@ -12,7 +12,7 @@ from pytest_axion.harness import remeasure
 from pytest_axion.promises.confirm import confirm, pause_before
 from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.records import Measurement, workload_of
+from pytest_axion.records import CapacitySearch, Measurement, workload_of
 from pytest_axion.report.record import BaselineStatus
 from pytest_axion.session.resources import RunResources
 from pytest_axion.store.gate import BaselineGate, GateSettings
@@ -45,8 +45,9 @@ class Judging:
         return self._gate
 
     def judge(self, nodeid: str, spec: SloSpec | None, measured: Sequence[Measurement], ab_side: AbSide | None,
-              wait_message: Callable[[str], None]) -> list[Verdict]:
-        """The verdicts of one test's promises on its ``measured`` (``ab_side``: its A/B pairs, in an A/B session)."""
+              wait_message: Callable[[str], None], capacity: CapacitySearch | None = None) -> list[Verdict]:
+        """The verdicts of one test's promises on its ``measured`` (``ab_side``: its A/B pairs, in an A/B session;
+        ``capacity``: its capacity search)."""
         if not measured:
             return []
         settings, resources = self.settings, self.resources
@@ -54,7 +55,8 @@ class Judging:
                                  default_tolerance=settings.tolerance.value, gate=self.gate,
                                  require_baseline=settings.require_baseline, ab_baseline_side=ab_side,
                                  ab_rounds=settings.ab_rounds.value, ab_tolerance=settings.ab_tolerance.value,
-                                 roofs=None if settings.efficiency.value == "off" else resources.roofs)
+                                 roofs=None if settings.efficiency.value == "off" else resources.roofs,
+                                 capacity=capacity)
         attempts = 1 + settings.confirm.value if resources.deployment.measures else 1
 
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:

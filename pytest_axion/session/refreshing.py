@@ -29,7 +29,9 @@ def refresh_baselines(record: RunRecord | None, *, settings: Settings, baselines
     path = baseline_path(baselines_root, record.hardware.hardware_id, record.model.label)
     old: Baseline | None = read_baseline(path) if path.exists() else None
     check_writable(path)  # before minutes of measuring, not after
-    runs = [refreshing.RunData(measurements=tuple(record.measurements), passed=passed)]
+    runs = [refreshing.RunData(measurements=tuple(record.measurements), passed=passed,
+                               capacities=tuple(refreshing.capacity_of(nodeid, search.to_json(), threads=record.threads)
+                                                for nodeid, search in record.capacity_searches.items()))]
     if not passed & {m.nodeid for m in record.measurements}:
         raise AxionError("--axion-refresh-baselines: no measuring test passed, so nothing would be recorded; "
                          "fix the failures (or the SLOs) first")
@@ -47,8 +49,10 @@ def refresh_baselines(record: RunRecord | None, *, settings: Settings, baselines
                                         timeout_s=timeout_s, workdir=Path(workdir), cwd=cwd, progress=progress,
                                         **({} if sleep is None else {"sleep": sleep}))
     entries, skipped = refreshing.merge_runs(runs)
-    result = refreshing.RefreshResult(path=path, runs=len(runs), rows=refreshing.diff_rows(old, entries),
-                                      skipped=skipped, noisy=refreshing.noisy_entries(entries), strict=settings.strict)
+    capacities, skipped_searches = refreshing.merge_capacities(runs)
+    result = refreshing.RefreshResult(path=path, runs=len(runs), rows=refreshing.diff_rows(old, entries, capacities),
+                                      skipped=skipped + skipped_searches, noisy=refreshing.noisy_entries(entries),
+                                      strict=settings.strict)
     if not entries:
         raise AxionError("--axion-refresh-baselines: no test passed in every run, so nothing was recorded; "
                          f"{skipped[0] if skipped else ''}")
@@ -61,7 +65,8 @@ def refresh_baselines(record: RunRecord | None, *, settings: Settings, baselines
     # Merged into what is there *now*, under the lock: a refresh that ran meanwhile keeps its entries.
     def merged(current: Baseline | None) -> Baseline:
         baseline, result.dropped = refreshing.combine(current, entries, hardware_id=record.hardware.hardware_id,
-                                                      model_label=record.model.label, provenance=provenance)
+                                                      model_label=record.model.label, provenance=provenance,
+                                                      new_capacities=capacities)
         return baseline
 
     update_baseline(path, merged)

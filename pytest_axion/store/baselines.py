@@ -12,7 +12,7 @@ import json
 import stat
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ from pytest_axion.schemas import baseline_errors
 from pytest_axion.stats import cv, median
 from pytest_axion.store.private import LockTimeout, file_lock, private_dir
 
-BASELINE_SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)   # 1: no per-entry recording stamp (each entry takes the file's)
+BASELINE_SCHEMA_VERSION = 3
+# 1: no per-entry recording stamp (each entry takes the file's); 2: no capacity searches
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 MAX_BASELINE_BYTES = 32 * 2**20  # far above any real baseline; caps what a corrupt file can cost
 MAX_JSON_DEPTH = 16
 LOCK_TIMEOUT_S = 60.0
@@ -82,19 +83,75 @@ class BaselineEntry:
                    git_commit=data.get("git_commit", stamp.get("git_commit")))
 
 
+def capacity_key(nodeid: str, *, by: str, n_prompt: int, n_gen: int, threads: int) -> str:
+    """Identity of a capacity search across runs (what a capacity entry is keyed by), like ``Measurement.key``."""
+    return f"{nodeid}::capacity_{by}::pp{n_prompt}::tg{n_gen}::t{threads}"
+
+
+@dataclass(frozen=True)
+class CapacityEntry:
+    """One capacity search's baseline (``axion.capacity()``): every run's bracket, from separate model loads: the
+    most load it met (users, or requests/s ``by="rate"``), and the least it did not (None: every level held)."""
+
+    nodeid: str
+    by: str
+    n_prompt: int
+    n_gen: int
+    threads: int
+    service_level: str       # the promises the search kept, as its summary names them
+    attainment: float
+    runs: tuple[tuple[float, float | None], ...]
+    recorded_at: str | None = None
+    git_commit: str | None = None
+
+    @property
+    def key(self) -> str:
+        return capacity_key(self.nodeid, by=self.by, n_prompt=self.n_prompt, n_gen=self.n_gen, threads=self.threads)
+
+    @property
+    def floor(self) -> float:
+        """The most load that every run met: what this deployment is known to serve."""
+        return min(low for low, _ in self.runs)
+
+    def runs_text(self) -> str:
+        """``8/9, 9/10, 9/+``: each run's most met / least not met (``+``: every level met)."""
+        return ", ".join(f"{low:g}/{'+' if high is None else f'{high:g}'}" for low, high in self.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "by": self.by, "n_prompt": self.n_prompt, "n_gen": self.n_gen,
+                "threads": self.threads, "service_level": self.service_level, "attainment": self.attainment,
+                "runs": [{"most_passing": low, "fewest_failing": high} for low, high in self.runs],
+                "summary": {"floor": self.floor}, "recorded_at": self.recorded_at, "git_commit": self.git_commit}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CapacityEntry:
+        return cls(nodeid=data["nodeid"], by=data["by"], n_prompt=data["n_prompt"], n_gen=data["n_gen"],
+                   threads=data["threads"], service_level=data["service_level"],
+                   attainment=float(data["attainment"]),
+                   runs=tuple((float(run["most_passing"]),
+                               None if run["fewest_failing"] is None else float(run["fewest_failing"]))
+                              for run in data["runs"]),
+                   recorded_at=data.get("recorded_at"), git_commit=data.get("git_commit"))
+
+
 @dataclass(frozen=True)
 class Baseline:
-    """A whole baseline file: provenance plus entries keyed like ``Measurement.key``."""
+    """A whole baseline file: provenance plus entries keyed like ``Measurement.key``, and capacity searches keyed
+    by :func:`capacity_key`."""
 
     hardware_id: str
     model_label: str
     provenance: dict[str, Any]
     entries: dict[str, BaselineEntry]
+    capacities: dict[str, CapacityEntry] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema_version": BASELINE_SCHEMA_VERSION, "hardware_id": self.hardware_id,
+        data = {"schema_version": BASELINE_SCHEMA_VERSION, "hardware_id": self.hardware_id,
                 "model_label": self.model_label, "provenance": self.provenance,
                 "entries": {key: entry.to_json() for key, entry in sorted(self.entries.items())}}
+        if self.capacities:
+            data["capacities"] = {key: entry.to_json() for key, entry in sorted(self.capacities.items())}
+        return data
 
 
 def baseline_path(root: Path, hardware_id: str, model_label: str) -> Path:
@@ -148,13 +205,18 @@ def read_baseline(path: Path) -> Baseline:
     return baseline_from_json(data, source=str(path))
 
 
+def _versions_text() -> str:
+    *earlier, last = map(str, READABLE_SCHEMA_VERSIONS)
+    return f"{', '.join(earlier)} and {last}" if earlier else last
+
+
 def baseline_from_json(data: Any, *, source: str) -> Baseline:
     """Validate parsed JSON against the shipped schema and build a :class:`Baseline`."""
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BaselineError(f"baseline file {source} is nested too deeply to be a baseline: {_FIX}")
     if isinstance(data, dict) and data.get("schema_version") not in (None, *READABLE_SCHEMA_VERSIONS):
         raise BaselineError(f"baseline file {source} has schema_version {data.get('schema_version')!r}, this "
-                            f"pytest-axion reads {' and '.join(map(str, READABLE_SCHEMA_VERSIONS))}: upgrade "
+                            f"pytest-axion reads {_versions_text()}: upgrade "
                             f"pytest-axion, or {_FIX}")
     errors = baseline_errors(data)
     if errors:
@@ -171,7 +233,9 @@ def baseline_from_json(data: Any, *, source: str) -> Baseline:
     return Baseline(hardware_id=data["hardware_id"], model_label=data["model_label"],
                     provenance=data["provenance"],
                     entries={key: BaselineEntry.from_json(entry, stamp=data["provenance"])
-                             for key, entry in data["entries"].items()})
+                             for key, entry in data["entries"].items()},
+                    capacities={key: CapacityEntry.from_json(entry)
+                                for key, entry in data.get("capacities", {}).items()})
 
 
 def write_baseline(path: Path, baseline: Baseline, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:

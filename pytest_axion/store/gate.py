@@ -36,6 +36,7 @@ class BaselineGate:
                  settings: GateSettings) -> None:
         self.path = baseline_path(root, hardware.hardware_id, model.label)
         self.settings = settings
+        self.threads = threads   # a capacity search's key holds them, as a measurement's does
         # A corrupt file is an error (BaselineError), never an empty baseline.
         self.baseline: Baseline | None = read_baseline(self.path) if self.path.exists() else None
         self.differences = tuple(self._differences(hardware, model, threads)) if self.baseline else ()

@@ -30,7 +30,7 @@ from pytest_axion.errors import AxionError
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.records import METRICS, Measurement
 from pytest_axion.stats import cv
-from pytest_axion.store.baselines import Baseline, BaselineEntry
+from pytest_axion.store.baselines import Baseline, BaselineEntry, CapacityEntry
 
 REFRESH_MAX_BETWEEN_RUN_CV = 0.15   # these machines drift 9-12% between runs; beyond 15% something was off
 REFRESH_MAX_WITHIN_RUN_CV = 0.25    # single-step figures (tg1) spread ~20% normally; beyond 25%: contention
@@ -44,10 +44,22 @@ _PARENT_ONLY_VALUED = ("--axion-runs", "--axion-run-spacing", "--axion-report", 
 
 @dataclass(frozen=True)
 class RunData:
-    """What one run contributes: its measurements and which tests passed."""
+    """What one run contributes: its measurements, its capacity searches' brackets (one run each) and which tests
+    passed."""
 
     measurements: tuple[Measurement, ...]
     passed: frozenset[str]
+    capacities: tuple[CapacityEntry, ...] = ()
+
+
+def capacity_of(nodeid: str, search: Mapping[str, Any], *, threads: int) -> CapacityEntry:
+    """One run's bracket of one capacity search, from its JSON form (``CapacitySearch.to_json``, as reports hold
+    it)."""
+    high = search["fewest_failing"]
+    return CapacityEntry(nodeid=nodeid, by=search.get("by", "users"), n_prompt=int(search["n_prompt"]),
+                         n_gen=int(search["n_gen"]), threads=threads, service_level=str(search["service_level"]),
+                         attainment=float(search["attainment"]),
+                         runs=((float(search["most_passing"]), None if high is None else float(high)),))
 
 
 @dataclass
@@ -69,10 +81,12 @@ def run_from_report(report: Mapping[str, Any], *, source: str) -> RunData:
     try:
         measurements = tuple(Measurement.from_json(row) for row in report["results"])
         passed = frozenset(t["nodeid"] for t in report["tests"] if t.get("outcome") == "passed")
+        capacities = tuple(capacity_of(t["nodeid"], t["capacity_search"], threads=int(report["settings"]["threads"]))
+                           for t in report["tests"] if t.get("capacity_search"))
     except (KeyError, TypeError, ValueError) as err:
         raise AxionError(f"report {source} lacks measurements or test outcomes ({err}): it was not written by "
                          "this pytest-axion") from None
-    return RunData(measurements=measurements, passed=passed)
+    return RunData(measurements=measurements, passed=passed, capacities=capacities)
 
 
 def child_arguments(parent_args: Sequence[str], report_path: Path) -> list[str]:
@@ -197,6 +211,29 @@ def merge_runs(runs: Sequence[RunData]) -> tuple[dict[str, BaselineEntry], list[
     return entries, skipped
 
 
+def merge_capacities(runs: Sequence[RunData]) -> tuple[dict[str, CapacityEntry], list[str]]:
+    """Capacity entries of tests that passed in every run, each run's bracket in run order; and what was left out,
+    and why (a search of other promises in some run is not the same figure)."""
+    found: dict[str, list[CapacityEntry]] = {}
+    for run in runs:
+        for entry in run.capacities:
+            if entry.nodeid in run.passed:
+                found.setdefault(entry.key, []).append(entry)
+    every_key = sorted({entry.key for run in runs for entry in run.capacities})
+    entries, skipped = {}, []
+    for key in every_key:
+        searches = found.get(key, [])
+        if len(searches) < len(runs):
+            skipped.append(f"{key}: its test passed with this search in {len(searches)} of {len(runs)} runs")
+            continue
+        first = searches[0]
+        if any((s.service_level, s.attainment) != (first.service_level, first.attainment) for s in searches):
+            skipped.append(f"{key}: its promises differ between runs")
+            continue
+        entries[key] = dataclasses.replace(first, runs=tuple(run for s in searches for run in s.runs))
+    return entries, skipped
+
+
 def noisy_entries(entries: Mapping[str, BaselineEntry]) -> list[str]:
     """Entries whose runs disagree or spread beyond what a quiet machine shows, worst first, with the band
     their own spread gives them (regressions smaller than that cannot be told from this machine's noise)."""
@@ -235,37 +272,54 @@ def _figure_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def combine(old: Baseline | None, new_entries: Mapping[str, BaselineEntry], *, hardware_id: str, model_label: str,
-            provenance: dict[str, Any]) -> tuple[Baseline, list[str]]:
-    """The new file: every new entry, stamped with this refresh's time and commit, plus the old entries this
-    refresh did not measure, kept with their own stamps where they were recorded under the same model,
+            provenance: dict[str, Any],
+            new_capacities: Mapping[str, CapacityEntry] | None = None) -> tuple[Baseline, list[str]]:
+    """The new file: every new entry and capacity search, stamped with this refresh's time and commit, plus the old
+    ones this refresh did not measure, kept with their own stamps where they were recorded under the same model,
     library, build and threads (else dropped: the file's provenance would misdescribe them). And a line per
     group of dropped entries."""
     recorded_at, commit = provenance.get("recorded_at"), provenance.get("git_commit")
+    new_capacities = new_capacities or {}
     entries: dict[str, BaselineEntry] = {}
+    capacities: dict[str, CapacityEntry] = {}
     dropped: list[str] = []
     if old is not None:
         before, now = _figure_provenance(old.provenance), _figure_provenance(provenance)
         differs = [name for name in FIGURE_PROVENANCE if before[name] != now[name]]
         untouched = {key: entry for key, entry in old.entries.items() if key not in new_entries}
-        if differs and untouched:
-            dropped.append(f"{len(untouched)} older entr(ies) not measured by this refresh were dropped: they were "
-                           f"recorded with another {', '.join(differs)}; refresh their tests too to record them "
-                           "again")
-        elif untouched:
+        untouched_capacities = {key: entry for key, entry in old.capacities.items() if key not in new_capacities}
+        if differs and (untouched or untouched_capacities):
+            dropped.append(f"{len(untouched) + len(untouched_capacities)} older entr(ies) not measured by this "
+                           f"refresh were dropped: they were recorded with another {', '.join(differs)}; refresh "
+                           "their tests too to record them again")
+        else:
             entries.update(untouched)
+            capacities.update(untouched_capacities)
     entries.update({key: dataclasses.replace(entry, recorded_at=recorded_at, git_commit=commit)
                     for key, entry in new_entries.items()})
-    return Baseline(hardware_id=hardware_id, model_label=model_label, provenance=provenance, entries=entries), dropped
+    capacities.update({key: dataclasses.replace(entry, recorded_at=recorded_at, git_commit=commit)
+                       for key, entry in new_capacities.items()})
+    return Baseline(hardware_id=hardware_id, model_label=model_label, provenance=provenance, entries=entries,
+                    capacities=capacities), dropped
 
 
-def diff_rows(old: Baseline | None, new_entries: Mapping[str, BaselineEntry]) -> list[list[str]]:
-    """One row per recorded entry: old level -> new level, change, runs, between-run spread."""
+def diff_rows(old: Baseline | None, new_entries: Mapping[str, BaselineEntry],
+              new_capacities: Mapping[str, CapacityEntry] | None = None) -> list[list[str]]:
+    """One row per recorded entry: old level -> new level, change, runs, between-run spread; and one per capacity
+    search: the most load every run met, before and now, each run's bracket."""
     rows = []
     for key, entry in sorted(new_entries.items()):
         before = old.entries.get(key) if old else None
         change = f"{entry.level / before.level:.2f}x" if before else "new"
         rows.append([_short_key(key), f"{before.level:.4g}" if before else "-", f"{entry.level:.4g} {entry.unit}",
                      change, str(len(entry.runs)), f"{entry.between_run_cv:.1%}"])
+    for key, capacity in sorted((new_capacities or {}).items()):
+        earlier = old.capacities.get(key) if old else None
+        change = (f"{capacity.floor / earlier.floor:.2f}x" if earlier and earlier.floor > 0
+                  else "new" if earlier is None else "-")
+        rows.append([_short_key(key), f"{earlier.floor:g}" if earlier else "-",
+                     f"{capacity.floor:g} {capacity.by} (every run; {capacity.runs_text()})", change,
+                     str(len(capacity.runs)), "-"])
     return rows
 
 
