@@ -18,6 +18,8 @@ Phases, each a series of separate `pytest --axion-slo` processes against one rec
 
     python benchmarks/verdicts.py --out verdicts.json                # everything (about 60 minutes)
     python benchmarks/verdicts.py --phases unchanged --runs 5        # one phase, fewer runs
+    python benchmarks/verdicts.py --suite benchmarks/capacity_baseline_suite --slow-k test_capacity \
+        --phases baseline,unchanged,persistent --runs 5 --slowdown-stop 0.5   # a capacity search against its baseline
 
 Nothing else may run on the machine meanwhile (two measuring processes distort each other).
 """
@@ -64,6 +66,8 @@ def run_suite(suite: str, baselines: Path, report: Path, extra: list[str], log: 
     for verdict in data.get("verdicts", []):
         verdicts[f"{verdict['kind']} {verdict['outcome']}"] += 1
         detail = verdict["readings"][0]["detail"]
+        if verdict["kind"] == "capacity_baseline":   # the bracket, then each level measured again
+            attempts.append([r["figure"] for r in verdict["readings"]])
         if verdict["kind"] == "baseline" and "speedup" in detail:
             speedups.append(detail["speedup"])
             if len(verdict["readings"]) > 1:
@@ -74,7 +78,9 @@ def run_suite(suite: str, baselines: Path, report: Path, extra: list[str], log: 
 
 
 def failed_by_regression(run: dict[str, Any]) -> bool:
-    return run["exit"] == 1 and run["verdicts"].get("baseline fail", 0) > 0
+    """Failed by the stored baseline: a measurement's, or a capacity search's (suite capacity_baseline_suite)."""
+    return run["exit"] == 1 and (run["verdicts"].get("baseline fail", 0) + run["verdicts"].get(
+        "capacity_baseline fail", 0)) > 0
 
 
 def inconclusive(run: dict[str, Any]) -> bool:
