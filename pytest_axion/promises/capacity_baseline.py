@@ -2,13 +2,14 @@
 stored baseline served, within the band.
 
 A refresh stores each run's bracket of the search; its floor is the most load that every run met. This run's search
-regressed when it failed a level at or below the floor less the tolerance: it could not serve what the baseline
-served in every run, by more than the band. The failed level of most load within that limit (users; a cell of the
-test) is measured again in a fresh worker through the one confirm procedure: a fresh attempt whose share of
-requests meeting every promise reaches the attainment clears it; one whose interval lies below the attainment is a
-miss; anything between is unsure. A level that was itself inconclusive is unsure from the start. A baseline
-recorded under other promises is not compared (shown only). A search by rate is compared the same way, but an
-open-loop level is not measured again alone, so a miss there stays inconclusive. Pure.
+regressed when the most it met lies below the floor less the tolerance and it failed a level at or below the floor:
+it could not serve what the baseline served in every run, by more than the band. The failed level of most load at
+or below the floor (users; a cell of the test) is measured again in a fresh worker through the one confirm
+procedure: a fresh attempt whose share of requests meeting every promise reaches the attainment clears it; one
+whose interval lies below the attainment is a miss; anything between is unsure. A level that was itself
+inconclusive is unsure from the start. A baseline recorded under other promises is not compared (shown only). A
+search by rate is compared the same way, but an open-loop level is not measured again alone, so a miss there stays
+inconclusive. Pure.
 """
 
 from __future__ import annotations
@@ -90,13 +91,15 @@ class CapacityBaselinePromise:
                           settled=settled)]
 
     def _evidence(self, entry: CapacityEntry) -> CapacityLevel | None:
-        """The level that shows the regression, if any: of the levels not met at or below the band's limit, the one
-        of most load (the furthest beyond this deployment's capacity, so the surest to miss again if the
-        regression is real; the first level not met lies at the capacity's edge)."""
-        limit = regression_limit(entry, self.tolerance)
-        if entry.floor <= 0:
+        """The level that shows the regression, if any. The search regressed when the most it met lies below the
+        band (the floor less the tolerance) and it failed a level the baseline met in every run; the evidence is
+        the failed level of most load at or below the floor: the nearest to what the baseline served, so the
+        surest to miss again if the deployment really serves fewer users (the first level not met lies at the
+        capacity's edge, where a fresh attempt can pass by chance; measured here, a build at half speed passed its
+        confirmation so)."""
+        if entry.floor <= 0 or self.search.most_passing >= regression_limit(entry, self.tolerance):
             return None
-        failed = [level for level in self.search.levels if level.status != MET and level.load <= limit]
+        failed = [level for level in self.search.levels if level.status != MET and level.load <= entry.floor]
         return max(failed, key=lambda level: level.load, default=None)
 
     def _failed_cell(self, entry: CapacityEntry, measurements: Sequence[Measurement]) -> dict[str, Measurement]:
@@ -123,8 +126,9 @@ class CapacityBaselinePromise:
             return Reading(status=MET, figure=bracket, message=f"capacity {bracket} (met/not met): ok; {stored}",
                            detail=detail)
         status = MISSED if level.status == MISSED else UNSURE
-        message = (f"capacity regressed: {level.load_text} not met ({level.worst or level.inconclusive_text()}), at "
-                   f"or below the {limit:g} {unit} the band requires; {stored}")
+        why = level.worst or level.inconclusive_text()
+        message = (f"capacity regressed: {bracket} (met/not met), below the {limit:g} {unit} the band requires; "
+                   f"{level.load_text}, which every baseline run served, not met ({why}); {stored}")
         if search.by == "rate":
             message += "; an open-loop level is not measured again alone, so this stays unconfirmed"
         return Reading(status=status, figure=bracket, message=message, shortfall=_shortfall(level, search.attainment),
