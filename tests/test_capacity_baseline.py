@@ -250,3 +250,15 @@ def test_b_losing_a_level_a_serves_fails_when_fresh_workers_see_it_again_and_pas
         verdict.first.message)
     spell, calls = ab_judge(slower, (9.0, 9.0))
     assert spell.outcome == "pass" and calls == [2]
+
+
+def test_show_and_validate_list_the_capacity_searches(tmp_path):
+    import io
+
+    from pytest_axion.cli import show, validate
+    store(tmp_path, entry((8, 9), (9, 10)))
+    out = io.StringIO()
+    assert show(root=tmp_path, out=out) == 0
+    assert "t.py::test_users::capacity_users::pp16::tg16::t2  8 users          8/9, 9/10" in out.getvalue()
+    out = io.StringIO()
+    assert validate(root=tmp_path, out=out) == 0 and "(0 entries, 1 capacity search(es))" in out.getvalue()
