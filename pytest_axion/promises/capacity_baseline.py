@@ -41,15 +41,14 @@ def request_promises(search: CapacitySearch) -> list[RequestPromise]:
 
 
 def regression_limit(entry: CapacityEntry, tolerance: float) -> float:
-    """The load the search must still serve: the baseline's floor less the tolerance. A failed level at or below
-    it is a regression."""
+    """The load the search's best level must still reach: the baseline's floor less the tolerance."""
     return entry.floor * (1 - tolerance)
 
 
 @dataclass
 class CapacityBaselinePromise:
     """One test's capacity search at least as high as the stored baseline's floor, within the band. It keeps the
-    cell of the level that failed (from the first attempt) to read that level again in each confirming attempt."""
+    cell of the level that shows a regression (from the first attempt) to read it again in each confirming one."""
 
     gate: BaselineGate
     search: CapacitySearch
