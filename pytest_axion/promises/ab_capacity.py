@@ -12,12 +12,12 @@ or A's does not, is met; anything else unsure. Every level's goodput on both sid
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_axion.figures import figure
 from pytest_axion.promises.capacity import judge_level
-from pytest_axion.promises.capacity_baseline import request_promises
+from pytest_axion.promises.capacity_baseline import attainment_shortfall, request_promises
 from pytest_axion.promises.marker import MarkerKey, PromiseContext, SloSpec
 from pytest_axion.promises.verdict import MET, MISSED, UNSURE, Judgement, Reading
 from pytest_axion.records import CapacityLevel, CapacitySearch, Measurement, requests_from_measurements
@@ -38,11 +38,11 @@ class LevelPair:
 
     @property
     def baseline_share(self) -> float:
-        return _share(self.baseline)
+        return self.baseline.attainment
 
     @property
     def current_share(self) -> float:
-        return _share(self.current)
+        return self.current.attainment
 
     def status(self, attainment: float) -> str:
         """Missed: A served it and B's whole interval lies below the attainment; met: B served it, or A did not."""
@@ -52,16 +52,8 @@ class LevelPair:
 
     def text(self) -> str:
         """``8 users: A 100% (goodput 3.1 requests/s), B 40% (1.2)``."""
-        return (f"{_users(self.users)}: A {self.baseline_share:.0%} (goodput {_goodput(self.baseline)} requests/s), "
-                f"B {self.current_share:.0%} ({_goodput(self.current)})")
-
-
-def _users(users: int) -> str:
-    return f"{users} user{'s' if users != 1 else ''}"
-
-
-def _share(level: CapacityLevel) -> float:
-    return level.meeting / level.requests if level.requests else 0.0
+        return (f"{self.current.load_text}: A {self.baseline_share:.0%} (goodput {_goodput(self.baseline)} "
+                f"requests/s), B {self.current_share:.0%} ({_goodput(self.current)})")
 
 
 def _goodput(level: CapacityLevel) -> str:
@@ -97,7 +89,7 @@ class AbCapacityPromise:
 
     search: CapacitySearch
     rounds_by_key: Pairs   # refreshed by a confirming attempt
-    _evidence: int | None = None
+    _evidence: int | None = field(default=None, init=False, repr=False)   # users of the level that fell short
 
     def judge(self, measurements: Sequence[Measurement]) -> list[Judgement]:
         attainment = self.search.attainment
@@ -119,14 +111,14 @@ class AbCapacityPromise:
             message = (f"capacity B vs A at {attainment:.0%} of requests: {worst.text()}"
                        + (": B does not serve a level A serves" if status != MET else ": B serves it now")
                        + f" (every level: {every})")
-            figure_text = f"{_users(worst.users)} B {worst.current_share:.0%}"
+            figure_text = f"{worst.current.load_text} B {worst.current_share:.0%}"
         detail: dict[str, Any] = {"attainment": attainment, "levels": [
             {"users": p.users, "baseline_share": p.baseline_share, "current_share": p.current_share,
              "baseline_goodput_rps": p.baseline.goodput_rps, "current_goodput_rps": p.current.goodput_rps,
              "baseline_goodput_tps": p.baseline.goodput_tps, "current_goodput_tps": p.current.goodput_tps}
             for p in pairs]}
         reading = Reading(status=status, figure=figure_text, message=message,
-                          shortfall=0.0 if worst is None else max(0.0, attainment - worst.current_share) / attainment,
+                          shortfall=0.0 if worst is None else attainment_shortfall(worst.current, attainment),
                           detail=detail)
         return [Judgement(name="capacity", kind=KIND, label=label, involved=worst.keys if worst else (),
                           reading=reading)]

@@ -130,7 +130,8 @@ class CapacityBaselinePromise:
                    f"{level.load_text}, which every baseline run served, not met ({why}); {stored}")
         if search.by == "rate":
             message += "; an open-loop level is not measured again alone, so this stays unconfirmed"
-        return Reading(status=status, figure=bracket, message=message, shortfall=_shortfall(level, search.attainment),
+        return Reading(status=status, figure=bracket, message=message,
+                       shortfall=attainment_shortfall(level, search.attainment),
                        detail={**detail, "word": "regressed" if status == MISSED else "unsure",
                                "evidence": level.load})
 
@@ -141,13 +142,13 @@ class CapacityBaselinePromise:
         assert level is not None
         again = judge_level(level.users, requests_from_measurements(cell), request_promises(search),
                             search.attainment, n_gen=search.n_gen)
-        share = again.meeting / again.requests if again.requests else 0.0
+        share = again.attainment
         status = MET if share >= search.attainment else MISSED if again.high < search.attainment else UNSURE
         message = (f"{level.load_text} measured again: {again.meeting} of {again.requests} requests met every "
                    f"promise ({share:.0%}; interval {again.low:.0%}-{again.high:.0%}) against "
                    f"{search.attainment:.0%}")
         return Reading(status=status, figure=f"{level.load_text} {share:.0%}", message=message,
-                       shortfall=_shortfall(again, search.attainment),
+                       shortfall=attainment_shortfall(again, search.attainment),
                        other_cpus=_other_cpus(cell),
                        detail={"word": {MET: "ok", MISSED: "regressed"}.get(status, "unsure"), "share": share,
                                "interval": [again.low, again.high], "limit": regression_limit(entry, self.tolerance)})
@@ -159,10 +160,9 @@ def _other_cpus(cell: dict[str, Measurement]) -> float | None:
     return max(contended) if contended else None
 
 
-def _shortfall(level: CapacityLevel, attainment: float) -> float:
-    """How far the level's share of requests meeting every promise lies below the attainment, relative."""
-    share = level.meeting / level.requests if level.requests else 0.0
-    return max(0.0, attainment - share) / attainment
+def attainment_shortfall(level: CapacityLevel, attainment: float) -> float:
+    """How far the level's share of requests meeting every promise lies below the target attainment, relative."""
+    return max(0.0, attainment - level.attainment) / attainment
 
 
 def promises(spec: SloSpec | None, context: PromiseContext) -> list[Any]:
