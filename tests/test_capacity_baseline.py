@@ -2,10 +2,12 @@
 procedure, with fake measurements (the real-model path is in test_plugin_capacity_baseline)."""
 
 import dataclasses
+import io
 import json
 
 import pytest
 
+from pytest_axion.cli import show, validate
 from pytest_axion.errors import BaselineError
 from pytest_axion.machine.hardware import HardwareFingerprint
 from pytest_axion.promises.ab_capacity import AbCapacityPromise
@@ -253,9 +255,6 @@ def test_b_losing_a_level_a_serves_fails_when_fresh_workers_see_it_again_and_pas
 
 
 def test_show_and_validate_list_the_capacity_searches(tmp_path):
-    import io
-
-    from pytest_axion.cli import show, validate
     store(tmp_path, entry((8, 9), (9, 10)))
     out = io.StringIO()
     assert show(root=tmp_path, out=out) == 0
