@@ -103,7 +103,8 @@ def test_users(axion):
 """
 
 
-def test_a_b_that_serves_fewer_users_than_a_fails_the_capacity_gate_once_fresh_workers_agree(pytester, tmp_path):
+def test_a_b_that_serves_fewer_users_than_a_fails_the_capacity_gate_once_fresh_workers_agree(pytester, tmp_path,
+                                                                                        contention_ignored):
     pytester.makepyfile(CAPACITY_SUITE)
     slowed = tmp_path / "third-speed-python"
     script = Path(__file__).parents[1] / "benchmarks" / "slowed_python.py"

@@ -16,7 +16,7 @@ def test_users(axion):
 """
 
 
-def test_a_refresh_records_the_capacity_bracket_and_a_capacity_below_it_fails_confirmed(pytester):
+def test_a_refresh_records_the_capacity_bracket_and_a_capacity_below_it_fails_confirmed(pytester, contention_ignored):
     pytester.makepyfile(SUITE)
     recorded = record(pytester)
     recorded.assert_outcomes(passed=1)
