@@ -519,7 +519,10 @@ def test_a_run_measures_a_proxy_named_on_the_command_line_and_names_what_it_stan
     predicted = json.loads(four.read_text())["prediction"]
     assert predicted["of"] == SMOL and predicted["from_layers"] == [2, 4] and predicted["problem"] is None
     (row,) = predicted["rows"]
-    assert set(row["measured"]) == {"2", "4"} and row["low"] <= row["value"] <= row["high"]
+    assert set(row["measured"]) == {"2", "4"} and row["low"] is not None and row["low"] <= row["value"], row
+    # with a core busy, a resampled line through 2 and 4 layers can give no positive time at 30 layers: the
+    # rate's interval is then unbounded above, null in the report and "unbounded" in the summary
+    assert row["high"] is None or row["value"] <= row["high"], row
     # ... and the command gives the same from the two reports
     from pytest_axion.cli import main
 
