@@ -108,7 +108,9 @@ def test_a_b_that_serves_fewer_users_than_a_fails_the_capacity_gate_once_fresh_w
     pytester.makepyfile(CAPACITY_SUITE)
     slowed = tmp_path / "third-speed-python"
     script = Path(__file__).parents[1] / "benchmarks" / "slowed_python.py"
-    slowed.write_text(f"#!/bin/sh\nexec {sys.executable} {script} --stop 0.67 --period 0.02 -- \"$@\"\n")
+    # a 5 ms cycle, shorter than one token's work (~7 ms), slows every request alike; with 20 ms, a 4-token
+    # request could fall mostly between stops and meet the promise (one B attempt in about eight did)
+    slowed.write_text(f"#!/bin/sh\nexec {sys.executable} {script} --stop 0.67 --period 0.005 -- \"$@\"\n")
     slowed.chmod(0o755)
     result = pytester.runpytest(*AB, f"--axion-ab-baseline={sys.executable}", f"--axion-python={slowed}",
                                 "--axion-confirm=1", "--axion-report=r.json")
