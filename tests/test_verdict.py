@@ -79,7 +79,9 @@ def test_an_unsure_first_attempt_that_a_fresh_one_clears_passes_and_one_that_per
     assert decide([reading(UNSURE), reading(MET)], attempts=3)[0] == PASS
     assert decide([reading(UNSURE), reading(MISSED), reading(MET)], attempts=3)[0] == PASS
     assert decide([reading(UNSURE, other_cpus=0.9), reading(MET)], attempts=3)[0] == INCONCLUSIVE
-    assert decide([reading(UNSURE), reading(MISSED), reading(MISSED, 0.2)], attempts=3)[0] == FAIL
+    # the reason counts the clear misses; it does not claim every attempt missed
+    assert decide([reading(UNSURE), reading(MISSED), reading(MISSED, 0.2)], attempts=3) == (
+        FAIL, "missed in 2 of 3 attempts, beyond the limit but not significantly in the rest")
     outcome, reason = decide([reading(UNSURE), reading(UNSURE), reading(MISSED), reading(UNSURE)], attempts=3)
     assert outcome == INCONCLUSIVE and "significantly in only 1 of them" in reason
     outcome, reason = decide([reading(UNSURE)] * 3, attempts=3)

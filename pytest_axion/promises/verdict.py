@@ -209,9 +209,11 @@ def decide(readings: Sequence[Reading], *, attempts: int = 1, unconfirmed: str |
                               "not a steady miss" + (f"; {busy}" if busy else ""))
     if len(readings) == 1 and busy:
         return INCONCLUSIVE, f"not confirmed, and its samples were uneven: {busy}"
+    missed = ("missed in every attempt" if misses == len(readings) else
+              f"missed in {misses} of {len(readings)} attempts, beyond the limit but not significantly in the rest")
     if busy:
-        return FAIL, f"missed in every attempt; uneven samples ({busy}): check what else runs on it"
-    return FAIL, "missed in every attempt" if len(readings) > 1 else ""
+        return FAIL, f"{missed}; uneven samples ({busy}): check what else runs on it"
+    return FAIL, missed if len(readings) > 1 else ""
 
 
 def verdict_of(nodeid: str, judgements: Sequence[Judgement], *, attempts: int = 1,
