@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import random
 
@@ -135,3 +136,15 @@ def test_a_metric_only_one_side_reports_is_left_unpaired():
     b = {"gen_tps": measurement("gen_tps", [99.0] * 6), "prompt_tps": measurement("prompt_tps", [300.0] * 6)}
     collected.record_pair(a, b)   # e.g. only B's server reports its prompt timings
     assert [(x.metric, y.metric) for x, y in collected.ab_pairs] == [("gen_tps", "gen_tps")]
+
+
+def test_a_workload_measured_in_two_goes_is_judged_on_both_goes_rounds():
+    from pytest_axion.session.collected import Collected
+
+    collected = Collected()   # a capacity level measured again because its interval straddled the target
+    collected.record_pair({"gen_tps": measurement("gen_tps", [100.0, 101.0])},
+                          {"gen_tps": measurement("gen_tps", [90.0, 91.0])})
+    collected.record_pair({"gen_tps": measurement("gen_tps", [102.0])},
+                          {"gen_tps": dataclasses.replace(measurement("gen_tps", [92.0]), other_cpus=0.4)})
+    ((a, b),) = collected.ab_side_of("t.py::test").values()
+    assert a.samples == (100.0, 101.0, 102.0) and b.samples == (90.0, 91.0, 92.0) and b.other_cpus == 0.4

@@ -3,6 +3,7 @@ read by the run record."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from pytest_axion.promises.verdict import Verdict
@@ -36,8 +37,17 @@ class Collected:
         self.ab_pairs += [(baseline[metric], current[metric]) for metric in current if metric in baseline]
 
     def ab_side_of(self, nodeid: str) -> dict[str, tuple[Measurement, Measurement]]:
-        """One test's A/B pairs by the current side's key."""
-        return {b.key: (a, b) for a, b in self.ab_pairs if b.nodeid == nodeid}
+        """One test's A/B pairs by the current side's key; a workload measured in more than one go (a capacity
+        level measured again) has its rounds pooled, in order, as the search pools them."""
+        pairs: dict[str, tuple[Measurement, Measurement]] = {}
+        for a, b in self.ab_pairs:
+            if b.nodeid != nodeid:
+                continue
+            if b.key in pairs:
+                earlier_a, earlier_b = pairs[b.key]
+                a, b = _pooled(earlier_a, a), _pooled(earlier_b, b)
+            pairs[b.key] = (a, b)
+        return pairs
 
     def test_outcomes(self) -> dict[str, str]:
         """Per test: failed if any phase failed, else skipped if any was skipped, else passed."""
@@ -49,3 +59,9 @@ class Collected:
 
     def passed_nodeids(self) -> frozenset[str]:
         return refreshing.passed_nodeids(self.test_phases)
+
+
+def _pooled(earlier: Measurement, later: Measurement) -> Measurement:
+    others = [m.other_cpus for m in (earlier, later) if m.other_cpus is not None]
+    return dataclasses.replace(earlier, samples=earlier.samples + later.samples,
+                               other_cpus=max(others) if others else None)
