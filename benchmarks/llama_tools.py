@@ -1,8 +1,9 @@
 """Build llama.cpp's own `llama-bench` and `llama-batched-bench` for side-by-side comparisons.
 
 A thin wrapper of :mod:`pytest_axion.serve.build` (which also builds `llama-server` for served sessions):
-the llama.cpp tree of the installed llama-cpp-python's sdist, its build defaults, cached per version under
-``~/.cache/pytest-axion/llama-tools/<version>/``.
+the llama.cpp tree of the installed llama-cpp-python's sdist, its build defaults, linked against the installed
+library's own ggml, llama and mtmd and cached under ``~/.cache/pytest-axion/llama-tools/<version>-lib<hash>/``
+(another version's tools: the whole tree, under ``<version>/``).
 
     python benchmarks/llama_tools.py          # build (or find) the tools, print their paths
 """

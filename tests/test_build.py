@@ -1,9 +1,20 @@
 """How llama.cpp's own programs are built: the installed library's kernels, and only what it does not ship (pure
 logic)."""
 
+import re
+from pathlib import Path
+
 import pytest
 
-from pytest_axion.serve.build import BuildError, cpu_has_amx, isa_cmake_args, provided_targets, targets_to_build
+from pytest_axion.serve import build
+from pytest_axion.serve.build import (
+    BuildError,
+    cpu_has_amx,
+    isa_cmake_args,
+    library_fingerprint,
+    provided_targets,
+    targets_to_build,
+)
 
 SPR_FLAGS = "flags\t\t: fpu avx512f avx512_vnni amx_bf16 avx512_fp16 amx_tile amx_int8 flush_l1d"
 ZEN4_FLAGS = "flags\t\t: fpu avx512f avx512_vnni avx512_bf16"
@@ -23,53 +34,106 @@ def test_programs_leave_out_amx_only_where_the_library_was_built_without_it():
     assert isa_cmake_args(without, cpu_amx=False) == ()   # -march=native adds no AMX on a CPU without it
 
 
-# cmake 3.25's --graphviz file of llama-server (llama.cpp of llama-cpp-python 0.3.36), cut to what matters
-SERVER_GRAPH = r'''digraph "llama-server" {
-node [
-  fontsize = "12"
-];
-    "node43" [ label = "llama-server", shape = egg ];
-    "node13" [ label = "llama-server-impl", shape = doubleoctagon ];
-    "node43" -> "node13" [ style = dotted ] // llama-server -> llama-server-impl
-    "node0" [ label = "cpp-httplib\n(vendor::cpp-httplib)", shape = octagon ];
-    "node13" -> "node0"  // llama-server-impl -> cpp-httplib
-    "node15" [ label = "llama-ui-assets", shape = box ];
-    "node13" -> "node15"  // llama-server-impl -> llama-ui-assets
-    "node16" [ label = "server-context", shape = octagon ];
-    "node13" -> "node16"  // llama-server-impl -> server-context
-    "node7" [ label = "llama-common", shape = doubleoctagon ];
-    "node16" -> "node7"  // server-context -> llama-common
-    "node7" -> "node0" [ style = dotted ] // llama-common -> cpp-httplib
-    "node4" [ label = "llama", shape = doubleoctagon ];
-    "node7" -> "node4"  // llama-common -> llama
-    "node1" [ label = "ggml\n(ggml::ggml)", shape = doubleoctagon ];
-    "node4" -> "node1"  // llama -> ggml
-    "node9" [ label = "nlohmann\n(vendor::nlohmann)", shape = pentagon ];
-    "node7" -> "node9"  // llama-common -> nlohmann
-    "node17" [ label = "mtmd", shape = doubleoctagon ];
-    "node16" -> "node17"  // server-context -> mtmd
-    "node17" -> "node1"  // mtmd -> ggml
-    "node20" [ label = "vendor-hash\n(vendor::hash)", shape = octagon ];
-    "node17" -> "node20" [ style = dotted ] // mtmd -> vendor-hash
-}
-'''
+# cmake 3.25's --graphviz file of llama-server, as written for llama-cpp-python 0.3.36's llama.cpp tree
+SERVER_GRAPH = (Path(__file__).parent / "data" / "llama-server.graphviz.dot").read_text()
+NODE = re.compile(r'"(node\d+)" \[ label = "([^"\\]+)')
+EDGE = re.compile(r'"(node\d+)" -> "(node\d+)"')
+
+
+def dependencies(graph):
+    names = dict(NODE.findall(graph))
+    return [(names[a], names[b]) for a, b in EDGE.findall(graph)]
 
 
 def test_only_what_the_installed_library_does_not_ship_is_built_dependencies_first():
-    order = targets_to_build(SERVER_GRAPH, "llama-server", {"llama", "ggml", "mtmd"})
-    # the libraries the wheel ships, and what only they need (vendor-hash, under mtmd), are left out; the
-    # interface library nlohmann has nothing to compile
-    assert order == ["cpp-httplib", "llama-ui-assets", "llama-common", "server-context", "llama-server-impl",
-                     "llama-server"]
+    shipped = {"llama", "ggml", "ggml-base", "ggml-cpu", "mtmd"}
+    order = targets_to_build(SERVER_GRAPH, "llama-server", shipped)
+    assert order[-1] == "llama-server" and "llama-common" in order and "server-context" in order
+    # nothing the library ships, nothing only it needs (vendor-hash, under mtmd), nothing without a build (the
+    # interface libraries nlohmann, sheredom, miniaudio, stb)
+    assert not set(order) & (shipped | {"vendor-hash", "nlohmann", "sheredom", "miniaudio", "stb"})
+    for needs, needed in dependencies(SERVER_GRAPH):
+        if needs in order and needed in order:
+            assert order.index(needed) < order.index(needs), (needs, needed)
     everything = targets_to_build(SERVER_GRAPH, "llama-server", set())
-    assert {"llama", "ggml", "mtmd", "vendor-hash"} <= set(everything) and everything[-1] == "llama-server"
-    assert everything.index("ggml") < everything.index("llama") < everything.index("llama-common")
+    assert shipped | {"vendor-hash"} <= set(everything)
+    assert everything.index("ggml-base") < everything.index("ggml") < everything.index("llama")
     with pytest.raises(BuildError, match="no target llama-bench"):
         targets_to_build(SERVER_GRAPH, "llama-bench", set())
 
 
-def test_the_librarys_files_name_its_cmake_targets(tmp_path):
-    for name in ("libggml-base.so", "libggml-base.so.0", "libggml-base.so.0.25.3", "libllama.so.0.5.0",
-                 "libmtmd.so", "README.txt"):
-        (tmp_path / name).write_text("")
+def test_a_link_flag_in_the_graph_is_not_a_target():
+    # where glibc is older than 2.34, cmake's thread library is the flag -pthread: a node of its own
+    graph = SERVER_GRAPH.replace("}", '    "node99" [ label = "-pthread", shape = septagon ];\n'
+                                      '    "node13" -> "node99"  // llama-server-impl -> -pthread\n}')
+    assert "-pthread" not in targets_to_build(graph, "llama-server", set())
+
+
+def test_the_librarys_files_name_its_cmake_targets_and_fingerprint_its_build(tmp_path):
+    for name in ("libggml-base.so", "libggml-base.so.0", "libllama.so.0.5.0", "libmtmd.so", "README.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "libsub.so.d").mkdir()
     assert provided_targets(tmp_path) == {"ggml-base", "llama", "mtmd"}
+    before = library_fingerprint(tmp_path)
+    (tmp_path / "libllama.so.0.5.0").write_text("another build of the same version")
+    assert library_fingerprint(tmp_path) != before
+
+
+@pytest.fixture
+def fake_library(tmp_path, monkeypatch):
+    """An installed library of two files, the cache in tmp_path, and no download, compiler or cmake."""
+    library = tmp_path / "site" / "llama_cpp" / "lib"
+    library.mkdir(parents=True)
+    (library / "libllama.so.0").write_text("llama")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "library_dir", lambda: library)
+    monkeypatch.setattr(build, "installed_version", lambda: "9.9.9")
+    monkeypatch.setattr(build, "_download_sdist", lambda version, into, log: into / "sdist.tar.gz")
+    monkeypatch.setattr(build, "_extract_llama_cpp", lambda sdist, into: into / "src")
+    whole_tree = []
+
+    def build_whole_tree(targets, **_):
+        whole_tree.append(tuple(targets))
+        return {target: Path("/whole") / target for target in targets}
+
+    monkeypatch.setattr(build, "_build_whole_tree", build_whole_tree)
+    return library, whole_tree
+
+
+def test_a_failed_build_against_the_library_falls_back_to_the_whole_tree_once_and_remembers(fake_library,
+                                                                                             monkeypatch):
+    _, whole_tree = fake_library
+    attempts = []
+
+    def fails(source, build_dir, targets, library, jobs, log):
+        attempts.append(tuple(targets))
+        (build_dir / "bin").mkdir(parents=True)
+        (build_dir / "bin" / "llama-server").write_text("half built")   # a binary that never ran is not a build
+        raise KeyError("node7")
+
+    monkeypatch.setattr(build, "_build_against_library", fails)
+    assert build.build_programs(("llama-server",)) == {"llama-server": Path("/whole/llama-server")}
+    assert build.build_programs(("llama-server",)) == {"llama-server": Path("/whole/llama-server")}
+    assert attempts == [("llama-server",)] and whole_tree == [("llama-server",)] * 2
+    (root,) = (build.cache_root()).glob("9.9.9-lib*")
+    assert "KeyError" in (root / "failed").read_text()
+    assert "building the whole tree instead" in (root / "build.log").read_text()
+
+
+def test_programs_built_against_the_library_are_reused_and_a_new_build_of_it_gets_its_own(fake_library,
+                                                                                          monkeypatch):
+    library, whole_tree = fake_library
+    built = []
+
+    def succeeds(source, build_dir, targets, library, jobs, log):
+        built.append(tuple(targets))
+        for target in targets:
+            (build_dir / f"{target}.ok").parent.mkdir(parents=True, exist_ok=True)
+            (build_dir / f"{target}.ok").write_text("")
+
+    monkeypatch.setattr(build, "_build_against_library", succeeds)
+    first = build.build_programs(("llama-server",))["llama-server"]
+    assert build.build_programs(("llama-server",))["llama-server"] == first and built == [("llama-server",)]
+    (library / "libllama.so.0").write_text("reinstalled with other flags")
+    assert build.build_programs(("llama-server",))["llama-server"] != first and len(built) == 2
+    assert whole_tree == []

@@ -1,6 +1,7 @@
 """Steadiness, scaling and required features on the real embedded model, as a user runs them."""
 
 import json
+import re
 
 import pytest
 
@@ -52,7 +53,12 @@ def test_shape(axion):
     result.assert_outcomes(passed=1)
     xml = (pytester.path / "j.xml").read_text()
     assert 'name="axion.steady.steady_within.prompt_tps" value="pass: prompt_tps steady:' in xml
-    assert 'name="axion.scaling.gen_scaling.gen_tps_pp8+tg8" value="pass: gen_tps scales:' in xml
+    scaling = re.search(r'name="axion.scaling.gen_scaling.gen_tps_pp8\+tg8" value="([^"]*)"', xml)
+    assert scaling is not None, xml
+    # two threads with one core taken by another job do not scale (busy CI: 83 t/s at batch 1, 45 at batch 4),
+    # and the verdict says so instead of passing or failing
+    assert scaling[1].startswith("pass: gen_tps scales:") or (
+        scaling[1].startswith("inconclusive:") and "while other processes used" in scaling[1]), scaling[1]
 
 
 def test_unknown_required_feature_is_a_usage_error_before_measuring(pytester):

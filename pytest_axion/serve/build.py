@@ -16,6 +16,7 @@ build takes half the time. If that fails in any way, the whole tree is built as 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -106,24 +107,40 @@ def library_dir() -> Path | None:
     spec = importlib.util.find_spec("llama_cpp")
     for location in (spec.submodule_search_locations or []) if spec is not None else []:
         folder = Path(location) / "lib"
-        if any(folder.glob("lib*.so*")):
+        if _library_files(folder):
             return folder
     return None
 
 
+def _library_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.glob("lib*.so*") if path.is_file())
+
+
+def library_fingerprint(folder: Path) -> str:
+    """A short hash of the library files' contents: programs linked against one build of the library are cached
+    apart from another's (two environments of one version, or a reinstall with other flags)."""
+    digest = hashlib.sha256()
+    for path in _library_files(folder):
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:10]
+
+
 def provided_targets(folder: Path) -> set[str]:
     """cmake target names of the libraries in ``folder``: ``libggml-base.so.0.25.3`` -> ``ggml-base``."""
-    return {match.group(1) for path in folder.iterdir() if (match := re.fullmatch(r"lib(.+?)\.so(\..*)?", path.name))}
+    return {match.group(1) for path in _library_files(folder)
+            if (match := re.fullmatch(r"lib(.+?)\.so(\..*)?", path.name))}
 
 
 _DOT_NODE = re.compile(r'"(node\d+)" \[ label = "([^"\\]+)(?:\\n[^"]*)?", shape = (\w+) \]')
 _DOT_EDGE = re.compile(r'"(node\d+)" -> "(node\d+)"')
-_NOTHING_TO_BUILD = {"pentagon"}   # cmake's graphviz shape of an interface library
+# cmake's graphviz shapes of what has nothing to compile: an interface library, a link item that is no target
+_NOTHING_TO_BUILD = {"pentagon", "septagon"}
 
 
 def targets_to_build(dot: str, target: str, provided: set[str]) -> list[str]:
     """The targets ``target`` needs, dependencies first, from cmake's ``--graphviz`` file of ``target``: those in
-    ``provided`` (and what only they need) left out, interface libraries too (nothing to compile)."""
+    ``provided`` (and what only they need) left out, and what has nothing to compile (interface libraries, link
+    flags such as ``-pthread``)."""
     names: dict[str, str] = {}
     shapes: dict[str, str] = {}
     for node, name, shape in _DOT_NODE.findall(dot):
@@ -138,13 +155,14 @@ def targets_to_build(dot: str, target: str, provided: set[str]) -> list[str]:
     seen: set[str] = set()
 
     def visit(node: str) -> None:
-        if node in seen or names[node] in provided:
+        name = names.get(node)
+        if node in seen or name is None or name in provided:
             return
         seen.add(node)
         for dependency in needs.get(node, []):
             visit(dependency)
-        if shapes[node] not in _NOTHING_TO_BUILD:
-            order.append(names[node])
+        if shapes[node] not in _NOTHING_TO_BUILD and not name.startswith("-") and "::" not in name:
+            order.append(name)
 
     visit(roots[0])
     return order
@@ -170,44 +188,96 @@ def _configure(source: Path, build_dir: Path, isa_args: Sequence[str], log: Path
          "configuring llama.cpp with cmake", log)
 
 
+def _make_targets(build_dir: Path) -> set[str]:
+    """The targets the build's Makefile knows (``make help``)."""
+    listed = subprocess.run(["make", "-C", str(build_dir), "help"], capture_output=True, text=True, check=False)
+    return {line[4:].split()[0] for line in listed.stdout.splitlines() if line.startswith("... ") and line[4:].strip()}
+
+
+def _copy_library(library: Path, bin_dir: Path) -> None:
+    """The library's files into the build's library folder; files already there are left alone (programs of this
+    folder may be running on them), and each new one appears whole (written aside, then renamed)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for path in _library_files(library):
+        copied = bin_dir / path.name
+        if copied.exists():
+            continue
+        aside = bin_dir / f".{path.name}.part"
+        shutil.copyfile(path, aside)   # the contents, whether the wheel ships a file or a symlink to one
+        os.replace(aside, copied)
+
+
 def _build_against_library(source: Path, build_dir: Path, targets: Sequence[str], library: Path, jobs: int,
-                           isa_args: Sequence[str], log: Path) -> bool:
-    """Compile only what the installed library does not ship, linked against its copies; False if that failed
-    (the log says where), leaving the caller to build the whole tree."""
-    try:
-        cache = build_dir / "CMakeCache.txt"
-        if cache.exists() and "CMAKE_GENERATOR:INTERNAL=Unix Makefiles" not in cache.read_text():
-            return False
-        if not all((build_dir / f"targets.dot.{target}").exists() for target in targets):
-            _configure(source, build_dir, isa_args, log, makefiles=True)
-        provided = provided_targets(library)
-        bin_dir = build_dir / "bin"
-        bin_dir.mkdir(exist_ok=True)
-        for path in library.iterdir():
-            copied = bin_dir / path.name
-            if copied.is_symlink() or copied.exists():
-                copied.unlink()
-            shutil.copy2(path, copied, follow_symlinks=False)
-        for target in targets:
-            for needed in targets_to_build((build_dir / f"targets.dot.{target}").read_text(), target, provided):
-                _run(["make", "-C", str(build_dir), "-j", str(jobs), f"{needed}/fast"], f"building {needed}", log)
-            if not _runs(bin_dir / target):
-                raise BuildError(f"{target} built against the installed library does not run")
-    except (BuildError, OSError) as err:
-        with open(log, "a") as out:
-            out.write(f"\npytest-axion: building against the installed library failed ({err}); building the whole "
-                      "tree\n")
-        return False
-    return True
+                           log: Path) -> None:
+    """Compile only what the installed library does not ship, linked against copies of it; each program is
+    marked built once it runs (``<program>.ok``)."""
+    if not all((build_dir / f"targets.dot.{target}").exists() for target in targets):
+        _configure(source, build_dir, (), log, makefiles=True)
+    provided = provided_targets(library)
+    _copy_library(library, build_dir / "bin")
+    known = _make_targets(build_dir)
+    for target in targets:
+        for needed in targets_to_build((build_dir / f"targets.dot.{target}").read_text(errors="replace"), target,
+                                       provided):
+            if needed in known:
+                _run(["make", "-C", str(build_dir), "-j", str(jobs), "--", f"{needed}/fast"], f"building {needed}",
+                     log)
+        if not _runs(build_dir / "bin" / target):
+            raise BuildError(f"{target} built against the installed library does not run")
+        (build_dir / f"{target}.ok").write_text("")
+
+
+def _built_against_library(build_dir: Path, targets: Sequence[str]) -> bool:
+    return all((build_dir / f"{target}.ok").exists() for target in targets)
 
 
 def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None = None, jobs: int | None = None,
                    say: Callable[[str], None] | None = None,
                    library_system_info: str | None = None) -> dict[str, Path]:
-    """Paths of the built ``targets`` for ``version`` (default: the installed llama-cpp-python), building if needed,
-    with the installed library's choice of AMX kernels (``library_system_info``, probed when not given)."""
-    installed = installed_version()
-    version = version or installed
+    """Paths of the built ``targets`` for ``version`` (default: the installed llama-cpp-python), building if needed.
+
+    For the installed version, linked against the installed library's own files, cached by their fingerprint under
+    ``<version>-lib<hash>/``; if that fails (or for another version), the whole tree with the installed library's
+    choice of AMX kernels (``library_system_info``, probed when not given), under ``<version>[-noamx]/``."""
+    version = version or installed_version()
+    jobs = jobs or os.cpu_count() or 2
+    library = library_dir() if shutil.which("make") and version == _installed_or_none() else None
+    if library is not None:
+        root = cache_root() / f"{version}-lib{library_fingerprint(library)}"
+        build_dir = root / "build"
+        if _built_against_library(build_dir, targets):
+            return {target: build_dir / "bin" / target for target in targets}
+        root.mkdir(parents=True, exist_ok=True)
+        failed = root / "failed"   # once failed, later sessions build the whole tree at once
+        with FileLock(str(root / "build.lock")):
+            missing = [target for target in targets if not (build_dir / f"{target}.ok").exists()]
+            if missing and not failed.exists():
+                log = root / "build.log"
+                if say is not None:
+                    say(f"building {', '.join(missing)} from llama-cpp-python {version}'s llama.cpp tree against "
+                        f"the installed library (once, a few minutes; cached in {root}; log {log})")
+                source = _extract_llama_cpp(_download_sdist(version, root, log), root)
+                try:
+                    _build_against_library(source, build_dir, missing, library, jobs, log)
+                except Exception as err:   # whatever went wrong on this path, the whole tree is the way out
+                    failed.write_text(f"{type(err).__name__}: {err}\n")
+                    with open(log, "a") as out:
+                        out.write(f"\npytest-axion: building against the installed library failed ({err}); "
+                                  "building the whole tree instead\n")
+            if _built_against_library(build_dir, targets):
+                return {target: build_dir / "bin" / target for target in targets}
+    return _build_whole_tree(targets, version=version, jobs=jobs, say=say, library_system_info=library_system_info)
+
+
+def _installed_or_none() -> str | None:
+    try:
+        return installed_version()
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _build_whole_tree(targets: Sequence[str], *, version: str, jobs: int, say: Callable[[str], None] | None,
+                      library_system_info: str | None) -> dict[str, Path]:
     if library_system_info is None:
         library_system_info = probe_build()["system_info"]
     isa_args = isa_cmake_args(library_system_info, cpu_amx=cpu_has_amx())
@@ -225,14 +295,7 @@ def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None 
                     f"minutes; cached in {root}; log {log})")
             source = _extract_llama_cpp(_download_sdist(version, root, log), root)
             build_dir = root / "build"
-            jobs = jobs or os.cpu_count() or 2
-            library = library_dir() if version == installed and shutil.which("make") else None
-            fresh = not (build_dir / "CMakeCache.txt").exists()
-            if library is None or not _build_against_library(source, build_dir, missing, library, jobs, isa_args,
-                                                             log):
-                if library is not None and fresh:   # a half-done build against the library is not built on
-                    shutil.rmtree(build_dir, ignore_errors=True)
-                _configure(source, build_dir, isa_args, log, makefiles=False)
-                _run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target",
-                      *missing], f"building {', '.join(missing)}", log)
+            _configure(source, build_dir, isa_args, log, makefiles=False)
+            _run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *missing],
+                 f"building {', '.join(missing)}", log)
     return {target: bin_dir / target for target in targets}
