@@ -9,7 +9,8 @@ was being evaluated) into that and the rest (waiting for the server's loop, HTTP
 process (every user's prompt in one batch at the start of a repetition) give the in-process engine's TTFT.
 Never run in CI; nothing else may run on the machine meanwhile.
 
-    python benchmarks/served_ttft_parts.py [--seconds 20] [--threads 2]
+    python benchmarks/served_ttft_parts.py [--seconds 20] [--threads 2] [--users 1 4 8 16] [--slots 32]
+        [--ctx-per-slot 4096]
 """
 
 from __future__ import annotations
@@ -74,11 +75,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--slots", type=int, default=SLOTS)
+    parser.add_argument("--ctx-per-slot", type=int, default=4096, help="the plugin's default; less: a smaller cache")
     args = parser.parse_args()
     model = str(embedded_model_path())
     rows = []
     binary = build_programs((SERVER,))[SERVER]
-    with LlamaServer(binary, model, threads=args.threads, slots=SLOTS) as server:
+    with LlamaServer(binary, model, threads=args.threads, slots=args.slots, ctx_per_slot=args.ctx_per_slot) as server:
         headers = {"Authorization": f"Bearer {server.api_key.value}"}
         served = {n: asyncio.run(closed_loop(server.url, headers, n, args.seconds)) for n in args.users}
     engine = EngineProcess(sys.executable, model_path=model, threads=args.threads)
