@@ -100,18 +100,29 @@ def fake_library(tmp_path, monkeypatch):
     return library, whole_tree
 
 
+def faked_builds(monkeypatch, fails_with=None):
+    """Builds against the library that only record their targets: each leaves a binary that ran (its ``.ok``
+    marker), or, with ``fails_with``, a binary that never ran and that error."""
+    calls = []
+
+    def build_against_library(source, build_dir, targets, library, jobs, log):
+        calls.append(tuple(targets))
+        (build_dir / "bin").mkdir(parents=True, exist_ok=True)
+        for target in targets:
+            (build_dir / "bin" / target).write_text("built")
+            if fails_with is None:
+                (build_dir / f"{target}.ok").write_text("")
+        if fails_with is not None:
+            raise fails_with
+
+    monkeypatch.setattr(build, "_build_against_library", build_against_library)
+    return calls
+
+
 def test_a_failed_build_against_the_library_falls_back_to_the_whole_tree_once_and_remembers(fake_library,
                                                                                              monkeypatch):
     _, whole_tree = fake_library
-    attempts = []
-
-    def fails(source, build_dir, targets, library, jobs, log):
-        attempts.append(tuple(targets))
-        (build_dir / "bin").mkdir(parents=True)
-        (build_dir / "bin" / "llama-server").write_text("half built")   # a binary that never ran is not a build
-        raise KeyError("node7")
-
-    monkeypatch.setattr(build, "_build_against_library", fails)
+    attempts = faked_builds(monkeypatch, fails_with=KeyError("node7"))
     assert build.build_programs(("llama-server",)) == {"llama-server": Path("/whole/llama-server")}
     assert build.build_programs(("llama-server",)) == {"llama-server": Path("/whole/llama-server")}
     assert attempts == [("llama-server",)] and whole_tree == [("llama-server",)] * 2
@@ -123,15 +134,7 @@ def test_a_failed_build_against_the_library_falls_back_to_the_whole_tree_once_an
 def test_programs_built_against_the_library_are_reused_and_a_new_build_of_it_gets_its_own(fake_library,
                                                                                           monkeypatch):
     library, whole_tree = fake_library
-    built = []
-
-    def succeeds(source, build_dir, targets, library, jobs, log):
-        built.append(tuple(targets))
-        for target in targets:
-            (build_dir / f"{target}.ok").parent.mkdir(parents=True, exist_ok=True)
-            (build_dir / f"{target}.ok").write_text("")
-
-    monkeypatch.setattr(build, "_build_against_library", succeeds)
+    built = faked_builds(monkeypatch)
     first = build.build_programs(("llama-server",))["llama-server"]
     assert build.build_programs(("llama-server",))["llama-server"] == first and built == [("llama-server",)]
     (library / "libllama.so.0").write_text("reinstalled with other flags")

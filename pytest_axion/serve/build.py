@@ -239,9 +239,10 @@ def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None 
     For the installed version, linked against the installed library's own files, cached by their fingerprint under
     ``<version>-lib<hash>/``; if that fails (or for another version), the whole tree with the installed library's
     choice of AMX kernels (``library_system_info``, probed when not given), under ``<version>[-noamx]/``."""
-    version = version or installed_version()
+    installed = _installed_or_none()
+    version = version or installed or installed_version()   # nothing installed and no version: the usual error
     jobs = jobs or os.cpu_count() or 2
-    library = library_dir() if shutil.which("make") and version == _installed_or_none() else None
+    library = library_dir() if shutil.which("make") and version == installed else None
     if library is not None:
         root = cache_root() / f"{version}-lib{library_fingerprint(library)}"
         build_dir = root / "build"
