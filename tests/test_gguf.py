@@ -165,3 +165,23 @@ def test_only_the_header_is_read_not_the_weights(model_path, monkeypatch):
     monkeypatch.setattr(gguf, "open", lambda *a, **k: CountingFile(real_open(*a, **k)), raising=False)
     read_gguf_info(model_path)
     assert 0 < sum(bytes_read) < 5_000_000 < model_path.stat().st_size
+
+
+@pytest.mark.parametrize("chunk", [9, 64, 1 << 20])
+def test_a_vocabulary_is_skipped_across_chunk_edges_and_a_cut_inside_it_is_truncation(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(gguf, "_SKIP_CHUNK", chunk)
+    words = [b"", b"a", b"tok" * 30, b"x" * 200, *(b"w%d" % i for i in range(500))]
+    vocabulary = struct.pack("<IQ", 8, len(words)) + b"".join(struct.pack("<Q", len(w)) + w for w in words)
+    kvs = [("general.architecture", 8, struct.pack("<Q", 5) + b"llama"), ("tokenizer.ggml.tokens", 9, vocabulary),
+           ("llama.context_length", 4, struct.pack("<I", 77))]
+    data = gguf_bytes(kvs=kvs)
+    info = read_gguf_info(write(tmp_path, data))
+    # the key after the vocabulary and the tensor table after it are read where they are
+    assert info.context_length == 77 and info.n_tensors == 2 and info.n_params == 16
+    inside = data.index(b"x" * 200) + 100
+    assert_one_line_error(write(tmp_path, data[:inside], "cut.gguf"), "truncated")
+    # a length beyond the end of the file is not a reason to read it
+    lying = bytearray(data)
+    at = data.index(struct.pack("<Q", 200) + b"x")
+    lying[at:at + 8] = struct.pack("<Q", 2**40)
+    assert_one_line_error(write(tmp_path, bytes(lying), "lying.gguf"), "truncated")
