@@ -135,7 +135,7 @@ def run_from_json(kind: str, data: Mapping[str, Any]) -> Run:
 
 @dataclass(frozen=True)
 class WarmUpRun:
-    """Seconds of each untimed prompt of ``n_prompt`` tokens decoded until the speed settled."""
+    """Seconds of each untimed prompt of ``n_prompt`` tokens decoded until the speed stopped rising (``settled``)."""
 
     n_prompt: int
     seconds: tuple[float, ...]

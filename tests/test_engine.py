@@ -105,3 +105,24 @@ def test_zero_repetitions_are_refused(engine):
 def test_tokenizer_counts_tokens(engine):
     assert engine.count_tokens("hello") >= 1
     assert engine.count_tokens("hello " * 50) > engine.count_tokens("hello " * 5)
+
+
+# Warm-up series recorded on the 2-vCPU AMD EPYC VM (1 thread, 32-token prompts, seconds per run), 2026-12-07.
+QUIET_FLAT = [0.1346, 0.1329, 0.1319, 0.1332, 0.1330, 0.1325]
+BUSY_NEVER_AGREEING = [0.1541, 0.1555, 0.1705, 0.1867, 0.1949, 0.1788, 0.1814, 0.1723, 0.1736, 0.1634, 0.1905, 0.19]
+# the 16-core run's first cell, 1083 -> 1896 t/s over its repetitions, as seconds of a 512-token prompt
+CLIMBING = [512 / speed for speed in (1083, 1300, 1500, 1650, 1780, 1850, 1890, 1896, 1893, 1899)]
+
+
+def test_the_warm_up_ends_when_the_speed_stops_rising_not_when_runs_agree():
+    from pytest_axion.engines.llama import _stopped_rising
+
+    def runs_taken(seconds):
+        return next((n for n in range(1, len(seconds) + 1) if _stopped_rising(seconds[:n], 3, 0.05)), None)
+
+    assert runs_taken(QUIET_FLAT) == 3
+    # busy: runs never agreed within 5% (the old rule ran to its deadline), but nothing was climbing
+    assert runs_taken(BUSY_NEVER_AGREEING) == 3
+    # a cold start climbs for seven runs: the warm-up goes on until two runs in a row add no more than 5%
+    assert runs_taken(CLIMBING) == 8
+    assert not _stopped_rising(CLIMBING[:5], 3, 0.05)

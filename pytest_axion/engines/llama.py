@@ -281,11 +281,15 @@ class LlamaEngine:
 
     def warm_up(self, n_prompt: int, *, settle: float = 0.05, min_runs: int = 3, max_runs: int = 30,
                 max_seconds: float = 10.0, progress: ProgressCallback | None = None) -> dict[str, Any]:
-        """Decode an n_prompt-token prompt until the last ``min_runs`` speeds agree within ``settle``.
+        """Decode an n_prompt-token prompt until the speed stops rising: at least ``min_runs`` runs, the last two
+        no faster than the fastest before them by more than ``settle``.
 
         A fresh process measures cold at first (page faults on the mapped weights, caches, clocks): a
         16-core run's first cell climbed from 1083 to 1896 t/s over its repetitions. One warm-up per
-        workload, as llama-bench does, is not enough for the session's first measurement.
+        workload, as llama-bench does, is not enough for the session's first measurement. What ends the
+        warm-up is the climb ending, not the runs agreeing: on a noisy or busy machine runs that agree within
+        5% may never come (3 of 7 series with a core busy had none in 12 runs), and waiting for them spent the
+        whole deadline at every session's start while teaching the measurements nothing.
         """
         _check_positive(n_prompt=n_prompt)
         self._check_fits(n_prompt)
@@ -299,12 +303,12 @@ class LlamaEngine:
                 ctx.clear()
                 seconds.append(self._timed_prompt(ctx, views))
                 _report(progress, f"warm-up pp{n_prompt}", len(seconds), max_runs)   # a sign of life per run
-                if _settled(seconds, min_runs, settle) or time.perf_counter() > deadline:
+                if _stopped_rising(seconds, min_runs, settle) or time.perf_counter() > deadline:
                     break
         finally:
             batch.free()
             ctx.clear()
-        return {"n_prompt": n_prompt, "seconds": seconds, "settled": _settled(seconds, min_runs, settle)}
+        return {"n_prompt": n_prompt, "seconds": seconds, "settled": _stopped_rising(seconds, min_runs, settle)}
 
     def run_prompt(self, n_prompt: int, *, repetitions: int, warmup: bool = True, max_seconds: float | None = None,
                    progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -489,9 +493,10 @@ class LlamaEngine:
         return _Batch(tokens, positions, seq_ids, logits)
 
 
-def _settled(seconds: list[float], runs: int, tolerance: float) -> bool:
-    last = seconds[-runs:]
-    return len(last) == runs and max(last) <= (1 + tolerance) * min(last)
+def _stopped_rising(seconds: list[float], runs: int, tolerance: float) -> bool:
+    """The speed stopped rising: at least ``runs`` runs, and the last two no faster (shorter) than the fastest
+    before them by more than ``tolerance``."""
+    return len(seconds) >= max(runs, 3) and min(seconds[-2:]) >= (1 - tolerance) * min(seconds[:-2])
 
 
 def _check_positive(**values: int) -> None:

@@ -73,11 +73,12 @@ def sizing_lines(sizing: Sizing | None) -> list[str]:
 
 
 def warm_up_lines(warm_up: WarmUpRun | None) -> list[str]:
-    """How long the session warmed up before its first measurement, and whether the speed settled."""
+    """How long the session warmed up before its first measurement, and whether the speed stopped rising."""
     if warm_up is None or not warm_up.seconds:
         return []
     first, last = (warm_up.n_prompt / s for s in (warm_up.seconds[0], warm_up.seconds[-1]))
-    how = "until the speed settled" if warm_up.settled else "and the speed had not settled (a busy machine?)"
+    how = ("until the speed stopped rising" if warm_up.settled
+           else "and the speed was still changing at its deadline (a busy machine?)")
     return [f"warm-up: {len(warm_up.seconds)} prompt(s) of {warm_up.n_prompt} tokens in {sum(warm_up.seconds):.1f} s "
             f"{how} (first {figure(first)} t/s, last {figure(last)} t/s)"]
 
