@@ -288,8 +288,8 @@ class LlamaEngine:
         16-core run's first cell climbed from 1083 to 1896 t/s over its repetitions. One warm-up per
         workload, as llama-bench does, is not enough for the session's first measurement. What ends the
         warm-up is the climb ending, not the runs agreeing: on a noisy or busy machine runs that agree within
-        5% may never come (3 of 7 series with a core busy had none in 12 runs), and waiting for them spent the
-        whole deadline at every session's start while teaching the measurements nothing.
+        5% may never come (3 of 7 series with a core busy had none in 12 runs), and waiting for them ran on to
+        ``max_runs`` or ``max_seconds`` at every session's start while teaching the measurements nothing.
         """
         _check_positive(n_prompt=n_prompt)
         self._check_fits(n_prompt)
