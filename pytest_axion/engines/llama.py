@@ -494,8 +494,8 @@ class LlamaEngine:
 
 
 def _stopped_rising(seconds: list[float], runs: int, tolerance: float) -> bool:
-    """The speed stopped rising: at least ``runs`` runs, and the last two no faster (shorter) than the fastest
-    before them by more than ``tolerance``."""
+    """The speed stopped rising: at least ``runs`` runs (and three: two last ones and one before them), the last
+    two no faster (shorter) than the fastest before them by more than ``tolerance``."""
     return len(seconds) >= max(runs, 3) and min(seconds[-2:]) >= (1 - tolerance) * min(seconds[:-2])
 
 

@@ -158,7 +158,7 @@ class _Reader:
 
     def skip_strings(self, count: int) -> None:
         """Skip ``count`` length-prefixed strings. A tokenizer's vocabulary and merges are 10^5 of them: walked
-        one read at a time they took 0.2-0.5 s of every session's start, walked in memory a few milliseconds."""
+        one read at a time they took 0.17 s of each header read (three a session), walked in memory 0.04 s."""
         while count:
             start = self.offset
             chunk = self.handle.read(min(_SKIP_CHUNK, self.size_bytes - start))
