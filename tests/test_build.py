@@ -74,9 +74,9 @@ def test_the_librarys_files_name_its_cmake_targets_and_fingerprint_its_build(tmp
         (tmp_path / name).write_text(name)
     (tmp_path / "libsub.so.d").mkdir()
     assert provided_targets(tmp_path) == {"ggml-base", "llama", "mtmd"}
-    before = library_fingerprint(tmp_path)
+    before = library_fingerprint(tmp_path, cache_dir=tmp_path / "cache")
     (tmp_path / "libllama.so.0.5.0").write_text("another build of the same version")
-    assert library_fingerprint(tmp_path) != before
+    assert library_fingerprint(tmp_path, cache_dir=tmp_path / "cache") != before
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from filelock import FileLock
 from pytest_axion.engines.worker import NO_AMX_CMAKE_ARGS, probe_build
 from pytest_axion.errors import AxionError
 from pytest_axion.files import default_cache_dir
+from pytest_axion.machine.model import sha256_cached
 
 BENCH_TOOLS = ("llama-bench", "llama-batched-bench")
 SERVER = "llama-server"
@@ -116,12 +117,13 @@ def _library_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.glob("lib*.so*") if path.is_file())
 
 
-def library_fingerprint(folder: Path) -> str:
+def library_fingerprint(folder: Path, *, cache_dir: Path | None = None) -> str:
     """A short hash of the library files' contents: programs linked against one build of the library are cached
-    apart from another's (two environments of one version, or a reinstall with other flags)."""
+    apart from another's (two environments of one version, or a reinstall with other flags). Each file's sha256
+    is the model's cached one (:func:`sha256_cached`), read again only when the file changes."""
     digest = hashlib.sha256()
     for path in _library_files(folder):
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        digest.update(f"{path.name}\0{sha256_cached(path, cache_dir=cache_dir or default_cache_dir())}\n".encode())
     return digest.hexdigest()[:10]
 
 
