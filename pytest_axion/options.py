@@ -80,7 +80,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "fresh attempts that must also regress before a regression fails (default 2)", "N"),
     OptionSpec("confirm_spacing", "--axion-confirm-spacing", "axion_confirm_spacing", "float",
                "seconds to pause before the first confirming attempt, doubled before each later one (60, 120, "
-               "240 s by default), so that the attempts span a slow spell of the machine", "S"),
+               "240 s by default), so that the attempts span a slow spell of the machine; an attempt is not made "
+               "while other processes still keep the machine busy at the pause's end after contended ones", "S"),
     OptionSpec("budget", "--axion-budget", "axion_budget", "float",
                "seconds of measuring one test may spend, its confirming attempts included (pauses are not "
                "measuring): a slow model's cells stop at 3 repetitions once more would pass 1/8 of it, and a "

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from pytest_axion.promises.confirm import confirm, pause_before
+from pytest_axion.promises.confirm import AttemptNotMade, confirm, pause_before
 from pytest_axion.promises.marker import PromiseContext, parse_slo, promises_for
 from pytest_axion.promises.shape import ShapePromise, SteadyLimits
 from pytest_axion.promises.thresholds import Bound
@@ -77,3 +77,19 @@ def test_the_pauses_before_confirming_attempts_double_so_that_the_attempts_span_
     assert pause_before(2, 0.0) == 0.0 and pause_before(3, 15.0) == 30.0
     with pytest.raises(ValueError):
         pause_before(1, 60.0)
+
+
+def test_an_attempt_not_made_after_its_pause_leaves_the_contended_miss_inconclusive_saying_why():
+    bound = Bound("prompt_tps", "prompt_tps", 300.0, nodeid=NODE)
+    busy = [cell("prompt_tps", 1, 150.0, other_cpus=1.0)]
+    calls = []
+
+    def still_busy(suspects, attempt, why):
+        calls.append(attempt)
+        raise AttemptNotMade("other processes still used 1.0 CPU(s) at the end of a 60 s pause, so ...")
+
+    [verdict] = confirm(NODE, [bound], busy, attempts=3, measure_again=still_busy)
+    assert calls == [2]                      # asked once; no attempt after the one not made
+    assert verdict.outcome == "inconclusive" and len(verdict.readings) == 1
+    assert "every attempt was measured while other processes used up to 1.0 CPU(s)" in verdict.reason
+    assert "not measured again: other processes still used 1.0 CPU(s) at the end of a 60 s pause" in verdict.reason

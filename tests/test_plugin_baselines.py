@@ -324,3 +324,23 @@ def test_a_slowdown_measured_while_other_processes_compete_is_inconclusive_and_f
     strict = pytester.runpytest(*replayed, "--axion-strict")
     strict.assert_outcomes(failed=2)
     strict.stdout.fnmatch_lines(["*inconclusive*(--axion-strict)*"])
+
+
+def test_a_confirmation_is_not_measured_while_the_machine_stays_busy(pytester):
+    # Measured for real with a core busy throughout: the first attempt misses a baseline far faster than any
+    # machine while other processes compete, the pause ends with them still competing, and no fresh attempt is
+    # measured (it could only be contended too, so inconclusive whatever it read).
+    pytester.makepyfile(LONGER)
+    with busy_core():
+        recorded = pytester.runpytest(*FAST, "--axion-no-baselines", "--axion-report=contended.json")
+        recorded.assert_outcomes(passed=2)
+        store_baseline(pytester.path / "contended.json", pytester.path / "baselines", scale=FAR_FASTER)
+        judged = pytester.runpytest(*FAST, "--axion-confirm-spacing=2", "--axion-report=r.json")
+    judged.assert_outcomes(passed=2)
+    judged.stdout.fnmatch_lines(["*inconclusive: prompt_tps pp256: regressed: *; every attempt was measured while "
+                                 "other processes used up to * CPU(s): the figures describe them, not the build; not "
+                                 "measured again: other processes still used * CPU(s) at the end of a 2 s pause, so a "
+                                 "fresh attempt would measure them too*"])
+    assert "attempt 3" not in judged.stdout.str()
+    baseline = [v for v in json.loads((pytester.path / "r.json").read_text())["verdicts"] if v["kind"] == "baseline"]
+    assert len(baseline) == 2 and all(len(v["readings"]) == 1 for v in baseline)

@@ -17,7 +17,14 @@ from typing import Protocol
 from pytest_axion.promises.verdict import Judgement, Verdict, verdict_of, wants_another_attempt
 from pytest_axion.records import Measurement
 
+
+class AttemptNotMade(Exception):
+    """Raised by ``measure_again`` when, after its pause, a fresh attempt could not tell anything new: its
+    message says why (the machine still busy). The suspects left are decided on the attempts made."""
+
+
 # (the measurements to measure again, the attempt's number, a line saying why) -> fresh measurements by key
+# (or AttemptNotMade)
 MeasureAgain = Callable[[Sequence[Measurement], int, str], Mapping[str, Measurement]]
 # the measurements a confirming attempt would measure again -> why it cannot (a time budget), or None
 WhyNotAgain = Callable[[Sequence[Measurement]], str | None]
@@ -48,7 +55,8 @@ class Promise(Protocol):
 def confirm(nodeid: str, promises: Sequence[Promise], measurements: Sequence[Measurement], *, attempts: int,
             measure_again: MeasureAgain, why_not_again: WhyNotAgain = lambda _: None) -> list[Verdict]:
     """Every promise's verdict, each suspect confirmed by up to ``attempts - 1`` fresh attempts; none more once
-    ``why_not_again`` gives a reason (the suspects left then are decided on the attempts made, saying why)."""
+    ``why_not_again`` gives a reason or ``measure_again`` raises :class:`AttemptNotMade` (the suspects left then
+    are decided on the attempts made, saying why)."""
     current = {m.key: m for m in measurements}
     tried: dict[tuple[int, str], list[Judgement]] = {}
     for index, promise in enumerate(promises):
@@ -69,7 +77,11 @@ def confirm(nodeid: str, promises: Sequence[Promise], measurements: Sequence[Mea
             unconfirmed = dict.fromkeys(pending, why_not)
             break
         why = "; ".join(dict.fromkeys(f"{tried[i][-1].label}: {tried[i][-1].reading.figure}" for i in pending))
-        fresh = measure_again(to_measure, attempt + 1, f"{len(pending)} promise(s) not met ({why})")
+        try:
+            fresh = measure_again(to_measure, attempt + 1, f"{len(pending)} promise(s) not met ({why})")
+        except AttemptNotMade as err:
+            unconfirmed = dict.fromkeys(pending, str(err))
+            break
         current.update(fresh)
         attempt += 1
         for index in sorted({index for index, _ in pending}):

@@ -190,8 +190,9 @@ def decide(readings: Sequence[Reading], *, attempts: int = 1, unconfirmed: str |
                       "the build" + (f"; {busy}" if busy else ""))
     if all(r.other_cpus is not None for r in readings):
         most = max(r.other_cpus or 0.0 for r in readings)
+        not_made = f"; not measured again: {unconfirmed}" if unconfirmed is not None else ""
         return INCONCLUSIVE, (f"every attempt was measured while other processes used up to {most:.1f} CPU(s): the "
-                              "figures describe them, not the build; measure where nothing else competes")
+                              f"figures describe them, not the build{not_made}; measure where nothing else competes")
     misses = sum(r.status == MISSED for r in readings)
     if unconfirmed is not None and misses < required_misses(attempts):
         return INCONCLUSIVE, (f"beyond the limit in every attempt made ({figures}), not confirmed: {unconfirmed}; a "

@@ -9,15 +9,17 @@ from pathlib import Path
 
 from pytest_axion.budget import MeasuringClock
 from pytest_axion.harness import remeasure
-from pytest_axion.promises.confirm import confirm, pause_before
+from pytest_axion.machine.environment import METER_MIN_S, OtherCpuMeter
+from pytest_axion.promises.confirm import AttemptNotMade, confirm, pause_before
 from pytest_axion.promises.marker import PromiseContext, SloSpec, promises_for
 from pytest_axion.promises.verdict import Verdict
-from pytest_axion.records import CapacitySearch, Measurement, workload_of
+from pytest_axion.records import CapacitySearch, Measurement, busy_limit, workload_of
 from pytest_axion.report.record import BaselineStatus
 from pytest_axion.session.resources import RunResources
 from pytest_axion.store.gate import BaselineGate, GateSettings
 
 AbSide = dict[str, tuple[Measurement, Measurement]]   # (A, B) rounds of each measurement, by B's key
+BUSY_CHECK_S = 10.0   # the end of a confirmation's pause over which the machine is checked for other work
 
 
 class Judging:
@@ -59,20 +61,46 @@ class Judging:
                                  capacity=capacity)
         attempts = 1 + settings.confirm.value if resources.deployment.measures else 1
 
+        # workloads measured at least once while nothing else competed: a fresh attempt of them can still decide
+        clean = {workload_of(m) for m in measured if not m.contended}
+
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
             spacing = pause_before(attempt, settings.confirm_spacing_s.value)
             # an unsure first attempt earns one attempt beyond --axion-confirm (promises.verdict)
             of = f"{attempts}" if attempt <= attempts else f"{attempts}, one more as the first was unsure"
             wait_message(f"{why}; attempt {attempt} of {of} after a {spacing:.0f} s pause, in a fresh worker")
-            self._sleep(spacing)
+            still_busy = self._pause(spacing)
             self.paused_s += spacing
-            return self._measure_again(suspects, ab_side)
+            if still_busy is not None and not any(workload_of(m) in clean for m in suspects):
+                raise AttemptNotMade(f"other processes still used {still_busy:.1f} CPU(s) at the end of a "
+                                     f"{spacing:.0f} s pause, so a fresh attempt would measure them too")
+            fresh = self._measure_again(suspects, ab_side)
+            clean.update(workload_of(m) for m in fresh.values() if not m.contended)
+            return fresh
 
         def why_not_again(suspects: Sequence[Measurement]) -> str | None:
             return self.clock.shortfall(nodeid, [(nodeid, workload_of(m)) for m in suspects])
 
         return confirm(nodeid, promises_for(spec, context), list(measured), attempts=attempts,
                        measure_again=measure_again, why_not_again=why_not_again)
+
+    def _pause(self, seconds: float) -> float | None:
+        """Wait ``seconds`` before a confirming attempt; the CPUs' worth of other processes' work over its last
+        :data:`BUSY_CHECK_S` when that is beyond what the threads tolerate (the machine still busy), else None.
+
+        Every attempt measured while other processes competed ends ``inconclusive`` whatever it reads
+        (:func:`pytest_axion.promises.verdict.decide`), so an attempt measured while they still do cannot decide
+        anything: on a 70B proxy with a core busy, two such attempts and their pauses were 264 s of a 306 s test."""
+        loaded = self.resources.loaded
+        check_s = min(BUSY_CHECK_S, seconds)
+        if loaded is None or not loaded.engine.measures_contention or check_s < METER_MIN_S:
+            self._sleep(seconds)
+            return None
+        self._sleep(seconds - check_s)
+        meter = OtherCpuMeter().start()
+        self._sleep(check_s)
+        other = meter.stop()
+        return other if other is not None and other > busy_limit(loaded.threads) else None
 
     def _measure_again(self, suspects: Sequence[Measurement], ab_side: AbSide | None) -> dict[str, Measurement]:
         """The suspects' workloads, each once, in a fresh worker; in an A/B session both sides, their rounds into
