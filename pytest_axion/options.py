@@ -84,8 +84,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "while other processes still keep the machine busy at the pause's end after contended ones", "S"),
     OptionSpec("budget", "--axion-budget", "axion_budget", "float",
                "seconds of measuring one test may spend, its confirming attempts included (pauses are not "
-               "measuring): a slow model's cells stop at 3 repetitions once more would pass 1/8 of it, and a "
-               "confirmation that would pass it is not made (default: 120; 0: no budget)", "S"),
+               "measuring, except one that only waits for other processes to finish): a slow model's cells stop "
+               "at 3 repetitions once more would pass 1/8 of it, and a confirmation that would pass it is not made "
+               "(default: 120; 0: no budget)", "S"),
     OptionSpec("capacity_budget", "--axion-capacity-budget", "axion_capacity_budget", "float",
                "seconds of measuring an axion.capacity() search may spend after the first measurement of its "
                "batch sizes, where the call sets no budget_s= (default: 120)", "S"),

@@ -36,6 +36,16 @@ def test_the_clock_says_why_a_test_cannot_measure_its_suspects_again_within_its_
     assert why == ("measuring it again would take about 70 s on top of the 70 s this test measured, beyond its "
                    "budget of 120 s (--axion-budget; 0 turns it off)")
     assert MeasuringClock(budget_s=0.0).shortfall("t::b", [("t::b", "pp512")]) is None   # no budget
+    # a pause waiting for other processes to finish counts: 70 + 40 + 50 > 120, where 70 + 50 fitted
+    waiting = clock.shortfall("t::a", [("t::a", "pp512")], waiting_s=40.0)
+    assert waiting == ("waiting 40 s for other processes to finish and then measuring it again would take about 90 s "
+                       "on top of the 70 s this test measured, beyond its budget of 120 s (--axion-budget; 0 turns "
+                       "it off)")
+    assert clock.shortfall("t::a", [("t::a", "pp512")], waiting_s=0.0) is None
+    clock.wait("t::a", 10.0)   # a pause waited so far counts too: 70 + 10 + 50 > 120
+    assert clock.shortfall("t::a", [("t::a", "pp512")]) == (
+        "measuring it again would take about 50 s on top of the 70 s this test measured (and the 10 s it waited for "
+        "other processes), beyond its budget of 120 s (--axion-budget; 0 turns it off)")
 
 
 def test_a_miss_the_budget_leaves_unconfirmed_is_inconclusive_and_one_confirmed_once_still_fails():

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -336,6 +337,15 @@ def test_a_confirmation_is_not_measured_while_the_machine_stays_busy(pytester):
         recorded.assert_outcomes(passed=2)
         store_baseline(pytester.path / "contended.json", pytester.path / "baselines", scale=FAR_FASTER)
         judged = pytester.runpytest(*FAST, "--axion-confirm-spacing=2", "--axion-report=r.json")
+        # a pause that only waits for other processes counts against the test's budget: not waited at all
+        started = time.monotonic()
+        unwaited = pytester.runpytest(*FAST, "--axion-confirm-spacing=1000")
+        took = time.monotonic() - started
+    unwaited.assert_outcomes(passed=2)
+    unwaited.stdout.fnmatch_lines(["*inconclusive: prompt_tps pp256: regressed: *; not measured again: waiting 1000 s "
+                                   "for other processes to finish and then measuring it again would take about * s "
+                                   "on top of the * s this test measured, beyond its budget of 120 s*"])
+    assert took < 120
     judged.assert_outcomes(passed=2)
     judged.stdout.fnmatch_lines(["*inconclusive: prompt_tps pp256: regressed: *; every attempt was measured while "
                                  "other processes used up to * CPU(s): the figures describe them, not the build; not "

@@ -284,3 +284,18 @@ def test_a_worker_dies_with_the_process_that_started_it(model_path, tmp_path):
         time.sleep(0.1)
     os.kill(worker_pid, signal.SIGKILL)
     pytest.fail("the worker outlived the process that started it")
+
+
+def test_a_worker_maps_the_model_file_unless_told_to_read_it_into_memory(worker, model_path):
+    def mapped(pid):
+        with open(f"/proc/{pid}/maps") as maps:
+            return any(line.rstrip().endswith(str(model_path)) for line in maps)
+
+    assert mapped(worker.pid)
+    reading = EngineProcess(sys.executable, model_path=str(model_path), threads=MEASURING_THREADS, mmap=False)
+    try:
+        assert not mapped(reading.pid)
+        run = reading.run("generation", repetitions=1, n_gen=4)
+        assert len(run.seconds) == 1 and run.seconds[0] > 0
+    finally:
+        reading.close()

@@ -25,7 +25,7 @@ from pytest_axion.credentials import Secret
 from pytest_axion.engines.base import Engine
 from pytest_axion.engines.paired import PairedEngine
 from pytest_axion.engines.replay import read_recorded_run
-from pytest_axion.engines.worker import EngineProcess, WorkerError
+from pytest_axion.engines.worker import WORKER_LABEL, EngineProcess, WorkerError
 from pytest_axion.errors import AxionError, ModelFileError
 from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import HardwareFingerprint, collect_hardware, validate_hardware_id
@@ -197,9 +197,9 @@ class Deployment:
                             override_source=self.hardware_source)
 
     def _worker(self, path: str, interpreter: str, label: str | None = None) -> Callable[[], Engine]:
-        named = {} if label is None else {"label": label}
+        named = WORKER_LABEL if label is None else label
         return lambda: EngineProcess(interpreter, model_path=path, threads=self.threads,
-                                     hang_floor_s=self.worker_timeout_s, **named)
+                                     hang_floor_s=self.worker_timeout_s, label=named)
 
     def _warmed(self, engine: Engine, model: ModelFingerprint, load_seconds: float, *, llama_cpp_python: str | None,
                 hardware_override: str | None, override_source: str) -> LoadedModel:

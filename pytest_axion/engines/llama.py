@@ -235,6 +235,20 @@ class _Batch:
         llama_cpp.llama_batch_free(self.batch)
 
 
+def _read_into_memory(params: Any) -> None:
+    """Load the model into memory of its own instead of mapping the file (llama.cpp's tools map it by default):
+    where the file's pages sit in the page cache then no longer matters, and a fresh copy of a file generated up
+    to 10% faster than the same bytes installed long before. Recent llama.cpp names the switch ``load_mode``,
+    older ``use_mmap``; a ctypes structure takes an unknown name silently, so the field is looked up."""
+    fields = {name for name, *_ in type(params)._fields_}
+    if "load_mode" in fields:
+        params.load_mode = getattr(llama_cpp, "LLAMA_LOAD_MODE_NONE", 0)
+    elif "use_mmap" in fields:
+        params.use_mmap = False
+    else:
+        raise EngineError(_unsupported("has no way to load a model without mapping its file"))
+
+
 def _offset(pointer: Any, items: int) -> Any:
     address = ctypes.cast(pointer, ctypes.c_void_p).value or 0
     return ctypes.cast(address + items * ctypes.sizeof(pointer._type_), type(pointer))
@@ -244,10 +258,12 @@ class LlamaEngine:
     """A loaded model that answers pp / tg / batched measurement requests."""
 
     def __init__(self, model_path: str, *, threads: int, n_batch: int = DEFAULT_N_BATCH,
-                 n_ubatch: int = DEFAULT_N_UBATCH, seed: int = 1234) -> None:
+                 n_ubatch: int = DEFAULT_N_UBATCH, seed: int = 1234, use_mmap: bool = True) -> None:
         log = _ensure_backend()
         log.take()
         params = llama_cpp.llama_model_default_params()
+        if not use_mmap:
+            _read_into_memory(params)
         self.model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
         load_log = log.take()
         if not self.model:
@@ -568,6 +584,7 @@ def serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-batch", type=int, default=DEFAULT_N_BATCH)
     parser.add_argument("--n-ubatch", type=int, default=DEFAULT_N_UBATCH)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--no-mmap", action="store_true", help="read the model into memory instead of mapping it")
     parser.add_argument("--probe", action="store_true", help="print the build's facts as JSON and exit")
     args = parser.parse_args(argv)
     if args.probe:
@@ -592,7 +609,7 @@ def serve(argv: list[str] | None = None) -> int:
     _ensure_backend().echo = True
     try:
         engine = LlamaEngine(args.model, threads=args.threads, n_batch=args.n_batch, n_ubatch=args.n_ubatch,
-                             seed=args.seed)
+                             seed=args.seed, use_mmap=not args.no_mmap)
     except EngineError as err:
         send({"error": {"type": "EngineError", "message": str(err)}})
         return 1

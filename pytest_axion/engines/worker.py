@@ -103,12 +103,16 @@ def _exit_description(code: int) -> str:
     return f"exit code {code}"
 
 
+WORKER_LABEL = "llama.cpp worker"   # what errors call a worker that has no side of an A/B session
+
+
 class EngineProcess:
     """One worker process: a model loaded under ``python``, answering measurement requests."""
 
-    def __init__(self, python: str, *, model_path: str, threads: int, label: str = "llama.cpp worker",
-                 hang_floor_s: float = DEFAULT_HANG_FLOOR_S) -> None:
+    def __init__(self, python: str, *, model_path: str, threads: int, label: str = WORKER_LABEL,
+                 hang_floor_s: float = DEFAULT_HANG_FLOOR_S, mmap: bool = True) -> None:
         self.python, self.label, self.model_path, self.threads = python, label, model_path, threads
+        self.mmap = mmap   # False: the model read into the worker's own memory (benchmarks/proxy_fidelity.py)
         self.hang_floor_s = hang_floor_s
         self._warm_up_tokens = 0
         self._seconds_per_token: float | None = None   # a prompt token's time, from the warm-up
@@ -121,7 +125,8 @@ class EngineProcess:
                               "path of the python in the environment to compare with (e.g. .venv-old/bin/python)")
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self._process = subprocess.Popen(
-            [executable, str(ENGINE_SCRIPT), "--model", self.model_path, "--threads", str(self.threads)],
+            [executable, str(ENGINE_SCRIPT), "--model", self.model_path, "--threads", str(self.threads),
+             *([] if self.mmap else ["--no-mmap"])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
             preexec_fn=die_with_parent)
         self._pending = b""

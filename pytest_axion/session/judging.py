@@ -63,15 +63,22 @@ class Judging:
 
         # workloads measured at least once while nothing else competed: a fresh attempt of them can still decide
         clean = {workload_of(m) for m in measured if not m.contended}
+        made = [1]   # attempts made so far
+
+        def only_contended(suspects: Sequence[Measurement]) -> bool:
+            return not any(workload_of(m) in clean for m in suspects)
 
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
+            made[0] = attempt
             spacing = pause_before(attempt, settings.confirm_spacing_s.value)
             # an unsure first attempt earns one attempt beyond --axion-confirm (promises.verdict)
             of = f"{attempts}" if attempt <= attempts else f"{attempts}, one more as the first was unsure"
             wait_message(f"{why}; attempt {attempt} of {of} after a {spacing:.0f} s pause, in a fresh worker")
             still_busy = self._pause(spacing)
             self.paused_s += spacing
-            if still_busy is not None and not any(workload_of(m) in clean for m in suspects):
+            if only_contended(suspects):
+                self.clock.wait(nodeid, spacing)
+            if still_busy is not None and only_contended(suspects):
                 raise AttemptNotMade(f"other processes still used {still_busy:.1f} CPU(s) at the end of a "
                                      f"{spacing:.0f} s pause, so a fresh attempt would measure them too")
             fresh = self._measure_again(suspects, ab_side)
@@ -79,7 +86,9 @@ class Judging:
             return fresh
 
         def why_not_again(suspects: Sequence[Measurement]) -> str | None:
-            return self.clock.shortfall(nodeid, [(nodeid, workload_of(m)) for m in suspects])
+            # a pause that only waits for other processes to finish is spent within the test's budget (budget.py)
+            waiting = pause_before(made[0] + 1, settings.confirm_spacing_s.value) if only_contended(suspects) else 0.0
+            return self.clock.shortfall(nodeid, [(nodeid, workload_of(m)) for m in suspects], waiting_s=waiting)
 
         return confirm(nodeid, promises_for(spec, context), list(measured), attempts=attempts,
                        measure_again=measure_again, why_not_again=why_not_again)
