@@ -61,48 +61,50 @@ class Judging:
                                  capacity=capacity)
         attempts = 1 + settings.confirm.value if resources.deployment.measures else 1
 
-        # workloads measured at least once while nothing else competed: a fresh attempt of them can still decide
+        # Workloads measured at least once while nothing else competed: a fresh attempt of them can still decide.
+        # For the others, the pause before an attempt only waits for other processes to finish (budget.py).
         clean = {workload_of(m) for m in measured if not m.contended}
-        made = [1]   # attempts made so far
+        made = 1   # attempts made so far
 
         def only_contended(suspects: Sequence[Measurement]) -> bool:
             return not any(workload_of(m) in clean for m in suspects)
 
         def measure_again(suspects: Sequence[Measurement], attempt: int, why: str) -> dict[str, Measurement]:
-            made[0] = attempt
+            nonlocal made
+            made = attempt
             spacing = pause_before(attempt, settings.confirm_spacing_s.value)
             # an unsure first attempt earns one attempt beyond --axion-confirm (promises.verdict)
             of = f"{attempts}" if attempt <= attempts else f"{attempts}, one more as the first was unsure"
             wait_message(f"{why}; attempt {attempt} of {of} after a {spacing:.0f} s pause, in a fresh worker")
-            still_busy = self._pause(spacing)
+            waiting_only = only_contended(suspects)
+            still_busy = self._pause(spacing, check=waiting_only)
             self.paused_s += spacing
-            if only_contended(suspects):
+            if waiting_only:
                 self.clock.wait(nodeid, spacing)
-            if still_busy is not None and only_contended(suspects):
-                raise AttemptNotMade(f"other processes still used {still_busy:.1f} CPU(s) at the end of a "
-                                     f"{spacing:.0f} s pause, so a fresh attempt would measure them too")
+                if still_busy is not None:
+                    raise AttemptNotMade(f"other processes still used {still_busy:.1f} CPU(s) at the end of a "
+                                         f"{spacing:.0f} s pause, so a fresh attempt would measure them too")
             fresh = self._measure_again(suspects, ab_side)
             clean.update(workload_of(m) for m in fresh.values() if not m.contended)
             return fresh
 
         def why_not_again(suspects: Sequence[Measurement]) -> str | None:
-            # a pause that only waits for other processes to finish is spent within the test's budget (budget.py)
-            waiting = pause_before(made[0] + 1, settings.confirm_spacing_s.value) if only_contended(suspects) else 0.0
+            waiting = pause_before(made + 1, settings.confirm_spacing_s.value) if only_contended(suspects) else 0.0
             return self.clock.shortfall(nodeid, [(nodeid, workload_of(m)) for m in suspects], waiting_s=waiting)
 
         return confirm(nodeid, promises_for(spec, context), list(measured), attempts=attempts,
                        measure_again=measure_again, why_not_again=why_not_again)
 
-    def _pause(self, seconds: float) -> float | None:
-        """Wait ``seconds`` before a confirming attempt; the CPUs' worth of other processes' work over its last
-        :data:`BUSY_CHECK_S` when that is beyond what the threads tolerate (the machine still busy), else None.
+    def _pause(self, seconds: float, *, check: bool) -> float | None:
+        """Wait ``seconds`` before a confirming attempt; with ``check``, the CPUs' worth of other processes' work over
+        its last :data:`BUSY_CHECK_S` when that is beyond what the threads tolerate (the machine still busy), else None.
 
         Every attempt measured while other processes competed ends ``inconclusive`` whatever it reads
         (:func:`pytest_axion.promises.verdict.decide`), so an attempt measured while they still do cannot decide
         anything: on a 70B proxy with a core busy, two such attempts and their pauses were 264 s of a 306 s test."""
         loaded = self.resources.loaded
         check_s = min(BUSY_CHECK_S, seconds)
-        if loaded is None or not loaded.engine.measures_contention or check_s < METER_MIN_S:
+        if not check or loaded is None or not loaded.engine.measures_contention or check_s < METER_MIN_S:
             self._sleep(seconds)
             return None
         self._sleep(seconds - check_s)
