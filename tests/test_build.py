@@ -140,9 +140,3 @@ def test_programs_built_against_the_library_are_reused_and_a_new_build_of_it_get
     (library / "libllama.so.0").write_text("reinstalled with other flags")
     assert build.build_programs(("llama-server",))["llama-server"] != first and len(built) == 2
     assert whole_tree == []
-
-
-def test_compile_jobs_are_chosen_as_ninja_chooses_them(monkeypatch):
-    for cpus, jobs in ((1, 2), (2, 3), (16, 18), (64, 66)):
-        monkeypatch.setattr(build.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
-        assert build.default_jobs() == jobs

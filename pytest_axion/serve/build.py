@@ -243,7 +243,7 @@ def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None 
     choice of AMX kernels (``library_system_info``, probed when not given), under ``<version>[-noamx]/``."""
     installed = _installed_or_none()
     version = version or installed or installed_version()   # nothing installed and no version: the usual error
-    jobs = jobs or default_jobs()
+    jobs = jobs or os.cpu_count() or 2
     library = library_dir() if shutil.which("make") and version == installed else None
     if library is not None:
         root = cache_root() / f"{version}-lib{library_fingerprint(library)}"
@@ -270,17 +270,6 @@ def build_programs(targets: Sequence[str] = BENCH_TOOLS, *, version: str | None 
             if _built_against_library(build_dir, targets):
                 return {target: build_dir / "bin" / target for target in targets}
     return _build_whole_tree(targets, version=version, jobs=jobs, say=say, library_system_info=library_system_info)
-
-
-def default_jobs() -> int:
-    """Compile jobs as ninja chooses them: the CPUs this process may use plus two (three on two CPUs), so that no CPU
-    idles while a compiler waits on the disk. On a CI runner that shares its cores with other work, the build then
-    takes its share of them (with a core kept busy, two jobs on two CPUs built llama-server in 268-282 s)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        cpus = os.cpu_count() or 1
-    return 2 if cpus <= 1 else 3 if cpus == 2 else cpus + 2
 
 
 def _installed_or_none() -> str | None:
