@@ -10,7 +10,11 @@ process (every user's prompt in one batch at the start of a repetition) give the
 Never run in CI; nothing else may run on the machine meanwhile.
 
     python benchmarks/served_ttft_parts.py [--seconds 20] [--threads 2] [--users 1 4 8 16] [--slots 32]
-        [--ctx-per-slot 4096]
+        [--ctx-per-slot 4096] [--server-arg=--cache-ram --server-arg=0] [--samplers top_k --top-k 1]
+
+``--server-arg`` passes an argument to llama-server (repeat it); ``--samplers`` and ``--top-k`` go into every
+request's body (llama-server's own sampler chain, ``samplers``), to see what the server's per-slot sampling costs
+a step against the in-process engine, which samples nothing (as llama-batched-bench).
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ from pytest_axion.serve.llama_server import LlamaServer
 N_PROMPT, N_GEN, SLOTS = 16, 16, 32
 
 
+EXTRA_BODY: dict[str, object] = {}
+
+
 async def one_request(client: httpx.AsyncClient, url: str, rng: random.Random) -> dict[str, float]:
     body = {"prompt": [rng.randrange(100, 40000) for _ in range(N_PROMPT)], "max_tokens": N_GEN, "stream": True,
-            "ignore_eos": True, "temperature": 0.0, "cache_prompt": False}
+            "ignore_eos": True, "temperature": 0.0, "cache_prompt": False, **EXTRA_BODY}
     sent = time.perf_counter()
     first = None
     timings: dict[str, float] = {}
@@ -77,11 +84,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--slots", type=int, default=SLOTS)
     parser.add_argument("--ctx-per-slot", type=int, default=4096, help="the plugin's default; less: a smaller cache")
+    parser.add_argument("--server-arg", action="append", default=[], help="an argument for llama-server")
+    parser.add_argument("--samplers", nargs="*", help="the requests' sampler chain (llama-server's `samplers`)")
+    parser.add_argument("--top-k", type=int, help="the requests' top_k")
+    parser.add_argument("--skip-in-process", action="store_true", help="measure the server only")
     args = parser.parse_args()
+    if args.samplers is not None:
+        EXTRA_BODY["samplers"] = args.samplers
+    if args.top_k is not None:
+        EXTRA_BODY["top_k"] = args.top_k
     model = str(embedded_model_path())
     rows = []
     binary = build_programs((SERVER,))[SERVER]
-    with LlamaServer(binary, model, threads=args.threads, slots=args.slots, ctx_per_slot=args.ctx_per_slot) as server:
+    with LlamaServer(binary, model, threads=args.threads, slots=args.slots, ctx_per_slot=args.ctx_per_slot,
+                     extra_args=tuple(args.server_arg)) as server:
         headers = {"Authorization": f"Bearer {server.api_key.value}"}
         served = {n: asyncio.run(closed_loop(server.url, headers, n, args.seconds)) for n in args.users}
     engine = EngineProcess(sys.executable, model_path=model, threads=args.threads)
@@ -90,10 +106,12 @@ def main() -> None:
         for n in args.users:
             requests = served[n]
             median = {k: statistics.median(r[k] for r in requests) for k in requests[0]}
-            run = engine.run("batched", n_prompt=N_PROMPT, n_gen=N_GEN, batch_size=n, repetitions=5)
-            assert isinstance(run, BatchedRun)
-            in_process_ttft = statistics.median(run.prompt_seconds) * 1e3   # TTFT: the prompt phase of the batch
-            in_process_step = statistics.median(s for steps in run.step_seconds for s in steps) * 1e3
+            in_process_ttft = in_process_step = float("nan")
+            if not args.skip_in_process:
+                run = engine.run("batched", n_prompt=N_PROMPT, n_gen=N_GEN, batch_size=n, repetitions=5)
+                assert isinstance(run, BatchedRun)
+                in_process_ttft = statistics.median(run.prompt_seconds) * 1e3   # TTFT: the batch's prompt phase
+                in_process_step = statistics.median(s for steps in run.step_seconds for s in steps) * 1e3
             served_step = median["predicted_ms"] / (N_GEN - 1)
             rows.append([n, len(requests), f"{median['ttft_ms']:.1f}", f"{median['prompt_ms']:.1f}",
                          f"{median['ttft_ms'] - median['prompt_ms']:.1f}", f"{served_step:.1f}",

@@ -16,6 +16,9 @@ MARKER_SHORT_HELP = (f"{MARKER}(**promises): performance promises checked under 
                      "(`pytest --markers` lists its keys)")
 
 
+# The context per slot of the llama-server that --axion-serve starts, unless --axion-serve-ctx says otherwise.
+DEFAULT_SERVE_CTX = 4096
+
 @dataclass(frozen=True)
 class OptionSpec:
     name: str           # attribute name in Settings
@@ -114,6 +117,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("serve", "--axion-serve", "axion_serve", "int",
                "start llama.cpp's llama-server with N parallel slots on 127.0.0.1 for this session (built once "
                "from the installed llama-cpp-python's llama.cpp tree) and measure it as the endpoint", "N"),
+    OptionSpec("serve_ctx", "--axion-serve-ctx", "axion_serve_ctx", "int",
+               "tokens of context each slot of the --axion-serve server holds (llama-server's -c is slots x N; "
+               f"default {DEFAULT_SERVE_CTX}): as the deployment it stands for has it, since a larger cache makes "
+               "the server's steps slower with many users", "N"),
     OptionSpec("replay", "--axion-replay", None, "str",
                "judge the samples of an --axion-report file again instead of measuring: each test's workloads are "
                "answered with what that report recorded, on its model, hardware id and threads, so the promises, "

@@ -21,7 +21,7 @@ from pytest_axion.errors import AxionError, SettingsError
 from pytest_axion.machine.cpu import UsableCores, usable_cores
 from pytest_axion.machine.features import parse_features
 from pytest_axion.machine.hardware import validate_hardware_id
-from pytest_axion.options import OPTIONS, OptionSpec
+from pytest_axion.options import DEFAULT_SERVE_CTX, OPTIONS, OptionSpec
 from pytest_axion.promises.ab import DEFAULT_AB_ROUNDS, DEFAULT_AB_TOLERANCE
 from pytest_axion.promises.capacity import DEFAULT_CAPACITY_BUDGET_S
 from pytest_axion.promises.reading import DEFAULT_READING_SPEED, ReadingSpeedSpec, parse_reading_speed
@@ -44,6 +44,7 @@ MAX_RUNS = 50
 MAX_REPETITIONS = 1000
 EFFICIENCY_MODES = ("cached", "fresh", "off")
 MAX_SERVE_SLOTS = 256
+MIN_SERVE_CTX, MAX_SERVE_CTX = 64, 1 << 20
 DEFAULT_EFFICIENCY = "cached"
 PROMPT_SIZING_MODES = ("rule", "sweep")
 DEFAULT_PROMPT_SIZING = "rule"
@@ -83,6 +84,7 @@ PLAIN: dict[str, Rule] = {
     "efficiency": Rule(DEFAULT_EFFICIENCY, choices=EFFICIENCY_MODES),
     "baselines": Rule(), "report": Rule(), "plots": Rule(), "markdown": Rule(), "python": Rule(),
     "endpoint_model": Rule(), "ab_baseline": Rule(), "replay": Rule(),
+    "serve_ctx": Rule(DEFAULT_SERVE_CTX, MIN_SERVE_CTX, MAX_SERVE_CTX),
 }
 
 
@@ -134,6 +136,7 @@ class Settings:
     endpoint_key: Secret | None = None
     ab_endpoint_key: Secret | None = None
     serve_slots: Sourced[int | None] = Sourced(None, "default")   # start llama-server with this many slots
+    serve_ctx: Sourced[int] = Sourced(DEFAULT_SERVE_CTX, "default")   # ... each of this many tokens
     # Reports of this suite on proxies of the same model at other layer counts: predict the full model.
     predict_from: Sourced[tuple[str, ...]] = Sourced((), "default")
 
@@ -151,7 +154,7 @@ class Settings:
             threads=self.threads.value, model_path=self.model.value, python=self.python.value,
             worker_timeout_s=self.worker_timeout_s.value, hardware_override=self.hardware.value,
             hardware_source=self.hardware.source, ab_python=self.ab_baseline.value, ab_rounds=self.ab_rounds.value,
-            serve_slots=self.serve_slots.value, endpoint=self.endpoint.value,
+            serve_slots=self.serve_slots.value, serve_ctx=self.serve_ctx.value, endpoint=self.endpoint.value,
             endpoint_model=self.endpoint_model.value, endpoint_key=self.endpoint_key,
             ab_endpoint=self.ab_endpoint.value, ab_endpoint_key=self.ab_endpoint_key, replay=self.replay.value)
 
@@ -208,8 +211,9 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
     features = _as_optional_str(raw["require_features"])
     required = () if features.value is None else parse_features(features.value, source=features.source)
     _check_combinations(enabled=plain["enabled"].value, refresh=refresh, ab_baseline=ab_baseline,
-                        ab_endpoint=ab_endpoint, serve_slots=serve_slots, endpoint=endpoint, replay=replay,
-                        threads=threads, model=model, reading_unit=reading_speed.unit, features=bool(required))
+                        ab_endpoint=ab_endpoint, serve_slots=serve_slots, serve_ctx=plain["serve_ctx"],
+                        endpoint=endpoint, replay=replay, threads=threads, model=model,
+                        reading_unit=reading_speed.unit, features=bool(required))
 
     return Settings(
         enabled=plain["enabled"].value,
@@ -241,6 +245,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
         endpoint_key=endpoint_key,
         ab_endpoint_key=ab_endpoint_key,
         serve_slots=serve_slots,
+        serve_ctx=plain["serve_ctx"],
         ab_rounds=plain["ab_rounds"],
         ab_tolerance=_as_tolerance(raw["ab_tolerance"], default=DEFAULT_AB_TOLERANCE),
         reading_speed=reading_speed,
@@ -259,7 +264,7 @@ def resolve_settings(cli: Mapping[str, object], ini: Mapping[str, str], *, cores
 
 
 def _check_combinations(*, enabled: bool, refresh: bool, ab_baseline: Sourced[str | None],
-                        ab_endpoint: Sourced[str | None], serve_slots: Sourced[int | None],
+                        ab_endpoint: Sourced[str | None], serve_slots: Sourced[int | None], serve_ctx: Sourced[int],
                         endpoint: Sourced[str | None], replay: Sourced[str | None], threads: Sourced[int],
                         model: Sourced[str | None], reading_unit: str, features: bool) -> None:
     """Every rule about which options combine, in one place: each valid on its own, some not together."""
@@ -271,6 +276,9 @@ def _check_combinations(*, enabled: bool, refresh: bool, ab_baseline: Sourced[st
     if serve_slots.value is not None and endpoint.value is not None:
         raise SettingsError("--axion-serve starts a server to measure, --axion-endpoint measures one already "
                             "running: give one of them")
+    if serve_ctx.source.startswith("--") and serve_slots.value is None:   # an ini value waits for --axion-serve
+        raise SettingsError(f"{serve_ctx.source} sizes the slots of the server --axion-serve N starts: give "
+                            "--axion-serve N too (a server at --axion-endpoint has the context it was started with)")
     served = serve_slots.value is not None or endpoint.value is not None
     if (served or ab_endpoint.value is not None) and ab_baseline.value is not None:
         raise SettingsError("--axion-ab-baseline compares two llama-cpp-python installations in worker processes; "

@@ -160,9 +160,14 @@ def test_served_ab_catches_a_deployment_whose_users_queue(pytester, served):
         def test_four_users(axion):
             axion.batched(n_prompt=32, n_gen=16, batch_sizes=[4])
     """)
-    result = pytester.runpytest(*FAST, "--axion-serve=1", f"--axion-threads={MEASURING_THREADS}",
-                                f"--axion-ab-endpoint={served.url}", "--axion-ab-rounds=6", "--axion-confirm=1")
+    # B's slot holds 512 tokens of context (--axion-serve-ctx), A's 4096: each side's record names its slots
+    result = pytester.runpytest(*FAST, "--axion-serve=1", "--axion-serve-ctx=512",
+                                f"--axion-threads={MEASURING_THREADS}", f"--axion-ab-endpoint={served.url}",
+                                "--axion-ab-rounds=6", "--axion-confirm=1", "--axion-report=r.json")
     result.assert_outcomes(failed=1)
+    sides = json.loads((pytester.path / "r.json").read_text())["ab"]
+    assert "1 slot of 512 tokens" in sides["current"]["served"]
+    assert "4 slots of 4096 tokens" in sides["baseline"]["served"]
     # Queueing shows in the first tokens: TTFT and the prompt speed read from them. On a busy machine one of the two
     # can stay inconclusive (TTFT B/A 0.53x-0.75x over three attempts, its interval 0.18-1.54) while the other is
     # regressed; either is the deployment caught.

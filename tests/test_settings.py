@@ -2,6 +2,7 @@ import pytest
 
 from pytest_axion.errors import HardwareIdError, SettingsError
 from pytest_axion.machine.cpu import UsableCores
+from pytest_axion.options import DEFAULT_SERVE_CTX
 from pytest_axion.settings import OPTIONS, PLAIN, Sourced, resolve_settings
 
 
@@ -101,11 +102,19 @@ def test_tolerance_takes_fractions_and_percentages(text, value):
     ({"confirm_spacing": "-3"}, "--axion-confirm-spacing must be between 0 and 86400"),
     ({"capacity_budget": "0"}, "--axion-capacity-budget must be more than 0 seconds, got 0"),
     ({"budget": "-1"}, "--axion-budget must be between 0 and 86400"),
+    ({"serve": "2", "serve_ctx": "16"}, "--axion-serve-ctx must be between 64 and 1048576"),
+    ({"serve_ctx": "512"}, "--axion-serve-ctx sizes the slots of the server --axion-serve N starts: give --axion"),
     ({"refresh": True}, "--axion-refresh-baselines measures: add --axion-slo"),
 ])
 def test_gate_options_refuse_bad_values_by_name(cli, message):
     with pytest.raises(SettingsError, match=message):
         resolve(cli=cli)
+
+
+def test_the_started_servers_context_per_slot_reaches_its_deployment_and_an_ini_value_waits_for_serve():
+    assert resolve(cli={"serve": "4", "serve_ctx": "512"}).deployment.serve_ctx == 512
+    assert resolve(cli={"serve": "4"}).deployment.serve_ctx == DEFAULT_SERVE_CTX
+    assert resolve(ini={"axion_serve_ctx": "1024"}).serve_ctx == Sourced(1024, "ini axion_serve_ctx")
 
 
 def test_refresh_and_no_baselines_turn_comparison_off_and_bool_ini_keys_parse():
@@ -218,9 +227,10 @@ def test_every_option_is_plain_or_has_a_rule_of_its_own_and_plain_numbers_refuse
         rule = PLAIN.get(spec.name)
         if rule is None or spec.kind != "int":
             continue
-        assert getattr(resolve(cli={spec.name: str(rule.default)}), spec.name).value == rule.default
+        companion = {"serve": "2"} if spec.name == "serve_ctx" else {}   # it sizes the server --axion-serve starts
+        assert getattr(resolve(cli={spec.name: str(rule.default), **companion}), spec.name).value == rule.default
         with pytest.raises(SettingsError, match=f"^{spec.flag} must be between {rule.low} and {rule.high}, got "):
-            resolve(cli={spec.name: str(rule.high + 1)})
+            resolve(cli={spec.name: str(rule.high + 1), **companion})
     for spec in OPTIONS:
         rule = PLAIN.get(spec.name)
         if rule is not None and rule.choices:

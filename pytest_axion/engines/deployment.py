@@ -31,6 +31,7 @@ from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import HardwareFingerprint, collect_hardware, validate_hardware_id
 from pytest_axion.machine.model import ModelFingerprint, embedded_model_path, fingerprint_model
 from pytest_axion.machine.sizing import prompt_fill_tokens
+from pytest_axion.options import DEFAULT_SERVE_CTX
 from pytest_axion.records import EngineError, WarmUpRun
 
 KINDS = ("in process", "installation A/B", "llama-server", "endpoint", "served A/B", "replay")
@@ -74,6 +75,7 @@ class Deployment:
     ab_python: str | None = None              # side A of an installation A/B session
     ab_rounds: int = 10
     serve_slots: int | None = None            # start llama-server with this many slots
+    serve_ctx: int = DEFAULT_SERVE_CTX        # ... of this many tokens each
     endpoint: str | None = None
     endpoint_model: str | None = None
     endpoint_key: Secret | None = None
@@ -162,7 +164,8 @@ class Deployment:
         return {
             "installation A/B": f"A/B against the llama-cpp-python of {self.ab_python}",
             "served A/B": f"A/B of the served deployment against {self.ab_endpoint}",
-            "llama-server": f"served by llama-server with {self.serve_slots} slots",
+            "llama-server": (f"served by llama-server with {self.serve_slots} "
+                             f"slot{'s' if self.serve_slots != 1 else ''} of {self.serve_ctx} tokens"),
             "endpoint": f"served at {self.endpoint}",
             "replay": f"replaying {self.replay} (nothing is measured)",
         }.get(self.kind, "in process")
@@ -228,9 +231,13 @@ class Deployment:
             path = self.model_path or str(embedded_model_path())
             info = read_gguf_info(path)
             model = fingerprint_model(path, info=info)
-            model = dataclasses.replace(model, file_name=f"{model.label}@llama-server-np{self.serve_slots}.gguf")
+            # the deployment's shape names its baselines: slots, and the context per slot where it is not the default
+            context = "" if self.serve_ctx == DEFAULT_SERVE_CTX else f"-c{self.serve_ctx}"
+            model = dataclasses.replace(model,
+                                        file_name=f"{model.label}@llama-server-np{self.serve_slots}{context}.gguf")
             binary = build_programs((SERVER,), say=say)[SERVER]
-            server = LlamaServer(binary, path, threads=self.threads, slots=self.serve_slots).start()
+            server = LlamaServer(binary, path, threads=self.threads, slots=self.serve_slots,
+                                 ctx_per_slot=self.serve_ctx).start()
             try:
                 engine = EndpointEngine(server.url, label="llama-server", restart_server=server.restart,
                                         server=server, api_key=server.api_key)

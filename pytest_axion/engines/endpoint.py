@@ -86,6 +86,7 @@ class ServerFacts:
     build: str
     slots: int | None
     n_vocab: int
+    slot_ctx: int | None = None   # tokens of context per slot (llama-server's /props), which its step costs follow
 
 
 def _opener(url: str) -> urllib.request.OpenerDirector:
@@ -142,14 +143,15 @@ def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint"
                           "--axion-endpoint-model")
     entry = next((e for e in listed.get("data", []) if isinstance(e, dict) and e.get("id") == model), {})
     n_vocab = int((entry.get("meta") or {}).get("n_vocab") or DEFAULT_VOCAB)
-    build, slots = "unknown", None
+    build, slots, slot_ctx = "unknown", None, None
     try:
         props = _call(base.removesuffix("/v1") + "/props", key)
         build = str(props.get("build_info", "unknown"))
         slots = int(props["total_slots"]) if "total_slots" in props else None
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        slot_ctx = int((props.get("default_generation_settings") or {}).get("n_ctx") or 0) or None
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # not llama-server: vLLM and others have no /props
-    return ServerFacts(model=model, build=build, slots=slots, n_vocab=n_vocab)
+    return ServerFacts(model=model, build=build, slots=slots, n_vocab=n_vocab, slot_ctx=slot_ctx)
 
 
 def served_model_name(model_id: str) -> str:
@@ -227,7 +229,8 @@ class EndpointEngine:
 
     def describe(self) -> str:
         slots = ("slots not reported" if self.server.slots is None
-                 else f"{self.server.slots} slot{'s' if self.server.slots != 1 else ''}")
+                 else f"{self.server.slots} slot{'s' if self.server.slots != 1 else ''}"
+                 + (f" of {self.server.slot_ctx} tokens" if self.server.slot_ctx else ""))
         return f"endpoint {self.url}: model {self.server.model}, build {self.server.build}, {slots}"
 
     # -- the engine interface ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import IO
 from pytest_axion.children import die_with_parent
 from pytest_axion.credentials import Secret
 from pytest_axion.errors import AxionError
+from pytest_axion.options import DEFAULT_SERVE_CTX
 
 HEALTH_TIMEOUT_S = 120.0
 LOG_LINES_QUOTED = 3
@@ -47,7 +48,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LlamaServer:
     """One llama-server process serving ``model`` with ``slots`` parallel slots."""
 
-    def __init__(self, binary: Path, model: str, *, threads: int, slots: int, ctx_per_slot: int = 4096,
+    def __init__(self, binary: Path, model: str, *, threads: int, slots: int, ctx_per_slot: int = DEFAULT_SERVE_CTX,
                  host: str = "127.0.0.1", extra_args: tuple[str, ...] = ()) -> None:
         self.binary, self.model, self.threads, self.slots = binary, model, threads, slots
         self.ctx_per_slot, self.host, self.extra_args = ctx_per_slot, host, extra_args
