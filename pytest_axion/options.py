@@ -19,6 +19,7 @@ MARKER_SHORT_HELP = (f"{MARKER}(**promises): performance promises checked under 
 # The context per slot of the llama-server that --axion-serve starts, unless --axion-serve-ctx says otherwise.
 DEFAULT_SERVE_CTX = 4096
 
+
 @dataclass(frozen=True)
 class OptionSpec:
     name: str           # attribute name in Settings
