@@ -161,11 +161,13 @@ class Deployment:
         return read_recorded_run(self.replay).repetitions if self.replay is not None else asked
 
     def mode(self) -> str:
+        if self.kind == "llama-server" and self.serve_slots is not None:
+            from pytest_axion.engines.endpoint import slots_phrase  # only when served
+
+            return f"served by llama-server with {slots_phrase(self.serve_slots, self.serve_ctx)}"
         return {
             "installation A/B": f"A/B against the llama-cpp-python of {self.ab_python}",
             "served A/B": f"A/B of the served deployment against {self.ab_endpoint}",
-            "llama-server": (f"served by llama-server with {self.serve_slots} "
-                             f"slot{'s' if self.serve_slots != 1 else ''} of {self.serve_ctx} tokens"),
             "endpoint": f"served at {self.endpoint}",
             "replay": f"replaying {self.replay} (nothing is measured)",
         }.get(self.kind, "in process")

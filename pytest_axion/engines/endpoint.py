@@ -154,6 +154,11 @@ def probe_endpoint(url: str, model: str | None, option: str = "--axion-endpoint"
     return ServerFacts(model=model, build=build, slots=slots, n_vocab=n_vocab, slot_ctx=slot_ctx)
 
 
+def slots_phrase(slots: int, slot_ctx: int | None) -> str:
+    """"4 slots of 4096 tokens": a server's slots and, where known, the context each holds."""
+    return f"{slots} slot{'s' if slots != 1 else ''}" + (f" of {slot_ctx} tokens" if slot_ctx else "")
+
+
 def served_model_name(model_id: str) -> str:
     """The served model's name as baselines know it: llama-server lists a model started without ``--alias``
     by its file path, which differs from machine to machine, so a path becomes its file name. Repository
@@ -229,8 +234,7 @@ class EndpointEngine:
 
     def describe(self) -> str:
         slots = ("slots not reported" if self.server.slots is None
-                 else f"{self.server.slots} slot{'s' if self.server.slots != 1 else ''}"
-                 + (f" of {self.server.slot_ctx} tokens" if self.server.slot_ctx else ""))
+                 else slots_phrase(self.server.slots, self.server.slot_ctx))
         return f"endpoint {self.url}: model {self.server.model}, build {self.server.build}, {slots}"
 
     # -- the engine interface ------------------------------------------------------------------------
