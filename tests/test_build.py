@@ -140,3 +140,79 @@ def test_programs_built_against_the_library_are_reused_and_a_new_build_of_it_get
     (library / "libllama.so.0").write_text("reinstalled with other flags")
     assert build.build_programs(("llama-server",))["llama-server"] != first and len(built) == 2
     assert whole_tree == []
+
+
+TOP_MAKEFILE = """\
+# Target rules for targets named llama-common
+
+# fast build rule for target.
+llama-common/fast:
+\t$(MAKE) $(MAKESILENT) -f common/CMakeFiles/llama-common.dir/build.make common/CMakeFiles/llama-common.dir/build
+.PHONY : llama-common/fast
+"""
+COMMON_BUILD_MAKE = """\
+# Object files for target llama-common
+llama__common_OBJECTS = \\
+"CMakeFiles/llama-common.dir/arg.cpp.o" \\
+"CMakeFiles/llama-common.dir/parsers/gpt-oss.cpp.o"
+
+# External object files for target llama-common
+llama__common_EXTERNAL_OBJECTS =
+"""
+
+
+def test_each_targets_makefile_and_objects_are_read_as_cmake_writes_them():
+    assert build.fast_rules(TOP_MAKEFILE) == {"llama-common": ("common/CMakeFiles/llama-common.dir/build.make",
+                                                               "common/CMakeFiles/llama-common.dir/build")}
+    assert build.objects_of(COMMON_BUILD_MAKE, "common/CMakeFiles/llama-common.dir/build.make") == [
+        "common/CMakeFiles/llama-common.dir/arg.cpp.o", "common/CMakeFiles/llama-common.dir/parsers/gpt-oss.cpp.o"]
+
+
+def test_objects_compile_side_by_side_after_generated_sources_and_links_follow_the_order():
+    steps = [("http", "h.make", "h/build", ["h.o"]), ("assets", "a.make", "a/build", []),
+             ("common", "c.make", "c/build", ["c1.o", "c2.o"]), ("server", "s.make", "s/build", ["s.o"])]
+    rules = {}
+    for line in build.schedule_makefile(steps).splitlines():
+        if line.startswith(("compile-", "link-")):
+            name, _, prerequisites = line.partition(":")
+            rules[name] = prerequisites.split()
+    assert rules == {"compile-0": [], "link-0": ["compile-0"], "compile-1": [], "link-1": ["compile-1"],
+                     "compile-2": ["link-1"], "link-2": ["compile-2", "link-0"],
+                     "compile-3": ["link-1"], "link-3": ["compile-3", "link-0", "link-2"]}
+
+
+PROJECT = """\
+cmake_minimum_required(VERSION 3.16)
+project(sides C)
+add_custom_command(OUTPUT generated.h COMMAND ${CMAKE_COMMAND} -E copy ${CMAKE_CURRENT_SOURCE_DIR}/value.in generated.h)
+add_custom_target(assets DEPENDS generated.h)
+add_library(base STATIC base.c)
+add_library(upper STATIC upper.c)
+target_include_directories(upper PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+add_dependencies(upper assets)
+target_link_libraries(upper PUBLIC base)
+add_executable(program main.c)
+target_link_libraries(program PRIVATE upper)
+"""
+
+
+def test_a_real_cmake_project_builds_side_by_side_and_a_broken_one_is_left_to_the_target_by_target_build(tmp_path):
+    source, build_dir, log = tmp_path / "src", tmp_path / "build", tmp_path / "build.log"
+    source.mkdir()
+    (source / "CMakeLists.txt").write_text(PROJECT)
+    (source / "value.in").write_text("#define VALUE 42\n")
+    (source / "base.c").write_text("int base(void) { return 1; }\n")
+    (source / "upper.c").write_text('#include "generated.h"\nint base(void);\nint upper(void) { return base() + '
+                                    'VALUE; }\n')
+    (source / "main.c").write_text("int upper(void);\nint main(void) { return upper() == 43 ? 0 : 1; }\n")
+    build._run(["cmake", "-S", str(source), "-B", str(build_dir), "-G", "Unix Makefiles"], "configuring", log)
+    build._compile_side_by_side(build_dir, ["assets", "base", "upper", "program"], 2, log)
+    assert "stopped" not in log.read_text()
+    assert build._runs(build_dir / "program")
+
+    (source / "upper.c").write_text("this is not C\n")
+    build._compile_side_by_side(build_dir, ["assets", "base", "upper", "program"], 2, log)
+    assert "pytest-axion: building side by side stopped (building assets, base, upper, program side by side " \
+           "failed (exit code 2)" in log.read_text()
+    build._compile_side_by_side(build_dir, ["nothing-cmake-knows"], 2, log)
+    assert "building side by side stopped ('nothing-cmake-knows')" in log.read_text()

@@ -35,6 +35,7 @@ from pytest_axion.engines.worker import NO_AMX_CMAKE_ARGS, probe_build
 from pytest_axion.errors import AxionError
 from pytest_axion.files import default_cache_dir
 from pytest_axion.machine.model import sha256_cached
+from pytest_axion.serve.sdist import NotFound, fetch_sdist
 
 BENCH_TOOLS = ("llama-bench", "llama-batched-bench")
 SERVER = "llama-server"
@@ -66,6 +67,12 @@ def _download_sdist(version: str, into: Path, log: Path) -> Path:
     found = sorted(into.glob(f"llama_cpp_python-{version}.tar.gz"))
     if found:
         return found[0]
+    try:
+        return fetch_sdist("llama-cpp-python", version, into)
+    except NotFound as err:   # pip knows more ways to reach an index (a keyring, say): its turn
+        with open(log, "a") as out:
+            out.write(f"pytest-axion: fetching the sdist from pip's indexes directly failed ({err}); "
+                      "asking pip download\n")
     _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(into),
           f"llama-cpp-python=={version}"], f"downloading the llama-cpp-python {version} sdist", log)
     return next(into.glob(f"llama_cpp_python-{version}.tar.gz"))
@@ -170,6 +177,61 @@ def targets_to_build(dot: str, target: str, provided: set[str]) -> list[str]:
     return order
 
 
+def fast_rules(top_makefile: str) -> dict[str, tuple[str, str]]:
+    """target -> (its ``build.make``, the rule that builds it) from the top Makefile's ``<target>/fast`` rules,
+    which run the target's own makefile without its dependencies."""
+    rules = re.findall(r"^([\w.+-]+)/fast:\n\t\$\(MAKE\) \$\(MAKESILENT\) -f (\S+) (\S+)$", top_makefile,
+                       flags=re.MULTILINE)
+    return {name: (build_make, rule) for name, build_make, rule in rules}
+
+
+def objects_of(build_make: str, build_make_path: str) -> list[str]:
+    """The object files a target's ``build.make`` compiles, as its rules name them (from the build folder)."""
+    block = re.search(r"^\w+_OBJECTS = \\\n((?:\"[^\"]+\"(?: \\)?\n)*)", build_make, flags=re.MULTILINE)
+    folder = build_make_path.split("CMakeFiles/")[0]
+    return [folder + name for name in re.findall(r'"([^"]+)"', block.group(1))] if block else []
+
+
+def schedule_makefile(steps: Sequence[tuple[str, str, str, Sequence[str]]]) -> str:
+    """A makefile that compiles the objects of every step (``name, build.make, build rule, objects``, in
+    dependency order) side by side and links them in order: built one target at a time, a one-file target (the
+    HTTP library, 24 s) or a target's last long file (the server's context, 16 s) held one of two cores idle.
+    A target with nothing to compile (it generates sources) runs first and before every later step's compiling;
+    a link waits for every earlier step's."""
+    lines = ["# written by pytest-axion: compile all targets' objects at once, link in dependency order",
+             f".PHONY: all {' '.join(f'compile-{i} link-{i}' for i in range(len(steps)))}",
+             f"all: {' '.join(f'link-{i}' for i in range(len(steps)))}", ""]
+    generators: list[str] = []
+    linked: list[str] = []
+    for i, (_name, build_make, rule, objects) in enumerate(steps):
+        lines += [f"compile-{i}: {' '.join(generators)}".rstrip()]
+        if objects:
+            lines += [f"\t+$(MAKE) -f {build_make} {' '.join(objects)}"]
+        lines += [f"link-{i}: {' '.join([f'compile-{i}', *(linked if objects else ())])}",
+                  f"\t+$(MAKE) -f {build_make} {rule}", ""]
+        (linked if objects else generators).append(f"link-{i}")
+    return "\n".join(lines)
+
+
+def _compile_side_by_side(build_dir: Path, needed: Sequence[str], jobs: int, log: Path) -> None:
+    """Build ``needed`` (dependency order) through :func:`schedule_makefile`; any failure is left to the target by
+    target build that follows, which redoes only what is missing."""
+    try:
+        rules = fast_rules((build_dir / "Makefile").read_text(errors="replace"))
+        steps = []
+        for name in needed:
+            build_make, rule = rules[name]
+            steps.append((name, build_make, rule,
+                          objects_of((build_dir / build_make).read_text(errors="replace"), build_make)))
+        schedule = build_dir / "axion-schedule.mk"
+        schedule.write_text(schedule_makefile(steps))
+        _run(["make", "-C", str(build_dir), "-f", schedule.name, "-j", str(jobs)],
+             f"building {', '.join(needed)} side by side", log)
+    except (KeyError, OSError, BuildError) as err:
+        with open(log, "a") as out:
+            out.write(f"\npytest-axion: building side by side stopped ({err}); building target by target\n")
+
+
 def _runs(program: Path) -> bool:
     try:
         return subprocess.run([str(program), "--version"], capture_output=True, timeout=60).returncode == 0
@@ -218,12 +280,13 @@ def _build_against_library(source: Path, build_dir: Path, targets: Sequence[str]
     provided = provided_targets(library)
     _copy_library(library, build_dir / "bin")
     known = _make_targets(build_dir)
+    needed = {target: [name for name in targets_to_build((build_dir / f"targets.dot.{target}").read_text(
+        errors="replace"), target, provided) if name in known] for target in targets}
+    _compile_side_by_side(build_dir, list(dict.fromkeys(name for names in needed.values() for name in names)), jobs,
+                          log)
     for target in targets:
-        for needed in targets_to_build((build_dir / f"targets.dot.{target}").read_text(errors="replace"), target,
-                                       provided):
-            if needed in known:
-                _run(["make", "-C", str(build_dir), "-j", str(jobs), "--", f"{needed}/fast"], f"building {needed}",
-                     log)
+        for name in needed[target]:
+            _run(["make", "-C", str(build_dir), "-j", str(jobs), "--", f"{name}/fast"], f"building {name}", log)
         if not _runs(build_dir / "bin" / target):
             raise BuildError(f"{target} built against the installed library does not run")
         (build_dir / f"{target}.ok").write_text("")
