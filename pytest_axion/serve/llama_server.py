@@ -29,6 +29,7 @@ from pytest_axion.options import DEFAULT_SERVE_CTX
 HEALTH_TIMEOUT_S = 120.0
 LOG_LINES_QUOTED = 3
 PORT_TRIES = 3   # another process can take the free port picked before llama-server binds it
+STOP_GRACE_S = 2.0   # for the requests in flight, before the second signal that ends llama-server at once
 
 
 class ServerError(AxionError):
@@ -138,12 +139,16 @@ class LlamaServer:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            # llama-server finishes the requests in flight first (after a Ctrl-C the abandoned client's streams
+            # kept it 10 s); a second signal ends it at once, and nothing of ours is left to finish
+            for signal_number, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGTERM, 5.0),
+                                          (signal.SIGKILL, None)):
+                process.send_signal(signal_number)
+                try:
+                    process.wait(timeout=wait_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         if self._log is not None:
             self._log.close()
             self._log = None
