@@ -196,14 +196,14 @@ def test_bad_capacity_calls_are_one_line_errors_naming_the_test(call, message):
 
 
 def test_on_the_real_model_in_process_the_search_brackets_users_under_speed_and_ttft_together(engine):
-    """The embedded model on this machine, whatever its speed today: the TTFT limit is six times one user's, so
+    """The embedded model on this machine, whatever its speed today: the TTFT limit is three times one user's, so
     the prompt phase of many users' prompts ends the search somewhere above one user. Attainment 0.5 lets a level
     decide on 4 requests (the 0.9 default needs 35: shown on the scripted engine above), so the search is quick."""
     one_user = engine.measure("batched", nodeid="calibration", threads=2, repetitions=3, n_prompt=16, n_gen=4,
                               batch_size=1).current["ttft_ms"].median
     found = []
     result = harness(engine, [RequestPromise("per_user_tps", 1.0)], found).capacity(
-        n_prompt=16, n_gen=4, ttft_ms=6 * one_user, attainment=0.5, batch_sizes=[1, 2], repetitions=2, budget_s=120)
+        n_prompt=16, n_gen=4, ttft_ms=3 * one_user, attainment=0.5, batch_sizes=[1, 2], repetitions=2, budget_s=120)
     search = found[0]
     assert search.ended in ("promise", "inconclusive"), search.stopped
     low, high = search.most_passing, search.fewest_failing

@@ -294,7 +294,7 @@ import pytest
 
 @pytest.mark.axion_slo(prompt_tps=1)
 def test_prompt(axion):
-    axion.prompt(256)
+    axion.prompt(128)
 
 def test_generate(axion):
     axion.generate(64)
@@ -302,7 +302,7 @@ def test_generate(axion):
 
 
 def test_a_slowdown_measured_while_other_processes_compete_is_inconclusive_and_not_measured_again(pytester):
-    # Workloads long enough (> 0.25 s) for the kernel's CPU accounting to show the other work. Measured once for
+    # Workloads long enough (> 0.25 s at one thread) for the kernel's CPU accounting to show the other work. Measured once for
     # real with a core busy: what the machine reports is the point. The verdicts on those contended samples are
     # then judged by replaying them against a baseline far faster than any machine (slower in every attempt,
     # whatever happens), and, for the confirmation, measured again with the core still busy.
@@ -317,7 +317,7 @@ def test_a_slowdown_measured_while_other_processes_compete_is_inconclusive_and_n
     replayed = ["--axion-slo", "--axion-replay=contended.json", "-p", "no:cacheprovider"]
     warned = pytester.runpytest(*replayed, "--axion-report=r.json")
     warned.assert_outcomes(passed=2)
-    warned.stdout.fnmatch_lines(["*AxionWarning: inconclusive: prompt_tps pp256: "
+    warned.stdout.fnmatch_lines(["*AxionWarning: inconclusive: prompt_tps pp128: "
                                  "regressed: *; every attempt was measured while other processes used up to * CPU(s): "
                                  "the figures describe them, not the build; measure where nothing else competes*"])
     baseline = [v for v in json.loads((pytester.path / "r.json").read_text())["verdicts"] if v["kind"] == "baseline"]
@@ -332,18 +332,18 @@ def test_a_slowdown_measured_while_other_processes_compete_is_inconclusive_and_n
     with busy_core():
         judged = pytester.runpytest(*FAST, "--axion-confirm-spacing=2", "--axion-report=judged.json")
         started = time.monotonic()
-        unwaited = pytester.runpytest(*FAST, "--axion-confirm-spacing=1000")
+        unwaited = pytester.runpytest(*FAST, "--axion-confirm-spacing=1000", "-k", "test_prompt")
         took = time.monotonic() - started
     judged.assert_outcomes(passed=2)
-    judged.stdout.fnmatch_lines(["*inconclusive: prompt_tps pp256: regressed: *; every attempt was measured while "
+    judged.stdout.fnmatch_lines(["*inconclusive: prompt_tps pp128: regressed: *; every attempt was measured while "
                                  "other processes used up to * CPU(s): the figures describe them, not the build; not "
                                  "measured again: other processes still used * CPU(s) at the end of a 2 s pause, so a "
                                  "fresh attempt would measure them too*"])
     assert "attempt 3" not in judged.stdout.str()
     verdicts = json.loads((pytester.path / "judged.json").read_text())["verdicts"]
     assert [len(v["readings"]) for v in verdicts if v["kind"] == "baseline"] == [1, 1]
-    unwaited.assert_outcomes(passed=2)
-    unwaited.stdout.fnmatch_lines(["*inconclusive: prompt_tps pp256: regressed: *; not measured again: waiting 1000 s "
+    unwaited.assert_outcomes(passed=1, deselected=1)
+    unwaited.stdout.fnmatch_lines(["*inconclusive: prompt_tps pp128: regressed: *; not measured again: waiting 1000 s "
                                    "for other processes to finish and then measuring it again would take about * s "
                                    "on top of the * s this test measured, beyond its budget of 120 s*"])
     assert took < 120
