@@ -27,6 +27,8 @@ def test_pip_settings_take_the_environment_before_the_config_files_and_split_lis
                                   "https://other.example/simple")
     assert sources.find_links == ("/opt/wheels",) and sources.cert == "/etc/ssl/certs/ca.crt"
     assert parse_pip_config("").index_urls == (sdist.DEFAULT_INDEX,)
+    offline = parse_pip_config(LISTING + "global.no-index='true'\n")
+    assert offline.index_urls == () and offline.find_links == ("/opt/wheels",)
 
 
 def test_both_forms_of_the_simple_api_give_each_file_its_address_and_hash():

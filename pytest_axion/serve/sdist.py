@@ -61,7 +61,8 @@ def parse_pip_config(listing: str) -> PipSources:
     index = setting("index-url") or DEFAULT_INDEX
     extra = tuple(shlex.split(setting("extra-index-url") or ""))
     links = tuple(shlex.split(setting("find-links") or ""))
-    return PipSources(index_urls=(index, *extra), find_links=links, cert=setting("cert"))
+    offline = (setting("no-index") or "").lower() in ("1", "true", "yes", "on")   # pip then reads find-links only
+    return PipSources(index_urls=() if offline else (index, *extra), find_links=links, cert=setting("cert"))
 
 
 def pip_sources(python: str = sys.executable) -> PipSources:
