@@ -302,10 +302,10 @@ def test_generate(axion):
 
 
 def test_a_slowdown_measured_while_other_processes_compete_is_inconclusive_and_not_measured_again(pytester):
-    # Workloads long enough (> 0.25 s at one thread) for the kernel's CPU accounting to show the other work. Measured once for
-    # real with a core busy: what the machine reports is the point. The verdicts on those contended samples are
-    # then judged by replaying them against a baseline far faster than any machine (slower in every attempt,
-    # whatever happens), and, for the confirmation, measured again with the core still busy.
+    # Workloads long enough (> 0.25 s at one thread) for the kernel's CPU accounting to show the other work.
+    # Measured once for real with a core busy: what the machine reports is the point. The verdicts on those
+    # contended samples are then judged by replaying them against a baseline far faster than any machine (slower
+    # in every attempt, whatever happens), and, for the confirmation, measured again with the core still busy.
     pytester.makepyfile(LONGER)
     with busy_core():
         measured = pytester.runpytest(*FAST, "--axion-no-baselines", "--axion-report=contended.json")
