@@ -4,12 +4,13 @@ the cache folder every part of pytest-axion keeps its reusable results in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 TEMP_PREFIX = ".{name}."   # temp files are hidden, named after their target: readers skip them, writers clean them
 
@@ -21,16 +22,17 @@ def default_cache_dir() -> Path:
     return Path(base) / "pytest-axion"
 
 
-def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    """Write sorted, indented JSON through a temp file in the same folder, fsync and rename."""
+@contextlib.contextmanager
+def written_atomically(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A handle whose contents replace ``path`` whole when the block ends: a temp file in the same folder, fsync
+    and rename; if the block raises, nothing is left and ``path`` is as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX.format(name=path.name), suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); a baseline or report is a shared file like any other.
+        # mkstemp makes the file private (0600); a baseline, report or cached file is shared like any other.
         os.fchmod(fd, _mode_for(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.write("\n")
+        with open(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -38,6 +40,13 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    """Write sorted, indented JSON through a temp file in the same folder, fsync and rename."""
+    with written_atomically(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, allow_nan=False)
+        handle.write("\n")
 
 
 def _mode_for(path: Path) -> int:

@@ -11,13 +11,12 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pytest_axion.files import TEMP_PREFIX, default_cache_dir, fsync_directory
+from pytest_axion.files import default_cache_dir, written_atomically
 from pytest_axion.machine.gguf import PROXY_KEY_PREFIX
 from pytest_axion.proxy import blocks, ggufio
 from pytest_axion.proxy.quant import SUPPORTED_QUANTIZATIONS, file_type_id, tensor_types
@@ -214,24 +213,11 @@ def write_proxy(spec: ProxySpec, *, layers: int, quantization: str | None, path:
     plan = plan_proxy(spec, layers=layers, quantization=quantization, seed=seed)
     target = Path(path)
     check_room(target, plan.size_bytes)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX.format(name=target.name), suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)   # mkstemp's 0600 would hide a cached proxy from other users
-        with os.fdopen(fd, "wb") as handle:
-            _write_data(plan, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        written = os.path.getsize(temp)
+    with written_atomically(target) as handle:
+        _write_data(plan, handle)
+        written = handle.tell()
         if written != plan.size_bytes:
             raise AssertionError(f"proxy writer bug: wrote {written} bytes, planned {plan.size_bytes}")
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_directory(target.parent)
     return _info(plan, target)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import html.parser
 import json
-import os
 import re
 import shlex
 import ssl
@@ -25,6 +24,8 @@ import urllib.request
 from base64 import b64encode
 from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_axion.files import written_atomically
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 PIP_PRECEDENCE = (":env:", "site", "user", "global")   # pip's own order, the first that sets a key wins
@@ -168,18 +169,14 @@ def fetch_sdist(project: str, version: str, into: Path, *, python: str = sys.exe
     sources = pip_sources(python)
     url, expected = find_sdist(filename, project, sources)
     target = into / filename
-    partial = into / f".{filename}.part"
     digest = hashlib.sha256()
     try:
-        with _open(url, sources.cert) as reply, open(partial, "wb") as out:
+        with _open(url, sources.cert) as reply, written_atomically(target) as out:
             while chunk := reply.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-        if expected is not None and digest.hexdigest() != expected.lower():
-            raise NotFound(f"{url} does not have the sha256 the index lists ({expected})")
-        os.replace(partial, target)
+            if expected is not None and digest.hexdigest() != expected.lower():
+                raise NotFound(f"{url} does not have the sha256 the index lists ({expected})")
     except OSError as err:
         raise NotFound(f"downloading {url} failed: {err}") from err
-    finally:
-        partial.unlink(missing_ok=True)
     return target
