@@ -11,7 +11,7 @@ FAST = ["--axion-slo", "--axion-repetitions=3", "--axion-confirm-spacing=0",
 IMPOSSIBLE = """
 import pytest
 
-@pytest.mark.axion_slo(steady_within=0.001)
+@pytest.mark.axion_slo(steady_within=1e-9)   # two medians this close do not happen (0.001 did, once in a run)
 def test_steady(axion):
     axion.batched(n_prompt=16, n_gen=1, batch_sizes=[1, 2])
 
