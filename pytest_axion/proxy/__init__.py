@@ -1,6 +1,7 @@
 """Proxy models: a production model's exact tensor shapes, types and tokenizer size, N layers, random weights.
 
-A dense model's speed does not depend on its weights' values, so a proxy with a few of Llama 3.3 70B's
+A dense model's speed depends on its weights' types and shapes, hardly on their values (the one exception, how
+their block scales vary, is imitated: :mod:`~pytest_axion.proxy.blocks`), so a proxy with a few of Llama 3.3 70B's
 layers runs the very kernels of the 40 GB model on a machine that could never hold it, and nothing is
 downloaded. See docs/proxy-models-draft.md.
 

@@ -23,7 +23,7 @@ from pytest_axion.proxy.quant import SUPPORTED_QUANTIZATIONS, file_type_id, tens
 from pytest_axion.proxy.spec import ProxyError, ProxySpec, TensorShape, check_layers, hyperparameter_kvs, tensor_table
 from pytest_axion.proxy.tokenizer import donor_tokenizer, fit_tokenizer, tokenizer_kvs
 
-PROXY_FORMAT_VERSION = 1      # bump when the writer's output changes: cached proxies are named by it
+PROXY_FORMAT_VERSION = 2      # bump when the writer's output changes: cached proxies are named by it
 MIN_DEFAULT_LAYERS = 2        # llama.cpp skips the last layer's FFN for tokens without logits: 1 layer measures little
 MEMORY_REGIME_FACTOR = 4      # weights beyond 4x the last-level cache stream from DRAM on every generated token
 UNKNOWN_CACHE_BYTES = 256 << 20   # a last-level cache sysfs does not show: assume a large one (more layers, not fewer)
