@@ -7,7 +7,9 @@ proxies ``--like`` the model with all of its layers, one with one scale per tens
 ``MIN_SPREAD`` at 0: the writer of proxy format 1) and one as the writer makes them now, beside a fresh copy of the
 model, and measures one workload (default: 8 prompt tokens, 64 generated, one user) in pairs, each proxy against
 the model in its own worker process, alternating which goes first. Reports the median of the pairs' speed ratios
-(proxy over model) with its spread. A benchmark, never run in CI:
+(proxy over model), prompt and generation, with their spread. ``--model`` may be a proxy itself (a proxy of
+Llama 3.3 70B from the cache, say): the comparison is then of the two ways of writing its blocks. A benchmark,
+never run in CI:
 
     python benchmarks/proxy_scales.py --pairs 40
 """
@@ -44,22 +46,25 @@ def write(real: Path, path: Path, *, varying: bool) -> None:
         blocks._rms_at_unit_scale.cache_clear()
 
 
-def seconds(engine: EngineProcess, shape: dict[str, int]) -> float:
-    return float(engine.request("batched", repetitions=1, **shape)["gen_seconds"][0])
+def seconds(engine: EngineProcess, shape: dict[str, int]) -> tuple[float, float]:
+    """One repetition: (prompt seconds, generation seconds)."""
+    run = engine.request("batched", repetitions=1, **shape)
+    return float(run["prompt_seconds"][0]), float(run["gen_seconds"][0])
 
 
-def pairs(model: Path, proxy: Path, shape: dict[str, int], n_pairs: int, threads: int) -> list[float]:
-    """The proxy's speed over the model's, pair by pair (alternating which is measured first)."""
+def pairs(model: Path, proxy: Path, shape: dict[str, int], n_pairs: int, threads: int) -> dict[str, list[float]]:
+    """The proxy's speed over the model's, prompt and generation, pair by pair (alternating which goes first)."""
     engines = [EngineProcess(sys.executable, model_path=str(path), threads=threads) for path in (model, proxy)]
     try:
         for engine in engines:
             engine.warm_up(64)
             seconds(engine, shape)
-        ratios = []
+        ratios: dict[str, list[float]] = {"prompt": [], "generation": []}
         for index in range(n_pairs):
             order = (0, 1) if index % 2 == 0 else (1, 0)
             got = {side: seconds(engines[side], shape) for side in order}
-            ratios.append(got[0] / got[1])
+            for phase, (model_s, proxy_s) in zip(ratios, zip(got[0], got[1], strict=True), strict=True):
+                ratios[phase].append(model_s / proxy_s)
         return ratios
     finally:
         for engine in engines:
@@ -86,12 +91,13 @@ def main() -> None:
             write(model, path, varying=varying)
         # the two proxies in turn, twice, so that a slow spell does not fall on one of them only
         for label, path in [*proxies.items(), *proxies.items()]:
-            ratios = pairs(model, path, shape, args.pairs // 2, args.threads)
-            quartiles = statistics.quantiles(ratios, n=4)
-            rows.append([label, len(ratios), f"{statistics.median(ratios):.3f}",
-                         f"{quartiles[0]:.3f}-{quartiles[2]:.3f}", f"{sum(r > 1 for r in ratios)}/{len(ratios)}"])
-            print(rows[-1], flush=True)
-    print(tabulate(rows, headers=["proxy", "pairs", "proxy/model speed (median)", "IQR", "proxy faster"],
+            by_phase = pairs(model, path, shape, args.pairs // 2, args.threads)
+            for phase, ratios in by_phase.items():
+                quartiles = statistics.quantiles(ratios, n=4)
+                rows.append([label, phase, len(ratios), f"{statistics.median(ratios):.3f}",
+                             f"{quartiles[0]:.3f}-{quartiles[2]:.3f}", f"{sum(r > 1 for r in ratios)}/{len(ratios)}"])
+                print(rows[-1], flush=True)
+    print(tabulate(rows, headers=["proxy", "phase", "pairs", "proxy/model speed (median)", "IQR", "proxy faster"],
                    tablefmt="github"))
     print(f"pp{args.n_prompt}+tg{args.n_gen} at batch {args.batch_size}, {args.threads} threads, "
           f"{(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds():.0f} s")
