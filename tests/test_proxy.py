@@ -300,7 +300,6 @@ def test_random_blocks_are_finite_with_the_planned_spread(type_name):
     assert np.isfinite(weights).all() and 0.5 < rms * 16 < 2.0   # 1/sqrt(256): a Xavier-like spread
 
 
-
 @pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"])
 def test_block_scales_vary_as_a_real_models_do(type_name):
     """One scale per tensor let llama.cpp's fp16 lookup table stay in cache: a proxy 13-16% faster than its model."""
@@ -321,6 +320,7 @@ def test_block_scales_vary_as_a_real_models_do(type_name):
         ratio = field(layout.min_offsets[0]) / scales
         assert np.median(ratio) == pytest.approx(layout.min_per_scale, rel=0.05)
         assert np.std(np.log(ratio / layout.min_per_scale)) == pytest.approx(blocks.MIN_SPREAD, abs=0.02)
+
 
 # -- the tokenizer ---------------------------------------------------------------------------------------------------
 

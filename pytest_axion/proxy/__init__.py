@@ -3,7 +3,7 @@
 A dense model's speed depends on its weights' types and shapes, hardly on their values (the one exception, how
 their block scales vary, is imitated: :mod:`~pytest_axion.proxy.blocks`), so a proxy with a few of Llama 3.3 70B's
 layers runs the very kernels of the 40 GB model on a machine that could never hold it, and nothing is
-downloaded. See docs/proxy-models-draft.md.
+downloaded. See docs/proxy-models.md.
 
 - :mod:`~pytest_axion.proxy.spec`: the table of published configurations, ``proxy:NAME[:LAYERS]``, ``--like FILE``
 - :mod:`~pytest_axion.proxy.quant`: each tensor's type, as ``llama-quantize`` chooses it

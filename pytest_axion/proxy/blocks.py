@@ -9,7 +9,7 @@ depth. It is calibrated by dequantizing a sample with gguf-py's reference ``gguf
 The scales vary from block to block as a real model's do, because speed depends on it: on x86, llama.cpp's
 CPU dot products convert each block's fp16 scale through a 256 KiB lookup table (``ggml_table_f32_f16``),
 so one scale per tensor always hits the cache. SmolLM2-135M's proxy with one scale per tensor generated
-13-16% faster at batch 1 than the real model on a Zen 4 VM; the real model's Q4_1 tensors have 600-1300
+13-16% faster at batch 1 than the real model on a Zen 4 VM; the real model's Q4_1 tensors have 570-1300
 distinct scales each, spread log-normally (standard deviation of ln d 0.18-0.41, median 0.25), and mins of
 -7.5 d (10th-90th percentile -9.2 d to -5.8 d). Otherwise a dense model's speed does not depend on its
 weights' values, only on their types and shapes.
