@@ -140,6 +140,12 @@ class WarmUpRun:
     n_prompt: int
     seconds: tuple[float, ...]
     settled: bool
+    other_cpus: float | None = None   # other processes' CPUs meanwhile (None: not known)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """The warm-up's fastest prompt speed (it ran until the speed stopped rising); None without runs."""
+        return self.n_prompt / min(self.seconds) if self.seconds and min(self.seconds) > 0 else None
 
 
 @dataclass(frozen=True)

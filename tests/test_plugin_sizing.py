@@ -58,3 +58,19 @@ def test_the_rule_by_default_and_a_pinned_number_when_given(pytester, tmp_path):
     assert row["n_prompt"] == 48
     bad = pytester.runpytest(*OPTIONS, "--axion-prompt-sizing=lots")
     assert bad.ret == 4 and "--axion-prompt-sizing must be rule, sweep or a number of tokens" in bad.stderr.str()
+
+
+def test_a_model_too_slow_for_its_budget_measures_shorter_calls_and_says_why(pytester, tmp_path, monkeypatch):
+    # A 2 s budget makes the embedded model "slow": a call of the rule's 32 tokens a thread would take more than
+    # 1/120 of it, as a 70B proxy's would of the default 120 s.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pytester.makepyfile(PROMPT)
+    report = tmp_path / "r.json"
+    result = pytester.runpytest(*OPTIONS, "--axion-budget=2", f"--axion-report={report}")
+    result.assert_outcomes(passed=1)
+    sizing = json.loads(report.read_text())["settings"]["prompt_sizing"]
+    (row,) = json.loads(report.read_text())["results"]
+    assert sizing["fill_tokens"] == row["n_prompt"] == 16
+    result.stdout.fnmatch_lines(["prompt sizing: 16 tokens per call (32 tokens per thread, at most one micro-batch, "
+                                 "shortened from *: the model's prompt speed, * t/s (this run's warm-up*), fits about "
+                                 "* tokens a call in 1/120 of the 2 s budget (--axion-budget))"])

@@ -81,3 +81,40 @@ def test_a_sweep_is_cached_per_machine_model_build_and_threads_and_a_busy_one_is
     for path in tmp_path.glob("hw-abab*-0.3.36-t2.json"):
         path.write_text('{"measured_at": 1000, "points": [[16, -1]]}')
     assert size(now=1001.0).fill_tokens == 256 and len(calls) == 9
+
+
+@pytest.mark.parametrize(("fill", "tokens_per_s", "budget_s", "expected"), [
+    (64, 300.0, 120.0, 64),     # SmolLM2 on 2 cores: a call of 64 takes 0.2 s, well within 1/120 of the budget
+    (64, 46.0, 120.0, 32),      # a proxy of Llama 3.3 70B, 4 layers, on 2 cores (BENCHMARKS)
+    (64, 25.0, 120.0, 16),      # the same with a core busy
+    (64, 3.0, 120.0, 16),       # never below 16 tokens a call
+    (512, 50.0, 120.0, 32),     # the article's speed on 32 cores: 512 would take 10 s a call
+    (64, 46.0, 600.0, 64),      # a larger budget keeps the rule's calls
+    (64, 46.0, 0.0, 64),        # no budget: no cap
+])
+def test_a_slow_models_calls_are_shortened_to_fit_its_budget(fill, tokens_per_s, budget_s, expected):
+    from pytest_axion.machine.sizing import FILLS_PER_BUDGET, fill_within_budget
+
+    capped = fill_within_budget(fill, tokens_per_s, budget_s)
+    assert capped == expected
+    # what was kept fits 1/120 of the budget, or is the 16-token floor
+    assert capped == fill or capped == 16 or capped * FILLS_PER_BUDGET / tokens_per_s <= budget_s
+
+
+def test_a_warm_ups_prompt_speed_is_cached_so_that_every_run_sizes_alike_and_a_busy_one_is_not_kept(tmp_path):
+    from pytest_axion.store.sizing_cache import prompt_speed_for
+
+    def speed(measured, *, busy=0.0, hardware="hw", now=1000.0):
+        return prompt_speed_for(hardware, "ab" * 32, 2, build="0.3.36", measured_tps=measured, other_cpus=busy,
+                                busy_cpus=1.0, cache_dir=tmp_path, now=now)
+
+    assert speed(46.0) == (46.0, "this run's warm-up")
+    cached, source = speed(70.0, now=2000.0)   # a faster spell later: the first figure stands
+    assert cached == 46.0 and source.startswith("warm-up of 1970-01-01 00:16 UTC, cached in ")
+    assert speed(70.0, now=1000.0 + 8 * 86400) == (70.0, "this run's warm-up")   # a week old: measured again
+    busy, why = speed(25.0, busy=1.2, hardware="hw2")
+    assert busy == 25.0 and "1.2 CPU(s) busy: not cached" in why
+    assert speed(45.0, hardware="hw2") == (45.0, "this run's warm-up")   # the busy figure was not kept
+    for path in tmp_path.glob("hw2-*-speed.json"):
+        path.write_text('{"measured_at": 1000, "tokens_per_s": "fast"}')
+    assert speed(44.0, hardware="hw2", now=1001.0) == (44.0, "this run's warm-up")   # damaged: measured again

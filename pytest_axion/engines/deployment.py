@@ -27,6 +27,7 @@ from pytest_axion.engines.paired import PairedEngine
 from pytest_axion.engines.replay import read_recorded_run
 from pytest_axion.engines.worker import WORKER_LABEL, EngineProcess, WorkerError
 from pytest_axion.errors import AxionError, ModelFileError
+from pytest_axion.machine.environment import OtherCpuMeter
 from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import HardwareFingerprint, collect_hardware, validate_hardware_id
 from pytest_axion.machine.model import ModelFingerprint, embedded_model_path, fingerprint_model
@@ -210,7 +211,9 @@ class Deployment:
                 hardware_override: str | None, override_source: str) -> LoadedModel:
         try:
             # Until the speed settles, so that the session's first cell is not measured cold.
+            meter = OtherCpuMeter().start()
             warm_up = engine.warm_up(prompt_fill_tokens(self.threads))
+            warm_up = dataclasses.replace(warm_up, other_cpus=meter.stop())
             hardware = collect_hardware(
                 system_info=engine.facts.system_info,
                 llama_cpp_python_version=llama_cpp_python or engine.facts.llama_cpp_python_version,

@@ -25,6 +25,29 @@ def prompt_fill_tokens(threads: int, *, n_ubatch: int = DEFAULT_N_UBATCH) -> int
     return max(1, min(n_ubatch, TOKENS_PER_THREAD * max(1, threads)))
 
 
+# A slow model's workloads follow its speed: a call of fill tokens takes at most 1/120 of a test's budget, because
+# the reference suite's prompt test decodes 30 fills' worth of tokens per pass (prompts of fill and 2 x fill at 1-4
+# users), a warm-up and 3 repetitions at least: 120 fills within its budget. A proxy of a 70B (45 t/s on 2 cores)
+# would otherwise take 200 s of a 120 s budget on that test alone. Its prompt speed is level from 16 tokens per
+# call (44 t/s at 16, 47 at 64, 49 at 512, BENCHMARKS), so shorter calls measure the same kernels at the same speed.
+FILLS_PER_BUDGET = 120
+MIN_CAPPED_FILL = 16
+
+
+def fill_within_budget(fill: int, tokens_per_s: float, budget_s: float) -> int:
+    """``fill``, or fewer tokens where a call of ``fill`` would take more than ``budget_s / 120`` seconds at
+    ``tokens_per_s``: then the largest power of two that fits, at least 16 (0 budget or no speed: ``fill``)."""
+    if budget_s <= 0 or tokens_per_s <= 0:
+        return fill
+    fits = tokens_per_s * budget_s / FILLS_PER_BUDGET
+    if fill <= fits:
+        return fill
+    capped = MIN_CAPPED_FILL
+    while capped * 2 <= fits:
+        capped *= 2
+    return min(fill, capped)
+
+
 # The short sweep that finds where this machine's prompt speed levels off for this model: tokens per call up
 # to one micro-batch (beyond it llama.cpp splits the call, so the speed cannot keep rising).
 SWEEP_TOKENS = (16, 32, 64, 128, 256, 512)

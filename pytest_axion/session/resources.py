@@ -17,13 +17,20 @@ from pytest_axion.machine.gguf import read_gguf_info
 from pytest_axion.machine.hardware import collect_hardware
 from pytest_axion.machine.limits import LimitsError
 from pytest_axion.machine.model import embedded_model_path
-from pytest_axion.machine.sizing import SWEEP_REPETITIONS, TOKENS_PER_THREAD, prompt_fill_tokens, sweep_tokens
+from pytest_axion.machine.sizing import (
+    FILLS_PER_BUDGET,
+    SWEEP_REPETITIONS,
+    TOKENS_PER_THREAD,
+    fill_within_budget,
+    prompt_fill_tokens,
+    sweep_tokens,
+)
 from pytest_axion.promises.efficiency import EfficiencyFigure, Roofs, efficiency_figures
 from pytest_axion.promises.reading import ReadingSpeed, resolve_reading_speed, sample_text, tokens_per_word
 from pytest_axion.records import EngineError, Measurement, ProgressCallback, busy_limit
 from pytest_axion.settings import Settings
 from pytest_axion.store.limits_cache import limits_for
-from pytest_axion.store.sizing_cache import Sizing, Sweep, sizing_for
+from pytest_axion.store.sizing_cache import Sizing, Sweep, prompt_speed_for, sizing_for
 
 
 class RunResources:
@@ -142,7 +149,27 @@ class RunResources:
                 why = "" if choice.value == "rule" else f" (not swept in this run: {self.deployment.kind})"
                 self._sizing = Sizing(prompt_fill_tokens(loaded.threads), (),
                                       f"{TOKENS_PER_THREAD} tokens per thread, at most one micro-batch{why}")
+            if recorded is None and not isinstance(choice.value, int):
+                self._sizing = self._within_budget(self._sizing, loaded)
         return self._sizing
+
+    def _within_budget(self, sizing: Sizing, loaded: LoadedModel) -> Sizing:
+        """The sizing, its calls shortened where the model is too slow for them to fit the test's budget."""
+        budget_s, warm_up = self.settings.budget_s.value, loaded.warm_up
+        measured = warm_up.tokens_per_s if warm_up is not None else None
+        if budget_s <= 0 or measured is None:
+            return sizing
+        speed, source = prompt_speed_for(loaded.hardware.hardware_id, loaded.model.sha256, loaded.threads,
+                                         build=loaded.hardware.llama_cpp_python, measured_tps=measured,
+                                         other_cpus=warm_up.other_cpus if warm_up else None,
+                                         busy_cpus=busy_limit(loaded.threads))
+        fill = fill_within_budget(sizing.fill_tokens, speed, budget_s)
+        if fill == sizing.fill_tokens:
+            return sizing
+        return Sizing(fill, sizing.points,
+                      f"{sizing.source}, shortened from {sizing.fill_tokens}: the model's prompt speed, "
+                      f"{speed:.0f} t/s ({source}), fits about {speed * budget_s / FILLS_PER_BUDGET:.0f} tokens a call "
+                      f"in 1/{FILLS_PER_BUDGET} of the {budget_s:g} s budget (--axion-budget)")
 
     def _prompt_sweep(self, loaded: LoadedModel) -> Sweep:
         """Prompt speed at each tokens-per-call of the sweep, in this session's worker."""

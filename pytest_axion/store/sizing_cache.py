@@ -1,8 +1,11 @@
-"""Where this machine's prompt speed levels off for a model, cached per hardware id, model, build and threads.
+"""Where this machine's prompt speed levels off for a model, and how fast it is, cached per hardware id, model,
+build and threads.
 
 The sweep (:mod:`pytest_axion.machine.sizing`) takes seconds on a small model and about a minute on a proxy
 of a 70B; a week-old figure of the same machine, model and threads sizes workloads well enough. A sweep
-measured while other processes were busy is used for that run only, never stored, as the machine's limits.
+measured while other processes were busy is used for that run only, never stored, as the machine's limits. The
+speed (which caps a slow model's workloads, :func:`pytest_axion.machine.sizing.fill_within_budget`) is kept alike,
+so that runs of one machine and model measure the same workloads and compare with its baselines.
 """
 
 from __future__ import annotations
@@ -39,8 +42,7 @@ def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, build: str,
     """The prompt sizing of this machine, model, llama.cpp build and thread count: from the cache, or swept now
     (and stored unless other processes used more than ``busy_cpus`` CPUs meanwhile)."""
     folder = cache_dir or default_cache_dir() / "sizing"
-    build_tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in build)
-    path = folder / f"{hardware_id}-{model_sha256[:16]}-{build_tag}-t{threads}.json"
+    path = folder / f"{_key(hardware_id, model_sha256, build, threads)}.json"
     now = time.time() if now is None else now
     try:
         entry = json.loads(path.read_text())
@@ -69,3 +71,37 @@ def _points(raw: Sequence[Sequence[float]]) -> tuple[tuple[int, float], ...]:
     if not points or any(tokens <= 0 or speed <= 0 for tokens, speed in points):
         raise ValueError("no usable points")
     return points
+
+
+def prompt_speed_for(hardware_id: str, model_sha256: str, threads: int, *, build: str, measured_tps: float,
+                     other_cpus: float | None, busy_cpus: float, cache_dir: Path | None = None,
+                     now: float | None = None) -> tuple[float, str]:
+    """This machine's prompt speed for this model, build and thread count, as a session's warm-up measured it:
+    the cached figure if there is one (so that every run sizes its workloads alike, a slow spell's or a busy
+    one's included), else ``measured_tps``, stored unless other processes used more than ``busy_cpus`` CPUs while
+    it was measured. Returns the speed and where it came from."""
+    folder = cache_dir or default_cache_dir() / "sizing"
+    path = folder / f"{_key(hardware_id, model_sha256, build, threads)}-speed.json"
+    now = time.time() if now is None else now
+    try:
+        entry = json.loads(path.read_text())
+        speed = float(entry["tokens_per_s"])
+        if 0 <= now - float(entry["measured_at"]) < CACHE_MAX_AGE_S and speed > 0:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(entry["measured_at"])))
+            return speed, f"warm-up of {when}, cached in {path}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass   # no entry, an old one or a damaged one: this run's warm-up decides
+    if other_cpus is not None and other_cpus > busy_cpus:
+        return measured_tps, f"this run's warm-up, while other processes kept {other_cpus:.1f} CPU(s) busy: not cached"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(path, {"measured_at": now, "hardware_id": hardware_id, "model_sha256": model_sha256,
+                                     "threads": threads, "tokens_per_s": measured_tps})
+    except OSError:
+        pass   # a read-only home: the figure is still good for this run
+    return measured_tps, "this run's warm-up"
+
+
+def _key(hardware_id: str, model_sha256: str, build: str, threads: int) -> str:
+    build_tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in build)
+    return f"{hardware_id}-{model_sha256[:16]}-{build_tag}-t{threads}"
