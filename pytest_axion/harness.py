@@ -108,7 +108,7 @@ class Axion:
                  request_promises: Callable[[], list[RequestPromise]] = list,
                  record_capacity: Callable[[CapacitySearch], None] = lambda _: None,
                  record_rate: Callable[[RateLevel], None] = lambda _: None,
-                 fill_tokens: Callable[[], int] | None = None,
+                 fill_tokens: Callable[[], int] | None = None, gen_tokens: Callable[[int], int] | None = None,
                  capacity_budget_s: float = DEFAULT_CAPACITY_BUDGET_S, clock: MeasuringClock | None = None) -> None:
         self.loaded = loaded
         self.nodeid = nodeid
@@ -121,6 +121,7 @@ class Axion:
         self._record_capacity = record_capacity
         self._record_rate = record_rate
         self._fill_tokens = fill_tokens
+        self._gen_tokens = gen_tokens
         self._capacity_budget_s = capacity_budget_s
         self._clock = clock if clock is not None else MeasuringClock(budget_s=0.0)   # no budget unless given
 
@@ -144,6 +145,15 @@ class Axion:
         Prompt speed is only steady above this (see :mod:`pytest_axion.machine.sizing`); size prompt workloads with it.
         """
         return self._fill_tokens() if self._fill_tokens is not None else prompt_fill_tokens(self.threads)
+
+    def gen_tokens(self, longest: int = 64) -> int:
+        """A generation length for this model: ``longest``, or fewer (a power of two, at least 8) where the model is
+        too slow for it, by the rule and the prompt speed that shorten ``fill_tokens`` (see
+        :func:`pytest_axion.machine.sizing.gen_within_budget`); size generation workloads with it."""
+        if longest < 1:
+            raise MeasurementError(f"{self.nodeid}: axion.gen_tokens({longest}): the longest generation is at least "
+                                   "1 token")
+        return self._gen_tokens(longest) if self._gen_tokens is not None else longest
 
     def prompt(self, n_tokens: int = 512, *, repetitions: int | None = None) -> Measurement:
         """Prompt processing speed of an n_tokens prompt (llama-bench ``pp``), tokens/s."""

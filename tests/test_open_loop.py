@@ -166,7 +166,7 @@ def test_a_rate_test_against_an_endpoint_is_judged_and_reported(pytester, one_sl
         "(*; 95% interval *): met; goodput * requests/s; TTFT median * ms in the first third, * ms in the last",
     ])
     data = json.loads(report.read_text())   # the report is validated against its schema when written
-    assert data["schema_version"] == 10
+    assert data["schema_version"] == 11
     rates = next(t["rate_levels"] for t in data["tests"] if t["nodeid"].endswith("test_steady_load"))
     assert len(rates) == 1 and rates[0]["requests_per_s"] == 10.0 and rates[0]["level"]["status"] == "met"
     assert rates[0]["sent"] == rates[0]["level"]["requests"] >= 35

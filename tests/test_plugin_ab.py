@@ -42,7 +42,7 @@ def test_an_a_a_session_names_both_sides_and_reports_paired_verdicts(pytester):
                                  "*test_prompt*prompt_tps*pp32*tokens/s*x*6*"])
     report = json.loads((pytester.path / "r.json").read_text())
     validate_report(report)
-    assert report["schema_version"] == 10 and report["ab"]["rounds"] == 6 and report["baseline"] is None
+    assert report["schema_version"] == 11 and report["ab"]["rounds"] == 6 and report["baseline"] is None
     paired = {v["involved"][0]: v for v in report["verdicts"] if v["kind"] == "ab"}
     rows = report["results"]
     assert len(paired) == len(rows) == PAIRED_ROWS

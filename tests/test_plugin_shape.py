@@ -33,7 +33,7 @@ def test_impossible_steadiness_and_scaling_fail_with_the_cells_named(pytester, c
     ])
     result.stdout.fnmatch_lines(["*test_scaling*scaling*gen_tps pp8+tg8*>= 100x*fail*batch 1: *, batch 2: *"])
     report = json.loads((pytester.path / "r.json").read_text())
-    assert report["schema_version"] == 10
+    assert report["schema_version"] == 11
     shapes = {v["nodeid"].split("::")[1]: v for v in report["verdicts"] if v["kind"] in ("steady", "scaling")}
     assert shapes["test_scaling"]["outcome"] == "fail" and len(shapes["test_scaling"]["readings"]) == 3
     assert [c["cell"] for c in shapes["test_scaling"]["readings"][0]["detail"]["curve"]] == ["batch 1", "batch 2"]

@@ -73,7 +73,7 @@ def test_passing_suite_with_capacity_report_and_junit(pytester, tmp_path):
     assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].startswith("pass: itl_ms at batch 2 (pp16+tg8): ")
     assert properties["axion.threshold.itl_ms.b2.pp16.tg8"].endswith("<= 10000.0 ms (p99 of 16)")
     verdicts = {v["name"]: v for v in data["verdicts"]}
-    assert verdicts["per_user_tps.b2.pp16.tg8"]["outcome"] == "pass" and data["schema_version"] == 10
+    assert verdicts["per_user_tps.b2.pp16.tg8"]["outcome"] == "pass" and data["schema_version"] == 11
 
 
 @pytest.mark.parametrize("marker, expected", [

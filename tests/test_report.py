@@ -45,7 +45,7 @@ def test_report_validates_and_keeps_samples_and_verdicts():
     assert failed["readings"][0]["status"] == "missed" and failed["readings"][0]["detail"]["batch_size"] == 4
     assert report["tests"] == [{"nodeid": "t.py::test_users", "outcome": "failed", "capacity": 2,
                                 "capacity_search": None, "rate_levels": [], "slo_passed": False}]
-    assert report["schema_version"] == 10 and report["ab"] is None and report["baseline"] is None
+    assert report["schema_version"] == 11 and report["ab"] is None and report["baseline"] is None
     assert report["model"]["sha256"] == "a" * 64 and report["hardware"]["llama_cpp_system_info"]["AVX2"] == "1"
 
 

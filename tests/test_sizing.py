@@ -118,3 +118,16 @@ def test_a_warm_ups_prompt_speed_is_cached_so_that_every_run_sizes_alike_and_a_b
     for path in tmp_path.glob("hw2-*-speed.json"):
         path.write_text('{"measured_at": 1000, "tokens_per_s": "fast"}')
     assert speed(44.0, hardware="hw2", now=1001.0) == (44.0, "this run's warm-up")   # damaged: measured again
+
+
+@pytest.mark.parametrize(("longest", "tokens_per_s", "budget_s", "expected"), [
+    (64, 300.0, 120.0, 64),    # a fast model keeps its lengths
+    (64, 49.0, 120.0, 32),     # the 70B proxy on 2 cores: 64 steps at four users took 14 s a repetition
+    (64, 12.0, 120.0, 8),      # never below 8
+    (4, 12.0, 120.0, 4),       # never above what the test asked for
+    (64, 49.0, 0.0, 64),       # no budget
+])
+def test_generation_lengths_follow_the_same_prompt_speed(longest, tokens_per_s, budget_s, expected):
+    from pytest_axion.machine.sizing import gen_within_budget
+
+    assert gen_within_budget(longest, tokens_per_s, budget_s) == expected

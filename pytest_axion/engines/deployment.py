@@ -157,6 +157,10 @@ class Deployment:
         """A replay's ``axion.fill_tokens`` as the recorded run used it (None: not a replay, or not recorded)."""
         return read_recorded_run(self.replay).fill_tokens if self.replay is not None else None
 
+    def recorded_prompt_tps(self) -> float | None:
+        """A replay's prompt speed that its workloads followed (``axion.gen_tokens``; None: not recorded)."""
+        return read_recorded_run(self.replay).prompt_tps if self.replay is not None else None
+
     def run_repetitions(self, asked: int) -> int:
         """The repetitions per workload: as asked, or as the replayed run recorded them."""
         return read_recorded_run(self.replay).repetitions if self.replay is not None else asked

@@ -156,6 +156,8 @@ class RecordedRun:
         self.rows: list[Mapping[str, Any]] = list(data["results"])
         sizing = data["settings"].get("prompt_sizing")   # schema 7 on: axion.fill_tokens as the run used it
         self.fill_tokens: int | None = int(sizing["fill_tokens"]) if sizing else None
+        speed = sizing.get("tokens_per_s") if sizing else None   # schema 11 on: the speed the workloads followed
+        self.prompt_tps: float | None = float(speed) if speed is not None else None
         warm = data.get("warm_up")
         self.warm_up = (WarmUpRun(n_prompt=int(warm["n_prompt"]), seconds=tuple(warm["seconds"]),
                                   settled=bool(warm["settled"])) if warm else None)

@@ -37,15 +37,29 @@ MIN_CAPPED_FILL = 16
 def fill_within_budget(fill: int, tokens_per_s: float, budget_s: float) -> int:
     """``fill``, or fewer tokens where a call of ``fill`` would take more than ``budget_s / 120`` seconds at
     ``tokens_per_s``: then the largest power of two that fits, at least 16 (0 budget or no speed: ``fill``)."""
-    if budget_s <= 0 or tokens_per_s <= 0:
-        return fill
-    fits = tokens_per_s * budget_s / FILLS_PER_BUDGET
-    if fill <= fits:
-        return fill
-    capped = MIN_CAPPED_FILL
+    return _within(fill, tokens_per_s * budget_s / FILLS_PER_BUDGET, floor=MIN_CAPPED_FILL)
+
+
+# Generation lengths follow the same speed, by the same count: the reference suite's generation test decodes its
+# longest and a quarter of it at 1, 2 and 4 users, 3 to 5 repetitions each. A model whose prompt tokens fit 49 to a
+# 1-second call (1/120 of 120 s) generated 13.5 t/s at one user and 18.5 in all at four (the 70B proxy on 2 cores):
+# 64 steps at four users took 14 s a repetition, past a cell's 15 s share at three; 32 fit.
+MIN_GEN_TOKENS = 8
+
+
+def gen_within_budget(longest: int, tokens_per_s: float, budget_s: float) -> int:
+    """``longest`` generated tokens, or fewer where more than ``budget_s / 120`` seconds of prompt tokens at
+    ``tokens_per_s`` would be needed: the largest power of two within it, at least 8."""
+    return _within(longest, tokens_per_s * budget_s / FILLS_PER_BUDGET, floor=MIN_GEN_TOKENS)
+
+
+def _within(tokens: int, fits: float, *, floor: int) -> int:
+    if fits <= 0 or tokens <= fits:
+        return tokens
+    capped = floor
     while capped * 2 <= fits:
         capped *= 2
-    return min(fill, capped)
+    return min(tokens, capped)
 
 
 # The short sweep that finds where this machine's prompt speed levels off for this model: tokens per call up

@@ -16,7 +16,7 @@ from pytest_axion.promises.verdict import FAIL
 from pytest_axion.report.record import RunRecord
 from pytest_axion.schemas import validate_report
 
-REPORT_SCHEMA_VERSION = 10
+REPORT_SCHEMA_VERSION = 11
 READABLE_REPORT_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
@@ -47,7 +47,8 @@ def build_report(run: RunRecord) -> dict[str, Any]:
                      "reading_speed_tokens_per_s": run.reading.tokens_per_s, "reading_speed": run.reading.label,
                      "prompt_sizing": ({"fill_tokens": run.prompt_sizing.fill_tokens,
                                         "source": run.prompt_sizing.source,
-                                        "points": [list(p) for p in run.prompt_sizing.points]}
+                                        "points": [list(p) for p in run.prompt_sizing.points],
+                                        "tokens_per_s": run.prompt_sizing.tokens_per_s}
                                        if run.prompt_sizing is not None else None)},
         "model": run.model.to_json(),
         "hardware": run.hardware.to_json(),

@@ -98,7 +98,7 @@ class AxionSession:
                      record=collected.measurements.append, progress=resources.progress,
                      record_pair=collected.record_pair, request_promises=request_promises,
                      record_capacity=collected.record_capacity, record_rate=collected.record_rate,
-                     fill_tokens=lambda: resources.prompt_sizing().fill_tokens,
+                     fill_tokens=lambda: resources.prompt_sizing().fill_tokens, gen_tokens=resources.gen_tokens,
                      capacity_budget_s=self.settings.capacity_budget_s.value, clock=self.clock)
 
     def judge(self, nodeid: str, spec: SloSpec | None, wait_message: Callable[[str], None]) -> list[Verdict]:

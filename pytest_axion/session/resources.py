@@ -3,6 +3,7 @@ speed and the roofs that efficiency is read against."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ from pytest_axion.machine.sizing import (
     SWEEP_REPETITIONS,
     TOKENS_PER_THREAD,
     fill_within_budget,
+    gen_within_budget,
     prompt_fill_tokens,
     sweep_tokens,
 )
@@ -131,7 +133,8 @@ class RunResources:
             loaded, choice = self.load(), self.settings.prompt_sizing
             recorded = self.deployment.recorded_fill_tokens()
             if recorded is not None:
-                self._sizing = Sizing(recorded, (), f"{recorded} tokens per call, as {self.deployment.replay} recorded")
+                self._sizing = Sizing(recorded, (), f"{recorded} tokens per call, as {self.deployment.replay} recorded",
+                                      tokens_per_s=self.deployment.recorded_prompt_tps())
             elif isinstance(choice.value, int):
                 self._sizing = Sizing(choice.value, (), f"{choice.value} tokens per call from {choice.source}")
             elif choice.value == "sweep" and self.deployment.sweeps_prompt:
@@ -149,27 +152,33 @@ class RunResources:
                 why = "" if choice.value == "rule" else f" (not swept in this run: {self.deployment.kind})"
                 self._sizing = Sizing(prompt_fill_tokens(loaded.threads), (),
                                       f"{TOKENS_PER_THREAD} tokens per thread, at most one micro-batch{why}")
-            if recorded is None and not isinstance(choice.value, int):
-                self._sizing = self._within_budget(self._sizing, loaded)
+            if recorded is None:
+                self._sizing = self._within_budget(self._sizing, loaded, pinned=isinstance(choice.value, int))
         return self._sizing
 
-    def _within_budget(self, sizing: Sizing, loaded: LoadedModel) -> Sizing:
-        """The sizing, its calls shortened where the model is too slow for them to fit the test's budget."""
+    def _within_budget(self, sizing: Sizing, loaded: LoadedModel, *, pinned: bool) -> Sizing:
+        """The sizing with the model's prompt speed, its calls shortened (unless pinned) where the model is too
+        slow for them to fit the test's budget."""
         budget_s, warm_up = self.settings.budget_s.value, loaded.warm_up
         measured = warm_up.tokens_per_s if warm_up is not None else None
-        if budget_s <= 0 or measured is None:
+        if budget_s <= 0 or warm_up is None or measured is None:
             return sizing
         speed, source = prompt_speed_for(loaded.hardware.hardware_id, loaded.model.sha256, loaded.threads,
                                          build=loaded.hardware.llama_cpp_python, measured_tps=measured,
-                                         other_cpus=warm_up.other_cpus if warm_up else None,
-                                         busy_cpus=busy_limit(loaded.threads))
-        fill = fill_within_budget(sizing.fill_tokens, speed, budget_s)
+                                         other_cpus=warm_up.other_cpus, busy_cpus=busy_limit(loaded.threads))
+        fill = sizing.fill_tokens if pinned else fill_within_budget(sizing.fill_tokens, speed, budget_s)
         if fill == sizing.fill_tokens:
-            return sizing
+            return dataclasses.replace(sizing, tokens_per_s=speed)
         return Sizing(fill, sizing.points,
                       f"{sizing.source}, shortened from {sizing.fill_tokens}: the model's prompt speed, "
                       f"{speed:.0f} t/s ({source}), fits about {speed * budget_s / FILLS_PER_BUDGET:.0f} tokens a call "
-                      f"in 1/{FILLS_PER_BUDGET} of the {budget_s:g} s budget (--axion-budget)")
+                      f"in 1/{FILLS_PER_BUDGET} of the {budget_s:g} s budget (--axion-budget)", tokens_per_s=speed)
+
+    def gen_tokens(self, longest: int) -> int:
+        """``axion.gen_tokens(longest)``: a generation length that follows the model's prompt speed, as the
+        prompt sizing does (a recording's speed in a replay)."""
+        speed = self.prompt_sizing().tokens_per_s
+        return gen_within_budget(longest, speed, self.settings.budget_s.value) if speed is not None else longest
 
     def _prompt_sweep(self, loaded: LoadedModel) -> Sweep:
         """Prompt speed at each tokens-per-call of the sweep, in this session's worker."""

@@ -35,6 +35,7 @@ class Sizing:
     fill_tokens: int
     points: tuple[tuple[int, float], ...]
     source: str   # how the figure was found, for the header
+    tokens_per_s: float | None = None   # the prompt speed that a slow model's workloads follow (None: not known)
 
 
 def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, build: str, busy_cpus: float,
