@@ -35,7 +35,11 @@ calls at 6257). The sizing rule: 32 tokens per thread, at most one 512-token mic
   (``axion.capacity``): batch sizes 1, 2, 4, 8, then doubling while every level holds and bisecting to
   within 10%, 256 users or 120 s of measuring, with short exchanges (16-token prompts, 16 tokens out) so
   that the end is reached in time; the summary reports the bracket and the promise that ended it;
-- generation: batch sizes 1, 2 and 4, the publication's range for its scaling claim.
+- generation: batch sizes 1, 2 and 4, the publication's range for its scaling claim, at 16 and 64 tokens.
+A model too slow for these within a test's budget (``--axion-budget``, 120 s) measures shorter ones: fill is
+shortened where a call of it would take over 1/120 of the budget at the model's prompt speed, and the generation
+lengths (``axion.gen_tokens``) by the same rule; a proxy of Llama 3.3 70B on 2 cores measures prompts of 32 and
+64 tokens and generations of 8 and 32.
 The suite takes about 2 minutes on 2 cores, bounded on many by the capacity budget.
 """
 
