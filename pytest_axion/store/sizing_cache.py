@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_axion.files import default_cache_dir, write_json_atomically
 from pytest_axion.machine.sizing import fill_from_sweep
@@ -42,15 +43,12 @@ def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, build: str,
                measure: Callable[[], Sweep], cache_dir: Path | None = None, now: float | None = None) -> Sizing:
     """The prompt sizing of this machine, model, llama.cpp build and thread count: from the cache, or swept now
     (and stored unless other processes used more than ``busy_cpus`` CPUs meanwhile)."""
-    folder = cache_dir or default_cache_dir() / "sizing"
-    path = folder / f"{_key(hardware_id, model_sha256, build, threads)}.json"
+    path = (cache_dir or default_cache_dir() / "sizing") / f"{_key(hardware_id, model_sha256, build, threads)}.json"
     now = time.time() if now is None else now
     try:
-        entry = json.loads(path.read_text())
-        if 0 <= now - float(entry["measured_at"]) < CACHE_MAX_AGE_S:   # a time ahead of now: a clock moved back
-            points = _points(entry["points"])
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(entry["measured_at"])))
-            return Sizing(fill_from_sweep(points, threads=threads), points, f"swept {when}, cached in {path}")
+        entry, when = _fresh_entry(path, now)
+        points = _points(entry["points"])
+        return Sizing(fill_from_sweep(points, threads=threads), points, f"swept {when}, cached in {path}")
     except (OSError, ValueError, KeyError, TypeError):
         pass   # no entry, an old one or a damaged one: sweep again and rewrite it
     sweep = measure()
@@ -58,12 +56,8 @@ def sizing_for(hardware_id: str, model_sha256: str, threads: int, *, build: str,
     if sweep.other_cpus is not None and sweep.other_cpus > busy_cpus:
         return Sizing(fill, sweep.points, f"swept in this run while other processes kept {sweep.other_cpus:.1f} "
                                           "CPU(s) busy: not cached")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(path, {"measured_at": now, "hardware_id": hardware_id, "model_sha256": model_sha256,
-                                     "threads": threads, "points": [list(p) for p in sweep.points]})
-    except OSError:
-        pass   # a read-only home: the figure is still good for this run
+    _store(path, {"measured_at": now, "hardware_id": hardware_id, "model_sha256": model_sha256, "threads": threads,
+                  "points": [list(p) for p in sweep.points]})
     return Sizing(fill, sweep.points, "swept in this run")
 
 
@@ -81,26 +75,39 @@ def prompt_speed_for(hardware_id: str, model_sha256: str, threads: int, *, build
     the cached figure if there is one (so that every run sizes its workloads alike, a slow spell's or a busy
     one's included), else ``measured_tps``, stored unless other processes used more than ``busy_cpus`` CPUs while
     it was measured. Returns the speed and where it came from."""
-    folder = cache_dir or default_cache_dir() / "sizing"
-    path = folder / f"{_key(hardware_id, model_sha256, build, threads)}-speed.json"
+    path = ((cache_dir or default_cache_dir() / "sizing")
+            / f"{_key(hardware_id, model_sha256, build, threads)}-speed.json")
     now = time.time() if now is None else now
     try:
-        entry = json.loads(path.read_text())
+        entry, when = _fresh_entry(path, now)
         speed = float(entry["tokens_per_s"])
-        if 0 <= now - float(entry["measured_at"]) < CACHE_MAX_AGE_S and speed > 0:
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(entry["measured_at"])))
+        if speed > 0:
             return speed, f"warm-up of {when}, cached in {path}"
     except (OSError, ValueError, KeyError, TypeError):
         pass   # no entry, an old one or a damaged one: this run's warm-up decides
     if other_cpus is not None and other_cpus > busy_cpus:
         return measured_tps, f"this run's warm-up, while other processes kept {other_cpus:.1f} CPU(s) busy: not cached"
+    _store(path, {"measured_at": now, "hardware_id": hardware_id, "model_sha256": model_sha256, "threads": threads,
+                  "tokens_per_s": measured_tps})
+    return measured_tps, "this run's warm-up"
+
+
+def _fresh_entry(path: Path, now: float) -> tuple[dict[str, Any], str]:
+    """A cache entry and when it was measured; ValueError when it is a week old or from ahead of now (a clock
+    that moved back), OSError or ValueError when it is missing or damaged."""
+    entry = json.loads(path.read_text())
+    measured_at = float(entry["measured_at"])
+    if not 0 <= now - measured_at < CACHE_MAX_AGE_S:
+        raise ValueError(f"{path} was measured outside the last week")
+    return entry, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(measured_at))
+
+
+def _store(path: Path, entry: dict[str, Any]) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(path, {"measured_at": now, "hardware_id": hardware_id, "model_sha256": model_sha256,
-                                     "threads": threads, "tokens_per_s": measured_tps})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(path, entry)
     except OSError:
         pass   # a read-only home: the figure is still good for this run
-    return measured_tps, "this run's warm-up"
 
 
 def _key(hardware_id: str, model_sha256: str, build: str, threads: int) -> str:
